@@ -1,0 +1,180 @@
+//! Decoding a blob from slivers of one axis.
+//!
+//! Primary slivers are rows: any `n − 2f` of them decode, and when they are
+//! the systematic rows `0..n − 2f` the blob is just their concatenation, no
+//! Reed–Solomon work at all. Otherwise each of the `n − f` columns is
+//! restored from the rows given. Secondary slivers are columns: any `n − f`
+//! decode, the systematic ones by a transpose, others row by row.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+
+use crate::{
+    encode::{copy_parallel, transpose},
+    error::DecodeError,
+    line::LineCoder,
+    Axis, BlobId, BlobMetadata, Sliver,
+};
+
+/// How much a decode checks beyond the metadata (which is always checked
+/// against the blob ID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeCheck {
+    /// Every sliver used was already verified by the caller (for example as
+    /// it arrived from the network), so it is not verified again.
+    AlreadyVerified,
+    /// Verify every sliver used against the metadata before decoding.
+    #[default]
+    VerifySlivers,
+    /// Verify every sliver, then re-encode the decoded blob and check that
+    /// it has the requested blob ID. This catches a writer that encoded the
+    /// blob inconsistently, at the cost of a full encode.
+    Strict,
+}
+
+/// Decodes the blob `blob_id` from `slivers`, which must all be on one axis:
+/// at least `n − 2f` distinct primary slivers or `n − f` distinct secondary
+/// slivers. Systematic slivers are preferred when more than enough are given.
+///
+/// ```
+/// use floe_codec::{decode, encode, DecodeCheck, EncodingConfig};
+/// let config = EncodingConfig::new(10)?;
+/// let (metadata, blob_id, pairs) = encode(&config, b"any n - 2f rows decode")?;
+/// let rows: Vec<_> = pairs[6..].iter().map(|pair| pair.primary.clone()).collect();
+/// let blob = decode(&blob_id, &metadata, &rows, DecodeCheck::VerifySlivers)?;
+/// assert_eq!(blob, b"any n - 2f rows decode");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode(
+    blob_id: &BlobId,
+    metadata: &BlobMetadata,
+    slivers: &[Sliver],
+    check: DecodeCheck,
+) -> Result<Vec<u8>, DecodeError> {
+    metadata.verify(blob_id)?;
+    let axis = match slivers.first() {
+        Some(first) => first.axis,
+        None => {
+            return Err(DecodeError::NotEnoughSlivers {
+                blob_id: *blob_id,
+                axis: Axis::Primary,
+                given: 0,
+                needed: metadata.config().rows(),
+            })
+        }
+    };
+    if slivers.iter().any(|sliver| sliver.axis != axis) {
+        return Err(DecodeError::MixedAxes { blob_id: *blob_id });
+    }
+    let config = metadata.config();
+    let (rows, cols, s) = (config.rows(), config.cols(), metadata.symbol_size());
+    // Distinct slivers by index, lowest (systematic) first.
+    let mut distinct = BTreeMap::new();
+    for sliver in slivers {
+        sliver.check_shape(metadata)?;
+        distinct.entry(sliver.index.as_usize()).or_insert(sliver);
+    }
+    // Primary slivers are rows and each column has `n - 2f` source symbols,
+    // so `n - 2f` rows are needed; secondary slivers need `n - f` columns.
+    let needed = match axis {
+        Axis::Primary => rows,
+        Axis::Secondary => cols,
+    };
+    if distinct.len() < needed {
+        return Err(DecodeError::NotEnoughSlivers {
+            blob_id: *blob_id,
+            axis,
+            given: distinct.len(),
+            needed,
+        });
+    }
+    let chosen: Vec<(usize, &Sliver)> =
+        distinct.into_iter().take(needed).collect();
+
+    if check != DecodeCheck::AlreadyVerified {
+        chosen
+            .par_iter()
+            .map_init(LineCoder::new, |coder, (_, sliver)| sliver.verify_with(metadata, coder))
+            .collect::<Result<Vec<()>, _>>()?;
+    }
+
+    let mut blob = match axis {
+        Axis::Primary => decode_rows(&chosen, rows, cols, s, config.n()),
+        Axis::Secondary => decode_cols(&chosen, rows, cols, s, config.n()),
+    };
+    // The metadata's length is at most the matrix size (checked at construction).
+    blob.truncate(metadata.unencoded_length() as usize);
+
+    if check == DecodeCheck::Strict {
+        let (_, computed, _) = crate::encode(&metadata.config(), &blob)
+            .map_err(|_| DecodeError::StrictCheckFailed { expected: *blob_id, computed: *blob_id })?;
+        if computed != *blob_id {
+            return Err(DecodeError::StrictCheckFailed { expected: *blob_id, computed });
+        }
+    }
+    Ok(blob)
+}
+
+/// `rows` distinct rows `chosen` (each `cols` symbols) to the row-major
+/// source matrix.
+fn decode_rows(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, n: usize) -> Vec<u8> {
+    let row_bytes = cols * s;
+    let mut out = vec![0u8; rows * row_bytes];
+    let missing: Vec<usize> =
+        (0..rows).filter(|i| chosen.binary_search_by_key(i, |(j, _)| *j).is_err()).collect();
+    for (i, sliver) in chosen.iter().filter(|(i, _)| *i < rows) {
+        copy_parallel(&mut out[i * row_bytes..(i + 1) * row_bytes], &sliver.data);
+    }
+    if missing.is_empty() {
+        return out;
+    }
+    // Column j is a codeword of the column code: `rows` sources, `n - rows`
+    // repair symbols. Restore every column, keep its missing rows.
+    let kept = missing.len() * s;
+    let mut restored = vec![0u8; cols * kept];
+    restored.par_chunks_mut(kept).enumerate().for_each_init(
+        || (LineCoder::new(), vec![0u8; rows * s]),
+        |(coder, column), (j, out)| {
+            let known = chosen.iter().map(|(i, sliver)| (*i, &sliver.data[j * s..(j + 1) * s]));
+            coder.restore(rows, n - rows, s, known, column);
+            for (t, i) in missing.iter().enumerate() {
+                out[t * s..(t + 1) * s].copy_from_slice(&column[i * s..(i + 1) * s]);
+            }
+        },
+    );
+    // `restored` is column-major over the missing rows.
+    let mut missing_rows = vec![0u8; kept * cols];
+    transpose(&restored, &mut missing_rows, cols, missing.len(), s);
+    for (t, i) in missing.iter().enumerate() {
+        let row = &missing_rows[t * row_bytes..(t + 1) * row_bytes];
+        copy_parallel(&mut out[i * row_bytes..(i + 1) * row_bytes], row);
+    }
+    out
+}
+
+/// `cols` distinct columns `chosen` (each `rows` symbols) to the row-major
+/// source matrix.
+fn decode_cols(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; rows * cols * s];
+    if chosen.last().is_some_and(|(j, _)| *j < cols) {
+        let mut col_major = vec![0u8; rows * cols * s];
+        for (j, sliver) in chosen {
+            col_major[j * rows * s..(j + 1) * rows * s].copy_from_slice(&sliver.data);
+        }
+        transpose_back(&col_major, &mut out, rows, cols, s);
+        return out;
+    }
+    // Row i is a codeword of the row code: `cols` sources, `n - cols` repair.
+    out.par_chunks_mut(cols * s).enumerate().for_each_init(LineCoder::new, |coder, (i, row)| {
+        let known = chosen.iter().map(|(j, sliver)| (*j, &sliver.data[i * s..(i + 1) * s]));
+        coder.restore(cols, n - cols, s, known, row);
+    });
+    out
+}
+
+/// Column-major `rows × cols` back to row-major: a transpose of the
+/// `cols × rows` row-major matrix.
+fn transpose_back(col_major: &[u8], row_major: &mut [u8], rows: usize, cols: usize, s: usize) {
+    transpose(col_major, row_major, cols, rows, s);
+}

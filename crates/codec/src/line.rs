@@ -1,0 +1,170 @@
+//! One line (row or column) of the matrix at a time: systematic Reed–Solomon
+//! extension and restoration, with the encoder and decoder reused across
+//! lines so their working memory is allocated once per thread.
+//!
+//! Every caller has already checked the shapes (shard counts come from a
+//! validated [`crate::EncodingConfig`], whose every `n` is tested against
+//! reed-solomon-simd's limits; symbol sizes are even and non-zero; line
+//! lengths are `k · s`), so reed-solomon-simd cannot refuse these calls.
+//! A refusal would be a bug in floe-codec, not bad input.
+#![allow(clippy::expect_used)]
+
+use reed_solomon_simd::{EncoderResult, ReedSolomonDecoder, ReedSolomonEncoder};
+
+use crate::commitment;
+use crate::Hash32;
+
+/// From this symbol size up, repair symbols are hashed one by one (each
+/// spans several BLAKE3 chunks, so SIMD stays busy); below it they are first
+/// gathered into one contiguous buffer.
+const DIRECT_HASH_MIN_SYMBOL: usize = 4096;
+
+const SHAPES_CHECKED: &str = "line shapes are validated before reaching the line coder";
+
+fn encode<'a>(
+    slot: &'a mut Option<ReedSolomonEncoder>,
+    source: &[u8],
+    k: usize,
+    m: usize,
+    s: usize,
+) -> EncoderResult<'a> {
+    debug_assert_eq!(source.len(), k * s);
+    if let Some(encoder) = slot.as_mut() {
+        encoder.reset(k, m, s).expect(SHAPES_CHECKED);
+    }
+    let encoder =
+        slot.get_or_insert_with(|| ReedSolomonEncoder::new(k, m, s).expect(SHAPES_CHECKED));
+    for symbol in source.chunks_exact(s) {
+        encoder.add_original_shard(symbol).expect(SHAPES_CHECKED);
+    }
+    encoder.encode().expect(SHAPES_CHECKED)
+}
+
+/// A reusable Reed–Solomon encoder/decoder for lines of one matrix.
+#[derive(Default)]
+pub(crate) struct LineCoder {
+    encoder: Option<ReedSolomonEncoder>,
+    decoder: Option<ReedSolomonDecoder>,
+    extension: Vec<u8>,
+}
+
+impl LineCoder {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `m` repair symbols of the line `source` (`k` symbols of `s` bytes),
+    /// contiguous.
+    pub(crate) fn extend(&mut self, source: &[u8], k: usize, m: usize, s: usize) -> &[u8] {
+        let mut extension = std::mem::take(&mut self.extension);
+        extension.clear();
+        for symbol in encode(&mut self.encoder, source, k, m, s).recovery_iter() {
+            extension.extend_from_slice(symbol);
+        }
+        self.extension = extension;
+        &self.extension
+    }
+
+    /// Extends `source`, hands repair symbol `t` to `each_repair(t, symbol)`,
+    /// and returns the commitment to the whole extended line.
+    pub(crate) fn extend_commit_each(
+        &mut self,
+        source: &[u8],
+        k: usize,
+        m: usize,
+        s: usize,
+        mut each_repair: impl FnMut(usize, &[u8]),
+    ) -> Hash32 {
+        let mut contiguous = std::mem::take(&mut self.extension);
+        let result = encode(&mut self.encoder, source, k, m, s);
+        let mut hasher = commitment::sliver_hasher();
+        hasher.update(source);
+        if s >= DIRECT_HASH_MIN_SYMBOL {
+            // Large symbols hash at full SIMD width straight from the
+            // encoder's buffers, saving a copy of the whole extension.
+            for symbol in result.recovery_iter() {
+                hasher.update(symbol);
+            }
+        } else {
+            contiguous.clear();
+            for symbol in result.recovery_iter() {
+                contiguous.extend_from_slice(symbol);
+            }
+            hasher.update(&contiguous);
+        }
+        for (t, symbol) in result.recovery_iter().enumerate() {
+            each_repair(t, symbol);
+        }
+        self.extension = contiguous;
+        hasher.finalize().into()
+    }
+
+    /// Extends `source` and returns the commitment to the whole extended line.
+    pub(crate) fn extend_and_commit(
+        &mut self,
+        source: &[u8],
+        k: usize,
+        m: usize,
+        s: usize,
+    ) -> Hash32 {
+        self.extend_commit_each(source, k, m, s, |_, _| ())
+    }
+
+    /// Restores the `k` source symbols of a line from exactly `k` known
+    /// symbols `(position in the extended line, bytes)` with distinct
+    /// positions below `k + m`, writing them to `out` (`k · s` bytes).
+    pub(crate) fn restore<'a>(
+        &mut self,
+        k: usize,
+        m: usize,
+        s: usize,
+        known: impl IntoIterator<Item = (usize, &'a [u8])>,
+        out: &mut [u8],
+    ) {
+        debug_assert_eq!(out.len(), k * s);
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.reset(k, m, s).expect(SHAPES_CHECKED);
+        }
+        let decoder = self
+            .decoder
+            .get_or_insert_with(|| ReedSolomonDecoder::new(k, m, s).expect(SHAPES_CHECKED));
+        let mut have = vec![false; k];
+        for (position, symbol) in known {
+            if position < k {
+                out[position * s..(position + 1) * s].copy_from_slice(symbol);
+                have[position] = true;
+                decoder.add_original_shard(position, symbol).expect(SHAPES_CHECKED);
+            } else {
+                decoder.add_recovery_shard(position - k, symbol).expect(SHAPES_CHECKED);
+            }
+        }
+        if have.iter().all(|h| *h) {
+            return;
+        }
+        let result = decoder.decode().expect(SHAPES_CHECKED);
+        for (index, symbol) in result.restored_original_iter() {
+            out[index * s..(index + 1) * s].copy_from_slice(symbol);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_inverts_extend_from_any_k_positions() {
+        let (k, m, s) = (5, 7, 6);
+        let source: Vec<u8> = (0..k * s).map(|i| (i * 13 + 1) as u8).collect();
+        let mut coder = LineCoder::new();
+        let extension = coder.extend(&source, k, m, s).to_vec();
+        let mut line = source.clone();
+        line.extend_from_slice(&extension);
+        for start in 0..=m {
+            let known = (start..start + k).map(|p| (p, &line[p * s..(p + 1) * s]));
+            let mut out = vec![0; k * s];
+            coder.restore(k, m, s, known, &mut out);
+            assert_eq!(out, source, "positions {start}..{}", start + k);
+        }
+    }
+}

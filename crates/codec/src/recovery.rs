@@ -1,0 +1,251 @@
+//! Recovering a lost sliver from symbols of the orthogonal slivers, and
+//! proving a writer's inconsistency when the recovered sliver does not match.
+//!
+//! Symbol `(i, j)` of the extended matrix lies in row `i` and column `j`.
+//! The holder of secondary sliver `j` extends its column to all `n` symbols
+//! and sends symbol `i`, with a proof against the metadata's hash of column
+//! `j`; `n − f` such symbols rebuild primary sliver `i` (row `i` is a
+//! codeword of the row code). Symmetrically, `n − 2f` symbols from primary
+//! slivers rebuild a secondary sliver (which is `f + 1` when `n = 3f + 1`).
+//!
+//! Every symbol is proven against the sliver it came from. If the rebuilt
+//! sliver does not hash to its own entry in the metadata, the committed
+//! symbols are not a consistent two-dimensional codeword: the symbols with
+//! their proofs form an [`InconsistencyProof`] that anyone holding the
+//! metadata can check.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    commitment::{self, SymbolProof},
+    error::{InconsistencyError, RecoveryError, SliverError, SymbolError},
+    line::LineCoder,
+    sliver::LineShape,
+    Axis, BlobId, BlobMetadata, Sliver, SliverIndex, SymbolIndex,
+};
+
+/// One symbol of an extended sliver, sent to help rebuild an orthogonal
+/// sliver, with its proof.
+///
+/// BCS: `source_axis: u8 enum, source_index: u16 LE, symbol_index: u16 LE,
+/// data: bytes, proof: SymbolProof`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverySymbol {
+    /// The axis of the sliver the symbol comes from.
+    pub source_axis: Axis,
+    /// The sliver the symbol comes from.
+    pub source_index: SliverIndex,
+    /// Its position in the extended source sliver, which is the index of the
+    /// orthogonal sliver it helps rebuild.
+    pub symbol_index: SymbolIndex,
+    /// The symbol.
+    pub data: Bytes,
+    /// Its proof against the source sliver's hash in the metadata.
+    pub proof: SymbolProof,
+}
+
+impl RecoverySymbol {
+    /// The axis of the sliver this symbol helps rebuild.
+    pub fn target_axis(&self) -> Axis {
+        self.source_axis.orthogonal()
+    }
+
+    /// The index of the sliver this symbol helps rebuild.
+    pub fn target_index(&self) -> SliverIndex {
+        SliverIndex(self.symbol_index.0)
+    }
+
+    /// Checks the symbol's proof against the metadata.
+    pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SymbolError> {
+        let n = metadata.config().n();
+        let s = metadata.symbol_size();
+        if self.source_index.as_usize() >= n || self.symbol_index.as_usize() >= n {
+            return Err(SymbolError::IndexOutOfRange {
+                blob_id: metadata.blob_id(),
+                axis: self.source_axis,
+                source_index: self.source_index,
+                symbol_index: self.symbol_index,
+            });
+        }
+        if self.data.len() != s {
+            return Err(SymbolError::WrongSize {
+                blob_id: metadata.blob_id(),
+                axis: self.source_axis,
+                source_index: self.source_index,
+                expected: s,
+                actual: self.data.len(),
+            });
+        }
+        let root = metadata.sliver_hash(self.source_axis, self.source_index);
+        let start = self.symbol_index.as_usize() * s;
+        commitment::verify(&root, n * s, start..start + s, &self.data, &self.proof).map_err(
+            |source| SymbolError::BadProof {
+                blob_id: metadata.blob_id(),
+                axis: self.source_axis,
+                source_index: self.source_index,
+                symbol_index: self.symbol_index,
+                source,
+            },
+        )
+    }
+}
+
+impl Sliver {
+    /// The recovery symbols this sliver contributes to the orthogonal slivers
+    /// `targets`: extends this sliver once and proves each symbol.
+    pub fn recovery_symbols(
+        &self,
+        metadata: &BlobMetadata,
+        targets: &[SliverIndex],
+    ) -> Result<Vec<RecoverySymbol>, SliverError> {
+        self.check_shape(metadata)?;
+        let n = metadata.config().n_shards();
+        if let Some(bad) = targets.iter().find(|t| t.0 >= n) {
+            return Err(SliverError::IndexOutOfRange {
+                blob_id: metadata.blob_id(),
+                axis: self.axis.orthogonal(),
+                index: *bad,
+                n_shards: n,
+            });
+        }
+        let shape = LineShape::of(metadata, self.axis);
+        let mut extended = Vec::with_capacity(shape.n() * shape.s);
+        extended.extend_from_slice(&self.data);
+        extended.extend_from_slice(LineCoder::new().extend(&self.data, shape.k, shape.m, shape.s));
+        let s = shape.s;
+        Ok(targets
+            .iter()
+            .map(|target| {
+                let range = target.as_usize() * s..(target.as_usize() + 1) * s;
+                RecoverySymbol {
+                    source_axis: self.axis,
+                    source_index: self.index,
+                    symbol_index: SymbolIndex(target.0),
+                    data: Bytes::copy_from_slice(&extended[range.clone()]),
+                    proof: commitment::prove(&extended, range),
+                }
+            })
+            .collect())
+    }
+
+    /// The recovery symbol this sliver contributes to orthogonal sliver `target`.
+    pub fn recovery_symbol(
+        &self,
+        metadata: &BlobMetadata,
+        target: SliverIndex,
+    ) -> Result<RecoverySymbol, SliverError> {
+        let mut symbols = self.recovery_symbols(metadata, &[target])?;
+        symbols.pop().ok_or(SliverError::IndexOutOfRange {
+            blob_id: metadata.blob_id(),
+            axis: self.axis.orthogonal(),
+            index: target,
+            n_shards: metadata.config().n_shards(),
+        })
+    }
+}
+
+/// The number of recovery symbols needed to rebuild a sliver on `axis`:
+/// `n − f` for a primary sliver, `n − 2f` for a secondary sliver.
+pub fn symbols_needed(metadata: &BlobMetadata, axis: Axis) -> usize {
+    LineShape::of(metadata, axis).k
+}
+
+/// Rebuilds sliver `target` on `target_axis` from recovery symbols of the
+/// orthogonal axis. Every symbol is verified; duplicates (same source) count
+/// once; the first `symbols_needed` distinct ones are used.
+///
+/// If the rebuilt sliver does not match the metadata, the blob was encoded
+/// inconsistently and the error carries the [`InconsistencyProof`].
+pub fn recover_sliver(
+    metadata: &BlobMetadata,
+    target_axis: Axis,
+    target: SliverIndex,
+    symbols: impl IntoIterator<Item = RecoverySymbol>,
+) -> Result<Sliver, RecoveryError> {
+    let blob_id = metadata.blob_id();
+    let n_shards = metadata.config().n_shards();
+    if target.0 >= n_shards {
+        return Err(SliverError::IndexOutOfRange { blob_id, axis: target_axis, index: target, n_shards }
+            .into());
+    }
+    let shape = LineShape::of(metadata, target_axis);
+    let mut distinct = BTreeMap::new();
+    for symbol in symbols {
+        if symbol.target_axis() != target_axis || symbol.target_index() != target {
+            return Err(RecoveryError::WrongTarget {
+                blob_id,
+                axis: symbol.source_axis,
+                source_index: symbol.source_index,
+                target_axis,
+                target,
+            });
+        }
+        if distinct.len() == shape.k || distinct.contains_key(&symbol.source_index) {
+            continue;
+        }
+        symbol.verify(metadata)?;
+        distinct.insert(symbol.source_index, symbol);
+    }
+    if distinct.len() < shape.k {
+        return Err(RecoveryError::NotEnoughSymbols {
+            blob_id,
+            target_axis,
+            target,
+            given: distinct.len(),
+            needed: shape.k,
+        });
+    }
+    let mut coder = LineCoder::new();
+    let mut data = vec![0u8; shape.source_bytes()];
+    let known = distinct.iter().map(|(source, symbol)| (source.as_usize(), &symbol.data[..]));
+    coder.restore(shape.k, shape.m, shape.s, known, &mut data);
+    let sliver = Sliver { axis: target_axis, index: target, data: Bytes::from(data) };
+    if sliver.commitment(metadata, &mut coder) == metadata.sliver_hash(target_axis, target) {
+        Ok(sliver)
+    } else {
+        Err(RecoveryError::Inconsistent(Box::new(InconsistencyProof {
+            blob_id,
+            target_axis,
+            target,
+            symbols: distinct.into_values().collect(),
+        })))
+    }
+}
+
+/// Proof that blob `blob_id` was encoded inconsistently: recovery symbols,
+/// each proven against the metadata, that rebuild a sliver which does not
+/// match the metadata's hash for it.
+///
+/// BCS: `blob_id: [u8; 32], target_axis: u8 enum, target: u16 LE,
+/// symbols: vec<RecoverySymbol>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InconsistencyProof {
+    /// The inconsistent blob.
+    pub blob_id: BlobId,
+    /// The axis of the sliver that fails to rebuild consistently.
+    pub target_axis: Axis,
+    /// Its index.
+    pub target: SliverIndex,
+    /// The symbols, each with its proof.
+    pub symbols: Vec<RecoverySymbol>,
+}
+
+impl InconsistencyProof {
+    /// Checks the proof against the blob's metadata: `Ok` means the blob is
+    /// proven inconsistent.
+    pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), InconsistencyError> {
+        metadata.verify(&self.blob_id)?;
+        match recover_sliver(metadata, self.target_axis, self.target, self.symbols.iter().cloned()) {
+            Err(RecoveryError::Inconsistent(_)) => Ok(()),
+            Ok(_) => Err(InconsistencyError::Consistent {
+                blob_id: self.blob_id,
+                target_axis: self.target_axis,
+                target: self.target,
+            }),
+            Err(other) => Err(InconsistencyError::Recovery(other)),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `cargo xtask bench`: figures printed as a table and written as JSON.
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{bail, Context, Result};
+use floe_codec::{decode, encode, DecodeCheck, EncodingConfig, Sliver};
+use serde::Serialize;
+
+use crate::rss;
+
+const MIB: f64 = (1 << 20) as f64;
+
+pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
+    match name {
+        None | Some("codec") => codec(runs, quick),
+        Some(other) => bail!("unknown benchmark {other:?}; available: codec"),
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct CodecRecord {
+    n_shards: u16,
+    blob_bytes: usize,
+    encode_ms: f64,
+    decode_ms: f64,
+    encode_mib_s: f64,
+    decode_mib_s: f64,
+    peak_rss_mib: f64,
+    /// Decode-and-verify from the last n-2f primary slivers (Reed–Solomon
+    /// decoding of every column), not only the systematic ones.
+    decode_nonsystematic_ms: f64,
+    runs: usize,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub fn sample_blob(len: usize) -> Vec<u8> {
+    // Deterministic, incompressible-looking bytes (xorshift).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+fn codec(runs: usize, quick: bool) -> Result<()> {
+    let sizes: &[usize] = if quick { &[1, 1 << 20] } else { &[1, 1 << 20, 64 << 20] };
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let mut records = Vec::new();
+    println!(
+        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>12} {:>13} {:>14}",
+        "n", "blob", "encode ms", "encode MiB/s", "decode ms", "decode MiB/s", "peak RSS MiB", "decode RS ms"
+    );
+    for &n in &[100u16, 1000] {
+        for &len in sizes {
+            let output = std::process::Command::new(&exe)
+                .args(["bench-codec-case", "--shards", &n.to_string(), "--bytes", &len.to_string()])
+                .args(["--runs", &runs.to_string()])
+                .output()
+                .context("running a codec bench case")?;
+            if !output.status.success() {
+                bail!(
+                    "codec case n={n} {len} B failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            let record: CodecRecord = serde_json::from_slice(&output.stdout)
+                .context("parsing a codec bench case's output")?;
+            println!(
+                "{:>6} {:>8} {:>10.2} {:>12.1} {:>10.2} {:>12.1} {:>13.1} {:>14.2}",
+                n,
+                human(len),
+                record.encode_ms,
+                record.encode_mib_s,
+                record.decode_ms,
+                record.decode_mib_s,
+                record.peak_rss_mib,
+                record.decode_nonsystematic_ms
+            );
+            records.push(record);
+        }
+    }
+    println!("decode = decode-and-verify from the n-2f systematic primary slivers; decode RS = from the last n-2f (Reed-Solomon on every column). Medians of {runs} runs; peak RSS while encoding, input blob included.");
+    write_json("codec", &records)
+}
+
+/// Measures one case and prints its record as JSON.
+pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
+    let config = EncodingConfig::new(n)?;
+    let blob = sample_blob(len);
+    let (mut enc, mut dec, mut dec_any, mut peak) = (vec![], vec![], vec![], 0f64);
+    // All encodes first, so the peak of each is not inflated by memory the
+    // allocator keeps from an earlier decode.
+    let mut encoded = None;
+    for _ in 0..runs.max(1) {
+        drop(encoded.take());
+        rss::reset_peak();
+        let start = Instant::now();
+        encoded = Some(encode(&config, &blob)?);
+        enc.push(ms_since(start));
+        peak = peak.max(rss::peak_mib().unwrap_or(0.0));
+    }
+    let (metadata, blob_id, pairs) = encoded.context("no encode ran")?;
+    let rows = usize::from(config.primary_source_symbols());
+    let primaries: Vec<Sliver> = pairs.into_iter().map(|p| p.primary).collect();
+    for _ in 0..runs.max(1) {
+        for (slivers, times) in
+            [(&primaries[..rows], &mut dec), (&primaries[primaries.len() - rows..], &mut dec_any)]
+        {
+            let start = Instant::now();
+            let out = decode(&blob_id, &metadata, slivers, DecodeCheck::VerifySlivers)?;
+            times.push(ms_since(start));
+            if out != blob {
+                bail!("n={n} {len} B: decoded bytes differ from the blob");
+            }
+        }
+    }
+    let (encode_ms, decode_ms) = (median(enc), median(dec));
+    let record = CodecRecord {
+        n_shards: n,
+        blob_bytes: len,
+        encode_ms,
+        decode_ms,
+        encode_mib_s: len as f64 / MIB / (encode_ms / 1e3),
+        decode_mib_s: len as f64 / MIB / (decode_ms / 1e3),
+        peak_rss_mib: peak,
+        decode_nonsystematic_ms: median(dec_any),
+        runs,
+    };
+    println!("{}", serde_json::to_string(&record)?);
+    Ok(())
+}
+
+fn human(len: usize) -> String {
+    match len {
+        l if l >= 1 << 20 => format!("{} MiB", l >> 20),
+        l if l >= 1 << 10 => format!("{} KiB", l >> 10),
+        l => format!("{l} B"),
+    }
+}
+
+fn write_json<T: Serialize>(name: &str, records: &T) -> Result<()> {
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(records)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The workspace's `target/` directory (honouring `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.join("target")).unwrap_or_default()
+    })
+}
+
