@@ -56,17 +56,34 @@ fn ms_since(start: Instant) -> f64 {
 }
 
 fn codec(runs: usize, quick: bool) -> Result<()> {
-    let sizes: &[usize] = if quick { &[1, 1 << 20] } else { &[1, 1 << 20, 64 << 20] };
+    let sizes: &[usize] = if quick {
+        &[1, 1 << 20]
+    } else {
+        &[1, 1 << 20, 64 << 20]
+    };
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let mut records = Vec::new();
     println!(
         "{:>6} {:>8} {:>10} {:>12} {:>10} {:>12} {:>13} {:>14}",
-        "n", "blob", "encode ms", "encode MiB/s", "decode ms", "decode MiB/s", "peak RSS MiB", "decode RS ms"
+        "n",
+        "blob",
+        "encode ms",
+        "encode MiB/s",
+        "decode ms",
+        "decode MiB/s",
+        "peak RSS MiB",
+        "decode RS ms"
     );
     for &n in &[100u16, 1000] {
         for &len in sizes {
             let output = std::process::Command::new(&exe)
-                .args(["bench-codec-case", "--shards", &n.to_string(), "--bytes", &len.to_string()])
+                .args([
+                    "bench-codec-case",
+                    "--shards",
+                    &n.to_string(),
+                    "--bytes",
+                    &len.to_string(),
+                ])
                 .args(["--runs", &runs.to_string()])
                 .output()
                 .context("running a codec bench case")?;
@@ -116,9 +133,10 @@ pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
     let rows = usize::from(config.primary_source_symbols());
     let primaries: Vec<Sliver> = pairs.into_iter().map(|p| p.primary).collect();
     for _ in 0..runs.max(1) {
-        for (slivers, times) in
-            [(&primaries[..rows], &mut dec), (&primaries[primaries.len() - rows..], &mut dec_any)]
-        {
+        for (slivers, times) in [
+            (&primaries[..rows], &mut dec),
+            (&primaries[primaries.len() - rows..], &mut dec_any),
+        ] {
             let start = Instant::now();
             let out = decode(&blob_id, &metadata, slivers, DecodeCheck::VerifySlivers)?;
             times.push(ms_since(start));
@@ -163,8 +181,12 @@ fn write_json<T: Serialize>(name: &str, records: &T) -> Result<()> {
 
 /// The workspace's `target/` directory (honouring `CARGO_TARGET_DIR`).
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.join("target")).unwrap_or_default()
-    })
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(|p| p.join("target"))
+                .unwrap_or_default()
+        })
 }
-

@@ -15,7 +15,9 @@ pub fn run(shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
     println!(
         "Floe demo: {} bytes{} over n = {} shards (f = {}, quorum {}, {} primary slivers decode)",
         blob.len(),
-        file.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default(),
+        file.as_ref()
+            .map(|p| format!(" from {}", p.display()))
+            .unwrap_or_default(),
         config.n_shards(),
         config.f(),
         config.quorum(),
@@ -24,7 +26,10 @@ pub fn run(shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
     let start = Instant::now();
     let (metadata, blob_id, pairs) = encode(&config, &blob)?;
     let encode_ms = start.elapsed().as_secs_f64() * 1e3;
-    let stored: usize = pairs.iter().map(|p| p.primary.data.len() + p.secondary.data.len()).sum();
+    let stored: usize = pairs
+        .iter()
+        .map(|p| p.primary.data.len() + p.secondary.data.len())
+        .sum();
     println!("blob ID      {blob_id}");
     println!(
         "encoded      {encode_ms:.1} ms: {} sliver pairs, symbol size {} B, {:.2}x stored",
@@ -36,7 +41,12 @@ pub fn run(shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
     // Read as a client would after losing the systematic rows: from the
     // last n - 2f primary slivers, each verified against the blob ID.
     let rows = usize::from(config.primary_source_symbols());
-    let slivers: Vec<Sliver> = pairs.iter().rev().take(rows).map(|p| p.primary.clone()).collect();
+    let slivers: Vec<Sliver> = pairs
+        .iter()
+        .rev()
+        .take(rows)
+        .map(|p| p.primary.clone())
+        .collect();
     let start = Instant::now();
     let decoded = decode(&blob_id, &metadata, &slivers, DecodeCheck::Strict)?;
     let decode_ms = start.elapsed().as_secs_f64() * 1e3;

@@ -59,8 +59,16 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().task {
-        Task::Demo { shards, bytes, file } => demo::run(shards, bytes, file),
+        Task::Demo {
+            shards,
+            bytes,
+            file,
+        } => demo::run(shards, bytes, file),
         Task::Bench { name, runs, quick } => bench::run(name.as_deref(), runs.max(1), quick),
-        Task::BenchCodecCase { shards, bytes, runs } => bench::codec_case(shards, bytes, runs),
+        Task::BenchCodecCase {
+            shards,
+            bytes,
+            runs,
+        } => bench::codec_case(shards, bytes, runs),
     }
 }

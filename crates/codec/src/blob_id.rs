@@ -57,9 +57,12 @@ impl FromStr for BlobId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = URL_SAFE_NO_PAD
             .decode(s.trim())
-            .map_err(|_| BlobIdParseError { input: s.to_owned() })?;
-        let array: [u8; 32] =
-            bytes.try_into().map_err(|_| BlobIdParseError { input: s.to_owned() })?;
+            .map_err(|_| BlobIdParseError {
+                input: s.to_owned(),
+            })?;
+        let array: [u8; 32] = bytes.try_into().map_err(|_| BlobIdParseError {
+            input: s.to_owned(),
+        })?;
         Ok(BlobId(array))
     }
 }

@@ -141,7 +141,11 @@ pub(crate) fn verify(
     proof: &SymbolProof,
 ) -> Result<(), ProofError> {
     if range.end > total || range.start >= range.end || symbol.len() != range.len() {
-        return Err(ProofError::RangeOutOfBounds { start: range.start, end: range.end, total });
+        return Err(ProofError::RangeOutOfBounds {
+            start: range.start,
+            end: range.end,
+            total,
+        });
     }
     let span = chunk_span(&range, total);
     let (want_prefix, want_suffix) = (range.start - span.start, span.end - range.end);
@@ -261,7 +265,13 @@ mod tests {
         let mut proof = prove(&data, range.clone());
         proof.prefix.push(0);
         assert!(matches!(
-            verify(&root, data.len(), range.clone(), &data[range.clone()], &proof),
+            verify(
+                &root,
+                data.len(),
+                range.clone(),
+                &data[range.clone()],
+                &proof
+            ),
             Err(ProofError::MalformedChunkBytes { .. })
         ));
         assert!(matches!(

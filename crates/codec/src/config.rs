@@ -186,10 +186,22 @@ mod tests {
             let c = EncodingConfig::new(n).unwrap();
             let (rows, cols, f) = (c.rows(), c.cols(), usize::from(c.f()));
             assert!(3 * f < c.n() && c.n() <= 3 * f + 3);
-            assert!(reed_solomon_simd::ReedSolomonEncoder::supports(cols, f), "n={n}");
-            assert!(reed_solomon_simd::ReedSolomonEncoder::supports(rows, 2 * f), "n={n}");
-            assert!(reed_solomon_simd::ReedSolomonDecoder::supports(cols, f), "n={n}");
-            assert!(reed_solomon_simd::ReedSolomonDecoder::supports(rows, 2 * f), "n={n}");
+            assert!(
+                reed_solomon_simd::ReedSolomonEncoder::supports(cols, f),
+                "n={n}"
+            );
+            assert!(
+                reed_solomon_simd::ReedSolomonEncoder::supports(rows, 2 * f),
+                "n={n}"
+            );
+            assert!(
+                reed_solomon_simd::ReedSolomonDecoder::supports(cols, f),
+                "n={n}"
+            );
+            assert!(
+                reed_solomon_simd::ReedSolomonDecoder::supports(rows, 2 * f),
+                "n={n}"
+            );
         }
     }
 

@@ -89,13 +89,14 @@ pub fn decode(
             needed,
         });
     }
-    let chosen: Vec<(usize, &Sliver)> =
-        distinct.into_iter().take(needed).collect();
+    let chosen: Vec<(usize, &Sliver)> = distinct.into_iter().take(needed).collect();
 
     if check != DecodeCheck::AlreadyVerified {
         chosen
             .par_iter()
-            .map_init(LineCoder::new, |coder, (_, sliver)| sliver.verify_with(metadata, coder))
+            .map_init(LineCoder::new, |coder, (_, sliver)| {
+                sliver.verify_with(metadata, coder)
+            })
             .collect::<Result<Vec<()>, _>>()?;
     }
 
@@ -107,10 +108,17 @@ pub fn decode(
     blob.truncate(metadata.unencoded_length() as usize);
 
     if check == DecodeCheck::Strict {
-        let (_, computed, _) = crate::encode(&metadata.config(), &blob)
-            .map_err(|_| DecodeError::StrictCheckFailed { expected: *blob_id, computed: *blob_id })?;
+        let (_, computed, _) = crate::encode(&metadata.config(), &blob).map_err(|_| {
+            DecodeError::StrictCheckFailed {
+                expected: *blob_id,
+                computed: *blob_id,
+            }
+        })?;
         if computed != *blob_id {
-            return Err(DecodeError::StrictCheckFailed { expected: *blob_id, computed });
+            return Err(DecodeError::StrictCheckFailed {
+                expected: *blob_id,
+                computed,
+            });
         }
     }
     Ok(blob)
@@ -118,11 +126,18 @@ pub fn decode(
 
 /// `rows` distinct rows `chosen` (each `cols` symbols) to the row-major
 /// source matrix.
-fn decode_rows(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, n: usize) -> Vec<u8> {
+fn decode_rows(
+    chosen: &[(usize, &Sliver)],
+    rows: usize,
+    cols: usize,
+    s: usize,
+    n: usize,
+) -> Vec<u8> {
     let row_bytes = cols * s;
     let mut out = vec![0u8; rows * row_bytes];
-    let missing: Vec<usize> =
-        (0..rows).filter(|i| chosen.binary_search_by_key(i, |(j, _)| *j).is_err()).collect();
+    let missing: Vec<usize> = (0..rows)
+        .filter(|i| chosen.binary_search_by_key(i, |(j, _)| *j).is_err())
+        .collect();
     for (i, sliver) in chosen.iter().filter(|(i, _)| *i < rows) {
         copy_parallel(&mut out[i * row_bytes..(i + 1) * row_bytes], &sliver.data);
     }
@@ -136,7 +151,9 @@ fn decode_rows(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, 
     restored.par_chunks_mut(kept).enumerate().for_each_init(
         || (LineCoder::new(), vec![0u8; rows * s]),
         |(coder, column), (j, out)| {
-            let known = chosen.iter().map(|(i, sliver)| (*i, &sliver.data[j * s..(j + 1) * s]));
+            let known = chosen
+                .iter()
+                .map(|(i, sliver)| (*i, &sliver.data[j * s..(j + 1) * s]));
             coder.restore(rows, n - rows, s, known, column);
             for (t, i) in missing.iter().enumerate() {
                 out[t * s..(t + 1) * s].copy_from_slice(&column[i * s..(i + 1) * s]);
@@ -155,7 +172,13 @@ fn decode_rows(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, 
 
 /// `cols` distinct columns `chosen` (each `rows` symbols) to the row-major
 /// source matrix.
-fn decode_cols(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, n: usize) -> Vec<u8> {
+fn decode_cols(
+    chosen: &[(usize, &Sliver)],
+    rows: usize,
+    cols: usize,
+    s: usize,
+    n: usize,
+) -> Vec<u8> {
     let mut out = vec![0u8; rows * cols * s];
     if chosen.last().is_some_and(|(j, _)| *j < cols) {
         let mut col_major = vec![0u8; rows * cols * s];
@@ -166,10 +189,14 @@ fn decode_cols(chosen: &[(usize, &Sliver)], rows: usize, cols: usize, s: usize, 
         return out;
     }
     // Row i is a codeword of the row code: `cols` sources, `n - cols` repair.
-    out.par_chunks_mut(cols * s).enumerate().for_each_init(LineCoder::new, |coder, (i, row)| {
-        let known = chosen.iter().map(|(j, sliver)| (*j, &sliver.data[i * s..(i + 1) * s]));
-        coder.restore(cols, n - cols, s, known, row);
-    });
+    out.par_chunks_mut(cols * s)
+        .enumerate()
+        .for_each_init(LineCoder::new, |coder, (i, row)| {
+            let known = chosen
+                .iter()
+                .map(|(j, sliver)| (*j, &sliver.data[i * s..(i + 1) * s]));
+            coder.restore(cols, n - cols, s, known, row);
+        });
     out
 }
 

@@ -28,9 +28,8 @@
 use rayon::prelude::*;
 
 use crate::{
-    buffer::SliverBuffer,
-    error::ConfigError, line::LineCoder, metadata::SliverPairHashes, Axis, BlobId, BlobMetadata,
-    EncodingConfig, Hash32, Sliver, SliverIndex, SliverPair, SliverPairIndex,
+    buffer::SliverBuffer, error::ConfigError, line::LineCoder, metadata::SliverPairHashes, Axis,
+    BlobId, BlobMetadata, EncodingConfig, Hash32, Sliver, SliverIndex, SliverPair, SliverPairIndex,
 };
 
 /// Encodes `blob` for `config.n_shards()` shards.
@@ -60,7 +59,10 @@ pub fn encode(
 
     let mut primary_buffer = SliverBuffer::zeroed(n * row_bytes);
     let mut secondary_buffer = SliverBuffer::zeroed(n * col_bytes);
-    let (primary, secondary) = (primary_buffer.as_mut_slice(), secondary_buffer.as_mut_slice());
+    let (primary, secondary) = (
+        primary_buffer.as_mut_slice(),
+        secondary_buffer.as_mut_slice(),
+    );
     copy_parallel(&mut primary[..blob.len()], blob);
 
     let (source_rows, extension_rows) = primary.split_at_mut(rows * row_bytes);
@@ -78,7 +80,10 @@ pub fn encode(
     col_hashes.extend(corner_col_hashes);
 
     let hashes = (0..n)
-        .map(|p| SliverPairHashes { primary: row_hashes[p], secondary: col_hashes[n - 1 - p] })
+        .map(|p| SliverPairHashes {
+            primary: row_hashes[p],
+            secondary: col_hashes[n - 1 - p],
+        })
         .collect();
     let metadata = BlobMetadata::new(blob.len() as u64, hashes)?;
     let blob_id = metadata.blob_id();
@@ -110,32 +115,45 @@ pub fn encode(
 const BLOCKS_PER_THREAD: usize = 4;
 
 fn lines_per_block(lines: usize) -> usize {
-    lines.div_ceil(rayon::current_num_threads() * BLOCKS_PER_THREAD).max(1)
+    lines
+        .div_ceil(rayon::current_num_threads() * BLOCKS_PER_THREAD)
+        .max(1)
 }
 
 pub(crate) fn copy_parallel(dst: &mut [u8], src: &[u8]) {
     const PIECE: usize = 1 << 20;
-    dst.par_chunks_mut(PIECE).zip(src.par_chunks(PIECE)).for_each(|(d, s)| d.copy_from_slice(s));
+    dst.par_chunks_mut(PIECE)
+        .zip(src.par_chunks(PIECE))
+        .for_each(|(d, s)| d.copy_from_slice(s));
 }
 
 /// Transposes a `rows × cols` row-major matrix of `s`-byte symbols into
 /// column-major order.
-pub(crate) fn transpose(row_major: &[u8], col_major: &mut [u8], rows: usize, cols: usize, s: usize) {
+pub(crate) fn transpose(
+    row_major: &[u8],
+    col_major: &mut [u8],
+    rows: usize,
+    cols: usize,
+    s: usize,
+) {
     // Tiles of columns: each source row contributes one contiguous run of
     // `tile` symbols, written to `tile` output streams.
     const TILE_BYTES: usize = 8 << 10;
     let tile = (TILE_BYTES / s).clamp(1, cols);
     let row_bytes = cols * s;
-    col_major.par_chunks_mut(tile * rows * s).enumerate().for_each(|(t, out)| {
-        let first_col = t * tile;
-        let width = out.len() / (rows * s);
-        for i in 0..rows {
-            let run = &row_major[i * row_bytes + first_col * s..][..width * s];
-            for (c, symbol) in run.chunks_exact(s).enumerate() {
-                out[(c * rows + i) * s..][..s].copy_from_slice(symbol);
+    col_major
+        .par_chunks_mut(tile * rows * s)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let first_col = t * tile;
+            let width = out.len() / (rows * s);
+            for i in 0..rows {
+                let run = &row_major[i * row_bytes + first_col * s..][..width * s];
+                for (c, symbol) in run.chunks_exact(s).enumerate() {
+                    out[(c * rows + i) * s..][..s].copy_from_slice(symbol);
+                }
             }
-        }
-    });
+        });
 }
 
 /// Bytes of corner symbols computed per batch in [`commit_through_corner`].
@@ -182,15 +200,21 @@ fn commit_through_corner(
         );
         // Row t of the block, gathered contiguously so it hashes at SIMD width.
         let corner = &corner;
-        row_hashers.par_iter_mut().enumerate().for_each_init(Vec::new, |run, (t, hasher)| {
-            run.clear();
-            for c in 0..width {
-                run.extend_from_slice(&corner[c * corner_col_bytes + t * s..][..s]);
-            }
-            hasher.update(run);
-        });
+        row_hashers
+            .par_iter_mut()
+            .enumerate()
+            .for_each_init(Vec::new, |run, (t, hasher)| {
+                run.clear();
+                for c in 0..width {
+                    run.extend_from_slice(&corner[c * corner_col_bytes + t * s..][..s]);
+                }
+                hasher.update(run);
+            });
     }
-    let row_hashes = row_hashers.par_iter().map(|hasher| hasher.finalize().into()).collect();
+    let row_hashes = row_hashers
+        .par_iter()
+        .map(|hasher| hasher.finalize().into())
+        .collect();
     (row_hashes, col_hashes)
 }
 
@@ -198,7 +222,13 @@ fn commit_through_corner(
 /// symbols, returns each extended line's commitment, and writes repair symbol `t` of line `i` to
 /// position `i` of output line `t` of `out` (`m` lines of `count` symbols):
 /// the extension, transposed.
-fn extend_commit_scatter(lines: &[u8], k: usize, m: usize, s: usize, out: &mut [u8]) -> Vec<Hash32> {
+fn extend_commit_scatter(
+    lines: &[u8],
+    k: usize,
+    m: usize,
+    s: usize,
+    out: &mut [u8],
+) -> Vec<Hash32> {
     let line_bytes = k * s;
     let count = lines.len() / line_bytes;
     let per_block = lines_per_block(count);

@@ -121,6 +121,18 @@ pub enum SliverError {
         /// Bytes received.
         actual: usize,
     },
+    /// The sliver is not the one this pair holds on its axis.
+    #[error("{axis} sliver {index} of blob {blob_id} does not belong to sliver pair {pair}")]
+    NotInPair {
+        /// The blob.
+        blob_id: BlobId,
+        /// The sliver's axis.
+        axis: Axis,
+        /// The sliver's index.
+        index: SliverIndex,
+        /// The pair that claimed it.
+        pair: crate::SliverPairIndex,
+    },
     /// The sliver's data does not hash to the metadata's sliver hash.
     #[error("{axis} sliver {index} of blob {blob_id} does not match its hash in the metadata")]
     HashMismatch {
@@ -207,7 +219,9 @@ pub enum DecodeError {
     InvalidSliver(#[from] SliverError),
     /// The strict check re-encoded the decoded blob and got another blob ID:
     /// the blob was not encoded consistently by its writer.
-    #[error("strict check failed: the decoded bytes of blob {expected} re-encode to blob {computed}")]
+    #[error(
+        "strict check failed: the decoded bytes of blob {expected} re-encode to blob {computed}"
+    )]
     StrictCheckFailed {
         /// The requested blob.
         expected: BlobId,
@@ -279,4 +293,14 @@ pub enum InconsistencyError {
         /// Its index.
         target: SliverIndex,
     },
+}
+
+/// Bytes that are not the canonical encoding of the expected type.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("not a canonical {type_name}: {reason}")]
+pub struct CanonicalError {
+    /// The type that was expected.
+    pub type_name: &'static str,
+    /// What the decoder found.
+    pub reason: String,
 }

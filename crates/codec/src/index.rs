@@ -166,6 +166,9 @@ mod tests {
                 assert_eq!(pair.sliver_index(axis, n).to_pair_index(axis, n), pair);
             }
         }
-        assert_eq!(SliverPairIndex(0).sliver_index(Axis::Secondary, n), SliverIndex(9));
+        assert_eq!(
+            SliverPairIndex(0).sliver_index(Axis::Secondary, n),
+            SliverIndex(9)
+        );
     }
 }

@@ -81,8 +81,8 @@ pub use config::{EncodingConfig, MAX_N_SHARDS, MAX_SYMBOL_SIZE, MIN_N_SHARDS, MI
 pub use decode::{decode, DecodeCheck};
 pub use encode::encode;
 pub use error::{
-    BlobIdParseError, ConfigError, DecodeError, InconsistencyError, MetadataError, ProofError,
-    RecoveryError, SliverError, SymbolError,
+    BlobIdParseError, CanonicalError, ConfigError, DecodeError, InconsistencyError, MetadataError,
+    ProofError, RecoveryError, SliverError, SymbolError,
 };
 pub use index::{Axis, ShardIndex, SliverIndex, SliverPairIndex, SymbolIndex};
 pub use metadata::{BlobMetadata, EncodingType, SliverPairHashes, FORMAT_VERSION};
@@ -96,7 +96,13 @@ pub fn canonical_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bcs::to_bytes(value).unwrap_or_default()
 }
 
-/// Parses canonical (BCS) bytes, rejecting trailing bytes.
-pub fn from_canonical_bytes<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, bcs::Error> {
-    bcs::from_bytes(bytes)
+/// Parses canonical (BCS) bytes, rejecting trailing bytes and, for types
+/// with invariants (such as [`BlobMetadata`]), values that break them.
+pub fn from_canonical_bytes<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<T, CanonicalError> {
+    bcs::from_bytes(bytes).map_err(|e| CanonicalError {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
 }

@@ -133,9 +133,13 @@ impl LineCoder {
             if position < k {
                 out[position * s..(position + 1) * s].copy_from_slice(symbol);
                 have[position] = true;
-                decoder.add_original_shard(position, symbol).expect(SHAPES_CHECKED);
+                decoder
+                    .add_original_shard(position, symbol)
+                    .expect(SHAPES_CHECKED);
             } else {
-                decoder.add_recovery_shard(position - k, symbol).expect(SHAPES_CHECKED);
+                decoder
+                    .add_recovery_shard(position - k, symbol)
+                    .expect(SHAPES_CHECKED);
             }
         }
         if have.iter().all(|h| *h) {
@@ -151,6 +155,22 @@ impl LineCoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commitment_is_the_same_whichever_way_repair_symbols_are_hashed() {
+        for s in [2, 302, DIRECT_HASH_MIN_SYMBOL, DIRECT_HASH_MIN_SYMBOL + 6] {
+            let (k, m) = (5, 4);
+            let source: Vec<u8> = (0..k * s).map(|i| (i % 253) as u8).collect();
+            let mut coder = LineCoder::new();
+            let mut line = source.clone();
+            line.extend_from_slice(coder.extend(&source, k, m, s));
+            assert_eq!(
+                coder.extend_and_commit(&source, k, m, s),
+                commitment::commit(&line),
+                "s={s}"
+            );
+        }
+    }
 
     #[test]
     fn restore_inverts_extend_from_any_k_positions() {

@@ -79,7 +79,9 @@ impl TryFrom<UncheckedMetadata> for BlobMetadata {
     type Error = ConfigError;
     fn try_from(raw: UncheckedMetadata) -> Result<Self, ConfigError> {
         if raw.version != FORMAT_VERSION {
-            return Err(ConfigError::UnsupportedVersion { version: raw.version });
+            return Err(ConfigError::UnsupportedVersion {
+                version: raw.version,
+            });
         }
         match raw.encoding_type {
             EncodingType::RedStuff => BlobMetadata::new(raw.unencoded_length, raw.hashes),
@@ -168,7 +170,10 @@ impl BlobMetadata {
         if computed == *blob_id {
             Ok(())
         } else {
-            Err(MetadataError::BlobIdMismatch { expected: *blob_id, computed })
+            Err(MetadataError::BlobIdMismatch {
+                expected: *blob_id,
+                computed,
+            })
         }
     }
 
@@ -177,4 +182,3 @@ impl BlobMetadata {
         crate::canonical_bytes(self)
     }
 }
-

@@ -168,8 +168,13 @@ pub fn recover_sliver(
     let blob_id = metadata.blob_id();
     let n_shards = metadata.config().n_shards();
     if target.0 >= n_shards {
-        return Err(SliverError::IndexOutOfRange { blob_id, axis: target_axis, index: target, n_shards }
-            .into());
+        return Err(SliverError::IndexOutOfRange {
+            blob_id,
+            axis: target_axis,
+            index: target,
+            n_shards,
+        }
+        .into());
     }
     let shape = LineShape::of(metadata, target_axis);
     let mut distinct = BTreeMap::new();
@@ -200,10 +205,16 @@ pub fn recover_sliver(
     }
     let mut coder = LineCoder::new();
     let mut data = vec![0u8; shape.source_bytes()];
-    let known = distinct.iter().map(|(source, symbol)| (source.as_usize(), &symbol.data[..]));
+    let known = distinct
+        .iter()
+        .map(|(source, symbol)| (source.as_usize(), &symbol.data[..]));
     coder.restore(shape.k, shape.m, shape.s, known, &mut data);
-    let sliver = Sliver { axis: target_axis, index: target, data: Bytes::from(data) };
-    if sliver.commitment(metadata, &mut coder) == metadata.sliver_hash(target_axis, target) {
+    let sliver = Sliver {
+        axis: target_axis,
+        index: target,
+        data: Bytes::from(data),
+    };
+    if sliver.commitment_with(metadata, &mut coder) == metadata.sliver_hash(target_axis, target) {
         Ok(sliver)
     } else {
         Err(RecoveryError::Inconsistent(Box::new(InconsistencyProof {
@@ -238,7 +249,12 @@ impl InconsistencyProof {
     /// proven inconsistent.
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), InconsistencyError> {
         metadata.verify(&self.blob_id)?;
-        match recover_sliver(metadata, self.target_axis, self.target, self.symbols.iter().cloned()) {
+        match recover_sliver(
+            metadata,
+            self.target_axis,
+            self.target,
+            self.symbols.iter().cloned(),
+        ) {
             Err(RecoveryError::Inconsistent(_)) => Ok(()),
             Ok(_) => Err(InconsistencyError::Consistent {
                 blob_id: self.blob_id,

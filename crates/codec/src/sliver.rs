@@ -6,8 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    error::SliverError, line::LineCoder, Axis, BlobMetadata, Hash32, SliverIndex,
-    SliverPairIndex,
+    error::SliverError, line::LineCoder, Axis, BlobMetadata, Hash32, SliverIndex, SliverPairIndex,
 };
 
 /// One sliver: the source part of a row (primary, `n − f` symbols) or of a
@@ -26,7 +25,13 @@ pub struct Sliver {
 
 impl fmt::Debug for Sliver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sliver({} {}, {} bytes)", self.axis, self.index, self.data.len())
+        write!(
+            f,
+            "Sliver({} {}, {} bytes)",
+            self.axis,
+            self.index,
+            self.data.len()
+        )
     }
 }
 
@@ -49,7 +54,11 @@ impl LineShape {
             Axis::Primary => config.cols(),
             Axis::Secondary => config.rows(),
         };
-        LineShape { k, m: config.n() - k, s: metadata.symbol_size() }
+        LineShape {
+            k,
+            m: config.n() - k,
+            s: metadata.symbol_size(),
+        }
     }
 
     pub(crate) fn n(&self) -> usize {
@@ -103,9 +112,7 @@ impl Sliver {
         coder: &mut LineCoder,
     ) -> Result<(), SliverError> {
         self.check_shape(metadata)?;
-        let shape = LineShape::of(metadata, self.axis);
-        let computed = coder.extend_and_commit(&self.data, shape.k, shape.m, shape.s);
-        if computed == metadata.sliver_hash(self.axis, self.index) {
+        if self.commitment_with(metadata, coder) == metadata.sliver_hash(self.axis, self.index) {
             Ok(())
         } else {
             Err(SliverError::HashMismatch {
@@ -116,9 +123,16 @@ impl Sliver {
         }
     }
 
-    /// The commitment to this sliver's extended line, as it would appear in
-    /// metadata (shape must already be checked).
-    pub(crate) fn commitment(&self, metadata: &BlobMetadata, coder: &mut LineCoder) -> Hash32 {
+    /// The commitment to this sliver's extended line: the hash that
+    /// metadata holds for it. Only the metadata's shard count and length are
+    /// used, so this also serves a writer building metadata by hand.
+    pub fn commitment(&self, metadata: &BlobMetadata) -> Result<Hash32, SliverError> {
+        self.check_shape(metadata)?;
+        Ok(self.commitment_with(metadata, &mut LineCoder::new()))
+    }
+
+    /// [`Sliver::commitment`] for a sliver whose shape is already checked.
+    pub(crate) fn commitment_with(&self, metadata: &BlobMetadata, coder: &mut LineCoder) -> Hash32 {
         let shape = LineShape::of(metadata, self.axis);
         coder.extend_and_commit(&self.data, shape.k, shape.m, shape.s)
     }
@@ -142,13 +156,16 @@ impl SliverPair {
     /// Verifies both slivers, and that they are the slivers of this pair.
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SliverError> {
         let n = metadata.config().n_shards();
-        for (sliver, axis) in [(&self.primary, Axis::Primary), (&self.secondary, Axis::Secondary)] {
+        for (sliver, axis) in [
+            (&self.primary, Axis::Primary),
+            (&self.secondary, Axis::Secondary),
+        ] {
             if sliver.axis != axis || sliver.index.to_pair_index(axis, n) != self.index {
-                return Err(SliverError::IndexOutOfRange {
+                return Err(SliverError::NotInPair {
                     blob_id: metadata.blob_id(),
                     axis: sliver.axis,
                     index: sliver.index,
-                    n_shards: n,
+                    pair: self.index,
                 });
             }
             sliver.verify(metadata)?;
