@@ -36,7 +36,7 @@ impl BlobId {
     pub(crate) fn rotation(&self, n_shards: u16) -> u32 {
         let mut head = [0u8; 8];
         head.copy_from_slice(&self.0[..8]);
-        (u64::from_le_bytes(head) % u64::from(n_shards)) as u32
+        (u64::from_le_bytes(head) % u64::from(n_shards.max(1))) as u32
     }
 }
 

@@ -18,7 +18,7 @@
 //! hashes, costs about 110 ns per leaf and 160 ns per inner node: over half a
 //! second for the `2 · 10⁶` symbols of an `n = 1000` blob, before any data moves.
 
-use std::{ops::Range, sync::OnceLock};
+use std::{collections::HashMap, ops::Range, sync::OnceLock};
 
 use blake3::{
     hazmat::{self, ChainingValue, HasherExt, Mode},
@@ -99,36 +99,67 @@ fn disjoint(outer: &Range<usize>, lo: usize, hi: usize) -> bool {
     hi <= outer.start || outer.end <= lo
 }
 
-/// Proves the bytes `range` of `extended` (the whole committed byte string).
-pub(crate) fn prove(extended: &[u8], range: Range<usize>) -> SymbolProof {
-    let span = chunk_span(&range, extended.len());
-    let mut siblings = Vec::new();
-    if extended.len() > CHUNK {
-        collect_siblings(extended, 0, extended.len(), &span, &mut siblings);
+/// Proves byte ranges of one committed byte string, remembering the
+/// chaining values it computes: the first proof hashes about the whole
+/// string, later ones only what they do not share with earlier ones.
+pub(crate) struct Prover<'a> {
+    extended: &'a [u8],
+    cache: HashMap<(usize, usize), ChainingValue>,
+}
+
+impl<'a> Prover<'a> {
+    /// A prover over the whole committed byte string.
+    pub(crate) fn new(extended: &'a [u8]) -> Self {
+        Prover {
+            extended,
+            cache: HashMap::new(),
+        }
     }
-    SymbolProof {
-        prefix: extended[span.start..range.start].to_vec(),
-        suffix: extended[range.end..span.end].to_vec(),
-        siblings,
+
+    /// The proof for the bytes `range`.
+    pub(crate) fn prove(&mut self, range: Range<usize>) -> SymbolProof {
+        let extended = self.extended;
+        let span = chunk_span(&range, extended.len());
+        let mut siblings = Vec::new();
+        if extended.len() > CHUNK {
+            self.collect_siblings(0, extended.len(), &span, &mut siblings);
+        }
+        SymbolProof {
+            prefix: extended[span.start..range.start].to_vec(),
+            suffix: extended[range.end..span.end].to_vec(),
+            siblings,
+        }
+    }
+
+    fn collect_siblings(
+        &mut self,
+        lo: usize,
+        hi: usize,
+        span: &Range<usize>,
+        out: &mut Vec<[u8; 32]>,
+    ) {
+        if disjoint(span, lo, hi) {
+            let extended = self.extended;
+            out.push(
+                *self
+                    .cache
+                    .entry((lo, hi))
+                    .or_insert_with(|| subtree_cv(&extended[lo..hi], lo)),
+            );
+        } else if !contains(span, lo, hi) {
+            // Partially covered: only possible above chunk level, since
+            // `span` is chunk-aligned.
+            let mid = lo + hazmat::left_subtree_len((hi - lo) as u64) as usize;
+            self.collect_siblings(lo, mid, span, out);
+            self.collect_siblings(mid, hi, span, out);
+        }
     }
 }
 
-fn collect_siblings(
-    bytes: &[u8],
-    lo: usize,
-    hi: usize,
-    span: &Range<usize>,
-    out: &mut Vec<[u8; 32]>,
-) {
-    if disjoint(span, lo, hi) {
-        out.push(subtree_cv(&bytes[lo..hi], lo));
-    } else if !contains(span, lo, hi) {
-        // Partially covered: only possible above chunk level, since `span` is
-        // chunk-aligned.
-        let mid = lo + hazmat::left_subtree_len((hi - lo) as u64) as usize;
-        collect_siblings(bytes, lo, mid, span, out);
-        collect_siblings(bytes, mid, hi, span, out);
-    }
+/// Proves the bytes `range` of `extended` (the whole committed byte string).
+#[cfg(test)]
+pub(crate) fn prove(extended: &[u8], range: Range<usize>) -> SymbolProof {
+    Prover::new(extended).prove(range)
 }
 
 /// Checks that `symbol` is the bytes `range` of a byte string of `total`

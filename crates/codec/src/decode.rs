@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::{
     encode::{copy_parallel, transpose},
-    error::DecodeError,
+    error::{DecodeError, SliverError},
     line::LineCoder,
     Axis, BlobId, BlobMetadata, Sliver,
 };
@@ -69,36 +69,22 @@ pub fn decode(
     }
     let config = metadata.config();
     let (rows, cols, s) = (config.rows(), config.cols(), metadata.symbol_size());
-    // Distinct slivers by index, lowest (systematic) first.
-    let mut distinct = BTreeMap::new();
-    for sliver in slivers {
-        sliver.check_shape(metadata)?;
-        distinct.entry(sliver.index.as_usize()).or_insert(sliver);
-    }
     // Primary slivers are rows and each column has `n - 2f` source symbols,
     // so `n - 2f` rows are needed; secondary slivers need `n - f` columns.
     let needed = match axis {
         Axis::Primary => rows,
         Axis::Secondary => cols,
     };
-    if distinct.len() < needed {
+    let chosen = choose_valid(metadata, slivers, needed, check)?;
+    if chosen.len() < needed {
         return Err(DecodeError::NotEnoughSlivers {
             blob_id: *blob_id,
             axis,
-            given: distinct.len(),
+            given: chosen.len(),
             needed,
         });
     }
-    let chosen: Vec<(usize, &Sliver)> = distinct.into_iter().take(needed).collect();
-
-    if check != DecodeCheck::AlreadyVerified {
-        chosen
-            .par_iter()
-            .map_init(LineCoder::new, |coder, (_, sliver)| {
-                sliver.verify_with(metadata, coder)
-            })
-            .collect::<Result<Vec<()>, _>>()?;
-    }
+    let chosen: Vec<(usize, &Sliver)> = chosen.into_iter().collect();
 
     let mut blob = match axis {
         Axis::Primary => decode_rows(&chosen, rows, cols, s, config.n()),
@@ -122,6 +108,62 @@ pub fn decode(
         }
     }
     Ok(blob)
+}
+
+/// Picks up to `needed` valid slivers with distinct indices, lowest
+/// (systematic) indices first. Candidates are verified in parallel batches
+/// just large enough to fill what is missing, so a bad sliver costs one
+/// extra verification, not a failed read, when a good one is also given.
+/// When too few are valid, the first invalid one's error is returned.
+fn choose_valid<'a>(
+    metadata: &BlobMetadata,
+    slivers: &'a [Sliver],
+    needed: usize,
+    check: DecodeCheck,
+) -> Result<BTreeMap<usize, &'a Sliver>, DecodeError> {
+    let mut candidates: Vec<&Sliver> = slivers.iter().collect();
+    candidates.sort_by_key(|sliver| sliver.index); // stable: duplicates keep their order
+    let mut chosen = BTreeMap::new();
+    let mut first_error = None;
+    let mut next = 0;
+    while chosen.len() < needed && next < candidates.len() {
+        let mut batch: Vec<&Sliver> = Vec::new();
+        while chosen.len() + batch.len() < needed && next < candidates.len() {
+            let candidate = candidates[next];
+            if chosen.contains_key(&candidate.index.as_usize()) {
+                next += 1;
+                continue;
+            }
+            if batch.last().is_some_and(|b| b.index == candidate.index) {
+                // A duplicate of one being checked: try it in the next batch
+                // if the first copy turns out bad.
+                break;
+            }
+            batch.push(candidate);
+            next += 1;
+        }
+        let results: Vec<Result<(), SliverError>> = batch
+            .par_iter()
+            .map_init(LineCoder::new, |coder, sliver| match check {
+                DecodeCheck::AlreadyVerified => sliver.check_shape(metadata),
+                _ => sliver.verify_with(metadata, coder),
+            })
+            .collect();
+        for (sliver, result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    chosen.insert(sliver.index.as_usize(), sliver);
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(error) if chosen.len() < needed => Err(error.into()),
+        _ => Ok(chosen),
+    }
 }
 
 /// `rows` distinct rows `chosen` (each `cols` symbols) to the row-major

@@ -121,6 +121,16 @@ pub enum SliverError {
         /// Bytes received.
         actual: usize,
     },
+    /// The same recovery target was asked for twice.
+    #[error("recovery symbols for {axis} sliver {index} of blob {blob_id} were requested twice")]
+    DuplicateTarget {
+        /// The blob.
+        blob_id: BlobId,
+        /// The axis of the target sliver.
+        axis: Axis,
+        /// The target sliver.
+        index: SliverIndex,
+    },
     /// The sliver is not the one this pair holds on its axis.
     #[error("{axis} sliver {index} of blob {blob_id} does not belong to sliver pair {pair}")]
     NotInPair {
@@ -282,6 +292,14 @@ pub enum InconsistencyError {
     /// The proof's symbols are unusable.
     #[error(transparent)]
     Recovery(RecoveryError),
+    /// Not exactly the needed number of symbols, in increasing source order.
+    #[error("an inconsistency proof carries exactly {needed} symbols in increasing source order; this one has {symbols}")]
+    NotCanonical {
+        /// Symbols given.
+        symbols: usize,
+        /// Symbols a proof carries.
+        needed: usize,
+    },
     /// The symbols decode to the sliver the metadata commits to: the blob is
     /// consistent and the proof proves nothing.
     #[error("blob {blob_id}: the symbols recover {target_axis} sliver {target} correctly; the encoding is consistent")]

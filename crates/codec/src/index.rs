@@ -104,19 +104,19 @@ impl fmt::Display for Axis {
 
 impl SliverPairIndex {
     /// The sliver of this pair on `axis`: primary sliver `p`, secondary
-    /// sliver `n − 1 − p`.
+    /// sliver `n − 1 − p` (meaningful for `p < n`; never panics).
     pub fn sliver_index(self, axis: Axis, n_shards: u16) -> SliverIndex {
         match axis {
             Axis::Primary => SliverIndex(self.0),
-            Axis::Secondary => SliverIndex(n_shards - 1 - self.0),
+            Axis::Secondary => SliverIndex(n_shards.wrapping_sub(1).wrapping_sub(self.0)),
         }
     }
 
     /// The shard that holds this pair of the blob `blob_id`.
     pub fn to_shard_index(self, n_shards: u16, blob_id: &BlobId) -> ShardIndex {
-        let n = u32::from(n_shards);
+        let n = u32::from(n_shards.max(1));
         let rotation = blob_id.rotation(n_shards);
-        ShardIndex(((u32::from(self.0) + n - rotation) % n) as u16)
+        ShardIndex(((u32::from(self.0) % n + n - rotation) % n) as u16)
     }
 }
 
@@ -125,7 +125,7 @@ impl SliverIndex {
     pub fn to_pair_index(self, axis: Axis, n_shards: u16) -> SliverPairIndex {
         match axis {
             Axis::Primary => SliverPairIndex(self.0),
-            Axis::Secondary => SliverPairIndex(n_shards - 1 - self.0),
+            Axis::Secondary => SliverPairIndex(n_shards.wrapping_sub(1).wrapping_sub(self.0)),
         }
     }
 }
@@ -133,7 +133,7 @@ impl SliverIndex {
 impl ShardIndex {
     /// The pair of blob `blob_id` that this shard holds.
     pub fn to_pair_index(self, n_shards: u16, blob_id: &BlobId) -> SliverPairIndex {
-        let n = u32::from(n_shards);
+        let n = u32::from(n_shards.max(1));
         SliverPairIndex(((u32::from(self.0) + blob_id.rotation(n_shards)) % n) as u16)
     }
 }

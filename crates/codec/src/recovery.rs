@@ -103,19 +103,33 @@ impl Sliver {
     ) -> Result<Vec<RecoverySymbol>, SliverError> {
         self.check_shape(metadata)?;
         let n = metadata.config().n_shards();
-        if let Some(bad) = targets.iter().find(|t| t.0 >= n) {
-            return Err(SliverError::IndexOutOfRange {
-                blob_id: metadata.blob_id(),
-                axis: self.axis.orthogonal(),
-                index: *bad,
-                n_shards: n,
-            });
+        let mut seen = vec![false; usize::from(n)];
+        for target in targets {
+            match seen.get_mut(target.as_usize()) {
+                None => {
+                    return Err(SliverError::IndexOutOfRange {
+                        blob_id: metadata.blob_id(),
+                        axis: self.axis.orthogonal(),
+                        index: *target,
+                        n_shards: n,
+                    })
+                }
+                Some(true) => {
+                    return Err(SliverError::DuplicateTarget {
+                        blob_id: metadata.blob_id(),
+                        axis: self.axis.orthogonal(),
+                        index: *target,
+                    })
+                }
+                Some(slot) => *slot = true,
+            }
         }
         let shape = LineShape::of(metadata, self.axis);
         let mut extended = Vec::with_capacity(shape.n() * shape.s);
         extended.extend_from_slice(&self.data);
         extended.extend_from_slice(LineCoder::new().extend(&self.data, shape.k, shape.m, shape.s));
         let s = shape.s;
+        let mut prover = commitment::Prover::new(&extended);
         Ok(targets
             .iter()
             .map(|target| {
@@ -125,7 +139,7 @@ impl Sliver {
                     source_index: self.index,
                     symbol_index: SymbolIndex(target.0),
                     data: Bytes::copy_from_slice(&extended[range.clone()]),
-                    proof: commitment::prove(&extended, range),
+                    proof: prover.prove(range),
                 }
             })
             .collect())
@@ -154,8 +168,10 @@ pub fn symbols_needed(metadata: &BlobMetadata, axis: Axis) -> usize {
 }
 
 /// Rebuilds sliver `target` on `target_axis` from recovery symbols of the
-/// orthogonal axis. Every symbol is verified; duplicates (same source) count
-/// once; the first `symbols_needed` distinct ones are used.
+/// orthogonal axis. Every symbol is verified; symbols that fail, or belong to
+/// another target, are skipped (a faulty peer cannot block recovery when
+/// enough good symbols are given); duplicates (same source) count once; the
+/// first `symbols_needed` valid distinct ones are used.
 ///
 /// If the rebuilt sliver does not match the metadata, the blob was encoded
 /// inconsistently and the error carries the [`InconsistencyProof`].
@@ -178,30 +194,36 @@ pub fn recover_sliver(
     }
     let shape = LineShape::of(metadata, target_axis);
     let mut distinct = BTreeMap::new();
+    let mut rejected = None;
     for symbol in symbols {
+        if distinct.len() == shape.k || distinct.contains_key(&symbol.source_index) {
+            continue;
+        }
         if symbol.target_axis() != target_axis || symbol.target_index() != target {
-            return Err(RecoveryError::WrongTarget {
+            rejected.get_or_insert(RecoveryError::WrongTarget {
                 blob_id,
                 axis: symbol.source_axis,
                 source_index: symbol.source_index,
                 target_axis,
                 target,
             });
-        }
-        if distinct.len() == shape.k || distinct.contains_key(&symbol.source_index) {
             continue;
         }
-        symbol.verify(metadata)?;
+        if let Err(error) = symbol.verify(metadata) {
+            rejected.get_or_insert(error.into());
+            continue;
+        }
         distinct.insert(symbol.source_index, symbol);
     }
     if distinct.len() < shape.k {
-        return Err(RecoveryError::NotEnoughSymbols {
+        // Too few good symbols: name the first bad one if there was one.
+        return Err(rejected.unwrap_or(RecoveryError::NotEnoughSymbols {
             blob_id,
             target_axis,
             target,
             given: distinct.len(),
             needed: shape.k,
-        });
+        }));
     }
     let mut coder = LineCoder::new();
     let mut data = vec![0u8; shape.source_bytes()];
@@ -249,6 +271,19 @@ impl InconsistencyProof {
     /// proven inconsistent.
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), InconsistencyError> {
         metadata.verify(&self.blob_id)?;
+        // Canonical form: exactly the needed symbols, sources strictly
+        // increasing, so one proof has one encoding and no unverified padding.
+        let needed = symbols_needed(metadata, self.target_axis);
+        let increasing = self
+            .symbols
+            .windows(2)
+            .all(|w| w[0].source_index < w[1].source_index);
+        if self.symbols.len() != needed || !increasing {
+            return Err(InconsistencyError::NotCanonical {
+                symbols: self.symbols.len(),
+                needed,
+            });
+        }
         match recover_sliver(
             metadata,
             self.target_axis,

@@ -75,24 +75,58 @@ fn needed_counts_are_n_minus_f_and_n_minus_2f() {
 }
 
 #[test]
-fn symbols_for_another_target_or_invalid_are_refused() {
+fn bad_symbols_are_skipped_and_named_only_when_too_few_remain() {
     let (_, metadata, blob_id, pairs) = common::encoded(10, &common::blob(3000, 9));
     let target = SliverIndex(3);
-    let mut symbols = symbols_for(&metadata, &pairs, Axis::Primary, target, 0..7);
-    let stray = pairs[8]
+    let lost = pairs[3].primary.clone();
+    let good = symbols_for(&metadata, &pairs, Axis::Primary, target, 0..8); // 7 needed
+    let stray = pairs[9]
         .secondary
         .recovery_symbol(&metadata, SliverIndex(4))
         .unwrap();
-    let with_stray: Vec<_> = symbols.iter().cloned().chain([stray]).collect();
+
+    // A symbol for another target, with too few good ones: named.
+    let mut with_stray: Vec<_> = vec![stray.clone()];
+    with_stray.extend(good[..6].iter().cloned());
     assert!(matches!(
-        recover_sliver(&metadata, Axis::Primary, target, with_stray),
+        recover_sliver(&metadata, Axis::Primary, target, with_stray.clone()),
         Err(RecoveryError::WrongTarget { .. })
     ));
-    symbols[2].data = Bytes::from(vec![0u8; symbols[2].data.len()]);
+    // ... with enough good ones: skipped.
+    with_stray.push(good[6].clone());
+    assert_eq!(
+        recover_sliver(&metadata, Axis::Primary, target, with_stray).unwrap(),
+        lost
+    );
+
+    // A corrupted symbol, with too few good ones: named.
+    let mut corrupted = good.clone();
+    corrupted[2].data = Bytes::from(vec![0u8; corrupted[2].data.len()]);
     assert!(matches!(
-        recover_sliver(&metadata, Axis::Primary, target, symbols),
+        recover_sliver(&metadata, Axis::Primary, target, corrupted[..7].to_vec()),
         Err(RecoveryError::Symbol(floe_codec::SymbolError::BadProof { blob_id: b, .. })) if b == blob_id
     ));
+    // ... with a spare good one: skipped.
+    assert_eq!(
+        recover_sliver(&metadata, Axis::Primary, target, corrupted).unwrap(),
+        lost
+    );
+
+    // Providers refuse duplicate targets (a request must not multiply work).
+    assert!(matches!(
+        pairs[0]
+            .secondary
+            .recovery_symbols(&metadata, &[SliverIndex(1), SliverIndex(1)]),
+        Err(floe_codec::SliverError::DuplicateTarget { .. })
+    ));
+    let many = pairs[0]
+        .secondary
+        .recovery_symbols(&metadata, &[SliverIndex(1), SliverIndex(2)])
+        .unwrap();
+    assert_eq!(many.len(), 2);
+    for symbol in &many {
+        symbol.verify(&metadata).unwrap();
+    }
 }
 
 /// A writer that alters one primary sliver after encoding and commits to
@@ -132,6 +166,20 @@ fn inconsistent_encoding_is_caught_at_recovery_with_a_verifiable_proof() {
     let back: InconsistencyProof = floe_codec::from_canonical_bytes(&bytes).unwrap();
     back.verify(&metadata).unwrap();
 
+    // Padding or reordering is refused: a proof has one canonical form.
+    let mut padded = proof.clone();
+    padded.symbols.push(padded.symbols[0].clone());
+    assert!(matches!(
+        padded.verify(&metadata),
+        Err(InconsistencyError::NotCanonical { .. })
+    ));
+    let mut reordered = proof.clone();
+    reordered.symbols.swap(0, 1);
+    assert!(matches!(
+        reordered.verify(&metadata),
+        Err(InconsistencyError::NotCanonical { .. })
+    ));
+
     // A proof with a forged symbol does not verify.
     let mut forged = proof.clone();
     forged.symbols[0].data = Bytes::from(vec![7u8; forged.symbols[0].data.len()]);
@@ -156,11 +204,13 @@ fn a_proof_built_from_a_consistent_blob_does_not_verify() {
         (Axis::Primary, SliverIndex(9)),
     ] {
         let needed = symbols_needed(&metadata, axis);
+        let mut symbols = symbols_for(&metadata, &pairs, axis, target, 0..needed);
+        symbols.sort_by_key(|s| s.source_index);
         let proof = InconsistencyProof {
             blob_id,
             target_axis: axis,
             target,
-            symbols: symbols_for(&metadata, &pairs, axis, target, 0..needed),
+            symbols,
         };
         assert_eq!(
             proof.verify(&metadata),

@@ -46,6 +46,46 @@ fn tampered_sliver_is_a_hash_mismatch() {
             index: SliverIndex(1)
         }))
     );
+    // With a spare good sliver (or a good duplicate of the bad one) the read succeeds.
+    let mut with_spare = slivers.clone();
+    with_spare.push(pairs[rows].primary.clone());
+    assert_eq!(
+        decode(&blob_id, &metadata, &with_spare, DecodeCheck::VerifySlivers).unwrap(),
+        common::blob(5000, 1)
+    );
+    let mut with_duplicate = slivers;
+    with_duplicate.push(pairs[1].primary.clone());
+    assert_eq!(
+        decode(
+            &blob_id,
+            &metadata,
+            &with_duplicate,
+            DecodeCheck::VerifySlivers
+        )
+        .unwrap(),
+        common::blob(5000, 1)
+    );
+}
+
+#[test]
+fn hostile_indices_never_panic() {
+    let (_, metadata, _, pairs) = common::encoded(7, b"index games");
+    let mut pair = pairs[0].clone();
+    pair.secondary.index = SliverIndex(u16::MAX);
+    assert!(pair.verify(&metadata).is_err());
+    assert_eq!(
+        floe_codec::SliverPairIndex(3).sliver_index(Axis::Secondary, 0),
+        SliverIndex(u16::MAX - 3)
+    );
+    let id = metadata.blob_id();
+    assert_eq!(
+        floe_codec::ShardIndex(5).to_pair_index(0, &id),
+        floe_codec::SliverPairIndex(0)
+    );
+    assert_eq!(
+        floe_codec::SliverPairIndex(5).to_shard_index(0, &id),
+        floe_codec::ShardIndex(0)
+    );
 }
 
 #[test]
