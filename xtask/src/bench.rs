@@ -12,8 +12,13 @@ const MIB: f64 = (1 << 20) as f64;
 
 pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
     match name {
-        None | Some("codec") => codec(runs, quick),
-        Some(other) => bail!("unknown benchmark {other:?}; available: codec"),
+        None => {
+            codec(runs, quick)?;
+            crate::bench_consensus::run(quick)
+        }
+        Some("codec") => codec(runs, quick),
+        Some("consensus") => crate::bench_consensus::run(quick),
+        Some(other) => bail!("unknown benchmark {other:?}; available: codec, consensus"),
     }
 }
 
@@ -169,7 +174,7 @@ fn human(len: usize) -> String {
     }
 }
 
-fn write_json<T: Serialize>(name: &str, records: &T) -> Result<()> {
+pub fn write_json<T: Serialize>(name: &str, records: &T) -> Result<()> {
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{name}.json"));

@@ -5,6 +5,7 @@
 //!   `target/bench/<name>.json`.
 
 mod bench;
+mod bench_consensus;
 mod demo;
 mod rss;
 
@@ -35,7 +36,7 @@ enum Task {
     },
     /// Run benchmarks and write target/bench/<name>.json.
     Bench {
-        /// Which benchmark: `codec` (default: all).
+        /// Which benchmark: `codec` or `consensus` (default: all).
         name: Option<String>,
         /// Runs per case; the median is reported.
         #[arg(long, default_value_t = 5)]

@@ -106,7 +106,7 @@ pub enum CommitteeFileError {
     Parse(String),
     /// Valid syntax, but the committee breaks an invariant.
     #[error("committee file: {0}")]
-    Invalid(#[from] CommitteeError),
+    Invalid(Box<CommitteeError>),
     /// The epoch clock is unusable.
     #[error("committee file: [clock] epoch_duration_ms must be greater than 0")]
     ZeroEpochDuration,

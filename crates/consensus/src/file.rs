@@ -72,7 +72,8 @@ impl CommitteeFile {
         if raw.clock.epoch_duration_ms == 0 {
             return Err(CommitteeFileError::ZeroEpochDuration);
         }
-        let committee = Committee::new(raw.epoch, raw.n_shards, raw.members)?;
+        let committee = Committee::new(raw.epoch, raw.n_shards, raw.members)
+            .map_err(|e| CommitteeFileError::Invalid(Box::new(e)))?;
         Ok(CommitteeFile {
             committee,
             clock: raw.clock,

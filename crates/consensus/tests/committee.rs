@@ -142,9 +142,9 @@ fn committee_file_round_trips_and_errors_name_the_field() {
         CommitteeFile::from_toml(&text.replace("n_shards = 20", "n_shards = 21")).unwrap_err();
     assert_eq!(
         err,
-        CommitteeFileError::Invalid(CommitteeError::ShardUnassigned {
+        CommitteeFileError::Invalid(Box::new(CommitteeError::ShardUnassigned {
             shard: ShardIndex(20)
-        })
+        }))
     );
 }
 
