@@ -14,11 +14,13 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
     match name {
         None => {
             codec(runs, quick)?;
-            crate::bench_consensus::run(quick)
+            crate::bench_consensus::run(quick)?;
+            crate::bench_store::run(quick)
         }
+        Some("store") => crate::bench_store::run(quick),
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),
-        Some(other) => bail!("unknown benchmark {other:?}; available: codec, consensus"),
+        Some(other) => bail!("unknown benchmark {other:?}; available: codec, consensus, store"),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_consensus;
+mod bench_store;
 mod demo;
 mod rss;
 
@@ -36,7 +37,7 @@ enum Task {
     },
     /// Run benchmarks and write target/bench/<name>.json.
     Bench {
-        /// Which benchmark: `codec` or `consensus` (default: all).
+        /// Which benchmark: `codec`, `consensus` or `store` (default: all).
         name: Option<String>,
         /// Runs per case; the median is reported.
         #[arg(long, default_value_t = 5)]

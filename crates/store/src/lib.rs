@@ -1,1 +1,896 @@
-//! x
+//! # floe-store
+//!
+//! Every byte a Floe node keeps on disk: blob metadata, sliver pairs, blob
+//! states with their proofs, pending uploads, and node state, in one
+//! RocksDB database.
+//!
+//! ## Layout
+//!
+//! A fixed set of column families ("tables"), whatever the number of shards:
+//! a node with 1000 shards opens as fast as one with 1 (a column family per
+//! shard makes opening and compaction scale with the shard count).
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `metadata` | blob ID | BCS `BlobMetadata` |
+//! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols |
+//! | `pairs` | blob ID ‖ shard (u16 BE) | — (the pair of that shard is stored) |
+//! | `states` | blob ID | BCS `BlobState` (the proofs) |
+//! | `pending` | arrival ms (u64 BE) ‖ blob ID | — (uncertified upload) |
+//! | `expiry` | end epoch (u64 BE) ‖ blob ID | — (certified, by latest end epoch) |
+//! | `garbage` | blob ID | — (deleted or invalid, awaiting collection) |
+//! | `drift` | blob ID | — (certified, available, pairs missing here) |
+//! | `node` | name | node state (epoch, sync cursors) |
+//!
+//! Big-endian shard and epoch prefixes make "all blobs of shard `s` in blob-ID
+//! order from a cursor" and "everything expired by epoch `e`" one ordered scan.
+//! Every value sits in a checksummed envelope (see `envelope`).
+//!
+//! ## Options, and why
+//!
+//! * `slivers` uses RocksDB blob files (BlobDB) for values of 4 KiB and more:
+//!   multi-MiB slivers then stay out of the LSM tree, so compaction moves keys,
+//!   not data. Blob files are not compressed (erasure-coded data is mostly
+//!   high-entropy; compressing costs CPU for little gain) and blob garbage
+//!   collection reclaims space after deletions.
+//! * The small tables are LZ4-compressed (cheap; certificates and metadata
+//!   hashes compress poorly, but keys and envelopes do).
+//! * Writes that belong together are one `WriteBatch`: a sliver pair and its
+//!   `pairs` entry; a state, its indexes and drift marker.
+//! * Durability is explicit. Ordinary writes go to the WAL without `fsync`.
+//!   [`Store::make_durable`] syncs the WAL only once every pair of this node's
+//!   shards is stored, and returns the [`DurableBlob`] token that is the only
+//!   way to sign a storage confirmation here; [`Store::record_fact`] syncs
+//!   before it returns.
+
+mod envelope;
+mod error;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
+};
+
+use floe_codec::{Axis, BlobId, BlobMetadata, ShardIndex, Sliver, SliverIndex, SliverPair};
+use floe_consensus::{
+    BlobState, BlobStatus, Epoch, KeyPair, ProtocolMessage, Signed, StorageConfirmation,
+    VerifiedFact,
+};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+pub use error::StoreError;
+
+/// The tables, in a fixed order.
+pub const TABLES: [&str; 9] = [
+    "metadata", "slivers", "pairs", "states", "pending", "expiry", "garbage", "drift", "node",
+];
+
+const METADATA: &str = "metadata";
+const SLIVERS: &str = "slivers";
+const PAIRS: &str = "pairs";
+const STATES: &str = "states";
+const PENDING: &str = "pending";
+const EXPIRY: &str = "expiry";
+const GARBAGE: &str = "garbage";
+const DRIFT: &str = "drift";
+const NODE: &str = "node";
+
+/// Sliver values at least this large go to blob files.
+pub const MIN_BLOB_FILE_VALUE: u64 = 4096;
+
+/// Why a blob's data may be collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GarbageReason {
+    /// Certified, but its last end epoch has passed.
+    Expired,
+    /// Its owner deleted every registration.
+    Deleted,
+    /// Proven inconsistently encoded.
+    Invalid,
+    /// Uploaded but never certified, and older than the pending deadline.
+    StalePending,
+}
+
+/// What one garbage-collection pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs whose data was removed.
+    pub blobs: u64,
+    /// Slivers removed.
+    pub slivers: u64,
+    /// Whether more garbage remains (run again).
+    pub more: bool,
+}
+
+/// Per-table size figures, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    /// The table.
+    pub table: &'static str,
+    /// RocksDB's estimate of its keys.
+    pub estimated_keys: u64,
+    /// Bytes in SST files.
+    pub sst_bytes: u64,
+    /// Bytes in blob files (slivers only).
+    pub blob_file_bytes: u64,
+}
+
+/// Totals of garbage collection since open, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Passes run.
+    pub passes: u64,
+    /// Blobs collected.
+    pub blobs: u64,
+    /// Slivers removed.
+    pub slivers: u64,
+}
+
+/// Proof that every pair of this node's shards for a blob is on disk and
+/// synced: the only way this crate signs a storage confirmation.
+#[derive(Debug)]
+pub struct DurableBlob {
+    blob_id: BlobId,
+}
+
+impl DurableBlob {
+    /// The blob.
+    pub fn blob_id(&self) -> BlobId {
+        self.blob_id
+    }
+
+    /// Signs a storage confirmation for this blob.
+    pub fn sign_confirmation(
+        &self,
+        key: &KeyPair,
+        message: ProtocolMessage<StorageConfirmation>,
+    ) -> Result<Signed<StorageConfirmation>, StoreError> {
+        if message.body.blob_id != self.blob_id {
+            return Err(StoreError::WrongBlob {
+                token: self.blob_id,
+                requested: message.body.blob_id,
+            });
+        }
+        Ok(Signed::sign(message, key))
+    }
+}
+
+/// A node's database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    shards: Vec<ShardIndex>,
+    /// Serializes read-modify-write per blob (striped by the ID's first byte).
+    locks: Vec<Mutex<()>>,
+    /// The drift set, mirrored from the `drift` table so counting is free.
+    drift: Mutex<BTreeSet<BlobId>>,
+    gc: [AtomicU64; 3],
+}
+
+fn sliver_key(shard: ShardIndex, blob_id: &BlobId, axis: Axis) -> [u8; 35] {
+    let mut key = [0u8; 35];
+    key[..2].copy_from_slice(&shard.0.to_be_bytes());
+    key[2..34].copy_from_slice(&blob_id.0);
+    key[34] = axis as u8;
+    key
+}
+
+fn pair_key(blob_id: &BlobId, shard: ShardIndex) -> [u8; 34] {
+    let mut key = [0u8; 34];
+    key[..32].copy_from_slice(&blob_id.0);
+    key[32..].copy_from_slice(&shard.0.to_be_bytes());
+    key
+}
+
+fn time_key(prefix: u64, blob_id: &BlobId) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&prefix.to_be_bytes());
+    key[8..].copy_from_slice(&blob_id.0);
+    key
+}
+
+fn blob_id_from(key: &[u8], table: &'static str) -> Result<BlobId, StoreError> {
+    <[u8; 32]>::try_from(key)
+        .map(BlobId)
+        .map_err(|_| StoreError::Corrupt {
+            table,
+            key: envelope::hex(key),
+            reason: "key is not a blob ID".into(),
+        })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: &[u8],
+    stored: &[u8],
+) -> Result<T, StoreError> {
+    let payload = envelope::open(table, key, stored)?;
+    floe_codec::from_canonical_bytes(payload).map_err(|e| StoreError::Corrupt {
+        table,
+        key: envelope::hex(key),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    envelope::seal(&floe_codec::canonical_bytes(value))
+}
+
+/// The latest end epoch among a state's storage certificates.
+fn latest_end_epoch(state: &BlobState) -> Option<Epoch> {
+    state
+        .facts()
+        .iter()
+        .filter_map(|fact| match fact {
+            floe_consensus::Fact::Certified(c) => Some(c.message.body.end_epoch),
+            _ => None,
+        })
+        .max()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for a node holding `shards`.
+    pub fn open(path: impl AsRef<Path>, shards: Vec<ShardIndex>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(2);
+        db_options.set_max_background_jobs(2);
+        let descriptors = TABLES.iter().map(|name| {
+            let mut options = Options::default();
+            let mut block = BlockBasedOptions::default();
+            block.set_bloom_filter(10.0, false);
+            options.set_block_based_table_factory(&block);
+            if *name == SLIVERS {
+                options.set_enable_blob_files(true);
+                options.set_min_blob_size(MIN_BLOB_FILE_VALUE);
+                options.set_blob_file_size(256 << 20);
+                options.set_blob_compression_type(DBCompressionType::None);
+                options.set_enable_blob_gc(true);
+                options.set_blob_gc_age_cutoff(0.25);
+                options.set_write_buffer_size(128 << 20);
+                options.set_compression_type(DBCompressionType::Lz4);
+            } else {
+                options.set_compression_type(DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*name, options)
+        });
+        let db = DB::open_cf_descriptors(&db_options, &path, descriptors)
+            .map_err(StoreError::db("(open)"))?;
+        let mut shards = shards;
+        shards.sort_unstable();
+        shards.dedup();
+        let store = Store {
+            db,
+            path,
+            shards,
+            locks: (0..64).map(|_| Mutex::new(())).collect(),
+            drift: Mutex::new(BTreeSet::new()),
+            gc: Default::default(),
+        };
+        let drift = store.scan_blob_ids(DRIFT, None, usize::MAX)?;
+        *store.drift_set() = drift.into_iter().collect();
+        Ok(store)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The shards this node holds (sorted).
+    pub fn shards(&self) -> &[ShardIndex] {
+        &self.shards
+    }
+
+    fn cf(&self, table: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(table).ok_or(StoreError::Corrupt {
+            table,
+            key: String::new(),
+            reason: "column family missing".into(),
+        })
+    }
+
+    fn lock(&self, blob_id: &BlobId) -> MutexGuard<'_, ()> {
+        let stripe = usize::from(blob_id.0[0]) % self.locks.len();
+        self.locks[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn drift_set(&self) -> MutexGuard<'_, BTreeSet<BlobId>> {
+        self.drift
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(table)?, key)
+            .map_err(StoreError::db(table))
+    }
+
+    fn write(&self, table: &'static str, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(StoreError::db(table))
+    }
+
+    // ---- metadata and pending uploads ----
+
+    /// Stores a blob's metadata (already verified against its ID) and, if the
+    /// blob has no certificate yet, records it as a pending upload that
+    /// arrived at `now_unix_ms`.
+    pub fn put_metadata(
+        &self,
+        blob_id: &BlobId,
+        metadata: &BlobMetadata,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock(blob_id);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
+        let certified = self
+            .stored_state(blob_id)?
+            .is_some_and(|s| latest_end_epoch(&s).is_some());
+        if !certified {
+            batch.put_cf(self.cf(PENDING)?, time_key(now_unix_ms, blob_id), []);
+        }
+        self.write(METADATA, batch, false)
+    }
+
+    /// A blob's metadata.
+    pub fn metadata(&self, blob_id: &BlobId) -> Result<Option<BlobMetadata>, StoreError> {
+        self.get(METADATA, &blob_id.0)?
+            .map(|v| decode(METADATA, &blob_id.0, &v))
+            .transpose()
+    }
+
+    // ---- slivers ----
+
+    /// Stores the sliver pair of `shard` (already verified against the
+    /// metadata). Refuses shards this node does not hold.
+    pub fn put_sliver_pair(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+        pair: &SliverPair,
+    ) -> Result<(), StoreError> {
+        if self.shards.binary_search(&shard).is_err() {
+            return Err(StoreError::NotMyShard {
+                blob_id: *blob_id,
+                shard,
+            });
+        }
+        let _guard = self.lock(blob_id);
+        let mut batch = WriteBatch::default();
+        let slivers = self.cf(SLIVERS)?;
+        for sliver in [&pair.primary, &pair.secondary] {
+            let mut payload = Vec::with_capacity(2 + sliver.data.len());
+            payload.extend_from_slice(&sliver.index.0.to_le_bytes());
+            payload.extend_from_slice(&sliver.data);
+            batch.put_cf(
+                slivers,
+                sliver_key(shard, blob_id, sliver.axis),
+                envelope::seal(&payload),
+            );
+        }
+        batch.put_cf(self.cf(PAIRS)?, pair_key(blob_id, shard), []);
+        let resolves_drift =
+            self.drift_set().contains(blob_id) && self.missing_pairs(blob_id)? == [shard];
+        if resolves_drift {
+            batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
+        }
+        self.write(SLIVERS, batch, false)?;
+        if resolves_drift {
+            self.drift_set().remove(blob_id);
+        }
+        Ok(())
+    }
+
+    /// One sliver of `shard`'s pair for a blob.
+    pub fn sliver(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+        axis: Axis,
+    ) -> Result<Option<Sliver>, StoreError> {
+        let key = sliver_key(shard, blob_id, axis);
+        self.get(SLIVERS, &key)?
+            .map(|stored| parse_sliver(&key, axis, &stored))
+            .transpose()
+    }
+
+    /// `shard`'s sliver pair for a blob.
+    pub fn sliver_pair(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+    ) -> Result<Option<SliverPair>, StoreError> {
+        let (Some(primary), Some(secondary)) = (
+            self.sliver(shard, blob_id, Axis::Primary)?,
+            self.sliver(shard, blob_id, Axis::Secondary)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(SliverPair {
+            index: primary.index.to_pair_index(Axis::Primary, 0),
+            primary,
+            secondary,
+        }))
+    }
+
+    /// The shards whose pair of this blob is stored.
+    pub fn stored_shards(&self, blob_id: &BlobId) -> Result<Vec<ShardIndex>, StoreError> {
+        let cf = self.cf(PAIRS)?;
+        let mut shards = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&blob_id.0, Direction::Forward))
+        {
+            let (key, _) = item.map_err(StoreError::db(PAIRS))?;
+            if key.len() != 34 || key[..32] != blob_id.0 {
+                break;
+            }
+            shards.push(ShardIndex(u16::from_be_bytes([key[32], key[33]])));
+        }
+        Ok(shards)
+    }
+
+    /// This node's shards whose pair of this blob is not stored.
+    pub fn missing_pairs(&self, blob_id: &BlobId) -> Result<Vec<ShardIndex>, StoreError> {
+        let stored = self.stored_shards(blob_id)?;
+        Ok(self
+            .shards
+            .iter()
+            .copied()
+            .filter(|s| stored.binary_search(s).is_err())
+            .collect())
+    }
+
+    /// Whether every pair of this node's shards for the blob is stored.
+    pub fn holds_all_pairs(&self, blob_id: &BlobId) -> Result<bool, StoreError> {
+        Ok(self.missing_pairs(blob_id)?.is_empty())
+    }
+
+    /// Up to `limit` pairs of `shard`, in blob-ID order, after `after`.
+    pub fn scan_shard(
+        &self,
+        shard: ShardIndex,
+        after: Option<&BlobId>,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, SliverPair)>, StoreError> {
+        let cf = self.cf(SLIVERS)?;
+        let start = match after {
+            Some(blob_id) => sliver_key(shard, blob_id, Axis::Secondary).to_vec(),
+            None => shard.0.to_be_bytes().to_vec(),
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound((u32::from(shard.0) + 1).to_be_bytes()[2..].to_vec());
+        let mut out: Vec<(BlobId, SliverPair)> = Vec::new();
+        let mut primary: Option<(BlobId, Sliver)> = None;
+        for item in
+            self.db
+                .iterator_cf_opt(cf, options, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, value) = item.map_err(StoreError::db(SLIVERS))?;
+            if key.len() != 35 || key[..2] != shard.0.to_be_bytes() {
+                break;
+            }
+            let blob_id = blob_id_from(&key[2..34], SLIVERS)?;
+            if after == Some(&blob_id) {
+                continue;
+            }
+            match key[34] {
+                0 => primary = Some((blob_id, parse_sliver(&key, Axis::Primary, &value)?)),
+                _ => {
+                    let secondary = parse_sliver(&key, Axis::Secondary, &value)?;
+                    if let Some((id, primary)) = primary.take().filter(|(id, _)| *id == blob_id) {
+                        let index = primary.index.to_pair_index(Axis::Primary, 0);
+                        out.push((
+                            id,
+                            SliverPair {
+                                index,
+                                primary,
+                                secondary,
+                            },
+                        ));
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Syncs this blob's pairs to disk, if every pair of this node's shards
+    /// is stored, and returns the token that lets the node confirm it.
+    pub fn make_durable(&self, blob_id: &BlobId) -> Result<DurableBlob, StoreError> {
+        let missing = self.missing_pairs(blob_id)?;
+        if !missing.is_empty() {
+            return Err(StoreError::MissingPairs {
+                blob_id: *blob_id,
+                missing,
+            });
+        }
+        self.db.flush_wal(true).map_err(StoreError::db(SLIVERS))?;
+        Ok(DurableBlob { blob_id: *blob_id })
+    }
+
+    // ---- states ----
+
+    fn stored_state(&self, blob_id: &BlobId) -> Result<Option<BlobState>, StoreError> {
+        self.get(STATES, &blob_id.0)?
+            .map(|v| decode(STATES, &blob_id.0, &v))
+            .transpose()
+    }
+
+    /// What this node knows of a blob: its stored proofs, and `pending` if
+    /// it holds the metadata.
+    pub fn state(&self, blob_id: &BlobId) -> Result<BlobState, StoreError> {
+        let mut state = self.stored_state(blob_id)?.unwrap_or_default();
+        if self.get(METADATA, &blob_id.0)?.is_some() {
+            state.mark_pending();
+        }
+        Ok(state)
+    }
+
+    /// Up to `limit` stored blob states after `after`, in blob-ID order (for
+    /// rebuilding the anti-entropy index and for audits).
+    pub fn states(
+        &self,
+        after: Option<&BlobId>,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, BlobState)>, StoreError> {
+        let cf = self.cf(STATES)?;
+        let mode = match after {
+            Some(id) => IteratorMode::From(&id.0, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, value) = item.map_err(StoreError::db(STATES))?;
+            let blob_id = blob_id_from(&key, STATES)?;
+            if Some(&blob_id) == after {
+                continue;
+            }
+            out.push((blob_id, decode(STATES, &key, &value)?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Joins a verified fact into the blob's state and syncs it to disk
+    /// before returning; maintains the expiry, garbage and drift indexes.
+    pub fn record_fact(&self, fact: VerifiedFact, current: Epoch) -> Result<BlobState, StoreError> {
+        let blob_id = fact.fact().blob_id();
+        let _guard = self.lock(&blob_id);
+        let before = self.stored_state(&blob_id)?.unwrap_or_default();
+        let mut after = before.clone();
+        after.apply(fact);
+        if after == before {
+            return Ok(after);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(STATES)?, blob_id.0, encode(&after));
+        let (old_end, new_end) = (latest_end_epoch(&before), latest_end_epoch(&after));
+        if old_end != new_end {
+            if let Some(end) = old_end {
+                batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
+            }
+            if let Some(end) = new_end {
+                batch.put_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id), []);
+            }
+        }
+        if new_end.is_some() {
+            // Certified: no longer a pending upload.
+            self.delete_pending(&mut batch, &blob_id)?;
+        }
+        let status = after.status(current);
+        if matches!(
+            status,
+            BlobStatus::Deleted { .. } | BlobStatus::Invalid { .. }
+        ) {
+            batch.put_cf(self.cf(GARBAGE)?, blob_id.0, []);
+        }
+        let drifting =
+            matches!(status, BlobStatus::Certified { .. }) && !self.holds_all_pairs(&blob_id)?;
+        if drifting {
+            batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
+        } else {
+            batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
+        }
+        self.write(STATES, batch, true)?;
+        let mut drift = self.drift_set();
+        if drifting {
+            drift.insert(blob_id);
+        } else {
+            drift.remove(&blob_id);
+        }
+        Ok(after)
+    }
+
+    fn delete_pending(&self, batch: &mut WriteBatch, blob_id: &BlobId) -> Result<(), StoreError> {
+        // Pending entries are keyed by arrival time; find this blob's.
+        let cf = self.cf(PENDING)?;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, _) = item.map_err(StoreError::db(PENDING))?;
+            if key.len() == 40 && key[8..] == blob_id.0 {
+                batch.delete_cf(cf, &key);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- drift ----
+
+    /// How many certified, available blobs lack pairs of this node's shards.
+    pub fn drift_count(&self) -> usize {
+        self.drift_set().len()
+    }
+
+    /// Up to `limit` drifting blobs after `after`, in blob-ID order.
+    pub fn drift(&self, after: Option<&BlobId>, limit: usize) -> Vec<BlobId> {
+        let drift = self.drift_set();
+        let iter: Box<dyn Iterator<Item = &BlobId>> = match after {
+            Some(after) => Box::new(drift.range((
+                std::ops::Bound::Excluded(*after),
+                std::ops::Bound::Unbounded,
+            ))),
+            None => Box::new(drift.iter()),
+        };
+        iter.take(limit).copied().collect()
+    }
+
+    fn scan_blob_ids(
+        &self,
+        table: &'static str,
+        after: Option<&BlobId>,
+        limit: usize,
+    ) -> Result<Vec<BlobId>, StoreError> {
+        let cf = self.cf(table)?;
+        let mode = match after {
+            Some(id) => IteratorMode::From(&id.0, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, _) = item.map_err(StoreError::db(table))?;
+            let id = blob_id_from(&key, table)?;
+            if Some(&id) == after {
+                continue;
+            }
+            out.push(id);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- garbage ----
+
+    /// Up to `limit` blobs whose data may be collected in epoch `current`:
+    /// expired, deleted, invalid, or uploads still uncertified that arrived
+    /// before `pending_deadline_ms`.
+    pub fn garbage(
+        &self,
+        current: Epoch,
+        pending_deadline_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, GarbageReason)>, StoreError> {
+        let mut candidates = BTreeSet::new();
+        for item in self.db.iterator_cf(self.cf(EXPIRY)?, IteratorMode::Start) {
+            let (key, _) = item.map_err(StoreError::db(EXPIRY))?;
+            let end = u64::from_be_bytes(key[..8].try_into().unwrap_or([0xff; 8]));
+            if end > current.0 {
+                break;
+            }
+            candidates.insert(blob_id_from(&key[8..], EXPIRY)?);
+        }
+        candidates.extend(self.scan_blob_ids(GARBAGE, None, usize::MAX)?);
+        let mut stale = BTreeSet::new();
+        for item in self.db.iterator_cf(self.cf(PENDING)?, IteratorMode::Start) {
+            let (key, _) = item.map_err(StoreError::db(PENDING))?;
+            let arrived = u64::from_be_bytes(key[..8].try_into().unwrap_or([0xff; 8]));
+            if arrived >= pending_deadline_ms {
+                break;
+            }
+            stale.insert(blob_id_from(&key[8..], PENDING)?);
+        }
+        candidates.extend(stale.iter().copied());
+        let mut out = Vec::new();
+        for blob_id in candidates {
+            let reason = match self
+                .stored_state(&blob_id)?
+                .unwrap_or_default()
+                .status(current)
+            {
+                BlobStatus::Expired { .. } => Some(GarbageReason::Expired),
+                BlobStatus::Deleted { .. } => Some(GarbageReason::Deleted),
+                BlobStatus::Invalid { .. } => Some(GarbageReason::Invalid),
+                BlobStatus::Unknown | BlobStatus::Pending if stale.contains(&blob_id) => {
+                    Some(GarbageReason::StalePending)
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                out.push((blob_id, reason));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the slivers and metadata of up to `batch` garbage blobs in
+    /// one write, keeping their state records (so "deleted", "expired" and
+    /// "invalid" are still answered with proof). Call repeatedly while
+    /// [`GcReport::more`]; each call holds no lock across blobs, so writes
+    /// proceed in between.
+    pub fn collect_garbage(
+        &self,
+        current: Epoch,
+        pending_deadline_ms: u64,
+        batch_size: usize,
+    ) -> Result<GcReport, StoreError> {
+        let batch_size = batch_size.max(1);
+        let found = self.garbage(current, pending_deadline_ms, batch_size + 1)?;
+        let mut report = GcReport {
+            more: found.len() > batch_size,
+            ..GcReport::default()
+        };
+        let mut batch = WriteBatch::default();
+        let mut collected = Vec::new();
+        for (blob_id, reason) in found.into_iter().take(batch_size) {
+            let _guard = self.lock(&blob_id);
+            for shard in self.stored_shards(&blob_id)? {
+                for axis in [Axis::Primary, Axis::Secondary] {
+                    batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, &blob_id, axis));
+                    report.slivers += 1;
+                }
+                batch.delete_cf(self.cf(PAIRS)?, pair_key(&blob_id, shard));
+            }
+            batch.delete_cf(self.cf(METADATA)?, blob_id.0);
+            batch.delete_cf(self.cf(GARBAGE)?, blob_id.0);
+            batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
+            if let Some(end) = self
+                .stored_state(&blob_id)?
+                .as_ref()
+                .and_then(latest_end_epoch)
+            {
+                batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
+            }
+            if reason == GarbageReason::StalePending || reason == GarbageReason::Invalid {
+                self.delete_pending(&mut batch, &blob_id)?;
+            }
+            collected.push(blob_id);
+            report.blobs += 1;
+        }
+        self.write(SLIVERS, batch, false)?;
+        let mut drift = self.drift_set();
+        for blob_id in &collected {
+            drift.remove(blob_id);
+        }
+        self.gc[0].fetch_add(1, Ordering::Relaxed);
+        self.gc[1].fetch_add(report.blobs, Ordering::Relaxed);
+        self.gc[2].fetch_add(report.slivers, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    // ---- node state ----
+
+    /// Stores a node-state value (current epoch, sync cursors, counters).
+    pub fn put_node_value(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(NODE)?, name.as_bytes(), envelope::seal(value));
+        self.write(NODE, batch, true)
+    }
+
+    /// A node-state value.
+    pub fn node_value(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(NODE, name.as_bytes())?
+            .map(|v| envelope::open(NODE, name.as_bytes(), &v).map(<[u8]>::to_vec))
+            .transpose()
+    }
+
+    /// Records the current epoch.
+    pub fn set_current_epoch(&self, epoch: Epoch) -> Result<(), StoreError> {
+        self.put_node_value("current_epoch", &epoch.0.to_le_bytes())
+    }
+
+    /// The recorded current epoch (0 if never set).
+    pub fn current_epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(match self.node_value("current_epoch")? {
+            Some(bytes) => Epoch(u64::from_le_bytes(bytes.try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    table: NODE,
+                    key: "current_epoch".into(),
+                    reason: "not 8 bytes".into(),
+                }
+            })?)),
+            None => Epoch(0),
+        })
+    }
+
+    // ---- metrics ----
+
+    /// Size figures per table.
+    pub fn table_stats(&self) -> Result<Vec<TableStats>, StoreError> {
+        TABLES
+            .iter()
+            .map(|table| {
+                let cf = self.cf(table)?;
+                let int = |name: &str| -> Result<u64, StoreError> {
+                    Ok(self
+                        .db
+                        .property_int_value_cf(cf, name)
+                        .map_err(StoreError::db(table))?
+                        .unwrap_or(0))
+                };
+                Ok(TableStats {
+                    table,
+                    estimated_keys: int("rocksdb.estimate-num-keys")?,
+                    sst_bytes: int("rocksdb.total-sst-files-size")?,
+                    blob_file_bytes: int("rocksdb.total-blob-file-size")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Garbage-collection totals since open.
+    pub fn gc_stats(&self) -> GcStats {
+        GcStats {
+            passes: self.gc[0].load(Ordering::Relaxed),
+            blobs: self.gc[1].load(Ordering::Relaxed),
+            slivers: self.gc[2].load(Ordering::Relaxed),
+        }
+    }
+
+    /// Syncs the write-ahead log: every write made so far is durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(StoreError::db("(wal)"))
+    }
+
+    /// Flushes memtables to disk (tests and benchmarks use it to exercise
+    /// the on-disk path).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for table in TABLES {
+            self.db
+                .flush_cf(self.cf(table)?)
+                .map_err(StoreError::db(table))?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_sliver(key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreError> {
+    let payload = envelope::open(SLIVERS, key, stored)?;
+    if payload.len() < 2 {
+        return Err(StoreError::Corrupt {
+            table: SLIVERS,
+            key: envelope::hex(key),
+            reason: "no sliver index".into(),
+        });
+    }
+    Ok(Sliver {
+        axis,
+        index: SliverIndex(u16::from_le_bytes([payload[0], payload[1]])),
+        data: bytes::Bytes::copy_from_slice(&payload[2..]),
+    })
+}

@@ -1,0 +1,81 @@
+//! Every value is stored in an envelope so that damage is detected on read:
+//! `format u8 (1) ‖ BLAKE3(payload)[..16] ‖ payload`.
+//!
+//! RocksDB checksums its blocks and blob records too; the envelope also
+//! catches a value that was written wrong (truncated, or by another
+//! version) and names the table and key.
+
+use crate::error::StoreError;
+
+const FORMAT: u8 = 1;
+const CHECKSUM: usize = 16;
+/// Envelope bytes before the payload.
+pub const HEADER: usize = 1 + CHECKSUM;
+
+fn checksum(payload: &[u8]) -> [u8; CHECKSUM] {
+    let mut out = [0u8; CHECKSUM];
+    out.copy_from_slice(&blake3::hash(payload).as_bytes()[..CHECKSUM]);
+    out
+}
+
+/// Wraps `payload`.
+pub fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&checksum(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Unwraps a stored value, checking it.
+pub fn open<'a>(table: &'static str, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        table,
+        key: hex(key),
+        reason,
+    };
+    if stored.len() < HEADER {
+        return Err(corrupt(format!(
+            "truncated: {} bytes, the envelope alone is {HEADER}",
+            stored.len()
+        )));
+    }
+    if stored[0] != FORMAT {
+        return Err(corrupt(format!("unknown value format {}", stored[0])));
+    }
+    let payload = &stored[HEADER..];
+    if stored[1..HEADER] != checksum(payload) {
+        return Err(corrupt(format!(
+            "checksum mismatch over {} payload bytes",
+            payload.len()
+        )));
+    }
+    Ok(payload)
+}
+
+/// Lowercase hex, for naming keys in errors.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_is_detected() {
+        let sealed = seal(b"floe sliver");
+        assert_eq!(open("t", b"k", &sealed).unwrap(), b"floe sliver");
+        assert!(open("t", b"k", &sealed[..sealed.len() - 1]).is_err());
+        assert!(open("t", b"k", &sealed[..5]).is_err());
+        let mut flipped = sealed.clone();
+        flipped[HEADER + 2] ^= 1;
+        assert!(matches!(
+            open("t", b"k", &flipped),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut other = sealed;
+        other[0] = 9;
+        assert!(open("t", b"k", &other).is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! The typed errors of floe-store.
+
+use floe_codec::{BlobId, ShardIndex};
+use thiserror::Error;
+
+/// A storage operation that failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// RocksDB reported an error (I/O, or corruption caught by its own checksums).
+    #[error("database error in table {table}: {source}")]
+    Database {
+        /// The table (column family) involved.
+        table: &'static str,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// A value read back from disk is damaged: it is reported, never returned as data.
+    #[error("corrupt value in table {table} at key {key}: {reason}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The key, in hex.
+        key: String,
+        /// What is wrong (truncated, checksum mismatch, undecodable).
+        reason: String,
+    },
+    /// A sliver for a shard this node does not hold.
+    #[error("shard {shard} is not held by this node; refusing slivers of blob {blob_id} for it")]
+    NotMyShard {
+        /// The blob.
+        blob_id: BlobId,
+        /// The shard.
+        shard: ShardIndex,
+    },
+    /// A confirmation was requested before every pair of this node's shards was stored.
+    #[error("blob {blob_id}: pairs of shards {missing:?} are not stored yet")]
+    MissingPairs {
+        /// The blob.
+        blob_id: BlobId,
+        /// The shards whose pairs are missing.
+        missing: Vec<ShardIndex>,
+    },
+    /// A durability token used for another blob.
+    #[error("durability token for blob {token} cannot confirm blob {requested}")]
+    WrongBlob {
+        /// The token's blob.
+        token: BlobId,
+        /// The blob in the message.
+        requested: BlobId,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn db(table: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
+        move |source| StoreError::Database { table, source }
+    }
+}

@@ -1,0 +1,105 @@
+//! Blobs, committees and facts for store tests.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use floe_codec::{encode, BlobId, BlobMetadata, EncodingConfig, ShardIndex, SliverPair};
+use floe_consensus::*;
+
+pub const N: u16 = 10;
+
+pub struct World {
+    pub committee: Committee,
+    pub keys: Vec<KeyPair>,
+    pub owner: KeyPair,
+}
+
+pub fn world() -> World {
+    let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
+    let members = (0..4usize)
+        .map(|i| Member {
+            node_id: NodeId(format!("node-{i}")),
+            protocol_key: keys[i].public(),
+            network_key: KeyPair::from_seed(&[100 + i as u8; 32]).public(),
+            address: format!("127.0.0.1:{}", 7000 + i),
+            shards: (0..N)
+                .filter(|s| usize::from(*s) % 4 == i)
+                .map(ShardIndex)
+                .collect(),
+        })
+        .collect();
+    World {
+        committee: Committee::new(Epoch(0), N, members).unwrap(),
+        keys,
+        owner: KeyPair::from_seed(&[77; 32]),
+    }
+}
+
+pub struct Blob {
+    pub blob_id: BlobId,
+    pub metadata: BlobMetadata,
+    pub pairs: Vec<SliverPair>,
+}
+
+pub fn blob(seed: u64, len: usize) -> Blob {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let (metadata, blob_id, pairs) = encode(&EncodingConfig::new(N).unwrap(), &data).unwrap();
+    Blob {
+        blob_id,
+        metadata,
+        pairs,
+    }
+}
+
+impl Blob {
+    /// The pair that `shard` holds of this blob.
+    pub fn pair_for(&self, shard: ShardIndex) -> &SliverPair {
+        &self.pairs[shard.to_pair_index(N, &self.blob_id).as_usize()]
+    }
+}
+
+impl World {
+    fn certify<T: MessageBody>(&self, message: ProtocolMessage<T>) -> Certificate<T> {
+        let mut builder = CertificateBuilder::new(&self.committee, message.clone());
+        for key in &self.keys {
+            if builder.is_complete() {
+                break;
+            }
+            builder.add(&Signed::sign(message.clone(), key)).unwrap();
+        }
+        builder.certificate().unwrap()
+    }
+
+    pub fn certified(&self, blob_id: BlobId, end_epoch: u64, deletable: bool) -> VerifiedFact {
+        let body = StorageConfirmation {
+            blob_id,
+            end_epoch: Epoch(end_epoch),
+            deletable,
+            owner: deletable.then(|| self.owner.public()),
+        };
+        Fact::Certified(self.certify(ProtocolMessage::new(Epoch(0), body)))
+            .verify(&self.committee)
+            .unwrap()
+    }
+
+    pub fn invalid(&self, blob_id: BlobId) -> VerifiedFact {
+        let body = InvalidBlobAttestation { blob_id };
+        Fact::Invalid(self.certify(ProtocolMessage::new(Epoch(0), body)))
+            .verify(&self.committee)
+            .unwrap()
+    }
+
+    pub fn deleted(&self, blob_id: BlobId) -> VerifiedFact {
+        let deletion = Signed::sign(
+            ProtocolMessage::new(Epoch(0), BlobDeletion { blob_id }),
+            &self.owner,
+        );
+        Fact::Deleted(deletion).verify(&self.committee).unwrap()
+    }
+}
