@@ -117,7 +117,9 @@ fn codec(runs: usize, quick: bool) -> Result<()> {
         }
     }
     println!("decode = decode-and-verify from the n-2f systematic primary slivers; decode RS = from the last n-2f (Reed-Solomon on every column). Medians of {runs} runs; peak RSS while encoding, input blob included.");
-    write_json("codec", &records)
+    write_json("codec", &records)?;
+    println!();
+    commitment_alternatives()
 }
 
 /// Measures one case and prints its record as JSON.
@@ -196,4 +198,73 @@ pub fn target_dir() -> PathBuf {
                 .map(|p| p.join("target"))
                 .unwrap_or_default()
         })
+}
+
+#[derive(Serialize)]
+struct CommitmentRecord {
+    n_shards: u16,
+    symbol_size: usize,
+    scheme: &'static str,
+    /// Committing to all 2n extended lines of one blob.
+    ms_per_blob: f64,
+}
+
+/// Measures the alternatives for committing to every symbol of the
+/// extended matrix (2n lines of n symbols): BLAKE3 over each contiguous line
+/// (what floe-codec does) versus a per-symbol Merkle tree (one BLAKE3 call
+/// per symbol, one per inner node).
+pub fn commitment_alternatives() -> Result<()> {
+    let mut records = Vec::new();
+    println!(
+        "{:>6} {:>12} {:<34} {:>12}",
+        "n", "symbol bytes", "commitment scheme", "ms per blob"
+    );
+    for (n, s) in [(1000usize, 2usize), (1000, 302), (100, 29_460)] {
+        let line = sample_blob(n * s);
+        let lines = 2 * n;
+        let contiguous = {
+            let start = Instant::now();
+            for _ in 0..lines {
+                std::hint::black_box(blake3::derive_key("bench", std::hint::black_box(&line)));
+            }
+            ms_since(start)
+        };
+        let per_symbol = {
+            let start = Instant::now();
+            for _ in 0..lines {
+                let mut level: Vec<[u8; 32]> = line
+                    .chunks_exact(s)
+                    .map(|symbol| *blake3::hash(symbol).as_bytes())
+                    .collect();
+                while level.len() > 1 {
+                    level = level
+                        .chunks(2)
+                        .map(|pair| {
+                            let mut hasher = blake3::Hasher::new();
+                            for node in pair {
+                                hasher.update(node);
+                            }
+                            *hasher.finalize().as_bytes()
+                        })
+                        .collect();
+                }
+                std::hint::black_box(level);
+            }
+            ms_since(start)
+        };
+        for (scheme, ms) in [
+            ("BLAKE3 over each line (chosen)", contiguous),
+            ("per-symbol Merkle tree", per_symbol),
+        ] {
+            println!("{n:>6} {s:>12} {scheme:<34} {ms:>12.1}");
+            records.push(CommitmentRecord {
+                n_shards: n as u16,
+                symbol_size: s,
+                scheme,
+                ms_per_blob: ms,
+            });
+        }
+    }
+    println!("single thread; 2n lines of n symbols each, the hashing an encode does");
+    write_json("codec_commitment", &records)
 }

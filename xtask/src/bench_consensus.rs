@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use floe_codec::{BlobId, ShardIndex};
 use floe_consensus::{
-    BlobDeletion, BlobState, CertificateBuilder, Committee, Epoch, Fact, KeyPair, Member, NodeId,
-    ProtocolMessage, SignatureCheck, Signed, StorageConfirmation, VerifiedFact,
+    BlobDeletion, BlobState, CertificateBuilder, Committee, DeletionProof, Epoch, Fact, KeyPair,
+    Member, NodeId, ProtocolMessage, SignatureCheck, Signed, StorageConfirmation, VerifiedFact,
 };
 use serde::Serialize;
 
@@ -153,7 +153,16 @@ pub fn run(quick: bool) -> Result<()> {
         ),
         &owner,
     );
-    facts.push(Fact::Deleted(deletion).verify(&committee)?);
+    let Fact::Certified(certificate) = facts[2].fact().clone() else {
+        anyhow::bail!("the third fact is the deletable certificate");
+    };
+    facts.push(
+        Fact::Deleted(Box::new(DeletionProof {
+            deletion,
+            certificate,
+        }))
+        .verify(&committee)?,
+    );
     let states: Vec<BlobState> = (0..100_000)
         .map(|i| BlobState::from_fact(facts[i % facts.len()].clone()))
         .collect();

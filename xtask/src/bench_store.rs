@@ -5,7 +5,10 @@ use std::{io::Write, path::Path, time::Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use floe_codec::{Axis, BlobId, ShardIndex, Sliver, SliverIndex, SliverPair, SliverPairIndex};
+use floe_codec::{
+    Axis, BlobId, BlobMetadata, Hash32, ShardIndex, Sliver, SliverIndex, SliverPair,
+    SliverPairHashes, SliverPairIndex,
+};
 use floe_store::Store;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
@@ -60,6 +63,18 @@ fn pair(rng: &mut StdRng, value_bytes: usize, index: u16) -> SliverPair {
     }
 }
 
+/// Metadata for the synthetic slivers (the store does not re-verify it).
+fn placeholder_metadata() -> Result<BlobMetadata> {
+    let hashes = vec![
+        SliverPairHashes {
+            primary: Hash32([0; 32]),
+            secondary: Hash32([0; 32])
+        };
+        10
+    ];
+    Ok(BlobMetadata::new(1 << 20, hashes)?)
+}
+
 fn ingest(dir: &Path, value_bytes: usize, total: usize) -> Result<(usize, f64)> {
     let shards: Vec<ShardIndex> = (0..10).map(ShardIndex).collect();
     let store = Store::open(dir, shards.clone())?;
@@ -75,6 +90,10 @@ fn ingest(dir: &Path, value_bytes: usize, total: usize) -> Result<(usize, f64)> 
             )
         })
         .collect();
+    let metadata = placeholder_metadata()?;
+    for (_, blob_id, _) in &work {
+        store.put_metadata(blob_id, &metadata, 0)?;
+    }
     let start = Instant::now();
     for (shard, blob_id, pair) in &work {
         store.put_sliver_pair(*shard, blob_id, pair)?;
@@ -93,6 +112,7 @@ fn reads(dir: &Path) -> Result<(f64, f64)> {
     for i in 0..2000usize {
         let blob_id = BlobId(rng.gen());
         let shard = shards[i % shards.len()];
+        store.put_metadata(&blob_id, &placeholder_metadata()?, 0)?;
         store.put_sliver_pair(shard, &blob_id, &pair(&mut rng, 64 << 10, i as u16))?;
         keys.push((shard, blob_id));
     }
@@ -120,10 +140,13 @@ fn open_time(dir: &Path) -> Result<f64> {
         let store = Store::open(dir, shards.clone())?;
         let mut rng = StdRng::seed_from_u64(9);
         // 100 000 slivers: 50 pairs for each of 1000 shards.
+        let metadata = placeholder_metadata()?;
         for i in 0..50_000usize {
+            let blob_id = BlobId(rng.gen());
+            store.put_metadata(&blob_id, &metadata, 0)?;
             store.put_sliver_pair(
                 shards[i % 1000],
-                &BlobId(rng.gen()),
+                &blob_id,
                 &pair(&mut rng, 1024, (i % 1000) as u16),
             )?;
         }

@@ -3,9 +3,9 @@
 //!
 //! Every fact a node holds is an [`ItemId`]: the blob ID it is about and the
 //! fact's digest. Items are arranged in a 16-ary trie over the blob ID's
-//! nibbles. Each trie node summarizes its range as `(count, XOR of
-//! BLAKE3(item))`; the XOR makes summaries order-independent and cheap to
-//! maintain (an insert touches one entry per indexed level).
+//! nibbles. Each trie node summarizes its range as `(count, sum of
+//! BLAKE3(item) mod 2²⁵⁶)`; the sum makes summaries order-independent and
+//! cheap to maintain (an insert touches one entry per indexed level).
 //!
 //! The exchange ([`DigestIndex::respond`]) is symmetric and stateless:
 //! a side that receives summaries compares each with its own; equal ranges
@@ -135,7 +135,7 @@ pub struct RangeSummary {
     pub prefix: Prefix,
     /// How many items it holds.
     pub count: u64,
-    /// XOR of the items' hashes.
+    /// Sum of the items' hashes modulo 2²⁵⁶.
     pub digest: [u8; 32],
 }
 
@@ -178,9 +178,20 @@ pub struct DigestIndex {
     nodes: HashMap<Prefix, (u64, [u8; 32])>,
 }
 
-fn xor_into(acc: &mut [u8; 32], hash: &[u8; 32]) {
+/// `acc ± hash` modulo 2²⁵⁶ (little-endian). A sum rather than XOR: XOR
+/// summaries can be made to collide by linear algebra over chosen items.
+fn add_into(acc: &mut [u8; 32], hash: &[u8; 32], subtract: bool) {
+    let mut carry = 0i16;
     for (a, h) in acc.iter_mut().zip(hash) {
-        *a ^= h;
+        let value = i16::from(*a)
+            + if subtract {
+                -i16::from(*h)
+            } else {
+                i16::from(*h)
+            }
+            + carry;
+        *a = value.rem_euclid(256) as u8;
+        carry = value.div_euclid(256);
     }
 }
 
@@ -229,7 +240,7 @@ impl DigestIndex {
             } else {
                 entry.0.saturating_sub(1)
             };
-            xor_into(&mut entry.1, &hash);
+            add_into(&mut entry.1, &hash, !added);
         }
     }
 
@@ -263,7 +274,7 @@ impl DigestIndex {
             let mut digest = [0u8; 32];
             let mut count = 0u64;
             for item in self.items.range(lo..=hi) {
-                xor_into(&mut digest, &item.hash());
+                add_into(&mut digest, &item.hash(), false);
                 count += 1;
             }
             (count, digest)
@@ -292,10 +303,10 @@ impl DigestIndex {
                         if (mine.count, mine.digest) == (their.count, their.digest) {
                             continue;
                         }
-                        if mine.count + their.count <= LIST_THRESHOLD
+                        // Large differing ranges are split, even when one side
+                        // is empty, so no listing exceeds the threshold (by much).
+                        if mine.count.saturating_add(their.count) <= LIST_THRESHOLD
                             || their.prefix.depth >= MAX_DEPTH
-                            || mine.count == 0
-                            || their.count == 0
                         {
                             reply.messages.push(ReconcileMessage::Listing {
                                 prefix: their.prefix,

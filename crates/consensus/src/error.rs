@@ -267,6 +267,14 @@ pub enum FactError {
     /// The deletion's signature does not verify.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// The deletion does not match the registration it claims to end: the
+    /// certificate must be deletable, owned by the deletion's signer, for
+    /// the same blob, and certified no later than the deletion.
+    #[error("deletion of blob {blob_id} does not match the deletable registration it carries")]
+    DeletionMismatch {
+        /// The blob.
+        blob_id: BlobId,
+    },
     /// The fact is about another blob.
     #[error("a fact about blob {fact} cannot change the state of blob {state}")]
     WrongBlob {

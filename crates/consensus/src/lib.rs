@@ -82,6 +82,6 @@ pub use messages::{
     BlobDeletion, Intent, IntentKind, InvalidBlobAttestation, MessageBody, ProtocolMessage, Signed,
     StorageConfirmation, Threshold, APP_FLOE,
 };
-pub use state::{BlobState, BlobStatus, Fact, VerifiedFact};
+pub use state::{BlobState, BlobStatus, DeletionProof, Fact, VerifiedFact};
 
 pub use floe_codec::canonical_bytes;

@@ -31,6 +31,9 @@ use crate::{
 };
 
 /// Something that changes what is known about a blob.
+// Certificates carry an owner key (a decompressed point); facts are moved
+// rarely (one per network message), so their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fact {
     /// A quorum stores it.
@@ -38,7 +41,22 @@ pub enum Fact {
     /// `f + 1` shards attest it is inconsistently encoded.
     Invalid(InvalidBlobCertificate),
     /// Its owner deleted its deletable registrations.
-    Deleted(Signed<BlobDeletion>),
+    Deleted(Box<DeletionProof>),
+}
+
+/// An owner's deletion together with the deletable registration it ends.
+/// A deletion alone is not a fact: without a certificate naming its signer
+/// as the owner, any key could sign deletions for any blob and every node
+/// would have to keep and gossip them.
+///
+/// BCS: `deletion: Signed<BlobDeletion> ‖ certificate: BlobCertificate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionProof {
+    /// The owner's signed deletion.
+    pub deletion: Signed<BlobDeletion>,
+    /// A deletable storage certificate of the same blob, owned by the
+    /// deletion's signer, certified no later than the deletion's epoch.
+    pub certificate: BlobCertificate,
 }
 
 impl Fact {
@@ -47,16 +65,17 @@ impl Fact {
         match self {
             Fact::Certified(c) => c.message.body.blob_id,
             Fact::Invalid(c) => c.message.body.blob_id,
-            Fact::Deleted(d) => d.message.body.blob_id,
+            Fact::Deleted(d) => d.deletion.message.body.blob_id,
         }
     }
 
-    /// The epoch the fact was made in (whose committee verifies it).
+    /// The epoch whose committee verifies the fact (for a deletion, that
+    /// of the certificate it carries).
     pub fn epoch(&self) -> Epoch {
         match self {
             Fact::Certified(c) => c.message.epoch,
             Fact::Invalid(c) => c.message.epoch,
-            Fact::Deleted(d) => d.message.epoch,
+            Fact::Deleted(d) => d.certificate.message.epoch,
         }
     }
 
@@ -77,7 +96,23 @@ impl Fact {
             Fact::Invalid(c) => {
                 c.verify(committee)?;
             }
-            Fact::Deleted(d) => d.verify()?,
+            Fact::Deleted(proof) => {
+                let DeletionProof {
+                    deletion,
+                    certificate,
+                } = proof.as_ref();
+                let body = &certificate.message.body;
+                let blob_id = deletion.message.body.blob_id;
+                if !body.deletable
+                    || body.owner != Some(deletion.signer)
+                    || body.blob_id != blob_id
+                    || deletion.message.epoch < certificate.message.epoch
+                {
+                    return Err(FactError::DeletionMismatch { blob_id });
+                }
+                certificate.verify(committee)?;
+                deletion.verify()?;
+            }
         }
         Ok(VerifiedFact(self))
     }
@@ -286,9 +321,15 @@ impl BlobState {
                 _ => state.permanent = Some(cert),
             },
             Fact::Invalid(cert) => state.invalid = Some(cert),
-            Fact::Deleted(deletion) => {
-                let owner = deletion.signer;
-                state.owners.entry(owner).or_default().deletion = Some(deletion);
+            Fact::Deleted(proof) => {
+                let DeletionProof {
+                    deletion,
+                    certificate,
+                } = *proof;
+                let record = state.owners.entry(deletion.signer).or_default();
+                record.live.insert(certificate.message.epoch, certificate);
+                record.deletion = Some(deletion);
+                record.normalize();
             }
         }
         state
@@ -323,11 +364,21 @@ impl BlobState {
         facts.extend(self.permanent.iter().cloned().map(Fact::Certified));
         for record in self.owners.values() {
             facts.extend(record.live.values().cloned().map(Fact::Certified));
-            facts.extend(record.deleted.iter().cloned().map(Fact::Certified));
-            facts.extend(record.deletion.iter().cloned().map(Fact::Deleted));
+            if let (Some(deletion), Some(certificate)) = (&record.deletion, &record.deleted) {
+                facts.push(Fact::Deleted(Box::new(DeletionProof {
+                    deletion: deletion.clone(),
+                    certificate: certificate.clone(),
+                })));
+            }
         }
         facts.extend(self.invalid.iter().cloned().map(Fact::Invalid));
         facts
+    }
+
+    /// The latest end epoch among registrations not ended by a deletion:
+    /// the blob's data is needed until then (and may be collected after).
+    pub fn available_until(&self) -> Option<Epoch> {
+        self.best_live().map(|c| c.message.body.end_epoch)
     }
 
     /// The live storage certificate with the latest end epoch, if any.

@@ -63,10 +63,18 @@ fn pool() -> &'static Pool {
             },
         );
         facts.push(Fact::Certified(t.certify(&same, [1, 2, 3])));
-        for owner in &owners {
+        for (o, owner) in owners.iter().enumerate() {
+            // The registration each deletion ends: this owner's, until 4.
+            let certificate = match &facts[1 + o] {
+                Fact::Certified(c) => c.clone(),
+                _ => unreachable!(),
+            };
             for epoch in [0u64, 2] {
                 let deletion = ProtocolMessage::new(Epoch(epoch), BlobDeletion { blob_id: BLOB });
-                facts.push(Fact::Deleted(Signed::sign(deletion, owner)));
+                facts.push(Fact::Deleted(Box::new(DeletionProof {
+                    deletion: Signed::sign(deletion, owner),
+                    certificate: certificate.clone(),
+                })));
             }
         }
         let invalid = ProtocolMessage::new(Epoch(0), InvalidBlobAttestation { blob_id: BLOB });
@@ -200,14 +208,43 @@ fn a_deletion_ends_only_its_owners_registrations() {
 }
 
 #[test]
-fn a_deletion_alone_proves_nothing_and_forged_facts_are_refused() {
-    let state = BlobState::from_fact(fact(10));
-    assert_eq!(state.status(Epoch(0)), BlobStatus::Unknown);
-
+fn deletions_must_carry_their_owners_registration_and_forgeries_are_refused() {
     let t = common::committee(10, 4, Some(4));
-    let mut forged = match fact(0).into_fact() {
-        Fact::Certified(c) => c,
-        _ => unreachable!(),
+    let Fact::Deleted(proof) = fact(10).into_fact() else {
+        unreachable!()
+    };
+    // Signed by someone other than the certificate's owner.
+    let intruder = KeyPair::from_seed(&[99; 32]);
+    let stolen = DeletionProof {
+        deletion: Signed::sign(proof.deletion.message.clone(), &intruder),
+        certificate: proof.certificate.clone(),
+    };
+    assert!(matches!(
+        Fact::Deleted(Box::new(stolen)).verify(&t.committee),
+        Err(FactError::DeletionMismatch { .. })
+    ));
+    // Carrying a permanent registration.
+    let Fact::Certified(permanent) = fact(0).into_fact() else {
+        unreachable!()
+    };
+    let permanent = DeletionProof {
+        deletion: proof.deletion.clone(),
+        certificate: permanent,
+    };
+    assert!(matches!(
+        Fact::Deleted(Box::new(permanent)).verify(&t.committee),
+        Err(FactError::DeletionMismatch { .. })
+    ));
+    // A deletion whose signature was tampered with.
+    let mut tampered = proof.clone();
+    tampered.deletion.message.epoch = Epoch(7);
+    assert!(matches!(
+        Fact::Deleted(tampered).verify(&t.committee),
+        Err(FactError::Signature(_))
+    ));
+
+    let Fact::Certified(mut forged) = fact(0).into_fact() else {
+        unreachable!()
     };
     forged.message.body.end_epoch = Epoch(1000);
     assert!(matches!(
@@ -215,15 +252,6 @@ fn a_deletion_alone_proves_nothing_and_forged_facts_are_refused() {
         Err(FactError::Certificate(
             CertificateError::BadSignature { .. }
         ))
-    ));
-    let mut deletion = match fact(10).into_fact() {
-        Fact::Deleted(d) => d,
-        _ => unreachable!(),
-    };
-    deletion.signer = KeyPair::from_seed(&[22; 32]).public();
-    assert!(matches!(
-        Fact::Deleted(deletion).verify(&t.committee),
-        Err(FactError::Signature(_))
     ));
     let orphan = ProtocolMessage::new(
         Epoch(0),

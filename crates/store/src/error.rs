@@ -32,6 +32,22 @@ pub enum StoreError {
         /// The shard.
         shard: ShardIndex,
     },
+    /// Slivers for a blob whose metadata is not stored.
+    #[error(
+        "blob {blob_id}: store its metadata (verified against the blob ID) before its slivers"
+    )]
+    MissingMetadata {
+        /// The blob.
+        blob_id: BlobId,
+    },
+    /// Data for a blob that is expired, deleted or invalid.
+    #[error("blob {blob_id} is {status}; its data is not stored again")]
+    BlobGone {
+        /// The blob.
+        blob_id: BlobId,
+        /// Its status.
+        status: &'static str,
+    },
     /// A confirmation was requested before every pair of this node's shards was stored.
     #[error("blob {blob_id}: pairs of shards {missing:?} are not stored yet")]
     MissingPairs {

@@ -16,7 +16,7 @@
 //! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols |
 //! | `pairs` | blob ID ‖ shard (u16 BE) | — (the pair of that shard is stored) |
 //! | `states` | blob ID | BCS `BlobState` (the proofs) |
-//! | `pending` | arrival ms (u64 BE) ‖ blob ID | — (uncertified upload) |
+//! | `pending` | blob ID | first arrival, Unix ms (u64 LE) (uncertified upload) |
 //! | `expiry` | end epoch (u64 BE) ‖ blob ID | — (certified, by latest end epoch) |
 //! | `garbage` | blob ID | — (deleted or invalid, awaiting collection) |
 //! | `drift` | blob ID | — (certified, available, pairs missing here) |
@@ -338,13 +338,29 @@ impl Store {
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
         let _guard = self.lock(blob_id);
+        let state = self.stored_state(blob_id)?.unwrap_or_default();
+        let status = state.status(self.current_epoch()?);
+        if matches!(
+            status,
+            BlobStatus::Expired { .. } | BlobStatus::Deleted { .. } | BlobStatus::Invalid { .. }
+        ) {
+            // Its data was (or will be) collected; taking it again would
+            // leave bytes no index points at.
+            return Err(StoreError::BlobGone {
+                blob_id: *blob_id,
+                status: status.name(),
+            });
+        }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
-        let certified = self
-            .stored_state(blob_id)?
-            .is_some_and(|s| latest_end_epoch(&s).is_some());
-        if !certified {
-            batch.put_cf(self.cf(PENDING)?, time_key(now_unix_ms, blob_id), []);
+        let certified = latest_end_epoch(&state).is_some();
+        if !certified && self.get(PENDING, &blob_id.0)?.is_none() {
+            // The first arrival counts: re-sent metadata does not extend the deadline.
+            batch.put_cf(
+                self.cf(PENDING)?,
+                blob_id.0,
+                envelope::seal(&now_unix_ms.to_le_bytes()),
+            );
         }
         self.write(METADATA, batch, false)
     }
@@ -373,6 +389,9 @@ impl Store {
             });
         }
         let _guard = self.lock(blob_id);
+        if self.get(METADATA, &blob_id.0)?.is_none() {
+            return Err(StoreError::MissingMetadata { blob_id: *blob_id });
+        }
         let mut batch = WriteBatch::default();
         let slivers = self.cf(SLIVERS)?;
         for sliver in [&pair.primary, &pair.secondary] {
@@ -518,6 +537,9 @@ impl Store {
     /// Syncs this blob's pairs to disk, if every pair of this node's shards
     /// is stored, and returns the token that lets the node confirm it.
     pub fn make_durable(&self, blob_id: &BlobId) -> Result<DurableBlob, StoreError> {
+        // Under the blob's lock, so garbage collection cannot remove the
+        // pairs between the check and the sync.
+        let _guard = self.lock(blob_id);
         let missing = self.missing_pairs(blob_id)?;
         if !missing.is_empty() {
             return Err(StoreError::MissingPairs {
@@ -554,24 +576,9 @@ impl Store {
         after: Option<&BlobId>,
         limit: usize,
     ) -> Result<Vec<(BlobId, BlobState)>, StoreError> {
-        let cf = self.cf(STATES)?;
-        let mode = match after {
-            Some(id) => IteratorMode::From(&id.0, Direction::Forward),
-            None => IteratorMode::Start,
-        };
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, mode) {
-            let (key, value) = item.map_err(StoreError::db(STATES))?;
-            let blob_id = blob_id_from(&key, STATES)?;
-            if Some(&blob_id) == after {
-                continue;
-            }
-            out.push((blob_id, decode(STATES, &key, &value)?));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.scan_by_blob_id(STATES, after, limit, |blob_id, value| {
+            Ok((blob_id, decode(STATES, &blob_id.0, value)?))
+        })
     }
 
     /// Joins a verified fact into the blob's state and syncs it to disk
@@ -587,7 +594,7 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(STATES)?, blob_id.0, encode(&after));
-        let (old_end, new_end) = (latest_end_epoch(&before), latest_end_epoch(&after));
+        let (old_end, new_end) = (before.available_until(), after.available_until());
         if old_end != new_end {
             if let Some(end) = old_end {
                 batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
@@ -625,14 +632,7 @@ impl Store {
     }
 
     fn delete_pending(&self, batch: &mut WriteBatch, blob_id: &BlobId) -> Result<(), StoreError> {
-        // Pending entries are keyed by arrival time; find this blob's.
-        let cf = self.cf(PENDING)?;
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (key, _) = item.map_err(StoreError::db(PENDING))?;
-            if key.len() == 40 && key[8..] == blob_id.0 {
-                batch.delete_cf(cf, &key);
-            }
-        }
+        batch.delete_cf(self.cf(PENDING)?, blob_id.0);
         Ok(())
     }
 
@@ -662,6 +662,17 @@ impl Store {
         after: Option<&BlobId>,
         limit: usize,
     ) -> Result<Vec<BlobId>, StoreError> {
+        self.scan_by_blob_id(table, after, limit, |blob_id, _| Ok(blob_id))
+    }
+
+    /// Up to `limit` entries of a table keyed by blob ID, after `after`.
+    fn scan_by_blob_id<T>(
+        &self,
+        table: &'static str,
+        after: Option<&BlobId>,
+        limit: usize,
+        mut entry: impl FnMut(BlobId, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let cf = self.cf(table)?;
         let mode = match after {
             Some(id) => IteratorMode::From(&id.0, Direction::Forward),
@@ -669,12 +680,12 @@ impl Store {
         };
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf, mode) {
-            let (key, _) = item.map_err(StoreError::db(table))?;
-            let id = blob_id_from(&key, table)?;
-            if Some(&id) == after {
+            let (key, value) = item.map_err(StoreError::db(table))?;
+            let blob_id = blob_id_from(&key, table)?;
+            if Some(&blob_id) == after {
                 continue;
             }
-            out.push(id);
+            out.push(entry(blob_id, &value)?);
             if out.len() >= limit {
                 break;
             }
@@ -684,65 +695,98 @@ impl Store {
 
     // ---- garbage ----
 
-    /// Up to `limit` blobs whose data may be collected in epoch `current`:
-    /// expired, deleted, invalid, or uploads still uncertified that arrived
-    /// before `pending_deadline_ms`.
-    pub fn garbage(
+    /// Why a blob's data may be collected now, if it may.
+    fn garbage_reason(
         &self,
+        blob_id: &BlobId,
         current: Epoch,
         pending_deadline_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<(BlobId, GarbageReason)>, StoreError> {
-        let mut candidates = BTreeSet::new();
-        for item in self.db.iterator_cf(self.cf(EXPIRY)?, IteratorMode::Start) {
-            let (key, _) = item.map_err(StoreError::db(EXPIRY))?;
-            let end = u64::from_be_bytes(key[..8].try_into().unwrap_or([0xff; 8]));
-            if end > current.0 {
-                break;
-            }
-            candidates.insert(blob_id_from(&key[8..], EXPIRY)?);
-        }
-        candidates.extend(self.scan_blob_ids(GARBAGE, None, usize::MAX)?);
-        let mut stale = BTreeSet::new();
-        for item in self.db.iterator_cf(self.cf(PENDING)?, IteratorMode::Start) {
-            let (key, _) = item.map_err(StoreError::db(PENDING))?;
-            let arrived = u64::from_be_bytes(key[..8].try_into().unwrap_or([0xff; 8]));
-            if arrived >= pending_deadline_ms {
-                break;
-            }
-            stale.insert(blob_id_from(&key[8..], PENDING)?);
-        }
-        candidates.extend(stale.iter().copied());
-        let mut out = Vec::new();
-        for blob_id in candidates {
-            let reason = match self
-                .stored_state(&blob_id)?
+    ) -> Result<Option<GarbageReason>, StoreError> {
+        Ok(
+            match self
+                .stored_state(blob_id)?
                 .unwrap_or_default()
                 .status(current)
             {
                 BlobStatus::Expired { .. } => Some(GarbageReason::Expired),
                 BlobStatus::Deleted { .. } => Some(GarbageReason::Deleted),
                 BlobStatus::Invalid { .. } => Some(GarbageReason::Invalid),
-                BlobStatus::Unknown | BlobStatus::Pending if stale.contains(&blob_id) => {
-                    Some(GarbageReason::StalePending)
+                BlobStatus::Certified { .. } => None,
+                BlobStatus::Unknown | BlobStatus::Pending => match self.get(PENDING, &blob_id.0)? {
+                    Some(value) => (self.arrival(blob_id, &value)? < pending_deadline_ms)
+                        .then_some(GarbageReason::StalePending),
+                    None => None,
+                },
+            },
+        )
+    }
+
+    fn arrival(&self, blob_id: &BlobId, value: &[u8]) -> Result<u64, StoreError> {
+        let arrival = envelope::open(PENDING, &blob_id.0, value)?;
+        Ok(u64::from_le_bytes(arrival.try_into().map_err(|_| {
+            StoreError::Corrupt {
+                table: PENDING,
+                key: envelope::hex(&blob_id.0),
+                reason: "arrival time is not 8 bytes".into(),
+            }
+        })?))
+    }
+
+    /// Up to `limit` blobs whose data may be collected in epoch `current`:
+    /// expired, deleted, invalid, or uploads still uncertified that arrived
+    /// before `pending_deadline_ms`. Stops reading once `limit` are found.
+    pub fn garbage(
+        &self,
+        current: Epoch,
+        pending_deadline_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, GarbageReason)>, StoreError> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut consider = |store: &Store, blob_id: BlobId| -> Result<bool, StoreError> {
+            if seen.insert(blob_id) {
+                if let Some(reason) =
+                    store.garbage_reason(&blob_id, current, pending_deadline_ms)?
+                {
+                    out.push((blob_id, reason));
                 }
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                out.push((blob_id, reason));
-                if out.len() >= limit {
-                    break;
+            }
+            Ok(out.len() >= limit)
+        };
+        // Expired: the expiry index in end-epoch order, up to the current epoch.
+        for item in self.db.iterator_cf(self.cf(EXPIRY)?, IteratorMode::Start) {
+            let (key, _) = item.map_err(StoreError::db(EXPIRY))?;
+            let (end, blob_id) = key.split_at_checked(8).ok_or_else(|| StoreError::Corrupt {
+                table: EXPIRY,
+                key: envelope::hex(&key),
+                reason: "key shorter than an epoch".into(),
+            })?;
+            if u64::from_be_bytes(end.try_into().unwrap_or([0xff; 8])) > current.0 {
+                break;
+            }
+            if consider(self, blob_id_from(blob_id, EXPIRY)?)? {
+                return Ok(out);
+            }
+        }
+        // Deleted and invalid, then uncertified uploads (bounded in number by
+        // the node's limits).
+        for table in [GARBAGE, PENDING] {
+            for item in self.db.iterator_cf(self.cf(table)?, IteratorMode::Start) {
+                let (key, _) = item.map_err(StoreError::db(table))?;
+                if consider(self, blob_id_from(&key, table)?)? {
+                    return Ok(out);
                 }
             }
         }
         Ok(out)
     }
 
-    /// Removes the slivers and metadata of up to `batch` garbage blobs in
-    /// one write, keeping their state records (so "deleted", "expired" and
-    /// "invalid" are still answered with proof). Call repeatedly while
-    /// [`GcReport::more`]; each call holds no lock across blobs, so writes
-    /// proceed in between.
+    /// Removes the slivers and metadata of up to `batch_size` garbage blobs,
+    /// keeping their state records (so "deleted", "expired" and "invalid"
+    /// are still answered with proof). Each blob is re-checked and removed
+    /// in one write under its lock, so a certificate that arrives meanwhile
+    /// wins and writes to other blobs are never blocked. Call repeatedly
+    /// while [`GcReport::more`].
     pub fn collect_garbage(
         &self,
         current: Epoch,
@@ -755,10 +799,15 @@ impl Store {
             more: found.len() > batch_size,
             ..GcReport::default()
         };
-        let mut batch = WriteBatch::default();
-        let mut collected = Vec::new();
-        for (blob_id, reason) in found.into_iter().take(batch_size) {
+        for (blob_id, _) in found.into_iter().take(batch_size) {
             let _guard = self.lock(&blob_id);
+            if self
+                .garbage_reason(&blob_id, current, pending_deadline_ms)?
+                .is_none()
+            {
+                continue;
+            }
+            let mut batch = WriteBatch::default();
             for shard in self.stored_shards(&blob_id)? {
                 for axis in [Axis::Primary, Axis::Secondary] {
                     batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, &blob_id, axis));
@@ -769,23 +818,16 @@ impl Store {
             batch.delete_cf(self.cf(METADATA)?, blob_id.0);
             batch.delete_cf(self.cf(GARBAGE)?, blob_id.0);
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
+            batch.delete_cf(self.cf(PENDING)?, blob_id.0);
             if let Some(end) = self
                 .stored_state(&blob_id)?
-                .as_ref()
-                .and_then(latest_end_epoch)
+                .and_then(|s| s.available_until())
             {
                 batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
             }
-            if reason == GarbageReason::StalePending || reason == GarbageReason::Invalid {
-                self.delete_pending(&mut batch, &blob_id)?;
-            }
-            collected.push(blob_id);
+            self.write(SLIVERS, batch, false)?;
+            self.drift_set().remove(&blob_id);
             report.blobs += 1;
-        }
-        self.write(SLIVERS, batch, false)?;
-        let mut drift = self.drift_set();
-        for blob_id in &collected {
-            drift.remove(blob_id);
         }
         self.gc[0].fetch_add(1, Ordering::Relaxed);
         self.gc[1].fetch_add(report.blobs, Ordering::Relaxed);

@@ -95,11 +95,21 @@ impl World {
             .unwrap()
     }
 
-    pub fn deleted(&self, blob_id: BlobId) -> VerifiedFact {
+    /// The owner's deletion of its registration until `end_epoch`.
+    pub fn deleted(&self, blob_id: BlobId, end_epoch: u64) -> VerifiedFact {
         let deletion = Signed::sign(
             ProtocolMessage::new(Epoch(0), BlobDeletion { blob_id }),
             &self.owner,
         );
-        Fact::Deleted(deletion).verify(&self.committee).unwrap()
+        let Fact::Certified(certificate) = self.certified(blob_id, end_epoch, true).into_fact()
+        else {
+            unreachable!()
+        };
+        Fact::Deleted(Box::new(DeletionProof {
+            deletion,
+            certificate,
+        }))
+        .verify(&self.committee)
+        .unwrap()
     }
 }

@@ -182,6 +182,9 @@ fn drift_tracks_certified_blobs_missing_pairs() {
         assert_eq!(store.drift_count(), 1);
         assert_eq!(store.drift(None, 10), vec![blob.blob_id]);
         store
+            .put_metadata(&blob.blob_id, &blob.metadata, 0)
+            .unwrap();
+        store
             .put_sliver_pair(ShardIndex(1), &blob.blob_id, blob.pair_for(ShardIndex(1)))
             .unwrap();
         assert_eq!(store.drift_count(), 1);
@@ -249,7 +252,7 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
         .record_fact(world.certified(deleted.blob_id, 9, true), Epoch(0))
         .unwrap();
     store
-        .record_fact(world.deleted(deleted.blob_id), Epoch(0))
+        .record_fact(world.deleted(deleted.blob_id, 9), Epoch(0))
         .unwrap();
     store
         .record_fact(world.certified(invalid.blob_id, 9, false), Epoch(0))
@@ -265,7 +268,7 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
         .record_fact(world.certified(kept_by_other.blob_id, 8, false), Epoch(0))
         .unwrap();
     store
-        .record_fact(world.deleted(kept_by_other.blob_id), Epoch(0))
+        .record_fact(world.deleted(kept_by_other.blob_id, 9), Epoch(0))
         .unwrap();
 
     let mut garbage = store.garbage(now_epoch, 5_000, 100).unwrap();
@@ -336,6 +339,24 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
         "certified"
     );
     assert!(store.garbage(now_epoch, 5_000, 100).unwrap().is_empty());
+
+    // Data of a collected blob is not taken again, and slivers need metadata.
+    store.set_current_epoch(now_epoch).unwrap();
+    assert!(matches!(
+        store.put_metadata(&expired.blob_id, &expired.metadata, 9_999),
+        Err(StoreError::BlobGone {
+            status: "expired",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.put_sliver_pair(
+            ShardIndex(1),
+            &expired.blob_id,
+            expired.pair_for(ShardIndex(1))
+        ),
+        Err(StoreError::MissingMetadata { .. })
+    ));
 }
 
 #[test]
@@ -435,4 +456,25 @@ fn damaged_blob_files_on_disk_are_reported() {
         }
     }
     assert!(errors > 0, "some damaged sliver must be reported");
+}
+
+#[test]
+fn a_certificate_arriving_after_garbage_was_listed_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = common::world();
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    let blob = common::blob(300, 4_000);
+    store_all(&store, &blob); // arrived at 1 000 ms, uncertified
+    assert_eq!(
+        store.garbage(Epoch(0), 5_000, 10).unwrap(),
+        vec![(blob.blob_id, GarbageReason::StalePending)]
+    );
+    // The certificate lands between the listing and the collection.
+    store
+        .record_fact(world.certified(blob.blob_id, 9, false), Epoch(0))
+        .unwrap();
+    let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
+    assert_eq!(report.blobs, 0);
+    assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
+    assert!(store.make_durable(&blob.blob_id).is_ok());
 }
