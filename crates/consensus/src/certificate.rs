@@ -119,6 +119,13 @@ impl<T: MessageBody> Certificate<T> {
     }
 
     /// [`Certificate::verify`], choosing how signatures are checked.
+    ///
+    /// The protocol rule is [`SignatureCheck::Batch`] (what `verify` does):
+    /// ed25519-dalek's batch equation is deterministic for given inputs, so
+    /// every node reaches the same verdict on the same certificate.
+    /// [`SignatureCheck::Individual`] is stricter (it also refuses
+    /// signatures with small-order components that a batch may accept) and
+    /// exists for audits and benchmarks; a node must not mix the two.
     pub fn verify_with(
         &self,
         committee: &Committee,
