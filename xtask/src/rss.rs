@@ -9,8 +9,17 @@ pub fn reset_peak() {
 
 /// Peak RSS since the last reset, in MiB (`None` where /proc is absent).
 pub fn peak_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// Current RSS, in MiB.
+pub fn current_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

@@ -15,8 +15,9 @@
 //! `32 · 2·log2(chunks)` bytes, and needs no per-symbol hashing at encode time.
 //!
 //! The alternative, one BLAKE3 call per symbol plus a binary tree of parent
-//! hashes, costs about 110 ns per leaf and 160 ns per inner node: over half a
-//! second for the `2 · 10⁶` symbols of an `n = 1000` blob, before any data moves.
+//! hashes, measured (`cargo xtask bench codec`, one thread) 355 ms against
+//! 5.6 ms for the `2 · 10⁶` two-byte symbols of an `n = 1000` blob, and
+//! 1075 ms against 68.5 ms with 302-byte symbols.
 
 use std::{collections::HashMap, ops::Range, sync::OnceLock};
 

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::{
     encode::{copy_parallel, transpose},
     error::{DecodeError, SliverError},
-    line::LineCoder,
+    line::with_coder,
     Axis, BlobId, BlobMetadata, Sliver,
 };
 
@@ -144,9 +144,9 @@ fn choose_valid<'a>(
         }
         let results: Vec<Result<(), SliverError>> = batch
             .par_iter()
-            .map_init(LineCoder::new, |coder, sliver| match check {
+            .map(|sliver| match check {
                 DecodeCheck::AlreadyVerified => sliver.check_shape(metadata),
-                _ => sliver.verify_with(metadata, coder),
+                _ => with_coder(|coder| sliver.verify_with(metadata, coder)),
             })
             .collect();
         for (sliver, result) in batch.into_iter().zip(results) {
@@ -191,12 +191,12 @@ fn decode_rows(
     let kept = missing.len() * s;
     let mut restored = vec![0u8; cols * kept];
     restored.par_chunks_mut(kept).enumerate().for_each_init(
-        || (LineCoder::new(), vec![0u8; rows * s]),
-        |(coder, column), (j, out)| {
+        || vec![0u8; rows * s],
+        |column, (j, out)| {
             let known = chosen
                 .iter()
                 .map(|(i, sliver)| (*i, &sliver.data[j * s..(j + 1) * s]));
-            coder.restore(rows, n - rows, s, known, column);
+            with_coder(|coder| coder.restore(rows, n - rows, s, known, column));
             for (t, i) in missing.iter().enumerate() {
                 out[t * s..(t + 1) * s].copy_from_slice(&column[i * s..(i + 1) * s]);
             }
@@ -233,11 +233,11 @@ fn decode_cols(
     // Row i is a codeword of the row code: `cols` sources, `n - cols` repair.
     out.par_chunks_mut(cols * s)
         .enumerate()
-        .for_each_init(LineCoder::new, |coder, (i, row)| {
+        .for_each(|(i, row)| {
             let known = chosen
                 .iter()
                 .map(|(j, sliver)| (*j, &sliver.data[i * s..(i + 1) * s]));
-            coder.restore(cols, n - cols, s, known, row);
+            with_coder(|coder| coder.restore(cols, n - cols, s, known, row));
         });
     out
 }

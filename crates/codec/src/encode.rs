@@ -28,7 +28,7 @@
 use rayon::prelude::*;
 
 use crate::{
-    buffer::SliverBuffer, error::ConfigError, line::LineCoder, metadata::SliverPairHashes, Axis,
+    buffer::SliverBuffer, error::ConfigError, line::with_coder, metadata::SliverPairHashes, Axis,
     BlobId, BlobMetadata, EncodingConfig, Hash32, Sliver, SliverIndex, SliverPair, SliverPairIndex,
 };
 
@@ -157,7 +157,7 @@ pub(crate) fn transpose(
 }
 
 /// Bytes of corner symbols computed per batch in [`commit_through_corner`].
-const CORNER_BATCH_BYTES: usize = 4 << 20;
+const CORNER_BATCH_BYTES: usize = 8 << 20;
 
 /// Commits to the extended rows `rows..n` and columns `cols..n`, whose
 /// last symbols form the corner of the matrix (`2f × f` symbols, in no
@@ -192,9 +192,11 @@ fn commit_through_corner(
             batch_cols
                 .par_chunks(col_bytes)
                 .zip(corner.par_chunks_mut(corner_col_bytes))
-                .map_init(LineCoder::new, |coder, (column, out)| {
-                    coder.extend_commit_each(column, rows, 2 * f, s, |t, symbol| {
-                        out[t * s..(t + 1) * s].copy_from_slice(symbol);
+                .map(|(column, out)| {
+                    with_coder(|coder| {
+                        coder.extend_commit_each(column, rows, 2 * f, s, |t, symbol| {
+                            out[t * s..(t + 1) * s].copy_from_slice(symbol);
+                        })
                     })
                 }),
         );
@@ -250,16 +252,18 @@ fn extend_commit_scatter(
     lines
         .par_chunks(per_block * line_bytes)
         .zip(pieces.into_par_iter())
-        .map_init(LineCoder::new, |coder, (block, mut block_out)| {
-            block
-                .chunks_exact(line_bytes)
-                .enumerate()
-                .map(|(i, line)| {
-                    coder.extend_commit_each(line, k, m, s, |t, symbol| {
-                        block_out[t][i * s..(i + 1) * s].copy_from_slice(symbol);
+        .map(|(block, mut block_out)| {
+            with_coder(|coder| {
+                block
+                    .chunks_exact(line_bytes)
+                    .enumerate()
+                    .map(|(i, line)| {
+                        coder.extend_commit_each(line, k, m, s, |t, symbol| {
+                            block_out[t][i * s..(i + 1) * s].copy_from_slice(symbol);
+                        })
                     })
-                })
-                .collect::<Vec<_>>()
+                    .collect::<Vec<_>>()
+            })
         })
         .collect::<Vec<_>>()
         .concat()

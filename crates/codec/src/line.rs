@@ -48,6 +48,22 @@ pub(crate) struct LineCoder {
     extension: Vec<u8>,
 }
 
+thread_local! {
+    static CODER: std::cell::RefCell<LineCoder> = std::cell::RefCell::new(LineCoder::new());
+}
+
+/// Runs `f` with this thread's line coder. The encoder's and decoder's
+/// working memory (megabytes for large symbols) is then allocated once per
+/// thread instead of once per task: re-faulting it in for every task costs
+/// more than the Reed–Solomon work for large blobs.
+pub(crate) fn with_coder<R>(f: impl FnOnce(&mut LineCoder) -> R) -> R {
+    CODER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut coder) => f(&mut coder),
+        // Re-entered on this thread (not expected): use a fresh coder.
+        Err(_) => f(&mut LineCoder::new()),
+    })
+}
+
 impl LineCoder {
     pub(crate) fn new() -> Self {
         Self::default()

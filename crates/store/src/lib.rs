@@ -37,11 +37,14 @@
 //!   hashes compress poorly, but keys and envelopes do).
 //! * Writes that belong together are one `WriteBatch`: a sliver pair and its
 //!   `pairs` entry; a state, its indexes and drift marker.
-//! * Durability is explicit. Ordinary writes go to the WAL without `fsync`.
-//!   [`Store::make_durable`] syncs the WAL only once every pair of this node's
-//!   shards is stored, and returns the [`DurableBlob`] token that is the only
-//!   way to sign a storage confirmation here; [`Store::record_fact`] syncs
-//!   before it returns.
+//! * Durability is explicit. Ordinary writes go to the WAL without `fsync`;
+//!   sliver pairs of 512 KiB and more skip the WAL (logging them would write
+//!   every byte twice, WAL then blob file) and are made durable by an atomic
+//!   flush of their tables. [`Store::make_durable`] flushes and syncs only
+//!   once every pair of this node's shards is stored, and returns the
+//!   [`DurableBlob`] token that is the only way to sign a storage
+//!   confirmation here; [`Store::record_fact`] makes the blob's slivers
+//!   durable first and syncs the state before it returns.
 
 mod envelope;
 mod error;
@@ -84,6 +87,10 @@ const NODE: &str = "node";
 
 /// Sliver values at least this large go to blob files.
 pub const MIN_BLOB_FILE_VALUE: u64 = 4096;
+
+/// Sliver pairs at least this large are written without the WAL and made
+/// durable by a flush (see [`Store::put_sliver_pair`]).
+pub const UNLOGGED_MIN_PAIR_BYTES: usize = 512 << 10;
 
 /// Why a blob's data may be collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -171,6 +178,8 @@ pub struct Store {
     locks: Vec<Mutex<()>>,
     /// The drift set, mirrored from the `drift` table so counting is free.
     drift: Mutex<BTreeSet<BlobId>>,
+    /// Blobs with large slivers written without the WAL and not yet flushed.
+    unlogged: Mutex<BTreeSet<BlobId>>,
     gc: [AtomicU64; 3],
 }
 
@@ -244,6 +253,9 @@ impl Store {
         db_options.create_missing_column_families(true);
         db_options.increase_parallelism(2);
         db_options.set_max_background_jobs(2);
+        // Large slivers skip the WAL (see `put_sliver_pair`); their tables
+        // are then flushed together, atomically.
+        db_options.set_atomic_flush(true);
         let descriptors = TABLES.iter().map(|name| {
             let mut options = Options::default();
             let mut block = BlockBasedOptions::default();
@@ -274,6 +286,7 @@ impl Store {
             shards,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             drift: Mutex::new(BTreeSet::new()),
+            unlogged: Mutex::new(BTreeSet::new()),
             gc: Default::default(),
         };
         let drift = store.scan_blob_ids(DRIFT, None, usize::MAX)?;
@@ -410,7 +423,23 @@ impl Store {
         if resolves_drift {
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
         }
-        self.write(SLIVERS, batch, false)?;
+        // Large slivers skip the WAL: logging them would write every byte
+        // twice (WAL, then blob file), halving ingest. They become durable
+        // when `make_durable` (or `record_fact`) flushes their tables; until
+        // then a crash loses the whole batch — slivers, pair entry and drift
+        // update together — and nothing was confirmed for them.
+        let unlogged =
+            pair.primary.data.len() + pair.secondary.data.len() >= UNLOGGED_MIN_PAIR_BYTES;
+        if unlogged {
+            let mut options = WriteOptions::default();
+            options.disable_wal(true);
+            self.db
+                .write_opt(batch, &options)
+                .map_err(StoreError::db(SLIVERS))?;
+            self.unlogged_set().insert(*blob_id);
+        } else {
+            self.write(SLIVERS, batch, false)?;
+        }
         if resolves_drift {
             self.drift_set().remove(blob_id);
         }
@@ -551,6 +580,33 @@ impl Store {
         Ok(DurableBlob { blob_id: *blob_id })
     }
 
+    fn unlogged_set(&self) -> MutexGuard<'_, BTreeSet<BlobId>> {
+        self.unlogged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// If `blob_id` has slivers written without the WAL, flushes the tables
+    /// they went to (atomically), which makes every unlogged write durable.
+    fn persist_unlogged(&self, blob_id: &BlobId) -> Result<(), StoreError> {
+        let pending: Vec<BlobId> = {
+            let unlogged = self.unlogged_set();
+            if !unlogged.contains(blob_id) {
+                return Ok(());
+            }
+            unlogged.iter().copied().collect()
+        };
+        let cfs = [self.cf(SLIVERS)?, self.cf(PAIRS)?, self.cf(DRIFT)?];
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(StoreError::db(SLIVERS))?;
+        let mut unlogged = self.unlogged_set();
+        for id in pending {
+            unlogged.remove(&id);
+        }
+        Ok(())
+    }
+
     // ---- states ----
 
     fn stored_state(&self, blob_id: &BlobId) -> Result<Option<BlobState>, StoreError> {
@@ -586,6 +642,8 @@ impl Store {
     pub fn record_fact(&self, fact: VerifiedFact, current: Epoch) -> Result<BlobState, StoreError> {
         let blob_id = fact.fact().blob_id();
         let _guard = self.lock(&blob_id);
+        // The synced state below must never rest on slivers a crash could lose.
+        self.persist_unlogged(&blob_id)?;
         let before = self.stored_state(&blob_id)?.unwrap_or_default();
         let mut after = before.clone();
         after.apply(fact);
@@ -904,8 +962,13 @@ impl Store {
         }
     }
 
-    /// Syncs the write-ahead log: every write made so far is durable.
+    /// Makes every write so far durable: flushes unlogged large slivers
+    /// and syncs the write-ahead log.
     pub fn sync(&self) -> Result<(), StoreError> {
+        let any = self.unlogged_set().iter().next().copied();
+        if let Some(blob_id) = any {
+            self.persist_unlogged(&blob_id)?;
+        }
         self.db.flush_wal(true).map_err(StoreError::db("(wal)"))
     }
 

@@ -41,8 +41,14 @@ fn crash_child() {
         .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
         .unwrap_or(0);
     loop {
-        // Sizes on both sides of the 4 KiB blob-file threshold.
-        let blob = common::blob(next, 500 + (next as usize % 7) * 9_000);
+        // Sizes on both sides of the 4 KiB blob-file threshold, and every
+        // fifth blob large enough for its pairs to skip the WAL.
+        let len = if next % 5 == 4 {
+            3_000_000
+        } else {
+            500 + (next as usize % 7) * 9_000
+        };
+        let blob = common::blob(next, len);
         let store_pairs = |store: &Store| {
             store
                 .put_metadata(&blob.blob_id, &blob.metadata, next)
