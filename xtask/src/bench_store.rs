@@ -27,11 +27,15 @@ struct Report {
 struct Ingest {
     value_bytes: usize,
     values: usize,
+    writers: usize,
     mib_s: f64,
     ratio_to_raw_disk: f64,
 }
 
 const MIB: f64 = (1 << 20) as f64;
+
+/// Concurrent writers in the ingest benchmark.
+const WRITERS: usize = 2;
 
 fn raw_disk_write(dir: &Path, total: usize) -> Result<f64> {
     let path = dir.join("raw-write-test");
@@ -95,10 +99,28 @@ fn ingest(dir: &Path, value_bytes: usize, total: usize) -> Result<(usize, f64)> 
     for (_, blob_id, _) in &work {
         store.put_metadata(blob_id, &metadata, 0)?;
     }
+    // Two writers, as a node receives pairs over concurrent streams.
     let start = Instant::now();
-    for (shard, blob_id, pair) in &work {
-        store.put_sliver_pair(*shard, blob_id, pair)?;
-    }
+    std::thread::scope(|scope| -> Result<()> {
+        let writers: Vec<_> = work
+            .chunks(work.len().div_ceil(WRITERS))
+            .map(|part| {
+                let store = &store;
+                scope.spawn(move || -> Result<()> {
+                    for (shard, blob_id, pair) in part {
+                        store.put_sliver_pair(*shard, blob_id, pair)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        }
+        Ok(())
+    })?;
     // Durable, as before a confirmation: large pairs flushed, the WAL synced.
     store.sync()?;
     let secs = start.elapsed().as_secs_f64();
@@ -184,6 +206,7 @@ pub fn run(quick: bool) -> Result<()> {
         ingests.push(Ingest {
             value_bytes,
             values,
+            writers: WRITERS,
             mib_s,
             ratio_to_raw_disk: 0.0,
         });

@@ -20,10 +20,22 @@ fn checksum(payload: &[u8]) -> [u8; CHECKSUM] {
 
 /// Wraps `payload`.
 pub fn seal(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + payload.len());
+    seal_parts(&[payload])
+}
+
+/// Wraps the concatenation of `parts`, copying each once.
+pub fn seal_parts(parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut out = Vec::with_capacity(HEADER + len);
     out.push(FORMAT);
-    out.extend_from_slice(&checksum(payload));
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&hasher.finalize().as_bytes()[..CHECKSUM]);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     out
 }
 

@@ -408,13 +408,11 @@ impl Store {
         let mut batch = WriteBatch::default();
         let slivers = self.cf(SLIVERS)?;
         for sliver in [&pair.primary, &pair.secondary] {
-            let mut payload = Vec::with_capacity(2 + sliver.data.len());
-            payload.extend_from_slice(&sliver.index.0.to_le_bytes());
-            payload.extend_from_slice(&sliver.data);
+            let index = sliver.index.0.to_le_bytes();
             batch.put_cf(
                 slivers,
                 sliver_key(shard, blob_id, sliver.axis),
-                envelope::seal(&payload),
+                envelope::seal_parts(&[&index, &sliver.data]),
             );
         }
         batch.put_cf(self.cf(PAIRS)?, pair_key(blob_id, shard), []);
