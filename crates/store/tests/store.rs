@@ -242,34 +242,21 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
         .put_sliver_pair(ShardIndex(1), &fresh.blob_id, fresh.pair_for(ShardIndex(1)))
         .unwrap();
 
-    store
-        .record_fact(world.certified(live.blob_id, 9, false), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.certified(expired.blob_id, 5, false), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.certified(deleted.blob_id, 9, true), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.deleted(deleted.blob_id, 9), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.certified(invalid.blob_id, 9, false), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.invalid(invalid.blob_id), Epoch(0))
-        .unwrap();
-    // Deleted by its owner, but also stored permanently by someone else: kept.
-    store
-        .record_fact(world.certified(kept_by_other.blob_id, 9, true), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.certified(kept_by_other.blob_id, 8, false), Epoch(0))
-        .unwrap();
-    store
-        .record_fact(world.deleted(kept_by_other.blob_id, 9), Epoch(0))
-        .unwrap();
+    let facts = [
+        world.certified(live.blob_id, 9, false),
+        world.certified(expired.blob_id, 5, false),
+        world.certified(deleted.blob_id, 9, true),
+        world.deleted(deleted.blob_id, 9),
+        world.certified(invalid.blob_id, 9, false),
+        world.invalid(invalid.blob_id),
+        // Deleted by its owner, but also stored permanently by someone else: kept.
+        world.certified(kept_by_other.blob_id, 9, true),
+        world.certified(kept_by_other.blob_id, 8, false),
+        world.deleted(kept_by_other.blob_id, 9),
+    ];
+    for fact in facts {
+        store.record_fact(fact, Epoch(0)).unwrap();
+    }
 
     let mut garbage = store.garbage(now_epoch, 5_000, 100).unwrap();
     garbage.sort();
