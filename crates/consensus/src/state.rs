@@ -375,6 +375,16 @@ impl BlobState {
         facts
     }
 
+    /// Whether any storage certificate is known (live, expired or ended by
+    /// a deletion): the blob is no longer a mere pending upload.
+    pub fn has_certificate(&self) -> bool {
+        self.permanent.is_some()
+            || self
+                .owners
+                .values()
+                .any(|r| !r.live.is_empty() || r.deleted.is_some())
+    }
+
     /// The latest end epoch among registrations not ended by a deletion:
     /// the blob's data is needed until then (and may be collected after).
     pub fn available_until(&self) -> Option<Epoch> {

@@ -232,18 +232,6 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     envelope::seal(&floe_codec::canonical_bytes(value))
 }
 
-/// The latest end epoch among a state's storage certificates.
-fn latest_end_epoch(state: &BlobState) -> Option<Epoch> {
-    state
-        .facts()
-        .iter()
-        .filter_map(|fact| match fact {
-            floe_consensus::Fact::Certified(c) => Some(c.message.body.end_epoch),
-            _ => None,
-        })
-        .max()
-}
-
 impl Store {
     /// Opens (creating if needed) the database at `path` for a node holding `shards`.
     pub fn open(path: impl AsRef<Path>, shards: Vec<ShardIndex>) -> Result<Store, StoreError> {
@@ -366,7 +354,7 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
-        let certified = latest_end_epoch(&state).is_some();
+        let certified = state.has_certificate();
         if !certified && self.get(PENDING, &blob_id.0)?.is_none() {
             // The first arrival counts: re-sent metadata does not extend the deadline.
             batch.put_cf(
@@ -661,7 +649,7 @@ impl Store {
         }
         if new_end.is_some() {
             // Certified: no longer a pending upload.
-            self.delete_pending(&mut batch, &blob_id)?;
+            batch.delete_cf(self.cf(PENDING)?, blob_id.0);
         }
         let status = after.status(current);
         if matches!(
@@ -685,11 +673,6 @@ impl Store {
             drift.remove(&blob_id);
         }
         Ok(after)
-    }
-
-    fn delete_pending(&self, batch: &mut WriteBatch, blob_id: &BlobId) -> Result<(), StoreError> {
-        batch.delete_cf(self.cf(PENDING)?, blob_id.0);
-        Ok(())
     }
 
     // ---- drift ----
