@@ -1,0 +1,549 @@
+//! The serving side: a [`Router`] of typed handlers behind a QUIC endpoint.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use floe_consensus::PublicKey;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, RecvStream, SendStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::config::NetConfig;
+use crate::frame::{self, codes, Status, REQUEST_HEADER_LEN};
+use crate::method::{Access, Method, Wire};
+use crate::tls::{self, TlsIdentity};
+use crate::NetError;
+
+/// Who made a request, as proven by the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A committee member, authenticated by its network key.
+    Member {
+        /// The member's network key.
+        key: PublicKey,
+        /// Where the connection came from.
+        address: SocketAddr,
+    },
+    /// Anyone else: a client without a certificate, or with a key that is
+    /// not a member's.
+    Client {
+        /// The certificate key, if one was presented.
+        key: Option<PublicKey>,
+        /// Where the connection came from.
+        address: SocketAddr,
+    },
+}
+
+impl Caller {
+    /// The member key, if the caller is a committee member.
+    pub fn member(&self) -> Option<&PublicKey> {
+        match self {
+            Self::Member { key, .. } => Some(key),
+            Self::Client { .. } => None,
+        }
+    }
+
+    /// Where the connection came from.
+    pub fn address(&self) -> SocketAddr {
+        match self {
+            Self::Member { address, .. } | Self::Client { address, .. } => *address,
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Member { key, address } => write!(f, "member {key} at {address}"),
+            Self::Client {
+                key: Some(key),
+                address,
+            } => write!(f, "non-member key {key} at {address}"),
+            Self::Client { key: None, address } => write!(f, "client at {address}"),
+        }
+    }
+}
+
+/// The network keys of the committee members; replaceable when the
+/// committee changes.
+#[derive(Debug, Clone, Default)]
+pub struct Members(Arc<RwLock<BTreeSet<PublicKey>>>);
+
+impl Members {
+    /// Members with these network keys.
+    pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        Self(Arc::new(RwLock::new(keys.into_iter().collect())))
+    }
+
+    /// Replace the member set.
+    pub fn replace(&self, keys: impl IntoIterator<Item = PublicKey>) {
+        let keys = keys.into_iter().collect();
+        match self.0.write() {
+            Ok(mut guard) => *guard = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    /// Whether `key` is a member's network key.
+    pub fn contains(&self, key: &PublicKey) -> bool {
+        match self.0.read() {
+            Ok(guard) => guard.contains(key),
+            Err(poisoned) => poisoned.into_inner().contains(key),
+        }
+    }
+}
+
+struct Reply {
+    status: Status,
+    body: Bytes,
+}
+
+impl Reply {
+    fn text(status: Status, text: impl Into<String>) -> Self {
+        let mut text = text.into();
+        let limit = frame::MAX_TEXT_BYTES as usize;
+        if text.len() > limit {
+            let mut end = limit;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        Self {
+            status,
+            body: Bytes::from(text),
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler = Box<dyn Fn(Caller, Bytes) -> BoxFuture<Reply> + Send + Sync>;
+
+struct Route {
+    name: &'static str,
+    access: Access,
+    max_request: u32,
+    handler: Handler,
+}
+
+/// Typed handlers by request kind.
+#[derive(Default)]
+pub struct Router {
+    routes: HashMap<u16, Route>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self
+            .routes
+            .iter()
+            .map(|(kind, route)| (*kind, route.name))
+            .collect();
+        names.sort_unstable();
+        f.debug_struct("Router").field("routes", &names).finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve method `M` with `handler`.
+    ///
+    /// # Panics
+    /// If another method with the same kind number is already routed: that is
+    /// a bug in the protocol definition, found at start-up.
+    #[allow(clippy::panic)]
+    pub fn route<M, F, Fut>(mut self, handler: F) -> Self
+    where
+        M: Method,
+        F: Fn(Caller, M::Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Response, M::Error>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let wrapped: Handler = Box::new(move |caller, body| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let request = match M::Request::from_frame(body) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        return Reply::text(
+                            Status::BadRequest,
+                            format!("malformed `{}` request: {e}", M::NAME),
+                        )
+                    }
+                };
+                let (status, encoded) = match handler(caller, request).await {
+                    Ok(response) => (Status::Ok, response.to_frame()),
+                    Err(error) => (Status::Failed, error.to_frame()),
+                };
+                match encoded {
+                    Ok(body) => Reply { status, body },
+                    Err(e) => Reply::text(
+                        Status::Unavailable,
+                        format!("the server could not encode its `{}` answer: {e}", M::NAME),
+                    ),
+                }
+            })
+        });
+        let route = Route {
+            name: M::NAME,
+            access: M::ACCESS,
+            max_request: M::MAX_REQUEST_BYTES,
+            handler: wrapped,
+        };
+        if let Some(previous) = self.routes.insert(M::KIND, route) {
+            panic!(
+                "request kind {} is routed twice: `{}` and `{}`",
+                M::KIND,
+                previous.name,
+                M::NAME
+            );
+        }
+        self
+    }
+}
+
+/// Request counters of a server, by outcome.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Requests answered with a response.
+    pub ok: AtomicU64,
+    /// Requests answered with the method's typed error.
+    pub failed: AtomicU64,
+    /// Requests refused (peer-only from a non-member).
+    pub refused: AtomicU64,
+    /// Requests that broke framing or encoding.
+    pub bad_request: AtomicU64,
+    /// Requests turned away while shutting down.
+    pub unavailable: AtomicU64,
+    /// Requests the caller abandoned before the answer.
+    pub cancelled: AtomicU64,
+    /// Request body bytes received.
+    pub bytes_in: AtomicU64,
+    /// Response body bytes sent.
+    pub bytes_out: AtomicU64,
+}
+
+impl ServerStats {
+    fn count(&self, status: Status) {
+        let counter = match status {
+            Status::Ok => &self.ok,
+            Status::Failed => &self.failed,
+            Status::Refused => &self.refused,
+            Status::BadRequest => &self.bad_request,
+            Status::Unavailable => &self.unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    router: Router,
+    members: Members,
+    config: NetConfig,
+    budget: Semaphore,
+    stats: ServerStats,
+    shutting_down: watch::Receiver<bool>,
+    inflight: AtomicUsize,
+    idle: Notify,
+}
+
+/// A running server.
+pub struct Server {
+    endpoint: Endpoint,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Bind `listen` and start serving `router`. Callers whose key is in
+    /// `members` may make peer-only requests.
+    pub fn bind(
+        listen: SocketAddr,
+        identity: &TlsIdentity,
+        members: Members,
+        router: Router,
+        config: NetConfig,
+    ) -> Result<Self, NetError> {
+        let tls = tls::server_config(identity, &config.alpn)?;
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Quic(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server_config.transport_config(config.transport());
+        let endpoint =
+            Endpoint::server(server_config, listen).map_err(|source| NetError::Bind {
+                address: listen,
+                source,
+            })?;
+        let (shutdown, shutting_down) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            router,
+            members,
+            budget: Semaphore::new(config.max_inflight_bytes as usize),
+            config,
+            stats: ServerStats::default(),
+            shutting_down,
+            inflight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        });
+        tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
+        info!(address = ?endpoint.local_addr().ok(), key = %identity.public(), "floe-net server listening");
+        Ok(Self {
+            endpoint,
+            shared,
+            shutdown,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.endpoint.local_addr().map_err(NetError::Io)
+    }
+
+    /// The endpoint, for a pool that should dial from the same socket.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.shared.stats
+    }
+
+    /// Requests being served right now.
+    pub fn inflight(&self) -> usize {
+        self.shared.inflight.load(Ordering::Acquire)
+    }
+
+    /// Stop serving: new requests are answered "unavailable", requests in
+    /// flight get up to `grace` to finish, then every connection is closed and
+    /// the socket released.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            loop {
+                let notified = self.shared.idle.notified();
+                if self.shared.inflight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                inflight = self.inflight(),
+                ?grace,
+                "closing with requests still in flight"
+            );
+        }
+        self.endpoint
+            .close(codes::SHUTDOWN, b"server shutting down");
+        self.endpoint.wait_idle().await;
+        info!("floe-net server stopped");
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(serve_connection(incoming, Arc::clone(&shared)));
+    }
+}
+
+async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            debug!(peer = %remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let key = tls::peer_key(&connection);
+    debug!(peer = %remote, key = ?key, "connection accepted");
+    loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    shared.inflight.fetch_add(1, Ordering::AcqRel);
+                    serve_stream(&shared, key, remote, send, recv).await;
+                    if shared.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        shared.idle.notify_waiters();
+                    }
+                });
+            }
+            Err(e) => {
+                debug!(peer = %remote, reason = %e, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_stream(
+    shared: &Shared,
+    key: Option<PublicKey>,
+    remote: SocketAddr,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let Some(reply) = exchange(shared, key, remote, &mut send, &mut recv).await else {
+        shared.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    shared.stats.count(reply.status);
+    let length = reply.body.len();
+    let permit = shared
+        .budget
+        .acquire_many(budget_permits(length, &shared.config))
+        .await;
+    let header = frame::response_header(reply.status, u32::try_from(length).unwrap_or(u32::MAX));
+    let written = send.write_all_chunks(&mut [header, reply.body]).await;
+    drop(permit);
+    match written {
+        Ok(()) => {
+            shared
+                .stats
+                .bytes_out
+                .fetch_add(length as u64, Ordering::Relaxed);
+            let _ = send.finish();
+            // Stay in flight until the caller has the whole answer, so that a
+            // shutdown waiting for this request does not cut it off.
+            let _ = tokio::time::timeout(shared.config.request_read_timeout, send.stopped()).await;
+        }
+        Err(e) => debug!(peer = %remote, error = %e, "response not delivered"),
+    }
+}
+
+/// Permits a body of `length` bytes takes from a budget; never more than the
+/// whole budget, so one large body waits for the others instead of forever.
+pub(crate) fn budget_permits(length: usize, config: &NetConfig) -> u32 {
+    u32::try_from(length)
+        .unwrap_or(u32::MAX)
+        .min(config.max_inflight_bytes)
+}
+
+/// Read one request and run its handler. `None`: the caller went away.
+async fn exchange(
+    shared: &Shared,
+    key: Option<PublicKey>,
+    remote: SocketAddr,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Option<Reply> {
+    let refuse = |recv: &mut RecvStream, status: Status, text: String| {
+        let _ = recv.stop(codes::REFUSED);
+        debug!(peer = %remote, %text, "request refused");
+        Some(Reply::text(status, text))
+    };
+    if *shared.shutting_down.borrow() {
+        let _ = recv.stop(codes::SHUTDOWN);
+        return Some(Reply::text(
+            Status::Unavailable,
+            "the node is shutting down; retry on another node",
+        ));
+    }
+    let timeout = shared.config.request_read_timeout;
+    let header = match tokio::time::timeout(timeout, frame::read_header::<REQUEST_HEADER_LEN>(recv))
+        .await
+    {
+        Ok(Ok(header)) => header,
+        Ok(Err(e)) => return refuse(recv, Status::BadRequest, format!("bad request header: {e}")),
+        Err(_) => {
+            return refuse(
+                recv,
+                Status::BadRequest,
+                format!("no request header within {timeout:?}"),
+            )
+        }
+    };
+    let (kind, length) = frame::parse_request_header(&header);
+    let Some(route) = shared.router.routes.get(&kind) else {
+        return refuse(
+            recv,
+            Status::BadRequest,
+            format!("unknown request kind {kind}"),
+        );
+    };
+    if length > route.max_request {
+        let text = format!(
+            "`{}` request of {length} bytes exceeds the limit of {} bytes",
+            route.name, route.max_request
+        );
+        return refuse(recv, Status::BadRequest, text);
+    }
+    let caller = match key {
+        Some(key) if shared.members.contains(&key) => Caller::Member {
+            key,
+            address: remote,
+        },
+        key => Caller::Client {
+            key,
+            address: remote,
+        },
+    };
+    if route.access == Access::PeerOnly && caller.member().is_none() {
+        let text = format!(
+            "`{}` is served to committee members only, and the {caller} is not one",
+            route.name
+        );
+        return refuse(recv, Status::Refused, text);
+    }
+    let permit = shared
+        .budget
+        .acquire_many(budget_permits(length as usize, &shared.config))
+        .await;
+    let body = match tokio::time::timeout(timeout, frame::read_body(recv, length as usize)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return refuse(
+                recv,
+                Status::BadRequest,
+                format!("bad `{}` request body: {e}", route.name),
+            )
+        }
+        Err(_) => {
+            return refuse(
+                recv,
+                Status::BadRequest,
+                format!(
+                    "`{}` request body not received within {timeout:?}",
+                    route.name
+                ),
+            )
+        }
+    };
+    shared
+        .stats
+        .bytes_in
+        .fetch_add(u64::from(length), Ordering::Relaxed);
+    let stopped = send.stopped();
+    let reply = tokio::select! {
+        reply = (route.handler)(caller, body) => Some(reply),
+        _ = stopped => None,
+    };
+    drop(permit);
+    reply
+}
