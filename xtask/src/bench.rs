@@ -15,12 +15,16 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
         None => {
             codec(runs, quick)?;
             crate::bench_consensus::run(quick)?;
-            crate::bench_store::run(quick)
+            crate::bench_store::run(quick)?;
+            crate::bench_net::run(runs, quick)
         }
+        Some("net") => crate::bench_net::run(runs, quick),
         Some("store") => crate::bench_store::run(quick),
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),
-        Some(other) => bail!("unknown benchmark {other:?}; available: codec, consensus, store"),
+        Some(other) => {
+            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net")
+        }
     }
 }
 
@@ -43,7 +47,7 @@ struct CodecRecord {
     runs: usize,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
@@ -176,7 +180,7 @@ pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
-fn human(len: usize) -> String {
+pub fn human(len: usize) -> String {
     match len {
         l if l >= 1 << 20 => format!("{} MiB", l >> 20),
         l if l >= 1 << 10 => format!("{} KiB", l >> 10),

@@ -140,7 +140,7 @@ impl Pool {
         key: Option<&KeyPair>,
         config: NetConfig,
     ) -> Result<Self, NetError> {
-        let endpoint = Endpoint::client(bind).map_err(|source| NetError::Bind {
+        let (endpoint, config) = config.bind(bind, None).map_err(|source| NetError::Bind {
             address: bind,
             source,
         })?;

@@ -288,10 +288,9 @@ impl Server {
     ) -> Result<Self, NetError> {
         let tls = tls::server_config(identity, &config.alpn)?;
         let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Quic(e.to_string()))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        server_config.transport_config(config.transport());
-        let endpoint =
-            Endpoint::server(server_config, listen).map_err(|source| NetError::Bind {
+        let (endpoint, config) = config
+            .bind(listen, Some(Arc::new(quic)))
+            .map_err(|source| NetError::Bind {
                 address: listen,
                 source,
             })?;
@@ -323,6 +322,13 @@ impl Server {
     /// The endpoint, for a pool that should dial from the same socket.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// The limits the server runs with: the configured ones, with windows
+    /// clamped to the socket buffer (see [`NetConfig::bind`]). A pool sharing
+    /// the endpoint should use these.
+    pub fn config(&self) -> &NetConfig {
+        &self.shared.config
     }
 
     /// Request counters.

@@ -1,0 +1,40 @@
+//! Path MTU discovery on loopback, under bulk load.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use floe_net::config::MAX_GSO_SAFE_UDP_PAYLOAD;
+use floe_net::{NetConfig, Raw};
+
+/// Loopback carries 64 KiB datagrams, so discovery reaches the configured
+/// bound, and 16 MiB bodies at full speed must not knock it back down (a
+/// bound that overflows segmentation-offload batches loses whole batches,
+/// which discovery takes for a black hole, and falls back to 1200 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_transfers_keep_the_discovered_mtu() {
+    let server = serve(1, 0, &[], NetConfig::default());
+    let pool = pool(None, &server, NetConfig::default());
+    let peer = server.key.public();
+    let connection = pool.connection(&peer).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connection.stats().path.current_mtu < MAX_GSO_SAFE_UDP_PAYLOAD {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "discovery never reached the bound"
+        );
+        pool.call::<Slow>(&peer, &1).await.unwrap();
+    }
+    let body = Raw(vec![1u8; 16 << 20].into());
+    for _ in 0..8 {
+        assert_eq!(
+            pool.call::<Echo>(&peer, &body).await.unwrap().0.len(),
+            16 << 20
+        );
+    }
+    let path = connection.stats().path;
+    assert_eq!(path.black_holes_detected, 0, "{path:?}");
+    assert_eq!(path.current_mtu, MAX_GSO_SAFE_UDP_PAYLOAD);
+}
