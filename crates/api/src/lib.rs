@@ -1,0 +1,294 @@
+//! floe-api: the protocol between Floe clients and nodes, and between nodes.
+//!
+//! Each request kind is a [`floe_net::Method`]: its kind number, request and
+//! response types, size limits and who may call. Bodies are canonical BCS
+//! (see `docs/protocol.md`). Every method answers failures with [`ApiError`],
+//! which names the blob, shard or field concerned.
+
+use std::time::Duration;
+
+use floe_codec::{
+    Axis, BlobId, BlobMetadata, InconsistencyProof, RecoverySymbol, ShardIndex, Sliver,
+    SliverIndex, SliverPair,
+};
+use floe_consensus::{
+    BlobCertificate, Epoch, Fact, InvalidBlobAttestation, InvalidBlobCertificate, ItemId,
+    PublicKey, ReconcileMessage, Signed, StorageConfirmation,
+};
+use floe_net::{Access, Method};
+use serde::{Deserialize, Serialize};
+
+/// Largest request or response that carries a sliver pair or a sliver
+/// (a 64 MiB-class blob on a small committee has multi-MiB slivers).
+pub const MAX_SLIVER_FRAME: u32 = 256 << 20;
+/// Largest metadata frame: 64 bytes of hashes per shard, for up to 4096 shards.
+pub const MAX_METADATA_FRAME: u32 = 1 << 20;
+/// Largest frame of facts or digests.
+pub const MAX_FACTS_FRAME: u32 = 16 << 20;
+/// Small requests and answers.
+pub const MAX_SMALL_FRAME: u32 = 64 << 10;
+
+/// What went wrong, as a node tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    /// The node has no such blob, or not the part asked for.
+    #[error("blob {blob_id}: {what} not found on this node")]
+    NotFound {
+        /// The blob.
+        blob_id: BlobId,
+        /// What was missing (metadata, a sliver of a shard, ...).
+        what: String,
+    },
+    /// Input failed verification against the blob ID or metadata.
+    #[error("blob {blob_id}: {reason}")]
+    Rejected {
+        /// The blob.
+        blob_id: BlobId,
+        /// What failed.
+        reason: String,
+    },
+    /// A sliver or request for a shard this node does not hold.
+    #[error(
+        "blob {blob_id}: shard {shard} is not held by this node; send it to the shard's holder"
+    )]
+    NotMyShard {
+        /// The blob.
+        blob_id: BlobId,
+        /// The shard.
+        shard: ShardIndex,
+    },
+    /// The blob is past holding data: expired, deleted or invalid.
+    #[error("blob {blob_id} is {status}; its data is no longer stored or served")]
+    Gone {
+        /// The blob.
+        blob_id: BlobId,
+        /// `expired`, `deleted` or `invalid`.
+        status: String,
+    },
+    /// A confirmation was asked for before all of this node's pairs arrived.
+    #[error("blob {blob_id}: pairs of shards {missing:?} have not arrived yet; send them first")]
+    Incomplete {
+        /// The blob.
+        blob_id: BlobId,
+        /// The shards whose pairs are missing.
+        missing: Vec<ShardIndex>,
+    },
+    /// A certificate or fact that does not verify against the committee.
+    #[error("blob {blob_id}: the certificate does not verify: {reason}")]
+    BadCertificate {
+        /// The blob.
+        blob_id: BlobId,
+        /// Why.
+        reason: String,
+    },
+    /// The request asks for more than the node's limits allow.
+    #[error("{0}")]
+    Limit(String),
+    /// The node failed internally (its disk, for example); try another node.
+    #[error("internal error on the node: {0}; try another node")]
+    Internal(String),
+}
+
+/// A node's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name in the committee.
+    pub node_id: String,
+    /// Its current epoch.
+    pub epoch: Epoch,
+    /// Shards in the committee.
+    pub n_shards: u16,
+    /// The shards it holds.
+    pub shards: Vec<ShardIndex>,
+    /// Certified blobs whose slivers it is missing (repair backlog).
+    pub drift: u64,
+    /// Blobs with a known fact.
+    pub facts_known: u64,
+    /// Bytes of sliver data stored.
+    pub stored_bytes: u64,
+    /// Largest blob it accepts.
+    pub max_blob_size: u64,
+}
+
+/// The status of a blob on one node, with its proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusReport {
+    /// The node knows nothing of it.
+    Unknown,
+    /// It holds data but has seen no certificate.
+    Pending,
+    /// Certified, available until `certificate`'s end epoch.
+    Certified {
+        /// The certificate with the latest end epoch.
+        certificate: BlobCertificate,
+    },
+    /// Its end epoch has passed.
+    Expired {
+        /// The certificate with the latest end epoch.
+        certificate: BlobCertificate,
+    },
+    /// Deleted by its owner.
+    Deleted {
+        /// The deletion with the registration it ended.
+        proof: Fact,
+    },
+    /// Proven inconsistently encoded.
+    Invalid {
+        /// The invalid-blob certificate.
+        certificate: InvalidBlobCertificate,
+    },
+}
+
+/// The status with the epoch it was judged in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStatusAnswer {
+    /// The node's current epoch.
+    pub epoch: Epoch,
+    /// The status and its proof.
+    pub status: StatusReport,
+}
+
+macro_rules! method {
+    ($(#[$doc:meta])* $name:ident, $kind:expr, $access:expr, $req:ty => $resp:ty, $max_req:expr, $max_resp:expr, $timeout:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+        impl Method for $name {
+            const KIND: u16 = $kind;
+            const NAME: &'static str = stringify!($name);
+            const ACCESS: Access = $access;
+            const MAX_REQUEST_BYTES: u32 = $max_req;
+            const MAX_RESPONSE_BYTES: u32 = $max_resp;
+            const TIMEOUT: Duration = $timeout;
+            type Request = $req;
+            type Response = $resp;
+            type Error = ApiError;
+        }
+    };
+}
+
+const SHORT: Duration = Duration::from_secs(10);
+const LONG: Duration = Duration::from_secs(60);
+
+/// Store a blob's metadata (verified against the blob ID).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutMetadataRequest {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// Its metadata.
+    pub metadata: BlobMetadata,
+}
+
+/// Store the pair of slivers one shard holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutPairRequest {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// The shard the pair belongs to.
+    pub shard: ShardIndex,
+    /// The pair.
+    pub pair: SliverPair,
+}
+
+/// Ask for one sliver of one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetSliverRequest {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// The shard holding it.
+    pub shard: ShardIndex,
+    /// Which sliver of the pair.
+    pub axis: Axis,
+}
+
+/// Ask for a storage confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmationRequest {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// Until when it should be stored.
+    pub end_epoch: Epoch,
+    /// Whether its owner may delete it.
+    pub deletable: bool,
+    /// The owner, for deletable blobs.
+    pub owner: Option<PublicKey>,
+}
+
+/// Ask for recovery symbols: for each target sliver, the symbol every
+/// orthogonal sliver this node holds contributes to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRequest {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// The slivers to rebuild.
+    pub targets: Vec<(Axis, SliverIndex)>,
+}
+
+/// One round of the anti-entropy exchange of facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileRequest {
+    /// The caller's digest messages.
+    pub messages: Vec<ReconcileMessage>,
+    /// Facts the caller pushes (the callee lacks them).
+    pub facts: Vec<Fact>,
+    /// Facts the caller wants (it lacks them).
+    pub want: Vec<ItemId>,
+}
+
+/// The callee's side of one round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileResponse {
+    /// The callee's digest messages; empty when the callee is done.
+    pub messages: Vec<ReconcileMessage>,
+    /// Facts the callee holds and the caller lacks or asked for.
+    pub facts: Vec<Fact>,
+    /// Facts the callee wants pushed.
+    pub want: Vec<ItemId>,
+}
+
+method!(
+    /// A node's description of itself.
+    GetInfo, 1, Access::Public, () => NodeInfo, MAX_SMALL_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// Store a blob's metadata.
+    PutMetadata, 2, Access::Public, PutMetadataRequest => (), MAX_METADATA_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// Store one shard's sliver pair (verified against the metadata first).
+    PutPair, 3, Access::Public, PutPairRequest => (), MAX_SLIVER_FRAME, MAX_SMALL_FRAME, LONG
+);
+method!(
+    /// A blob's metadata.
+    GetMetadata, 4, Access::Public, BlobId => BlobMetadata, MAX_SMALL_FRAME, MAX_METADATA_FRAME, SHORT
+);
+method!(
+    /// One sliver.
+    GetSliver, 5, Access::Public, GetSliverRequest => Sliver, MAX_SMALL_FRAME, MAX_SLIVER_FRAME, LONG
+);
+method!(
+    /// A storage confirmation, signed once all of this node's pairs are durable.
+    GetConfirmation, 6, Access::Public, ConfirmationRequest => Signed<StorageConfirmation>, MAX_SMALL_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// Deliver a fact (certificate, invalid-blob certificate, deletion); the
+    /// node verifies it against the committee and answers the resulting status.
+    PutFact, 7, Access::Public, Fact => BlobStatusAnswer, MAX_FACTS_FRAME, MAX_FACTS_FRAME, SHORT
+);
+method!(
+    /// A blob's status with its proof.
+    GetStatus, 8, Access::Public, BlobId => BlobStatusAnswer, MAX_SMALL_FRAME, MAX_FACTS_FRAME, SHORT
+);
+method!(
+    /// Recovery symbols, with proofs, from the slivers this node holds.
+    GetRecoverySymbols, 9, Access::PeerOnly, RecoveryRequest => Vec<RecoverySymbol>, MAX_SMALL_FRAME, MAX_SLIVER_FRAME, LONG
+);
+method!(
+    /// Submit a proof that a blob is inconsistently encoded; the node checks
+    /// it and answers its signed attestation.
+    SubmitInconsistency, 10, Access::PeerOnly, InconsistencyProof => Signed<InvalidBlobAttestation>, MAX_SLIVER_FRAME, MAX_SMALL_FRAME, LONG
+);
+method!(
+    /// One round of anti-entropy over facts.
+    Reconcile, 11, Access::PeerOnly, ReconcileRequest => ReconcileResponse, MAX_FACTS_FRAME, MAX_FACTS_FRAME, LONG
+);

@@ -1,0 +1,765 @@
+//! floe-client: store, read, status and delete blobs on a Floe committee.
+//!
+//! Every answer is a protocol fact with its proof: a stored blob comes back
+//! with its certificate, a read verifies every sliver against the blob ID,
+//! and a status is a verified certificate, an invalid-blob certificate, a
+//! deletion, or the statement that shards forming a quorum know none.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use floe_api::*;
+use floe_codec::{
+    decode, encode, Axis, BlobId, BlobMetadata, DecodeCheck, ShardIndex, Sliver, SliverIndex,
+    SliverPair,
+};
+use floe_consensus::{
+    BlobCertificate, BlobDeletion, BlobState, BlobStatus, CertificateBuilder, Committee,
+    CommitteeFile, DeletionProof, Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member,
+    ProtocolMessage, PublicKey, Signed, StorageConfirmation,
+};
+use floe_net::{NetConfig, Pool, RpcError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::debug;
+
+/// A failure, saying what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No shard quorum knows a certificate for the blob.
+    #[error("blob {blob_id} is not certified: shards with {answered} of {n_shards} shards answered and none holds a certificate")]
+    NotCertified {
+        /// The blob.
+        blob_id: BlobId,
+        /// Shards that answered.
+        answered: u32,
+        /// Shards in the committee.
+        n_shards: u16,
+    },
+    /// The blob is proven inconsistently encoded: it has no content.
+    #[error("blob {blob_id} is invalid: its writer encoded it inconsistently, as an invalid-blob certificate proves; it has no content to read")]
+    Invalid {
+        /// The blob.
+        blob_id: BlobId,
+        /// The invalid-blob certificate.
+        certificate: Box<InvalidBlobCertificate>,
+    },
+    /// The blob's storage ended.
+    #[error("blob {blob_id} expired at the end of epoch {end_epoch}; store it again to keep it")]
+    Expired {
+        /// The blob.
+        blob_id: BlobId,
+        /// The epoch its storage ended.
+        end_epoch: Epoch,
+    },
+    /// The owner deleted the blob.
+    #[error("blob {blob_id} was deleted by its owner")]
+    Deleted {
+        /// The blob.
+        blob_id: BlobId,
+        /// The deletion and the registration it ended.
+        proof: Box<Fact>,
+    },
+    /// Too few shards answered to give a definite answer or the data.
+    #[error(
+        "blob {blob_id}: {what} needs {needed} shards, only {got} answered; failures: {}",
+        describe(failures)
+    )]
+    NotEnoughShards {
+        /// The blob.
+        blob_id: BlobId,
+        /// What was attempted.
+        what: &'static str,
+        /// Shards needed.
+        needed: u32,
+        /// Shards that answered usefully.
+        got: u32,
+        /// Which nodes failed, and how.
+        failures: Vec<(String, String)>,
+    },
+    /// The blob cannot be stored on this committee.
+    #[error("{0}")]
+    Rejected(String),
+    /// The caller may not do this (for example delete a blob it does not own).
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+fn describe(failures: &[(String, String)]) -> String {
+    if failures.is_empty() {
+        return "none reported".into();
+    }
+    failures
+        .iter()
+        .map(|(node, e)| format!("{node}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A blob's definite status, with its proof.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// Certified and available until `end_epoch`.
+    Certified {
+        /// The certificate (verified).
+        certificate: BlobCertificate,
+        /// The last epoch it is stored in.
+        end_epoch: Epoch,
+        /// The current epoch.
+        epoch: Epoch,
+    },
+    /// Proven invalid.
+    Invalid {
+        /// The certificate (verified).
+        certificate: InvalidBlobCertificate,
+    },
+    /// Its storage ended.
+    Expired {
+        /// The certificate that ended (verified).
+        certificate: BlobCertificate,
+    },
+    /// Deleted by its owner.
+    Deleted {
+        /// The deletion proof (verified).
+        proof: Fact,
+    },
+    /// Shards forming a quorum answered, and none knows a certificate.
+    Unknown {
+        /// Shards that answered.
+        answered: u32,
+    },
+}
+
+impl Status {
+    /// A short name: certified, invalid, expired, deleted, unknown.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Certified { .. } => "certified",
+            Status::Invalid { .. } => "invalid",
+            Status::Expired { .. } => "expired",
+            Status::Deleted { .. } => "deleted",
+            Status::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// What `store` achieved.
+#[derive(Debug, Clone)]
+pub struct StoreOutcome {
+    /// The blob ID.
+    pub blob_id: BlobId,
+    /// Its certificate.
+    pub certificate: BlobCertificate,
+    /// The last epoch it is stored in.
+    pub end_epoch: Epoch,
+    /// False when the blob was already certified and nothing was uploaded.
+    pub newly_certified: bool,
+}
+
+/// Options of `store`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Make the blob deletable by this owner.
+    pub owner: Option<PublicKey>,
+}
+
+/// Options of `read`.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Re-encode the decoded blob and check it against the blob ID's
+    /// commitments (catches inconsistent encodings before a certificate of
+    /// invalidity exists).
+    pub strict: bool,
+}
+
+/// Knobs of a client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Transport limits.
+    pub net: NetConfig,
+    /// Bytes of sliver pairs being uploaded at once.
+    pub max_upload_bytes_in_flight: usize,
+    /// After a quorum confirmed, how long to keep uploading to the rest.
+    pub tail_window: Duration,
+    /// Slivers fetched at once during a read.
+    pub read_concurrency: usize,
+    /// Without progress for this long, a read asks further nodes.
+    pub read_hedge_after: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            net: NetConfig::default(),
+            max_upload_bytes_in_flight: 256 << 20,
+            tail_window: Duration::from_millis(500),
+            read_concurrency: 32,
+            read_hedge_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A client of one committee.
+pub struct Client {
+    members: Vec<Member>,
+    n_shards: u16,
+    clock: EpochClock,
+    pool: Arc<Pool>,
+    config: ClientConfig,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Client {
+    /// A client of the committee in `file`.
+    pub fn new(file: &CommitteeFile, config: ClientConfig) -> Result<Self, ClientError> {
+        let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
+        let pool = Pool::new(bind, None, config.net.clone())
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        for member in file.committee.members() {
+            pool.add_peer(member.network_key, member.address.clone())
+                .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        }
+        Ok(Self {
+            members: file.committee.members().to_vec(),
+            n_shards: file.committee.n_shards(),
+            clock: file.clock,
+            pool: Arc::new(pool),
+            config,
+        })
+    }
+
+    /// The current epoch by the committee's clock.
+    pub fn epoch(&self) -> Epoch {
+        self.clock.epoch_at(now_ms())
+    }
+
+    /// The committee as of `epoch`.
+    pub fn committee(&self, epoch: Epoch) -> Result<Committee, ClientError> {
+        Committee::new(epoch, self.n_shards, self.members.clone())
+            .map_err(|e| ClientError::Rejected(e.to_string()))
+    }
+
+    /// Health of every node, as seen by this client's connections.
+    pub fn health(&self) -> Vec<floe_net::PeerHealth> {
+        self.pool.health()
+    }
+
+    /// Ask one node for its description.
+    pub async fn info(&self, node: &Member) -> Result<NodeInfo, RpcError<ApiError>> {
+        self.pool.call::<GetInfo>(&node.network_key, &()).await
+    }
+
+    /// The members of the committee.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    fn holder(&self, shard: ShardIndex) -> Option<usize> {
+        self.members.iter().position(|m| m.shards.contains(&shard))
+    }
+
+    fn weight(&self, member: usize) -> u32 {
+        self.members
+            .get(member)
+            .map_or(0, |m| m.shards.len() as u32)
+    }
+
+    /// Store `blob` for `epochs` epochs from now and return its certificate.
+    pub async fn store(
+        &self,
+        blob: Bytes,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<StoreOutcome, ClientError> {
+        let epoch = self.epoch();
+        let end_epoch = Epoch(epoch.0 + epochs.max(1));
+        let committee = self.committee(epoch)?;
+        let encoding = committee.encoding();
+        if blob.len() as u64 > encoding.max_blob_size() {
+            return Err(ClientError::Rejected(format!(
+                "a blob of {} bytes exceeds the {} bytes this committee can encode",
+                blob.len(),
+                encoding.max_blob_size()
+            )));
+        }
+        let (metadata, blob_id, pairs) =
+            tokio::task::spawn_blocking(move || encode(&encoding, &blob))
+                .await
+                .map_err(|e| ClientError::Rejected(format!("encoding failed: {e}")))?
+                .map_err(|e| ClientError::Rejected(format!("encoding failed: {e}")))?;
+
+        if let Ok(Status::Certified {
+            certificate,
+            end_epoch: existing_end,
+            ..
+        }) = self.status(blob_id).await
+        {
+            if existing_end >= end_epoch {
+                return Ok(StoreOutcome {
+                    blob_id,
+                    certificate,
+                    end_epoch: existing_end,
+                    newly_certified: false,
+                });
+            }
+        }
+
+        let n = self.n_shards;
+        let mut by_member: BTreeMap<usize, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
+        for pair in pairs {
+            let shard = pair.index.to_shard_index(n, &blob_id);
+            let holder = self
+                .holder(shard)
+                .ok_or_else(|| ClientError::Rejected(format!("shard {shard} has no holder")))?;
+            by_member.entry(holder).or_default().push((shard, pair));
+        }
+        let request = ConfirmationRequest {
+            blob_id,
+            end_epoch,
+            deletable: options.owner.is_some(),
+            owner: options.owner,
+        };
+        let message = ProtocolMessage::new(
+            epoch,
+            StorageConfirmation {
+                blob_id,
+                end_epoch,
+                deletable: request.deletable,
+                owner: request.owner,
+            },
+        );
+        let mut builder = CertificateBuilder::new(&committee, message);
+        let budget = Arc::new(Semaphore::new(self.config.max_upload_bytes_in_flight));
+        let mut uploads = JoinSet::new();
+        for (member, pairs) in by_member {
+            let key = self.members[member].network_key;
+            let (pool, metadata, request, budget) = (
+                Arc::clone(&self.pool),
+                metadata.clone(),
+                request.clone(),
+                Arc::clone(&budget),
+            );
+            let total = self.config.max_upload_bytes_in_flight;
+            uploads.spawn(async move {
+                let outcome = upload(
+                    pool,
+                    key,
+                    blob_id,
+                    metadata,
+                    pairs,
+                    request,
+                    (budget, total),
+                )
+                .await;
+                (member, outcome)
+            });
+        }
+        let mut failures = Vec::new();
+        let mut tail_deadline = None;
+        loop {
+            let next = match tail_deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, uploads.join_next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                }
+                None => uploads.join_next().await,
+            };
+            let Some(joined) = next else { break };
+            let Ok((member, outcome)) = joined else {
+                continue;
+            };
+            match outcome {
+                Ok(confirmation) => {
+                    if let Err(e) = builder.add(&confirmation) {
+                        failures.push((self.members[member].node_id.0.clone(), e.to_string()));
+                    }
+                }
+                Err(e) => failures.push((self.members[member].node_id.0.clone(), e)),
+            }
+            if builder.is_complete() && tail_deadline.is_none() {
+                tail_deadline = Some(tokio::time::Instant::now() + self.config.tail_window);
+            }
+        }
+        if !builder.is_complete() {
+            return Err(ClientError::NotEnoughShards {
+                blob_id,
+                what: "certifying storage",
+                needed: committee.quorum_threshold(),
+                got: builder.weight(),
+                failures,
+            });
+        }
+        let certificate = builder
+            .certificate()
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        self.deliver(Fact::Certified(certificate.clone())).await;
+        Ok(StoreOutcome {
+            blob_id,
+            certificate,
+            end_epoch,
+            newly_certified: true,
+        })
+    }
+
+    /// Give `fact` to every node; returns the number that accepted it.
+    pub async fn deliver(&self, fact: Fact) -> usize {
+        let mut calls = JoinSet::new();
+        for member in &self.members {
+            let (pool, key, fact) = (Arc::clone(&self.pool), member.network_key, fact.clone());
+            calls.spawn(async move { pool.call::<PutFact>(&key, &fact).await.is_ok() });
+        }
+        let mut accepted = 0;
+        while let Some(joined) = calls.join_next().await {
+            accepted += usize::from(joined.unwrap_or(false));
+        }
+        accepted
+    }
+
+    /// The blob's definite status, with its proof verified.
+    pub async fn status(&self, blob_id: BlobId) -> Result<Status, ClientError> {
+        let mut calls = JoinSet::new();
+        for (index, member) in self.members.iter().enumerate() {
+            let (pool, key) = (Arc::clone(&self.pool), member.network_key);
+            calls.spawn(async move { (index, pool.call::<GetStatus>(&key, &blob_id).await) });
+        }
+        let epoch = self.epoch();
+        let mut state = BlobState::default();
+        let mut answered = 0u32;
+        let mut failures = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((index, answer)) = joined else {
+                continue;
+            };
+            let node = self.members[index].node_id.0.clone();
+            let report = match answer {
+                Ok(answer) => answer.status,
+                Err(e) => {
+                    failures.push((node, e.to_string()));
+                    continue;
+                }
+            };
+            let fact = match report {
+                StatusReport::Unknown | StatusReport::Pending => None,
+                StatusReport::Certified { certificate } | StatusReport::Expired { certificate } => {
+                    Some(Fact::Certified(certificate))
+                }
+                StatusReport::Invalid { certificate } => Some(Fact::Invalid(certificate)),
+                StatusReport::Deleted { proof } => Some(proof),
+            };
+            if let Some(fact) = fact {
+                let committee = self.committee(fact.epoch())?;
+                match fact.verify(&committee) {
+                    Ok(verified) => state.apply(verified),
+                    Err(e) => {
+                        failures.push((
+                            node,
+                            format!("answered with a proof that does not verify: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            answered += self.weight(index);
+        }
+        match state.status(epoch) {
+            BlobStatus::Certified { certificate } => Ok(Status::Certified {
+                certificate: certificate.clone(),
+                end_epoch: certificate.message.body.end_epoch,
+                epoch,
+            }),
+            BlobStatus::Invalid { certificate } => Ok(Status::Invalid {
+                certificate: certificate.clone(),
+            }),
+            BlobStatus::Expired { certificate } => Ok(Status::Expired {
+                certificate: certificate.clone(),
+            }),
+            BlobStatus::Deleted {
+                deletion,
+                certificate,
+            } => Ok(Status::Deleted {
+                proof: Fact::Deleted(Box::new(DeletionProof {
+                    deletion: deletion.clone(),
+                    certificate: certificate.clone(),
+                })),
+            }),
+            BlobStatus::Unknown | BlobStatus::Pending => {
+                let committee = self.committee(epoch)?;
+                if committee.is_quorum(answered) {
+                    Ok(Status::Unknown { answered })
+                } else {
+                    Err(ClientError::NotEnoughShards {
+                        blob_id,
+                        what: "a definite status",
+                        needed: committee.quorum_threshold(),
+                        got: answered,
+                        failures,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Read a certified blob, verifying every sliver against its ID.
+    pub async fn read(&self, blob_id: BlobId, options: ReadOptions) -> Result<Bytes, ClientError> {
+        match self.status(blob_id).await? {
+            Status::Certified { .. } => {}
+            Status::Invalid { certificate } => {
+                return Err(ClientError::Invalid {
+                    blob_id,
+                    certificate: Box::new(certificate),
+                })
+            }
+            Status::Expired { certificate } => {
+                return Err(ClientError::Expired {
+                    blob_id,
+                    end_epoch: certificate.message.body.end_epoch,
+                })
+            }
+            Status::Deleted { proof } => {
+                return Err(ClientError::Deleted {
+                    blob_id,
+                    proof: Box::new(proof),
+                })
+            }
+            Status::Unknown { answered } => {
+                return Err(ClientError::NotCertified {
+                    blob_id,
+                    answered,
+                    n_shards: self.n_shards,
+                })
+            }
+        }
+        let metadata = self.metadata(blob_id).await?;
+        let slivers = self.primary_slivers(blob_id, &metadata).await?;
+        let check = if options.strict {
+            DecodeCheck::Strict
+        } else {
+            DecodeCheck::AlreadyVerified
+        };
+        let decoded =
+            tokio::task::spawn_blocking(move || decode(&blob_id, &metadata, &slivers, check))
+                .await
+                .map_err(|e| ClientError::Rejected(format!("decoding failed: {e}")))?;
+        decoded
+            .map(Bytes::from)
+            .map_err(|e| ClientError::Rejected(format!("blob {blob_id}: {e}")))
+    }
+
+    async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {
+        let keys: Vec<PublicKey> = self.members.iter().map(|m| m.network_key).collect();
+        let mut failures = Vec::new();
+        for key in self.pool.rank(&keys) {
+            let node = self
+                .members
+                .iter()
+                .find(|m| m.network_key == key)
+                .map(|m| m.node_id.0.clone())
+                .unwrap_or_default();
+            match self.pool.call::<GetMetadata>(&key, &blob_id).await {
+                Ok(metadata) => match metadata.verify(&blob_id) {
+                    Ok(()) => return Ok(metadata),
+                    Err(e) => {
+                        failures.push((node, format!("served metadata that does not match: {e}")))
+                    }
+                },
+                Err(e) => failures.push((node, e.to_string())),
+            }
+        }
+        Err(ClientError::NotEnoughShards {
+            blob_id,
+            what: "reading metadata",
+            needed: 1,
+            got: 0,
+            failures,
+        })
+    }
+
+    /// Enough verified primary slivers to decode: systematic ones first;
+    /// each failure brings in another, and so does a stall, so slow nodes do
+    /// not hold the read up.
+    async fn primary_slivers(
+        &self,
+        blob_id: BlobId,
+        metadata: &BlobMetadata,
+    ) -> Result<Vec<Sliver>, ClientError> {
+        let n = self.n_shards;
+        let needed = usize::from(metadata.config().primary_source_symbols());
+        let mut candidates = (0..n).map(SliverIndex);
+        let mut got: Vec<Sliver> = Vec::with_capacity(needed);
+        let mut failures = Vec::new();
+        let mut running = JoinSet::new();
+        let launch = |running: &mut JoinSet<_>, index: SliverIndex| {
+            let pair = index.to_pair_index(Axis::Primary, n);
+            let shard = pair.to_shard_index(n, &blob_id);
+            let Some(holder) = self.holder(shard) else {
+                return;
+            };
+            let (pool, key, metadata) = (
+                Arc::clone(&self.pool),
+                self.members[holder].network_key,
+                metadata.clone(),
+            );
+            let node = self.members[holder].node_id.0.clone();
+            running.spawn(async move {
+                let request = GetSliverRequest {
+                    blob_id,
+                    shard,
+                    axis: Axis::Primary,
+                };
+                let result = match pool.call::<GetSliver>(&key, &request).await {
+                    Ok(sliver) if sliver.axis == Axis::Primary && sliver.index == index => sliver
+                        .verify(&metadata)
+                        .map(|()| sliver)
+                        .map_err(|e| format!("served a sliver that fails verification: {e}")),
+                    Ok(_) => Err("served another sliver than the one asked for".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (node, result)
+            });
+        };
+        let concurrency = self.config.read_concurrency.max(1);
+        while got.len() < needed {
+            while got.len() + running.len() < needed && running.len() < concurrency {
+                let Some(index) = candidates.next() else {
+                    break;
+                };
+                launch(&mut running, index);
+            }
+            if running.is_empty() {
+                break;
+            }
+            match tokio::time::timeout(self.config.read_hedge_after, running.join_next()).await {
+                Ok(Some(Ok((_, Ok(sliver))))) => got.push(sliver),
+                Ok(Some(Ok((node, Err(e))))) => {
+                    debug!(blob = %blob_id, %node, error = %e, "sliver unavailable");
+                    failures.push((node, e));
+                }
+                Ok(_) => {}
+                // A stall: ask one more node without waiting for the slow ones.
+                Err(_) => {
+                    if let Some(index) = candidates.next() {
+                        launch(&mut running, index);
+                    }
+                }
+            }
+        }
+        running.abort_all();
+        if got.len() < needed {
+            return Err(ClientError::NotEnoughShards {
+                blob_id,
+                what: "reading the blob",
+                needed: needed as u32,
+                got: got.len() as u32,
+                failures,
+            });
+        }
+        Ok(got)
+    }
+
+    /// Delete a deletable blob owned by `owner`.
+    pub async fn delete(&self, blob_id: BlobId, owner: &KeyPair) -> Result<Fact, ClientError> {
+        let certificate = match self.status(blob_id).await? {
+            Status::Certified { certificate, .. } => certificate,
+            other => {
+                return Err(ClientError::NotAllowed(format!(
+                    "blob {blob_id} is {}; only certified blobs can be deleted",
+                    other.name()
+                )))
+            }
+        };
+        let body = &certificate.message.body;
+        if !body.deletable || body.owner != Some(owner.public()) {
+            return Err(ClientError::NotAllowed(format!(
+                "blob {blob_id} is not deletable by key {}: its registration is {}",
+                owner.public(),
+                if body.deletable {
+                    "owned by another key"
+                } else {
+                    "permanent"
+                }
+            )));
+        }
+        let deletion = Signed::sign(
+            ProtocolMessage::new(self.epoch(), BlobDeletion { blob_id }),
+            owner,
+        );
+        let fact = Fact::Deleted(Box::new(DeletionProof {
+            deletion,
+            certificate,
+        }));
+        let accepted = self.deliver(fact.clone()).await;
+        if accepted == 0 {
+            return Err(ClientError::NotEnoughShards {
+                blob_id,
+                what: "deleting",
+                needed: 1,
+                got: 0,
+                failures: Vec::new(),
+            });
+        }
+        Ok(fact)
+    }
+}
+
+async fn upload(
+    pool: Arc<Pool>,
+    key: PublicKey,
+    blob_id: BlobId,
+    metadata: BlobMetadata,
+    pairs: Vec<(ShardIndex, SliverPair)>,
+    request: ConfirmationRequest,
+    (budget, budget_total): (Arc<Semaphore>, usize),
+) -> Result<Signed<StorageConfirmation>, String> {
+    pool.call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sends = JoinSet::new();
+    for (shard, pair) in pairs {
+        let size =
+            (pair.primary.data.len() + pair.secondary.data.len()).clamp(1, budget_total.max(1));
+        let permit = Arc::clone(&budget)
+            .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+            .await
+            .map_err(|e| e.to_string())?;
+        let pool = Arc::clone(&pool);
+        sends.spawn(async move {
+            let outcome = pool
+                .call::<PutPair>(
+                    &key,
+                    &PutPairRequest {
+                        blob_id,
+                        shard,
+                        pair,
+                    },
+                )
+                .await;
+            drop(permit);
+            outcome.map_err(|e| format!("shard {shard}: {e}"))
+        });
+    }
+    while let Some(joined) = sends.join_next().await {
+        joined.map_err(|e| e.to_string())??;
+    }
+    pool.call::<GetConfirmation>(&key, &request)
+        .await
+        .map_err(|e| e.to_string())
+}

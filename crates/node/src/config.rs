@@ -1,0 +1,188 @@
+//! `node.toml`: what a node needs to run, validated with errors that name
+//! the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use floe_consensus::KeyPair;
+use serde::Deserialize;
+
+/// A node's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's `node_id` in the committee file.
+    pub node_id: String,
+    /// File holding the protocol (signing) key, hex, as written by `keygen`.
+    pub protocol_key: PathBuf,
+    /// File holding the network (TLS) key.
+    pub network_key: PathBuf,
+    /// Address to serve the protocol on (UDP).
+    pub listen: SocketAddr,
+    /// Address of the admin HTTP port (`/metrics`, `/health`); none if unset.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Database directory.
+    pub database: PathBuf,
+    /// The committee file.
+    pub committee: PathBuf,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Background work.
+    #[serde(default)]
+    pub tasks: Tasks,
+}
+
+/// What the node accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest blob (unencoded bytes) the node stores slivers of.
+    pub max_blob_size: u64,
+    /// How long an uncertified upload is kept, in seconds.
+    pub pending_upload_secs: u64,
+    /// How many epochs ahead a storage confirmation may promise.
+    pub max_epochs_ahead: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_blob_size: 1 << 30,
+            pending_upload_secs: 3600,
+            max_epochs_ahead: 1000,
+        }
+    }
+}
+
+/// How often background work runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tasks {
+    /// Anti-entropy with one peer every this many milliseconds.
+    pub sync_interval_ms: u64,
+    /// Repair pass every this many milliseconds.
+    pub repair_interval_ms: u64,
+    /// Blobs repaired at once.
+    pub repair_concurrency: usize,
+    /// Garbage collection every this many milliseconds.
+    pub gc_interval_ms: u64,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self {
+            sync_interval_ms: 2000,
+            repair_interval_ms: 1000,
+            repair_concurrency: 4,
+            gc_interval_ms: 10_000,
+        }
+    }
+}
+
+impl Tasks {
+    pub(crate) fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms.max(10))
+    }
+    pub(crate) fn repair_interval(&self) -> Duration {
+        Duration::from_millis(self.repair_interval_ms.max(10))
+    }
+    pub(crate) fn gc_interval(&self) -> Duration {
+        Duration::from_millis(self.gc_interval_ms.max(10))
+    }
+}
+
+/// A configuration or key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid for its purpose; the message names the field.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// Read and check `path`. Relative paths inside are taken relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [
+            &mut config.protocol_key,
+            &mut config.network_key,
+            &mut config.database,
+            &mut config.committee,
+        ] {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        if config.limits.max_blob_size == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "limits.max_blob_size must be > 0".into(),
+            });
+        }
+        if config.tasks.repair_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "tasks.repair_concurrency must be > 0".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Read a key file written by [`write_key`].
+pub fn read_key(path: &Path, field: &str) -> Result<KeyPair, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.into(),
+        message,
+    };
+    let bytes = hex::decode(text.trim()).map_err(|e| invalid(format!("{field}: not hex: {e}")))?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| {
+        invalid(format!(
+            "{field}: a key file holds 32 bytes (64 hex digits)"
+        ))
+    })?;
+    Ok(KeyPair::from_seed(&seed))
+}
+
+/// Write `key` to `path`, readable by its owner only.
+pub fn write_key(path: &Path, key: &KeyPair) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{}", hex::encode(key.seed()))?;
+    file.sync_all()
+}

@@ -1,0 +1,316 @@
+//! floe-node: a Floe storage node.
+//!
+//! Serves `floe-api` over `floe-net`, keeps slivers, metadata and facts in
+//! `floe-store`, and runs the background work that makes every honest node
+//! converge: pushing new facts to peers, anti-entropy over facts, repair of
+//! missing slivers from recovery symbols, invalid-blob certification when
+//! repair proves an inconsistency, and garbage collection.
+
+pub mod config;
+mod service;
+mod tasks;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use floe_codec::ShardIndex;
+use floe_consensus::{
+    Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member, MemberIndex,
+};
+use floe_net::{Members, NetConfig, Pool, Server, TlsIdentity};
+use floe_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use config::{ConfigError, Limits, NodeConfig, Tasks};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration or key file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The committee file is unusable.
+    #[error("committee file {path}: {message}")]
+    Committee {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The database could not be opened.
+    #[error("database {path}: {source}")]
+    Store {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: floe_store::StoreError,
+    },
+    /// The network could not be set up.
+    #[error("network: {0}")]
+    Net(#[from] floe_net::NetError),
+}
+
+/// Counters exported as metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Slivers rebuilt by repair.
+    pub slivers_repaired: AtomicU64,
+    /// Bytes of recovery symbols fetched by repair.
+    pub repair_bytes_fetched: AtomicU64,
+    /// Facts learned from peers by anti-entropy or push.
+    pub facts_received: AtomicU64,
+    /// Anti-entropy rounds run.
+    pub sync_rounds: AtomicU64,
+    /// Blobs found inconsistent by this node's repair.
+    pub inconsistencies_found: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) node_id: String,
+    pub(crate) me: MemberIndex,
+    pub(crate) members: Vec<Member>,
+    pub(crate) n_shards: u16,
+    pub(crate) clock: EpochClock,
+    pub(crate) protocol_key: KeyPair,
+    pub(crate) store: Store,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) limits: Limits,
+    pub(crate) tasks: Tasks,
+    pub(crate) digest: Mutex<DigestIndex>,
+    pub(crate) committees: Mutex<HashMap<Epoch, Arc<Committee>>>,
+    pub(crate) metrics: Metrics,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) fn epoch(&self) -> Epoch {
+        self.clock.epoch_at(now_ms())
+    }
+
+    /// The committee as of `epoch` (the membership is fixed; certificates
+    /// are bound to the epoch they were formed in).
+    pub(crate) fn committee(&self, epoch: Epoch) -> Result<Arc<Committee>, String> {
+        let mut committees = self
+            .committees
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(committee) = committees.get(&epoch) {
+            return Ok(Arc::clone(committee));
+        }
+        let committee = Arc::new(
+            Committee::new(epoch, self.n_shards, self.members.clone())
+                .map_err(|e| e.to_string())?,
+        );
+        if committees.len() > 64 {
+            committees.clear();
+        }
+        committees.insert(epoch, Arc::clone(&committee));
+        Ok(committee)
+    }
+
+    pub(crate) fn my_shards(&self) -> &[ShardIndex] {
+        self.store.shards()
+    }
+
+    pub(crate) fn peers(&self) -> impl Iterator<Item = &Member> {
+        let me = self.me;
+        self.members
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != me.as_usize())
+            .map(|(_, m)| m)
+    }
+
+    pub(crate) fn add_to_digest(&self, items: impl IntoIterator<Item = ItemId>) {
+        let mut digest = self
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for item in items {
+            digest.insert(item);
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    inner: Arc<Inner>,
+    server: Server,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Start a node from its configuration: open the database, serve the
+    /// protocol and start the background work.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let committee_text =
+            std::fs::read_to_string(&config.committee).map_err(|source| ConfigError::Read {
+                path: config.committee.clone(),
+                source,
+            })?;
+        let file =
+            CommitteeFile::from_toml(&committee_text).map_err(|e| StartError::Committee {
+                path: config.committee.clone(),
+                message: e.to_string(),
+            })?;
+        let committee = file.committee;
+        let protocol_key = config::read_key(&config.protocol_key, "protocol_key")?;
+        let network_key = config::read_key(&config.network_key, "network_key")?;
+        let committee_error = |message: String| StartError::Committee {
+            path: config.committee.clone(),
+            message,
+        };
+        let me = committee
+            .members()
+            .iter()
+            .position(|m| m.node_id.0 == config.node_id)
+            .map(|i| MemberIndex(i as u16))
+            .ok_or_else(|| {
+                committee_error(format!("node_id {:?} is not a member", config.node_id))
+            })?;
+        let member = &committee.members()[me.as_usize()];
+        if member.protocol_key != protocol_key.public() {
+            return Err(committee_error(format!(
+                "the protocol_key file holds {}, but the committee lists {} for {}",
+                protocol_key.public(),
+                member.protocol_key,
+                config.node_id
+            )));
+        }
+        if member.network_key != network_key.public() {
+            return Err(committee_error(format!(
+                "the network_key file holds {}, but the committee lists {} for {}",
+                network_key.public(),
+                member.network_key,
+                config.node_id
+            )));
+        }
+        let store = Store::open(&config.database, member.shards.clone()).map_err(|source| {
+            StartError::Store {
+                path: config.database.clone(),
+                source,
+            }
+        })?;
+        let epoch = file.clock.epoch_at(now_ms());
+        let _ = store.set_current_epoch(epoch);
+
+        let identity = TlsIdentity::new(&network_key).map_err(floe_net::NetError::from)?;
+        let members = Members::new(committee.members().iter().map(|m| m.network_key));
+        let slot = Arc::new(std::sync::OnceLock::new());
+        let router = service::router(Arc::clone(&slot));
+        let server = Server::bind(
+            config.listen,
+            &identity,
+            members,
+            router,
+            NetConfig::default(),
+        )?;
+        let pool = Pool::with_endpoint(
+            server.endpoint().clone(),
+            Some(&network_key),
+            server.config().clone(),
+        )?;
+        for peer in committee.members() {
+            pool.add_peer(peer.network_key, peer.address.clone())?;
+        }
+        let mut digest = DigestIndex::new();
+        let mut after = None;
+        loop {
+            let batch = store
+                .states(after.as_ref(), 1024)
+                .map_err(|source| StartError::Store {
+                    path: config.database.clone(),
+                    source,
+                })?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(*last);
+            for (blob_id, state) in &batch {
+                for fact in state.facts() {
+                    digest.insert(ItemId {
+                        blob_id: *blob_id,
+                        fact: fact.digest(),
+                    });
+                }
+            }
+        }
+        let inner = Arc::new(Inner {
+            node_id: config.node_id.clone(),
+            me,
+            members: committee.members().to_vec(),
+            n_shards: committee.n_shards(),
+            clock: file.clock,
+            protocol_key,
+            store,
+            pool: Arc::new(pool),
+            limits: config.limits.clone(),
+            tasks: config.tasks.clone(),
+            digest: Mutex::new(digest),
+            committees: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        });
+        let _ = slot.set(Arc::clone(&inner));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let tasks = tasks::spawn_all(&inner, shutdown_rx);
+        info!(node = %inner.node_id, address = %server.local_addr()?, shards = inner.my_shards().len(), %epoch, "node started");
+        Ok(Node {
+            inner,
+            server,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The address the node serves on.
+    pub fn address(&self) -> Result<SocketAddr, floe_net::NetError> {
+        self.server.local_addr()
+    }
+
+    /// Certified blobs whose slivers this node is missing.
+    pub fn drift(&self) -> usize {
+        self.inner.store.drift_count()
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The node's store (for inspection).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Stop: background work ends, requests in flight get `grace` to finish,
+    /// the database is flushed and closed.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.server.shutdown(grace).await;
+        if let Err(e) = self.inner.store.flush() {
+            tracing::warn!(error = %e, "flushing the database at shutdown");
+        }
+        info!(node = %self.inner.node_id, "node stopped");
+    }
+}

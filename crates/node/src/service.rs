@@ -1,0 +1,447 @@
+//! The request handlers: every input is verified before it is stored or
+//! acted on, and every failure is a typed `ApiError`.
+
+use std::sync::{Arc, OnceLock};
+
+use floe_api::*;
+use floe_codec::{Axis, BlobId};
+use floe_consensus::{
+    BlobStatus, Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, Signed, StorageConfirmation,
+};
+use floe_net::{Caller, Router};
+use floe_store::StoreError;
+use tracing::{debug, info};
+
+use crate::{now_ms, Inner};
+
+type Slot = Arc<OnceLock<Arc<Inner>>>;
+
+pub(crate) fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotMyShard { blob_id, shard } => ApiError::NotMyShard { blob_id, shard },
+        StoreError::MissingMetadata { blob_id } => ApiError::NotFound {
+            blob_id,
+            what: "metadata (send it before the slivers)".into(),
+        },
+        StoreError::BlobGone { blob_id, status } => ApiError::Gone {
+            blob_id,
+            status: status.into(),
+        },
+        StoreError::MissingPairs { blob_id, missing } => ApiError::Incomplete { blob_id, missing },
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Run `work` on the blocking pool (disk and hashing), with the node.
+async fn blocking<T: Send + 'static>(
+    slot: &Slot,
+    work: impl FnOnce(&Inner) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let inner = Arc::clone(
+        slot.get()
+            .ok_or_else(|| ApiError::Internal("the node is starting".into()))?,
+    );
+    tokio::task::spawn_blocking(move || work(&inner))
+        .await
+        .map_err(|e| ApiError::Internal(format!("handler failed: {e}")))?
+}
+
+pub(crate) fn router(slot: Slot) -> Router {
+    macro_rules! route {
+        ($router:expr, $method:ty, $handler:expr) => {{
+            let slot = Arc::clone(&slot);
+            $router.route::<$method, _, _>(move |caller, request| {
+                let slot = Arc::clone(&slot);
+                async move { blocking(&slot, move |inner| $handler(inner, caller, request)).await }
+            })
+        }};
+    }
+    let router = Router::new();
+    let router = route!(router, GetInfo, info);
+    let router = route!(router, PutMetadata, put_metadata);
+    let router = route!(router, PutPair, put_pair);
+    let router = route!(router, GetMetadata, get_metadata);
+    let router = route!(router, GetSliver, get_sliver);
+    let router = route!(router, GetConfirmation, confirm);
+    let router = route!(router, PutFact, put_fact);
+    let router = route!(router, GetStatus, status);
+    let router = route!(router, GetRecoverySymbols, recovery_symbols);
+    let router = route!(router, SubmitInconsistency, attest_inconsistency);
+    route!(router, Reconcile, reconcile)
+}
+
+fn info(inner: &Inner, _: Caller, (): ()) -> Result<NodeInfo, ApiError> {
+    let stored_bytes = inner
+        .store
+        .table_stats()
+        .map(|tables| tables.iter().map(|t| t.blob_file_bytes + t.sst_bytes).sum())
+        .unwrap_or(0);
+    Ok(NodeInfo {
+        node_id: inner.node_id.clone(),
+        epoch: inner.epoch(),
+        n_shards: inner.n_shards,
+        shards: inner.my_shards().to_vec(),
+        drift: inner.store.drift_count() as u64,
+        facts_known: inner.digest.lock().map(|d| d.len() as u64).unwrap_or(0),
+        stored_bytes,
+        max_blob_size: inner.limits.max_blob_size,
+    })
+}
+
+fn put_metadata(inner: &Inner, _: Caller, request: PutMetadataRequest) -> Result<(), ApiError> {
+    let PutMetadataRequest { blob_id, metadata } = request;
+    let rejected = |reason: String| ApiError::Rejected { blob_id, reason };
+    metadata
+        .verify(&blob_id)
+        .map_err(|e| rejected(e.to_string()))?;
+    if metadata.config().n_shards() != inner.n_shards {
+        return Err(rejected(format!(
+            "metadata is for {} shards; this committee has {}",
+            metadata.config().n_shards(),
+            inner.n_shards
+        )));
+    }
+    if metadata.unencoded_length() > inner.limits.max_blob_size {
+        return Err(ApiError::Limit(format!(
+            "blob {blob_id} is {} bytes; this node stores blobs up to {} bytes",
+            metadata.unencoded_length(),
+            inner.limits.max_blob_size
+        )));
+    }
+    inner
+        .store
+        .put_metadata(&blob_id, &metadata, now_ms())
+        .map_err(store_error)
+}
+
+fn put_pair(inner: &Inner, _: Caller, request: PutPairRequest) -> Result<(), ApiError> {
+    let PutPairRequest {
+        blob_id,
+        shard,
+        pair,
+    } = request;
+    if inner.my_shards().binary_search(&shard).is_err() {
+        return Err(ApiError::NotMyShard { blob_id, shard });
+    }
+    let metadata = inner
+        .store
+        .metadata(&blob_id)
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::NotFound {
+            blob_id,
+            what: "metadata (send it before the slivers)".into(),
+        })?;
+    let expected = shard.to_pair_index(inner.n_shards, &blob_id);
+    if pair.index != expected {
+        return Err(ApiError::Rejected {
+            blob_id,
+            reason: format!(
+                "shard {shard} holds pair {}, not pair {}",
+                expected.0, pair.index.0
+            ),
+        });
+    }
+    pair.verify(&metadata).map_err(|e| ApiError::Rejected {
+        blob_id,
+        reason: e.to_string(),
+    })?;
+    inner
+        .store
+        .put_sliver_pair(shard, &blob_id, &pair)
+        .map_err(store_error)
+}
+
+fn get_metadata(
+    inner: &Inner,
+    _: Caller,
+    blob_id: BlobId,
+) -> Result<floe_codec::BlobMetadata, ApiError> {
+    inner
+        .store
+        .metadata(&blob_id)
+        .map_err(store_error)?
+        .ok_or(ApiError::NotFound {
+            blob_id,
+            what: "metadata".into(),
+        })
+}
+
+/// Refuse to serve data of blobs that are invalid, deleted or expired.
+fn check_servable(inner: &Inner, blob_id: &BlobId) -> Result<(), ApiError> {
+    let state = inner.store.state(blob_id).map_err(store_error)?;
+    let status = state.status(inner.epoch());
+    if matches!(
+        status,
+        BlobStatus::Invalid { .. } | BlobStatus::Deleted { .. } | BlobStatus::Expired { .. }
+    ) {
+        return Err(ApiError::Gone {
+            blob_id: *blob_id,
+            status: status.name().into(),
+        });
+    }
+    Ok(())
+}
+
+fn get_sliver(
+    inner: &Inner,
+    _: Caller,
+    request: GetSliverRequest,
+) -> Result<floe_codec::Sliver, ApiError> {
+    let GetSliverRequest {
+        blob_id,
+        shard,
+        axis,
+    } = request;
+    check_servable(inner, &blob_id)?;
+    if inner.my_shards().binary_search(&shard).is_err() {
+        return Err(ApiError::NotMyShard { blob_id, shard });
+    }
+    inner
+        .store
+        .sliver(shard, &blob_id, axis)
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::NotFound {
+            blob_id,
+            what: format!("{axis:?} sliver of shard {shard}"),
+        })
+}
+
+fn confirm(
+    inner: &Inner,
+    _: Caller,
+    request: ConfirmationRequest,
+) -> Result<Signed<StorageConfirmation>, ApiError> {
+    let ConfirmationRequest {
+        blob_id,
+        end_epoch,
+        deletable,
+        owner,
+    } = request;
+    let epoch = inner.epoch();
+    if end_epoch <= epoch {
+        return Err(ApiError::Rejected {
+            blob_id,
+            reason: format!("end epoch {end_epoch} is not after the current epoch {epoch}"),
+        });
+    }
+    if end_epoch.0 - epoch.0 > inner.limits.max_epochs_ahead {
+        return Err(ApiError::Limit(format!(
+            "blob {blob_id}: storage is confirmed at most {} epochs ahead",
+            inner.limits.max_epochs_ahead
+        )));
+    }
+    if deletable != owner.is_some() {
+        return Err(ApiError::Rejected {
+            blob_id,
+            reason: "a deletable blob names its owner, a permanent one none".into(),
+        });
+    }
+    let durable = inner.store.make_durable(&blob_id).map_err(store_error)?;
+    let message = ProtocolMessage::new(
+        epoch,
+        StorageConfirmation {
+            blob_id,
+            end_epoch,
+            deletable,
+            owner,
+        },
+    );
+    durable
+        .sign_confirmation(&inner.protocol_key, message)
+        .map_err(store_error)
+}
+
+/// Verify `fact` against the committee of its epoch and record it. Returns
+/// whether it was new to this node.
+pub(crate) fn accept_fact(inner: &Inner, fact: Fact) -> Result<bool, ApiError> {
+    let blob_id = fact.blob_id();
+    let item = ItemId {
+        blob_id,
+        fact: fact.digest(),
+    };
+    if inner
+        .digest
+        .lock()
+        .map(|d| d.contains(&item))
+        .unwrap_or(false)
+    {
+        return Ok(false);
+    }
+    let committee = inner.committee(fact.epoch()).map_err(ApiError::Internal)?;
+    let verified = fact
+        .verify(&committee)
+        .map_err(|e| ApiError::BadCertificate {
+            blob_id,
+            reason: e.to_string(),
+        })?;
+    inner
+        .store
+        .record_fact(verified, inner.epoch())
+        .map_err(store_error)?;
+    inner.add_to_digest([item]);
+    debug!(blob = %blob_id, "fact recorded");
+    Ok(true)
+}
+
+fn put_fact(inner: &Inner, _: Caller, fact: Fact) -> Result<BlobStatusAnswer, ApiError> {
+    let blob_id = fact.blob_id();
+    if accept_fact(inner, fact.clone())? {
+        inner
+            .metrics
+            .facts_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::tasks::push_fact(inner, fact);
+    }
+    status(
+        inner,
+        Caller::Client {
+            key: None,
+            address: ([0, 0, 0, 0], 0).into(),
+        },
+        blob_id,
+    )
+}
+
+pub(crate) fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatusAnswer, ApiError> {
+    let epoch = inner.epoch();
+    let state = inner.store.state(blob_id).map_err(store_error)?;
+    let status = match state.status(epoch) {
+        BlobStatus::Unknown => StatusReport::Unknown,
+        BlobStatus::Pending => StatusReport::Pending,
+        BlobStatus::Certified { certificate } => StatusReport::Certified {
+            certificate: certificate.clone(),
+        },
+        BlobStatus::Expired { certificate } => StatusReport::Expired {
+            certificate: certificate.clone(),
+        },
+        BlobStatus::Deleted {
+            deletion,
+            certificate,
+        } => StatusReport::Deleted {
+            proof: Fact::Deleted(Box::new(floe_consensus::DeletionProof {
+                deletion: deletion.clone(),
+                certificate: certificate.clone(),
+            })),
+        },
+        BlobStatus::Invalid { certificate } => StatusReport::Invalid {
+            certificate: certificate.clone(),
+        },
+    };
+    Ok(BlobStatusAnswer { epoch, status })
+}
+
+fn status(inner: &Inner, _: Caller, blob_id: BlobId) -> Result<BlobStatusAnswer, ApiError> {
+    status_report(inner, &blob_id)
+}
+
+fn recovery_symbols(
+    inner: &Inner,
+    _: Caller,
+    request: RecoveryRequest,
+) -> Result<Vec<floe_codec::RecoverySymbol>, ApiError> {
+    let RecoveryRequest { blob_id, targets } = request;
+    check_servable(inner, &blob_id)?;
+    if targets.len() > usize::from(inner.n_shards) * 2 {
+        return Err(ApiError::Limit(format!(
+            "blob {blob_id}: at most {} targets per request",
+            inner.n_shards * 2
+        )));
+    }
+    let metadata =
+        inner
+            .store
+            .metadata(&blob_id)
+            .map_err(store_error)?
+            .ok_or(ApiError::NotFound {
+                blob_id,
+                what: "metadata".into(),
+            })?;
+    let mut symbols = Vec::new();
+    for axis in [Axis::Primary, Axis::Secondary] {
+        let wanted: Vec<_> = targets
+            .iter()
+            .filter(|(a, _)| *a == axis)
+            .map(|(_, i)| *i)
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        for &shard in inner.my_shards() {
+            let Some(source) = inner
+                .store
+                .sliver(shard, &blob_id, axis.orthogonal())
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            let made =
+                source
+                    .recovery_symbols(&metadata, &wanted)
+                    .map_err(|e| ApiError::Rejected {
+                        blob_id,
+                        reason: e.to_string(),
+                    })?;
+            symbols.extend(made);
+        }
+    }
+    Ok(symbols)
+}
+
+fn attest_inconsistency(
+    inner: &Inner,
+    caller: Caller,
+    proof: floe_codec::InconsistencyProof,
+) -> Result<Signed<InvalidBlobAttestation>, ApiError> {
+    let blob_id = proof.blob_id;
+    let metadata =
+        inner
+            .store
+            .metadata(&blob_id)
+            .map_err(store_error)?
+            .ok_or(ApiError::NotFound {
+                blob_id,
+                what: "metadata".into(),
+            })?;
+    proof.verify(&metadata).map_err(|e| ApiError::Rejected {
+        blob_id,
+        reason: format!("not a proof of inconsistency: {e}"),
+    })?;
+    info!(blob = %blob_id, from = %caller, "attesting a proven inconsistency");
+    Ok(Signed::sign(
+        ProtocolMessage::new(inner.epoch(), InvalidBlobAttestation { blob_id }),
+        &inner.protocol_key,
+    ))
+}
+
+fn reconcile(
+    inner: &Inner,
+    _: Caller,
+    request: ReconcileRequest,
+) -> Result<ReconcileResponse, ApiError> {
+    let ReconcileRequest {
+        messages,
+        facts,
+        want,
+    } = request;
+    for fact in facts {
+        if accept_fact(inner, fact)? {
+            inner
+                .metrics
+                .facts_received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let reply = inner
+        .digest
+        .lock()
+        .map(|d| d.respond(&messages))
+        .unwrap_or_default();
+    let mut wanted: Vec<ItemId> = want;
+    wanted.extend(reply.missing_there);
+    let facts = crate::tasks::facts_for(inner, &wanted)?;
+    Ok(ReconcileResponse {
+        messages: reply.messages,
+        facts,
+        want: reply.missing_here,
+    })
+}
