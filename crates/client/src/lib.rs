@@ -320,7 +320,37 @@ impl Client {
                 });
             }
         }
+        self.store_encoded(metadata, pairs, epochs, options).await
+    }
 
+    /// Upload an already encoded blob, certify it and deliver the
+    /// certificate to every node.
+    pub async fn store_encoded(
+        &self,
+        metadata: BlobMetadata,
+        pairs: Vec<SliverPair>,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<StoreOutcome, ClientError> {
+        let outcome = self.certify_encoded(metadata, pairs, epochs, options).await?;
+        self.deliver(Fact::Certified(outcome.certificate.clone())).await;
+        Ok(outcome)
+    }
+
+    /// Upload an already encoded blob and gather its certificate from a
+    /// quorum of shards, without delivering the certificate (nodes learn it
+    /// from [`Client::deliver`], or from each other).
+    pub async fn certify_encoded(
+        &self,
+        metadata: BlobMetadata,
+        pairs: Vec<SliverPair>,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<StoreOutcome, ClientError> {
+        let blob_id = metadata.blob_id();
+        let epoch = self.epoch();
+        let end_epoch = Epoch(epoch.0 + epochs.max(1));
+        let committee = self.committee(epoch)?;
         let n = self.n_shards;
         let mut by_member: BTreeMap<usize, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
         for pair in pairs {
@@ -411,7 +441,6 @@ impl Client {
         let certificate = builder
             .certificate()
             .map_err(|e| ClientError::Rejected(e.to_string()))?;
-        self.deliver(Fact::Certified(certificate.clone())).await;
         Ok(StoreOutcome {
             blob_id,
             certificate,
