@@ -99,6 +99,9 @@ fn describe(failures: &[(String, String)]) -> String {
         .join("; ")
 }
 
+/// How long `status` waits for the remaining nodes once a quorum answered.
+const STATUS_GRACE: Duration = Duration::from_millis(300);
+
 /// A blob's definite status, with its proof.
 #[derive(Debug, Clone)]
 pub enum Status {
@@ -332,8 +335,11 @@ impl Client {
         epochs: u64,
         options: StoreOptions,
     ) -> Result<StoreOutcome, ClientError> {
-        let outcome = self.certify_encoded(metadata, pairs, epochs, options).await?;
-        self.deliver(Fact::Certified(outcome.certificate.clone())).await;
+        let outcome = self
+            .certify_encoded(metadata, pairs, epochs, options)
+            .await?;
+        self.deliver(Fact::Certified(outcome.certificate.clone()))
+            .await;
         Ok(outcome)
     }
 
@@ -404,15 +410,7 @@ impl Client {
         let mut failures = Vec::new();
         let mut tail_deadline = None;
         loop {
-            let next = match tail_deadline {
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline, uploads.join_next()).await {
-                        Ok(next) => next,
-                        Err(_) => break,
-                    }
-                }
-                None => uploads.join_next().await,
-            };
+            let next = join_next_before(&mut uploads, tail_deadline).await;
             let Some(joined) = next else { break };
             let Ok((member, outcome)) = joined else {
                 continue;
@@ -474,8 +472,19 @@ impl Client {
         let mut state = BlobState::default();
         let mut answered = 0u32;
         let mut failures = Vec::new();
-        while let Some(joined) = calls.join_next().await {
-            let Ok((index, answer)) = joined else {
+        let quorum = self.committee(epoch)?.quorum_threshold();
+        let mut grace_deadline = None;
+        loop {
+            // Once shards forming a quorum have answered, slow or dead nodes
+            // get a short grace period, not the full call timeout.
+            if grace_deadline.is_none() && answered >= quorum {
+                grace_deadline = Some(tokio::time::Instant::now() + STATUS_GRACE);
+            }
+            let next = join_next_before(&mut calls, grace_deadline).await;
+            let Some(Ok((index, answer))) = next else {
+                if next.is_none() {
+                    break;
+                }
                 continue;
             };
             let node = self.members[index].node_id.0.clone();
@@ -746,6 +755,20 @@ impl Client {
             });
         }
         Ok(fact)
+    }
+}
+
+/// The next finished task, or `None` when all are done or `deadline` passed.
+async fn join_next_before<T: 'static>(
+    set: &mut JoinSet<T>,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, set.join_next())
+            .await
+            .ok()
+            .flatten(),
+        None => set.join_next().await,
     }
 }
 

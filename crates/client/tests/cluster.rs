@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-
 use bytes::Bytes;
 use common::*;
 use floe_client::{ReadOptions, Status, StoreOptions};
@@ -16,18 +15,29 @@ async fn stores_and_reads_blobs_of_every_size() {
     let client = cluster.client();
     for (len, seed) in [(0usize, 1u64), (1, 2), (1 << 20, 3), (32 << 20, 4)] {
         let data = Bytes::from(blob(len, seed));
-        let outcome = client.store(data.clone(), 5, StoreOptions::default()).await.unwrap();
+        let outcome = client
+            .store(data.clone(), 5, StoreOptions::default())
+            .await
+            .unwrap();
         assert!(outcome.newly_certified);
         let committee = client.committee(outcome.certificate.message.epoch).unwrap();
         outcome.certificate.verify(&committee).unwrap();
         match client.status(outcome.blob_id).await.unwrap() {
-            Status::Certified { certificate, .. } => assert_eq!(certificate.message.body.blob_id, outcome.blob_id),
+            Status::Certified { certificate, .. } => {
+                assert_eq!(certificate.message.body.blob_id, outcome.blob_id)
+            }
             other => panic!("{len} bytes: expected certified, got {}", other.name()),
         }
-        let read = client.read(outcome.blob_id, ReadOptions::default()).await.unwrap();
+        let read = client
+            .read(outcome.blob_id, ReadOptions::default())
+            .await
+            .unwrap();
         assert!(read == data, "{len} bytes read back differently");
         // Storing it again returns the existing certificate without uploading.
-        let again = client.store(data, 5, StoreOptions::default()).await.unwrap();
+        let again = client
+            .store(data, 5, StoreOptions::default())
+            .await
+            .unwrap();
         assert!(!again.newly_certified);
         assert_eq!(again.blob_id, outcome.blob_id);
     }
@@ -39,16 +49,37 @@ async fn stores_and_reads_with_f_shards_stopped() {
     let mut cluster = Cluster::start(7, 100).await;
     let client = cluster.client();
     let before = Bytes::from(blob(300_000, 7));
-    let stored_before = client.store(before.clone(), 5, StoreOptions::default()).await.unwrap();
+    let stored_before = client
+        .store(before.clone(), 5, StoreOptions::default())
+        .await
+        .unwrap();
     // Nodes 5 and 6 hold 28 of 100 shards; f = 33.
     assert!(cluster.shards(5) + cluster.shards(6) <= 33);
     cluster.stop(5).await;
     cluster.stop(6).await;
     let data = Bytes::from(blob(500_000, 8));
-    let outcome = client.store(data.clone(), 5, StoreOptions::default()).await.unwrap();
-    assert_eq!(client.read(outcome.blob_id, ReadOptions::default()).await.unwrap(), data);
-    assert_eq!(client.read(stored_before.blob_id, ReadOptions { strict: true }).await.unwrap(), before);
-    assert!(matches!(client.status(outcome.blob_id).await.unwrap(), Status::Certified { .. }));
+    let outcome = client
+        .store(data.clone(), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .read(outcome.blob_id, ReadOptions::default())
+            .await
+            .unwrap(),
+        data
+    );
+    assert_eq!(
+        client
+            .read(stored_before.blob_id, ReadOptions { strict: true })
+            .await
+            .unwrap(),
+        before
+    );
+    assert!(matches!(
+        client.status(outcome.blob_id).await.unwrap(),
+        Status::Certified { .. }
+    ));
     cluster.shutdown().await;
 }
 
@@ -59,25 +90,46 @@ async fn a_certificate_given_to_one_node_reaches_all() {
     let data = blob(100_000, 9);
     let encoding = client.committee(client.epoch()).unwrap().encoding();
     let (metadata, blob_id, pairs) = floe_codec::encode(&encoding, &data).unwrap();
-    let outcome = client.certify_encoded(metadata, pairs, 5, StoreOptions::default()).await.unwrap();
-    let pool = floe_net::Pool::new("127.0.0.1:0".parse().unwrap(), None, floe_net::NetConfig::default()).unwrap();
+    let outcome = client
+        .certify_encoded(metadata, pairs, 5, StoreOptions::default())
+        .await
+        .unwrap();
+    let pool = floe_net::Pool::new(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        floe_net::NetConfig::default(),
+    )
+    .unwrap();
     for member in client.members() {
-        pool.add_peer(member.network_key, member.address.clone()).unwrap();
+        pool.add_peer(member.network_key, member.address.clone())
+            .unwrap();
     }
     let first = client.members()[0].network_key;
     let answer = pool
-        .call::<floe_api::PutFact>(&first, &floe_consensus::Fact::Certified(outcome.certificate))
+        .call::<floe_api::PutFact>(
+            &first,
+            &floe_consensus::Fact::Certified(outcome.certificate),
+        )
         .await
         .unwrap();
-    assert!(matches!(answer.status, floe_api::StatusReport::Certified { .. }));
+    assert!(matches!(
+        answer.status,
+        floe_api::StatusReport::Certified { .. }
+    ));
     for member in client.members() {
         let key = member.network_key;
-        eventually(Duration::from_secs(20), &format!("{} knows the certificate", member.node_id.0), async || {
-            matches!(
-                pool.call::<floe_api::GetStatus>(&key, &blob_id).await.map(|a| a.status),
-                Ok(floe_api::StatusReport::Certified { .. })
-            )
-        })
+        eventually(
+            Duration::from_secs(20),
+            &format!("{} knows the certificate", member.node_id.0),
+            async || {
+                matches!(
+                    pool.call::<floe_api::GetStatus>(&key, &blob_id)
+                        .await
+                        .map(|a| a.status),
+                    Ok(floe_api::StatusReport::Certified { .. })
+                )
+            },
+        )
         .await;
     }
     cluster.shutdown().await;

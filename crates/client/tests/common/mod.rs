@@ -20,29 +20,46 @@ pub struct Cluster {
 }
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Cluster {
     /// `nodes` nodes holding `shards` shards round-robin.
     pub async fn start(nodes: usize, shards: u16) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let protocol_keys: Vec<_> = (0..nodes).map(|i| KeyPair::from_seed(&[i as u8 + 1; 32])).collect();
-        let network_keys: Vec<_> = (0..nodes).map(|i| KeyPair::from_seed(&[i as u8 + 101; 32])).collect();
+        let protocol_keys: Vec<_> = (0..nodes)
+            .map(|i| KeyPair::from_seed(&[i as u8 + 1; 32]))
+            .collect();
+        let network_keys: Vec<_> = (0..nodes)
+            .map(|i| KeyPair::from_seed(&[i as u8 + 101; 32]))
+            .collect();
         let members = (0..nodes)
             .map(|i| Member {
                 node_id: NodeId(format!("node-{i}")),
                 protocol_key: protocol_keys[i].public(),
                 network_key: network_keys[i].public(),
                 address: format!("127.0.0.1:{}", free_port()),
-                shards: (0..shards).filter(|s| usize::from(*s) % nodes == i).map(ShardIndex).collect(),
+                shards: (0..shards)
+                    .filter(|s| usize::from(*s) % nodes == i)
+                    .map(ShardIndex)
+                    .collect(),
             })
             .collect();
         let committee = Committee::new(Epoch(0), shards, members).unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         let file = CommitteeFile {
             committee,
-            clock: EpochClock { genesis_unix_ms: now - 1000, epoch_duration_ms: 3_600_000 },
+            clock: EpochClock {
+                genesis_unix_ms: now - 1000,
+                epoch_duration_ms: 3_600_000,
+            },
         };
         let committee_path = dir.path().join("committee.toml");
         std::fs::write(&committee_path, file.to_toml()).unwrap();
@@ -60,11 +77,26 @@ impl Cluster {
                 admin_listen: None,
                 database: node_dir.join("db"),
                 committee: committee_path.clone(),
-                limits: Limits { max_blob_size: 64 << 20, ..Limits::default() },
-                tasks: Tasks { sync_interval_ms: 200, repair_interval_ms: 200, repair_concurrency: 4, gc_interval_ms: 1000 },
+                limits: Limits {
+                    max_blob_size: 64 << 20,
+                    ..Limits::default()
+                },
+                tasks: Tasks {
+                    sync_interval_ms: 200,
+                    repair_interval_ms: 200,
+                    repair_concurrency: 4,
+                    gc_interval_ms: 1000,
+                },
             });
         }
-        let mut cluster = Cluster { dir, file, configs, nodes: Vec::new(), protocol_keys, network_keys };
+        let mut cluster = Cluster {
+            dir,
+            file,
+            configs,
+            nodes: Vec::new(),
+            protocol_keys,
+            network_keys,
+        };
         for i in 0..nodes {
             let node = Node::start(cluster.configs[i].clone()).await.unwrap();
             cluster.nodes.push(Some(node));
@@ -73,7 +105,10 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        let config = ClientConfig { read_hedge_after: Duration::from_millis(500), ..ClientConfig::default() };
+        let config = ClientConfig {
+            read_hedge_after: Duration::from_millis(500),
+            ..ClientConfig::default()
+        };
         Client::new(&self.file, config).unwrap()
     }
 

@@ -1,0 +1,358 @@
+//! Faults on a committee of 7 nodes holding 100 shards: lying nodes, a
+//! wiped node, an inconsistently encoded blob, and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use floe_api::{
+    ApiError, GetInfo, GetSliver, GetSliverRequest, GetStatus, PutMetadata, PutMetadataRequest,
+    PutPair, PutPairRequest, StatusReport,
+};
+use floe_client::{ClientError, ReadOptions, StoreOptions};
+use floe_codec::{Axis, BlobMetadata, ShardIndex, SliverPairHashes, SliverPairIndex};
+use floe_net::{Members, NetConfig, Pool, Router, RpcError, Server, TlsIdentity};
+
+fn pool_for(cluster: &Cluster) -> Pool {
+    let pool = Pool::new("127.0.0.1:0".parse().unwrap(), None, NetConfig::default()).unwrap();
+    for member in cluster.file.committee.members() {
+        pool.add_peer(member.network_key, member.address.clone())
+            .unwrap();
+    }
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let data = blob(400_000, 21);
+    let outcome = client
+        .store(Bytes::from(data.clone()), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    let encoding = client.committee(client.epoch()).unwrap().encoding();
+    let (_, blob_id, pairs) = floe_codec::encode(&encoding, &data).unwrap();
+    assert_eq!(blob_id, outcome.blob_id);
+
+    // Node 3 is replaced by a liar with its key and address: it serves
+    // every sliver of its shards with one byte flipped.
+    let liar = 3;
+    cluster.stop(liar).await;
+    let served = Arc::new(AtomicU64::new(0));
+    let router = {
+        let served = Arc::clone(&served);
+        Router::new()
+            .route::<GetSliver, _, _>(move |_, request: GetSliverRequest| {
+                let pair =
+                    &pairs[usize::from(request.shard.to_pair_index(100, &request.blob_id).0)];
+                let mut sliver = if request.axis == Axis::Primary {
+                    pair.primary.clone()
+                } else {
+                    pair.secondary.clone()
+                };
+                let mut bytes = sliver.data.to_vec();
+                bytes[0] ^= 1;
+                sliver.data = Bytes::from(bytes);
+                served.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, ApiError>(sliver) }
+            })
+            .route::<GetStatus, _, _>(|_, _| async {
+                Ok::<_, ApiError>(floe_api::BlobStatusAnswer {
+                    epoch: floe_consensus::Epoch(0),
+                    status: StatusReport::Unknown,
+                })
+            })
+    };
+    let identity = TlsIdentity::new(&cluster.network_keys[liar]).unwrap();
+    let address = cluster.configs[liar].listen;
+    let impostor = Server::bind(
+        address,
+        &identity,
+        Members::default(),
+        router,
+        NetConfig::default(),
+    )
+    .unwrap();
+
+    let read = client.read(blob_id, ReadOptions::default()).await.unwrap();
+    assert!(read == data, "the read returned other bytes than stored");
+    assert!(
+        served.load(Ordering::SeqCst) > 0,
+        "the liar was never asked, so the test proved nothing"
+    );
+    impostor.shutdown(Duration::from_secs(1)).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let mut blobs = Vec::new();
+    for (len, seed) in [(100_000usize, 31u64), (250_000, 32), (1 << 20, 33)] {
+        blobs.push(
+            client
+                .store(Bytes::from(blob(len, seed)), 5, StoreOptions::default())
+                .await
+                .unwrap()
+                .blob_id,
+        );
+    }
+    let wiped = 1;
+    cluster.stop(wiped).await;
+    std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
+    cluster.restart(wiped).await;
+    eventually(
+        Duration::from_secs(90),
+        "the wiped node holds every pair of its shards again",
+        async || {
+            let node = cluster.node(wiped);
+            node.drift() == 0
+                && blobs
+                    .iter()
+                    .all(|b| node.store().holds_all_pairs(b).unwrap_or(false))
+        },
+    )
+    .await;
+    let node = cluster.node(wiped);
+    let mut stored = 0u64;
+    for blob_id in &blobs {
+        for shard in node.store().shards() {
+            let pair = node
+                .store()
+                .sliver_pair(*shard, blob_id)
+                .unwrap()
+                .expect("pair rebuilt");
+            stored += (pair.primary.data.len() + pair.secondary.data.len()) as u64;
+        }
+    }
+    let fetched = node.metrics().repair_bytes_fetched.load(Ordering::Relaxed);
+    assert!(fetched > 0);
+    assert!(
+        fetched <= 3 * stored,
+        "fetched {fetched} bytes of symbols to rebuild {stored} bytes"
+    );
+    // And the data reads back from the committee.
+    let read = client
+        .read(blobs[2], ReadOptions { strict: true })
+        .await
+        .unwrap();
+    assert_eq!(read, Bytes::from(blob(1 << 20, 33)));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let encoding = client.committee(client.epoch()).unwrap().encoding();
+    let (metadata, _, mut pairs) = floe_codec::encode(&encoding, &blob(60_000, 41)).unwrap();
+    // The writer alters one primary sliver and commits to the altered bytes.
+    let row = 1;
+    let mut bytes = pairs[row].primary.data.to_vec();
+    bytes[0] ^= 0xff;
+    pairs[row].primary.data = Bytes::from(bytes);
+    let mut hashes: Vec<SliverPairHashes> = metadata.hashes().to_vec();
+    hashes[row].primary = pairs[row].primary.commitment(&metadata).unwrap();
+    let lying = BlobMetadata::new(metadata.unencoded_length(), hashes).unwrap();
+    let blob_id = lying.blob_id();
+    let outcome = client
+        .store_encoded(lying, pairs, 5, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.blob_id, blob_id);
+
+    // The node holding the altered pair loses its disk; repairing that pair
+    // proves the inconsistency.
+    let shard = SliverPairIndex(row as u16).to_shard_index(100, &blob_id);
+    let holder = cluster
+        .file
+        .committee
+        .shard_holder(shard)
+        .unwrap()
+        .as_usize();
+    cluster.stop(holder).await;
+    std::fs::remove_dir_all(cluster.database(holder)).unwrap();
+    cluster.restart(holder).await;
+
+    let pool = pool_for(&cluster);
+    let committee = client.committee(client.epoch()).unwrap();
+    for member in cluster.file.committee.members() {
+        let key = member.network_key;
+        eventually(
+            Duration::from_secs(90),
+            &format!("{} reports the blob invalid", member.node_id.0),
+            async || match pool
+                .call::<GetStatus>(&key, &blob_id)
+                .await
+                .map(|a| a.status)
+            {
+                Ok(StatusReport::Invalid { certificate }) => {
+                    let committee = client.committee(certificate.message.epoch).unwrap();
+                    certificate.verify(&committee).is_ok()
+                }
+                _ => false,
+            },
+        )
+        .await;
+    }
+    let _ = committee;
+    match client.read(blob_id, ReadOptions::default()).await {
+        Err(ClientError::Invalid { certificate, .. }) => {
+            let committee = client.committee(certificate.message.epoch).unwrap();
+            certificate.verify(&committee).unwrap();
+        }
+        other => panic!("expected the invalid error, got {other:?}"),
+    }
+    // No node serves slivers of it any more.
+    let other = cluster.file.committee.members()[(holder + 1) % 7].clone();
+    let request = GetSliverRequest {
+        blob_id,
+        shard: other.shards[0],
+        axis: Axis::Primary,
+    };
+    match pool.call::<GetSliver>(&other.network_key, &request).await {
+        Err(RpcError::Remote {
+            error: ApiError::Gone { status, .. },
+            ..
+        }) => assert_eq!(status, "invalid"),
+        other => panic!("expected the blob to be gone, got {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
+    let cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let pool = pool_for(&cluster);
+    let node = cluster.file.committee.members()[0].clone();
+    let key = node.network_key;
+    let encoding = client.committee(client.epoch()).unwrap().encoding();
+    let (metadata, blob_id, pairs) = floe_codec::encode(&encoding, &blob(50_000, 51)).unwrap();
+
+    // A blob over the node's size limit (64 MiB in these tests).
+    let huge = BlobMetadata::new(100 << 20, metadata.hashes().to_vec()).unwrap();
+    let request = PutMetadataRequest {
+        blob_id: huge.blob_id(),
+        metadata: huge,
+    };
+    match pool.call::<PutMetadata>(&key, &request).await {
+        Err(RpcError::Remote {
+            error: ApiError::Limit(text),
+            ..
+        }) => assert!(text.contains("up to 67108864 bytes"), "{text}"),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+    // Metadata that does not belong to the blob ID it is sent under.
+    let request = PutMetadataRequest {
+        blob_id: floe_codec::BlobId([7; 32]),
+        metadata: metadata.clone(),
+    };
+    assert!(matches!(
+        pool.call::<PutMetadata>(&key, &request).await,
+        Err(RpcError::Remote {
+            error: ApiError::Rejected { .. },
+            ..
+        })
+    ));
+    pool.call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
+        .await
+        .unwrap();
+
+    // A pair for a shard node 0 does not hold.
+    let foreign = ShardIndex(1);
+    assert!(!node.shards.contains(&foreign));
+    let pair = pairs[usize::from(foreign.to_pair_index(100, &blob_id).0)].clone();
+    match pool
+        .call::<PutPair>(
+            &key,
+            &PutPairRequest {
+                blob_id,
+                shard: foreign,
+                pair,
+            },
+        )
+        .await
+    {
+        Err(RpcError::Remote {
+            error: ApiError::NotMyShard { shard, .. },
+            ..
+        }) => assert_eq!(shard, foreign),
+        other => panic!("expected NotMyShard, got {other:?}"),
+    }
+    // A pair that fails verification.
+    let mine = node.shards[0];
+    let mut pair = pairs[usize::from(mine.to_pair_index(100, &blob_id).0)].clone();
+    let mut bytes = pair.secondary.data.to_vec();
+    bytes[0] ^= 1;
+    pair.secondary.data = Bytes::from(bytes);
+    match pool
+        .call::<PutPair>(
+            &key,
+            &PutPairRequest {
+                blob_id,
+                shard: mine,
+                pair,
+            },
+        )
+        .await
+    {
+        Err(RpcError::Remote {
+            error: ApiError::Rejected { blob_id: named, .. },
+            ..
+        }) => assert_eq!(named, blob_id),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(node_has_no_pair(&cluster, mine, &blob_id));
+
+    // Garbage on a stream.
+    let connection = pool.connection(&key).await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"\x02\x00\xff\xff\x00\x00garbage")
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let header =
+        floe_net::frame::read_header::<{ floe_net::frame::RESPONSE_HEADER_LEN }>(&mut recv)
+            .await
+            .unwrap();
+    assert_eq!(
+        floe_net::frame::Status::from_byte(header[0]),
+        Some(floe_net::frame::Status::BadRequest)
+    );
+
+    // The node serves everyone as before.
+    assert_eq!(
+        pool.call::<GetInfo>(&key, &()).await.unwrap().node_id,
+        "node-0"
+    );
+    let data = Bytes::from(blob(80_000, 52));
+    let outcome = client
+        .store(data.clone(), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .read(outcome.blob_id, ReadOptions::default())
+            .await
+            .unwrap(),
+        data
+    );
+    cluster.shutdown().await;
+}
+
+fn node_has_no_pair(cluster: &Cluster, shard: ShardIndex, blob_id: &floe_codec::BlobId) -> bool {
+    cluster
+        .node(0)
+        .store()
+        .sliver_pair(shard, blob_id)
+        .unwrap()
+        .is_none()
+}
