@@ -45,8 +45,9 @@ async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
     let liar = 3;
     cluster.stop(liar).await;
     let served = Arc::new(AtomicU64::new(0));
-    let router = {
+    let make_router = || {
         let served = Arc::clone(&served);
+        let pairs = pairs.clone();
         Router::new()
             .route::<GetSliver, _, _>(move |_, request: GetSliverRequest| {
                 let pair =
@@ -71,14 +72,24 @@ async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
     };
     let identity = TlsIdentity::new(&cluster.network_keys[liar]).unwrap();
     let address = cluster.configs[liar].listen;
-    let impostor = Server::bind(
-        address,
-        &identity,
-        Members::default(),
-        router,
-        NetConfig::default(),
-    )
-    .unwrap();
+    // The stopped node's socket lingers in this process while its
+    // connections drain; a separate process would not wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let impostor = loop {
+        match Server::bind(
+            address,
+            &identity,
+            Members::default(),
+            make_router(),
+            NetConfig::default(),
+        ) {
+            Ok(server) => break server,
+            Err(floe_net::NetError::Bind { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("binding the impostor: {e}"),
+        }
+    };
 
     let read = client.read(blob_id, ReadOptions::default()).await.unwrap();
     assert!(read == data, "the read returned other bytes than stored");

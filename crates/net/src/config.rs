@@ -165,3 +165,14 @@ impl NetConfig {
             .min(self.backoff_max)
     }
 }
+
+/// How long a closing endpoint waits for its peers to acknowledge the close.
+/// The close is sent at once; waiting only lets it be repeated to peers that
+/// missed it, and a peer that is gone would hold the wait for many retry
+/// timeouts.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Wait, at most [`CLOSE_LINGER`], for a closed endpoint's connections to drain.
+pub(crate) async fn wait_idle(endpoint: &Endpoint) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+}

@@ -304,7 +304,7 @@ impl Pool {
     /// Close every connection and wait until the peers have been told.
     pub async fn close(&self) {
         self.endpoint.close(codes::SHUTDOWN, b"pool closed");
-        self.endpoint.wait_idle().await;
+        crate::config::wait_idle(&self.endpoint).await;
     }
 
     /// The pooled connection, or a new one. `bool`: whether it was reused.

@@ -365,7 +365,7 @@ impl Server {
         }
         self.endpoint
             .close(codes::SHUTDOWN, b"server shutting down");
-        self.endpoint.wait_idle().await;
+        crate::config::wait_idle(&self.endpoint).await;
         info!("floe-net server stopped");
     }
 }

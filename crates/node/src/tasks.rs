@@ -34,7 +34,13 @@ pub(crate) fn spawn_all(
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = ticker.tick() => work(Arc::clone(&inner)).await,
+                    _ = ticker.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                // Work in progress is abandoned at shutdown: every step is
+                // idempotent and resumes from the database on restart.
+                tokio::select! {
+                    () = work(Arc::clone(&inner)) => {}
                     _ = shutdown.changed() => return,
                 }
             }

@@ -122,9 +122,26 @@ impl Cluster {
         }
     }
 
+    /// Stop node `i` and start it again on the same address. Its old socket
+    /// lingers in this process until its connections have drained (a
+    /// restarted process would get it back at once), so binding is retried.
     pub async fn restart(&mut self, i: usize) {
         self.stop(i).await;
-        self.nodes[i] = Some(Node::start(self.configs[i].clone()).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Node::start(self.configs[i].clone()).await {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return;
+                }
+                Err(floe_node::StartError::Net(floe_net::NetError::Bind { .. }))
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("restarting node {i}: {e}"),
+            }
+        }
     }
 
     pub fn database(&self, i: usize) -> PathBuf {
