@@ -89,6 +89,22 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Rejected { .. } => "rejected",
+            ApiError::NotMyShard { .. } => "not_my_shard",
+            ApiError::Gone { .. } => "gone",
+            ApiError::Incomplete { .. } => "incomplete",
+            ApiError::BadCertificate { .. } => "bad_certificate",
+            ApiError::Limit(_) => "limit",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
 /// A node's description of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {

@@ -134,3 +134,53 @@ async fn a_certificate_given_to_one_node_reaches_all() {
     }
     cluster.shutdown().await;
 }
+
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_serves_metrics_and_health() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let admin: std::net::SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    cluster.configs[0].admin_listen = Some(admin);
+    cluster.restart(0).await;
+    let client = cluster.client();
+    let outcome = client
+        .store(Bytes::from(blob(10_000, 61)), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    client
+        .read(outcome.blob_id, ReadOptions::default())
+        .await
+        .unwrap();
+
+    let health = http_get(admin, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.contains("\"node_id\":\"node-0\"") && health.contains("\"drift\":0"),
+        "{health}"
+    );
+    let metrics = http_get(admin, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for line in [
+        "floe_drift_blobs 0",
+        "floe_facts_known 1",
+        "floe_requests_total{kind=\"PutPair\",outcome=\"ok\"}",
+        "floe_requests_total{kind=\"GetConfirmation\",outcome=\"ok\"} 1",
+        "floe_net_requests_total{outcome=\"ok\"}",
+        "floe_peer_up{peer=",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    cluster.shutdown().await;
+}

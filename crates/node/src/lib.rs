@@ -6,7 +6,9 @@
 //! missing slivers from recovery symbols, invalid-blob certification when
 //! repair proves an inconsistency, and garbage collection.
 
+mod admin;
 pub mod config;
+pub mod local;
 mod service;
 mod tasks;
 
@@ -53,6 +55,14 @@ pub enum StartError {
     /// The network could not be set up.
     #[error("network: {0}")]
     Net(#[from] floe_net::NetError),
+    /// The admin port could not be bound.
+    #[error("admin_listen {address}: {source}")]
+    Admin {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Counters exported as metrics.
@@ -68,6 +78,16 @@ pub struct Metrics {
     pub sync_rounds: AtomicU64,
     /// Blobs found inconsistent by this node's repair.
     pub inconsistencies_found: AtomicU64,
+    /// Requests served, by kind and outcome.
+    pub requests: Mutex<HashMap<(&'static str, &'static str), u64>>,
+}
+
+impl Metrics {
+    pub(crate) fn count_request(&self, kind: &'static str, outcome: &'static str) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests.entry((kind, outcome)).or_default() += 1;
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -270,7 +290,19 @@ impl Node {
         });
         let _ = slot.set(Arc::clone(&inner));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let tasks = tasks::spawn_all(&inner, shutdown_rx);
+        let mut tasks = tasks::spawn_all(&inner, shutdown_rx.clone());
+        if let Some(admin) = config.admin_listen {
+            let stats = server.stats_handle();
+            let render = Arc::new(move || stats.render_prometheus());
+            let handle = admin::serve(admin, Arc::clone(&inner), render, shutdown_rx)
+                .await
+                .map_err(|source| StartError::Admin {
+                    address: admin,
+                    source,
+                })?;
+            tasks.push(handle);
+            info!(%admin, "admin port serving /metrics and /health");
+        }
         info!(node = %inner.node_id, address = %server.local_addr()?, shards = inner.my_shards().len(), %epoch, "node started");
         Ok(Node {
             inner,

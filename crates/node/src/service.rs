@@ -52,7 +52,20 @@ pub(crate) fn router(slot: Slot) -> Router {
             let slot = Arc::clone(&slot);
             $router.route::<$method, _, _>(move |caller, request| {
                 let slot = Arc::clone(&slot);
-                async move { blocking(&slot, move |inner| $handler(inner, caller, request)).await }
+                async move {
+                    let outcome =
+                        blocking(&slot, move |inner| $handler(inner, caller, request)).await;
+                    if let Some(inner) = slot.get() {
+                        let label = match &outcome {
+                            Ok(_) => "ok",
+                            Err(error) => error.label(),
+                        };
+                        inner
+                            .metrics
+                            .count_request(<$method as floe_net::Method>::NAME, label);
+                    }
+                    outcome
+                }
             })
         }};
     }

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use floe_client::{Client, ClientConfig};
-use floe_codec::ShardIndex;
-use floe_consensus::{Committee, CommitteeFile, Epoch, EpochClock, KeyPair, Member, NodeId};
-use floe_node::{config, Limits, Node, NodeConfig, Tasks};
+use floe_consensus::{CommitteeFile, KeyPair};
+use floe_node::{Limits, Node, NodeConfig, Tasks};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -19,83 +18,29 @@ pub struct Cluster {
     pub network_keys: Vec<KeyPair>,
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     /// `nodes` nodes holding `shards` shards round-robin.
     pub async fn start(nodes: usize, shards: u16) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let protocol_keys: Vec<_> = (0..nodes)
-            .map(|i| KeyPair::from_seed(&[i as u8 + 1; 32]))
-            .collect();
-        let network_keys: Vec<_> = (0..nodes)
-            .map(|i| KeyPair::from_seed(&[i as u8 + 101; 32]))
-            .collect();
-        let members = (0..nodes)
-            .map(|i| Member {
-                node_id: NodeId(format!("node-{i}")),
-                protocol_key: protocol_keys[i].public(),
-                network_key: network_keys[i].public(),
-                address: format!("127.0.0.1:{}", free_port()),
-                shards: (0..shards)
-                    .filter(|s| usize::from(*s) % nodes == i)
-                    .map(ShardIndex)
-                    .collect(),
-            })
-            .collect();
-        let committee = Committee::new(Epoch(0), shards, members).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let file = CommitteeFile {
-            committee,
-            clock: EpochClock {
-                genesis_unix_ms: now - 1000,
-                epoch_duration_ms: 3_600_000,
-            },
+        let limits = Limits {
+            max_blob_size: 64 << 20,
+            ..Limits::default()
         };
-        let committee_path = dir.path().join("committee.toml");
-        std::fs::write(&committee_path, file.to_toml()).unwrap();
-        let mut configs = Vec::new();
-        for i in 0..nodes {
-            let node_dir = dir.path().join(format!("node-{i}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            config::write_key(&node_dir.join("protocol.key"), &protocol_keys[i]).unwrap();
-            config::write_key(&node_dir.join("network.key"), &network_keys[i]).unwrap();
-            configs.push(NodeConfig {
-                node_id: format!("node-{i}"),
-                protocol_key: node_dir.join("protocol.key"),
-                network_key: node_dir.join("network.key"),
-                listen: file.committee.members()[i].address.parse().unwrap(),
-                admin_listen: None,
-                database: node_dir.join("db"),
-                committee: committee_path.clone(),
-                limits: Limits {
-                    max_blob_size: 64 << 20,
-                    ..Limits::default()
-                },
-                tasks: Tasks {
-                    sync_interval_ms: 200,
-                    repair_interval_ms: 200,
-                    repair_concurrency: 4,
-                    gc_interval_ms: 1000,
-                },
-            });
-        }
+        let tasks = Tasks {
+            sync_interval_ms: 200,
+            repair_interval_ms: 200,
+            repair_concurrency: 4,
+            gc_interval_ms: 1000,
+        };
+        let local = floe_node::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)
+            .unwrap();
         let mut cluster = Cluster {
             dir,
-            file,
-            configs,
+            file: local.file,
+            configs: local.configs,
             nodes: Vec::new(),
-            protocol_keys,
-            network_keys,
+            protocol_keys: local.protocol_keys,
+            network_keys: local.network_keys,
         };
         for i in 0..nodes {
             let node = Node::start(cluster.configs[i].clone()).await.unwrap();

@@ -1,0 +1,194 @@
+//! The admin HTTP port: `/metrics` (Prometheus text format) and `/health`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+use crate::Inner;
+
+pub(crate) async fn serve(
+    address: SocketAddr,
+    inner: Arc<Inner>,
+    stats: Arc<dyn Fn() -> String + Send + Sync>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state((inner, stats));
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "admin port stopped");
+        }
+    }))
+}
+
+type AppState = (Arc<Inner>, Arc<dyn Fn() -> String + Send + Sync>);
+
+async fn health(State((inner, _)): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "ok",
+        "node_id": inner.node_id,
+        "epoch": inner.epoch().0,
+        "drift": inner.store.drift_count(),
+        "shards": inner.my_shards().len(),
+    }))
+}
+
+async fn metrics(State((inner, server_stats)): State<AppState>) -> impl IntoResponse {
+    let text = tokio::task::spawn_blocking(move || render(&inner, &server_stats()))
+        .await
+        .unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+fn render(inner: &Inner, server: &str) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |value: f64| vec![(String::new(), value)];
+    let m = &inner.metrics;
+    metric(
+        "floe_epoch",
+        "gauge",
+        "The node's current epoch.",
+        &one(inner.epoch().0 as f64),
+    );
+    metric(
+        "floe_shards",
+        "gauge",
+        "Shards this node holds.",
+        &one(inner.my_shards().len() as f64),
+    );
+    metric(
+        "floe_drift_blobs",
+        "gauge",
+        "Certified blobs whose slivers this node is missing (the repair backlog); goes to zero by itself.",
+        &one(inner.store.drift_count() as f64),
+    );
+    let facts = inner.digest.lock().map(|d| d.len()).unwrap_or(0);
+    metric(
+        "floe_facts_known",
+        "gauge",
+        "Certificates, invalid-blob certificates and deletions known.",
+        &one(facts as f64),
+    );
+    let tables = inner.store.table_stats().unwrap_or_default();
+    let stored: u64 = tables.iter().map(|t| t.sst_bytes + t.blob_file_bytes).sum();
+    metric(
+        "floe_stored_bytes",
+        "gauge",
+        "Bytes on disk across all tables.",
+        &one(stored as f64),
+    );
+    let counter = |value: &std::sync::atomic::AtomicU64| one(value.load(Ordering::Relaxed) as f64);
+    metric(
+        "floe_repair_slivers_total",
+        "counter",
+        "Slivers rebuilt by repair.",
+        &counter(&m.slivers_repaired),
+    );
+    metric(
+        "floe_repair_fetched_bytes_total",
+        "counter",
+        "Bytes of recovery symbols fetched by repair.",
+        &counter(&m.repair_bytes_fetched),
+    );
+    metric(
+        "floe_facts_received_total",
+        "counter",
+        "Facts learned from clients and peers.",
+        &counter(&m.facts_received),
+    );
+    metric(
+        "floe_sync_rounds_total",
+        "counter",
+        "Anti-entropy rounds with peers.",
+        &counter(&m.sync_rounds),
+    );
+    metric(
+        "floe_inconsistencies_found_total",
+        "counter",
+        "Blobs this node's repair proved inconsistently encoded.",
+        &counter(&m.inconsistencies_found),
+    );
+    let requests: Vec<(String, f64)> = m
+        .requests
+        .lock()
+        .map(|r| {
+            r.iter()
+                .map(|((kind, outcome), n)| {
+                    (
+                        format!("{{kind=\"{kind}\",outcome=\"{outcome}\"}}"),
+                        *n as f64,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    metric(
+        "floe_requests_total",
+        "counter",
+        "Requests served, by kind and outcome.",
+        &requests,
+    );
+    let health = inner.pool.health();
+    let peer = |h: &floe_net::PeerHealth| format!("{{peer=\"{}\"}}", h.peer.address);
+    metric(
+        "floe_peer_up",
+        "gauge",
+        "1 if the last call to the peer succeeded.",
+        &health
+            .iter()
+            .map(|h| {
+                (
+                    peer(h),
+                    if h.consecutive_failures == 0 {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "floe_peer_consecutive_failures",
+        "gauge",
+        "Failed calls to the peer since its last success.",
+        &health
+            .iter()
+            .map(|h| (peer(h), f64::from(h.consecutive_failures)))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "floe_peer_rtt_seconds",
+        "gauge",
+        "Round-trip time to the peer.",
+        &health
+            .iter()
+            .filter_map(|h| h.rtt.map(|rtt| (peer(h), rtt.as_secs_f64())))
+            .collect::<Vec<_>>(),
+    );
+    out.push_str(server);
+    out
+}
