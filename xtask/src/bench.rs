@@ -16,14 +16,16 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
             codec(runs, quick)?;
             crate::bench_consensus::run(quick)?;
             crate::bench_store::run(quick)?;
-            crate::bench_net::run(runs, quick)
+            crate::bench_net::run(runs, quick)?;
+            crate::bench_e2e::run(quick)
         }
         Some("net") => crate::bench_net::run(runs, quick),
+        Some("e2e") => crate::bench_e2e::run(quick),
         Some("store") => crate::bench_store::run(quick),
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net")
+            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net, e2e")
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Floe developer tasks, run as `cargo xtask <task>`.
 //!
 //! * `demo`: encode and decode a sample blob, print its blob ID and timings.
-//! * `bench [codec|consensus|store|net]`: run the benchmarks, print a table, write
+//! * `bench [codec|consensus|store|net|e2e]`: run the benchmarks, print a table, write
 //!   `target/bench/<name>.json`.
 
 mod bench;
 mod bench_consensus;
+mod bench_e2e;
 mod bench_net;
 mod bench_store;
 mod demo;
@@ -38,7 +39,7 @@ enum Task {
     },
     /// Run benchmarks and write target/bench/<name>.json.
     Bench {
-        /// Which benchmark: `codec`, `consensus`, `store` or `net` (default: all).
+        /// Which benchmark: `codec`, `consensus`, `store`, `net` or `e2e` (default: all).
         name: Option<String>,
         /// Runs per case; the median is reported.
         #[arg(long, default_value_t = 5)]

@@ -1,0 +1,327 @@
+//! `cargo xtask bench e2e`: a local committee (7 nodes, 100 shards, real
+//! QUIC and RocksDB) in this process: store and read throughput and latency,
+//! the codec-only encode time of the same blobs, and the repair of a wiped
+//! node holding 1000 blobs.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use floe_client::{Client, ClientConfig, ReadOptions, StoreOptions};
+use floe_node::{Limits, Node, Tasks};
+use serde::Serialize;
+
+use crate::bench::{human, median};
+
+const MIB: f64 = (1 << 20) as f64;
+
+#[derive(Serialize)]
+struct OpRecord {
+    blob_bytes: usize,
+    clients: usize,
+    ops_per_client: usize,
+    store_mib_s: f64,
+    store_p50_ms: f64,
+    store_p99_ms: f64,
+    read_mib_s: f64,
+    read_p50_ms: f64,
+    read_p99_ms: f64,
+    /// Codec-only encode of the same blob (median), and the store p50 over it.
+    encode_ms: f64,
+    store_over_encode: f64,
+}
+
+#[derive(Serialize)]
+struct RepairRecord {
+    blobs: usize,
+    blob_bytes: usize,
+    seconds: f64,
+    fetched_bytes: u64,
+    rebuilt_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    nodes: usize,
+    shards: u16,
+    ops: Vec<OpRecord>,
+    repair: Option<RepairRecord>,
+}
+
+fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[((xs.len() as f64 * q) as usize).min(xs.len() - 1)]
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(quick))
+}
+
+async fn run_async(quick: bool) -> Result<()> {
+    let (nodes, shards) = (7usize, 100u16);
+    let dir = tempfile::tempdir()?;
+    let tasks = Tasks {
+        sync_interval_ms: 500,
+        repair_interval_ms: 200,
+        repair_concurrency: 8,
+        gc_interval_ms: 10_000,
+    };
+    let limits = Limits {
+        max_blob_size: 256 << 20,
+        ..Limits::default()
+    };
+    let local = floe_node::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
+    let mut running = Vec::new();
+    for config in &local.configs {
+        running.push(Some(
+            Node::start(config.clone())
+                .await
+                .context("starting a node")?,
+        ));
+    }
+    let client = Arc::new(Client::new(&local.file, ClientConfig::default())?);
+    let encoding = client.committee(client.epoch())?.encoding();
+    let mut report = Report {
+        nodes,
+        shards,
+        ops: Vec::new(),
+        repair: None,
+    };
+
+    println!(
+        "local committee: {nodes} nodes, {shards} shards, QUIC on 127.0.0.1, RocksDB in {}",
+        dir.path().display()
+    );
+    println!(
+        "{:>8} {:>7} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "blob",
+        "clients",
+        "store MiB/s",
+        "p50 ms",
+        "p99 ms",
+        "read MiB/s",
+        "p50 ms",
+        "p99 ms",
+        "encode ms",
+        "store/enc"
+    );
+    let cases: &[(usize, usize, usize)] = if quick {
+        &[(1 << 10, 1, 5), (1 << 20, 1, 3), (16 << 20, 1, 1)]
+    } else {
+        &[
+            (1 << 10, 1, 30),
+            (1 << 10, 8, 10),
+            (1 << 20, 1, 10),
+            (1 << 20, 8, 4),
+            (16 << 20, 1, 5),
+            (16 << 20, 8, 2),
+        ]
+    };
+    let mut seed = 0u64;
+    for &(bytes, clients, ops) in cases {
+        // Distinct blobs: each client stores its own.
+        let blobs: Vec<Vec<Bytes>> = (0..clients)
+            .map(|_| {
+                (0..ops)
+                    .map(|_| {
+                        seed += 1;
+                        let mut blob = crate::bench::sample_blob(bytes + 8);
+                        blob[..8].copy_from_slice(&seed.to_le_bytes());
+                        blob.truncate(bytes);
+                        Bytes::from(blob)
+                    })
+                    .collect()
+            })
+            .collect();
+        let encode_ms = median(
+            blobs[0]
+                .iter()
+                .take(3)
+                .map(|blob| {
+                    let start = Instant::now();
+                    let _ = floe_codec::encode(&encoding, blob);
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let (store_s, store_lat, ids) = timed(&client, blobs, |client, blob| async move {
+            let outcome = client.store(blob, 10, StoreOptions::default()).await?;
+            Ok(outcome.blob_id)
+        })
+        .await?;
+        let total = (bytes * clients * ops) as f64 / MIB;
+        let (read_s, read_lat, _) = timed(&client, ids, |client, blob_id| async move {
+            client.read(blob_id, ReadOptions::default()).await?;
+            Ok(blob_id)
+        })
+        .await?;
+        let record = OpRecord {
+            blob_bytes: bytes,
+            clients,
+            ops_per_client: ops,
+            store_mib_s: total / store_s,
+            store_p50_ms: percentile(store_lat.clone(), 0.5),
+            store_p99_ms: percentile(store_lat, 0.99),
+            read_mib_s: total / read_s,
+            read_p50_ms: percentile(read_lat.clone(), 0.5),
+            read_p99_ms: percentile(read_lat, 0.99),
+            encode_ms,
+            store_over_encode: 0.0,
+        };
+        let record = OpRecord {
+            store_over_encode: record.store_p50_ms / encode_ms.max(1e-3),
+            ..record
+        };
+        println!(
+            "{:>8} {:>7} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>8.1}x",
+            human(bytes),
+            clients,
+            record.store_mib_s,
+            record.store_p50_ms,
+            record.store_p99_ms,
+            record.read_mib_s,
+            record.read_p50_ms,
+            record.read_p99_ms,
+            record.encode_ms,
+            record.store_over_encode
+        );
+        report.ops.push(record);
+    }
+
+    // Repair: a node holding `blobs` blobs loses its disk.
+    let (repair_blobs, repair_bytes) = if quick {
+        (100, 1 << 10)
+    } else {
+        (1000, 1 << 10)
+    };
+    let mut blobs = Vec::new();
+    for i in 0..8 {
+        blobs.push(
+            (0..repair_blobs / 8 + usize::from(i < repair_blobs % 8))
+                .map(|_| {
+                    seed += 1;
+                    let mut blob = crate::bench::sample_blob(repair_bytes);
+                    blob[..8].copy_from_slice(&seed.to_le_bytes());
+                    Bytes::from(blob)
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let (_, _, ids) = timed(&client, blobs, |client, blob| async move {
+        Ok(client
+            .store(blob, 10, StoreOptions::default())
+            .await?
+            .blob_id)
+    })
+    .await?;
+    let ids: Vec<_> = ids.into_iter().flatten().collect();
+    let wiped = 1;
+    if let Some(node) = running[wiped].take() {
+        node.shutdown(Duration::from_secs(2)).await;
+    }
+    std::fs::remove_dir_all(&local.configs[wiped].database)?;
+    let start = Instant::now();
+    let node = loop {
+        match Node::start(local.configs[wiped].clone()).await {
+            Ok(node) => break node,
+            Err(floe_node::StartError::Net(_)) if start.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let restarted = Instant::now();
+    loop {
+        let complete = node.drift() == 0
+            && ids
+                .iter()
+                .all(|id| node.store().holds_all_pairs(id).unwrap_or(false));
+        if complete {
+            break;
+        }
+        anyhow::ensure!(
+            restarted.elapsed() < Duration::from_secs(600),
+            "repair did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = restarted.elapsed().as_secs_f64();
+    let mut rebuilt = 0u64;
+    for id in &ids {
+        for shard in node.store().shards() {
+            if let Some(pair) = node.store().sliver_pair(*shard, id)? {
+                rebuilt += (pair.primary.data.len() + pair.secondary.data.len()) as u64;
+            }
+        }
+    }
+    let fetched = node.metrics().repair_bytes_fetched.load(Ordering::Relaxed);
+    println!(
+        "\nrepair of a wiped node holding {} blobs of {}: {seconds:.1} s (learning the certificates included), fetched {} KiB of symbols to rebuild {} KiB ({:.2}x)",
+        ids.len(),
+        human(repair_bytes),
+        fetched >> 10,
+        rebuilt >> 10,
+        fetched as f64 / rebuilt.max(1) as f64
+    );
+    report.repair = Some(RepairRecord {
+        blobs: ids.len(),
+        blob_bytes: repair_bytes,
+        seconds,
+        fetched_bytes: fetched,
+        rebuilt_bytes: rebuilt,
+    });
+    running[wiped] = Some(node);
+    println!("target: a 16 MiB store with 1 client within 3x the codec-only encode time");
+    for node in running.into_iter().flatten() {
+        node.shutdown(Duration::from_secs(2)).await;
+    }
+    crate::bench::write_json("e2e", &report)
+}
+
+/// Run `op` over each client's items, the clients concurrently; returns the
+/// wall time, every op's latency (ms) and every op's output, per client.
+async fn timed<T, U, F, Fut>(
+    client: &Arc<Client>,
+    items: Vec<Vec<T>>,
+    op: F,
+) -> Result<(f64, Vec<f64>, Vec<Vec<U>>)>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(Arc<Client>, T) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = Result<U>> + Send,
+{
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, list) in items.into_iter().enumerate() {
+        let client = Arc::clone(client);
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut outputs = Vec::new();
+            for item in list {
+                let t = Instant::now();
+                outputs.push(op(Arc::clone(&client), item).await?);
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok::<_, anyhow::Error>((index, latencies, outputs))
+        });
+    }
+    let mut all_latencies = Vec::new();
+    let mut outputs = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (index, latencies, out) = done??;
+        all_latencies.extend(latencies);
+        outputs.push((index, out));
+    }
+    outputs.sort_by_key(|(index, _)| *index);
+    Ok((
+        start.elapsed().as_secs_f64(),
+        all_latencies,
+        outputs.into_iter().map(|(_, out)| out).collect(),
+    ))
+}
