@@ -1,108 +1,102 @@
-//! `cargo xtask demo`: Floe's main job for now — encode a blob, decode it
-//! from a minimal set of slivers, verify it, and report.
+//! `cargo xtask demo`: Floe's main job — start a local committee (real node
+//! services, QUIC on 127.0.0.1, RocksDB), store a blob, show its certified
+//! status with the evidence, read it back verified, and stop.
 
-use std::{path::PathBuf, time::Instant};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use floe_codec::{
-    decode, encode, recover_sliver, symbols_needed, Axis, DecodeCheck, EncodingConfig, ShardIndex,
-    Sliver,
-};
+use bytes::Bytes;
+use floe_client::{Client, ClientConfig, ReadOptions, Status, StoreOptions};
+use floe_node::{Limits, Node, Tasks};
 
-pub fn run(shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
-    let config = EncodingConfig::new(shards)?;
+pub fn run(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo(nodes, shards, bytes, file))
+}
+
+async fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
     let blob = match &file {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => crate::bench::sample_blob(bytes),
     };
+    let dir = tempfile::tempdir()?;
+    let local = floe_node::local::generate(
+        dir.path(),
+        nodes,
+        shards,
+        3_600_000,
+        Limits::default(),
+        Tasks::default(),
+    )
+    .context("writing the local committee")?;
+    let committee = &local.file.committee;
     println!(
-        "Floe demo: {} bytes{} over n = {} shards (f = {}, quorum {}, {} primary slivers decode)",
-        blob.len(),
-        file.as_ref()
-            .map(|p| format!(" from {}", p.display()))
-            .unwrap_or_default(),
-        config.n_shards(),
-        config.f(),
-        config.quorum(),
-        config.primary_source_symbols(),
+        "Floe demo: a committee of {nodes} nodes holding {shards} shards (f = {}, quorum {} shards), in {}",
+        committee.f(),
+        committee.quorum_threshold(),
+        dir.path().display()
     );
-    let start = Instant::now();
-    let (metadata, blob_id, pairs) = encode(&config, &blob)?;
-    let encode_ms = start.elapsed().as_secs_f64() * 1e3;
-    let stored: usize = pairs
-        .iter()
-        .map(|p| p.primary.data.len() + p.secondary.data.len())
-        .sum();
-    println!("blob ID      {blob_id}");
-    println!(
-        "encoded      {encode_ms:.1} ms: {} sliver pairs, symbol size {} B, {:.2}x stored",
-        pairs.len(),
-        metadata.symbol_size(),
-        stored as f64 / blob.len().max(1) as f64
-    );
-
-    // Read as a client would after losing the systematic rows: from the
-    // last n - 2f primary slivers, each verified against the blob ID.
-    let rows = usize::from(config.primary_source_symbols());
-    let slivers: Vec<Sliver> = pairs
-        .iter()
-        .rev()
-        .take(rows)
-        .map(|p| p.primary.clone())
-        .collect();
-    let start = Instant::now();
-    let decoded = decode(&blob_id, &metadata, &slivers, DecodeCheck::Strict)?;
-    let decode_ms = start.elapsed().as_secs_f64() * 1e3;
-    if decoded != blob {
-        bail!("decoded bytes differ from the blob");
+    let mut running = Vec::new();
+    for config in &local.configs {
+        let node = Node::start(config.clone())
+            .await
+            .with_context(|| format!("starting {}", config.node_id))?;
+        println!(
+            "  {} serving on {} with {} shards",
+            config.node_id,
+            node.address()?,
+            node.store().shards().len()
+        );
+        running.push(node);
     }
-    println!(
-        "decoded      {decode_ms:.1} ms from {rows} non-systematic primary slivers (strict: re-encoded, blob ID matches)"
-    );
+    let client = Client::new(&local.file, ClientConfig::default())?;
 
-    let systematic: Vec<Sliver> = pairs.iter().take(rows).map(|p| p.primary.clone()).collect();
+    let size = blob.len();
+    let data = Bytes::from(blob);
     let start = Instant::now();
-    let decoded = decode(&blob_id, &metadata, &systematic, DecodeCheck::VerifySlivers)?;
-    let fast_ms = start.elapsed().as_secs_f64() * 1e3;
-    if decoded != blob {
-        bail!("decoded bytes differ from the blob");
-    }
-    println!("decoded      {fast_ms:.1} ms from the {rows} systematic primary slivers (verified)");
-    println!("result       byte-identical");
-
-    // A node lost shard 0's pair: it rebuilds both slivers from recovery
-    // symbols that the holders of other slivers send, each with its proof.
-    let pair = &pairs[ShardIndex(0)
-        .to_pair_index(config.n_shards(), &blob_id)
-        .as_usize()];
-    let start = Instant::now();
-    let mut rebuilt = Vec::new();
-    for (axis, lost) in [
-        (Axis::Primary, &pair.primary),
-        (Axis::Secondary, &pair.secondary),
-    ] {
-        let symbols = pairs
-            .iter()
-            .filter(|p| p.index != pair.index)
-            .take(symbols_needed(&metadata, axis))
-            .map(|p| match axis {
-                Axis::Primary => p.secondary.recovery_symbol(&metadata, lost.index),
-                Axis::Secondary => p.primary.recovery_symbol(&metadata, lost.index),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let sliver = recover_sliver(&metadata, axis, lost.index, symbols)?;
-        if sliver != *lost {
-            bail!("recovered {axis} sliver differs");
-        }
-        rebuilt.push(sliver.data.len());
-    }
+    let outcome = client
+        .store(data.clone(), 5, StoreOptions::default())
+        .await?;
+    let certified_in = outcome.certificate.message.epoch;
+    let signed = outcome.certificate.weight(&client.committee(certified_in)?);
     println!(
-        "recovered    {:.1} ms: shard 0's pair ({} + {} bytes) from {} + {} proven symbols of other shards",
+        "stored {size} bytes{} in {:.0} ms\n  blob ID {}\n  certified in epoch {} by {signed}/{shards} shards, available until epoch {}",
+        file.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default(),
         start.elapsed().as_secs_f64() * 1e3,
-        rebuilt[0],
-        rebuilt[1],
-        symbols_needed(&metadata, Axis::Primary),
-        symbols_needed(&metadata, Axis::Secondary),
+        outcome.blob_id,
+        certified_in.0,
+        outcome.end_epoch.0,
     );
+
+    match client.status(outcome.blob_id).await? {
+        Status::Certified { certificate, end_epoch, epoch } => println!(
+            "status: certified (verified certificate from epoch {}, {} signers), current epoch {}, until epoch {}",
+            certificate.message.epoch.0,
+            certificate.signatures.len(),
+            epoch.0,
+            end_epoch.0
+        ),
+        other => bail!("expected the blob to be certified, it is {}", other.name()),
+    }
+
+    let start = Instant::now();
+    let read = client
+        .read(outcome.blob_id, ReadOptions { strict: true })
+        .await?;
+    if read != data {
+        bail!("the blob read back differs from the one stored");
+    }
+    println!(
+        "read back {} bytes in {:.0} ms: every sliver verified against the blob ID, re-encoded and checked, identical",
+        read.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    for node in running {
+        node.shutdown(Duration::from_secs(2)).await;
+    }
+    println!("stopped the committee");
     Ok(())
 }

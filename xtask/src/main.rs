@@ -1,6 +1,6 @@
 //! Floe developer tasks, run as `cargo xtask <task>`.
 //!
-//! * `demo`: encode and decode a sample blob, print its blob ID and timings.
+//! * `demo`: a local committee stores a blob, certifies it and reads it back.
 //! * `bench [codec|consensus|store|net|e2e]`: run the benchmarks, print a table, write
 //!   `target/bench/<name>.json`.
 
@@ -24,16 +24,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Encode a sample blob for a committee, decode it back from a quorum of
-    /// slivers, and print its blob ID and timings.
+    /// Start a local committee, store a blob, show its certificate, read it
+    /// back verified, and stop.
     Demo {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 7)]
+        nodes: usize,
         /// Number of shards.
         #[arg(long, default_value_t = 100)]
         shards: u16,
         /// Blob size in bytes (a deterministic sample is generated).
         #[arg(long, default_value_t = 8 << 20)]
         bytes: usize,
-        /// Encode this file instead of a generated sample.
+        /// Store this file instead of a generated sample.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
     },
@@ -64,10 +67,11 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Demo {
+            nodes,
             shards,
             bytes,
             file,
-        } => demo::run(shards, bytes, file),
+        } => demo::run(nodes, shards, bytes, file),
         Task::Bench { name, runs, quick } => bench::run(name.as_deref(), runs.max(1), quick),
         Task::BenchCodecCase {
             shards,

@@ -37,7 +37,7 @@ pub enum LocalError {
     },
     /// The committee is not valid (for example fewer than 4 shards).
     #[error(transparent)]
-    Committee(#[from] CommitteeError),
+    Committee(#[from] Box<CommitteeError>),
 }
 
 fn free_port() -> Result<u16, std::io::Error> {
@@ -77,7 +77,7 @@ pub fn generate(
                 .collect(),
         });
     }
-    let committee = Committee::new(Epoch(0), shards, members)?;
+    let committee = Committee::new(Epoch(0), shards, members).map_err(Box::new)?;
     let file = CommitteeFile {
         committee,
         clock: EpochClock {
