@@ -137,6 +137,30 @@ pub enum Status {
 }
 
 impl Status {
+    /// The error a read of a blob with this status ends in, if it cannot be read.
+    fn unreadable(self, blob_id: BlobId, n_shards: u16) -> Option<ClientError> {
+        Some(match self {
+            Status::Certified { .. } => return None,
+            Status::Invalid { certificate } => ClientError::Invalid {
+                blob_id,
+                certificate: Box::new(certificate),
+            },
+            Status::Expired { certificate } => ClientError::Expired {
+                blob_id,
+                end_epoch: certificate.message.body.end_epoch,
+            },
+            Status::Deleted { proof } => ClientError::Deleted {
+                blob_id,
+                proof: Box::new(proof),
+            },
+            Status::Unknown { answered } => ClientError::NotCertified {
+                blob_id,
+                answered,
+                n_shards,
+            },
+        })
+    }
+
     /// A short name: certified, invalid, expired, deleted, unknown.
     pub fn name(&self) -> &'static str {
         match self {
@@ -558,33 +582,12 @@ impl Client {
 
     /// Read a certified blob, verifying every sliver against its ID.
     pub async fn read(&self, blob_id: BlobId, options: ReadOptions) -> Result<Bytes, ClientError> {
-        match self.status(blob_id).await? {
-            Status::Certified { .. } => {}
-            Status::Invalid { certificate } => {
-                return Err(ClientError::Invalid {
-                    blob_id,
-                    certificate: Box::new(certificate),
-                })
-            }
-            Status::Expired { certificate } => {
-                return Err(ClientError::Expired {
-                    blob_id,
-                    end_epoch: certificate.message.body.end_epoch,
-                })
-            }
-            Status::Deleted { proof } => {
-                return Err(ClientError::Deleted {
-                    blob_id,
-                    proof: Box::new(proof),
-                })
-            }
-            Status::Unknown { answered } => {
-                return Err(ClientError::NotCertified {
-                    blob_id,
-                    answered,
-                    n_shards: self.n_shards,
-                })
-            }
+        if let Some(error) = self
+            .status(blob_id)
+            .await?
+            .unreadable(blob_id, self.n_shards)
+        {
+            return Err(error);
         }
         let metadata = self.metadata(blob_id).await?;
         let slivers = self.primary_slivers(blob_id, &metadata).await?;

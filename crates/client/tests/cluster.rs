@@ -94,16 +94,7 @@ async fn a_certificate_given_to_one_node_reaches_all() {
         .certify_encoded(metadata, pairs, 5, StoreOptions::default())
         .await
         .unwrap();
-    let pool = floe_net::Pool::new(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        floe_net::NetConfig::default(),
-    )
-    .unwrap();
-    for member in client.members() {
-        pool.add_peer(member.network_key, member.address.clone())
-            .unwrap();
-    }
+    let pool = cluster.pool();
     let first = client.members()[0].network_key;
     let answer = pool
         .call::<floe_api::PutFact>(
@@ -181,6 +172,39 @@ async fn the_admin_port_serves_metrics_and_health() {
         "floe_peer_up{peer=",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_deletes_its_deletable_blob_and_nobody_else_can() {
+    let cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let owner = floe_consensus::KeyPair::from_seed(&[9; 32]);
+    let options = StoreOptions {
+        owner: Some(owner.public()),
+    };
+    let outcome = client
+        .store(Bytes::from(blob(20_000, 71)), 5, options)
+        .await
+        .unwrap();
+    let stranger = floe_consensus::KeyPair::from_seed(&[10; 32]);
+    match client.delete(outcome.blob_id, &stranger).await {
+        Err(floe_client::ClientError::NotAllowed(text)) => {
+            assert!(text.contains("owned by another key"), "{text}")
+        }
+        other => panic!("a stranger deleted the blob: {other:?}"),
+    }
+    client.delete(outcome.blob_id, &owner).await.unwrap();
+    assert!(matches!(
+        client.status(outcome.blob_id).await.unwrap(),
+        Status::Deleted { .. }
+    ));
+    match client.read(outcome.blob_id, ReadOptions::default()).await {
+        Err(floe_client::ClientError::Deleted { blob_id, .. }) => {
+            assert_eq!(blob_id, outcome.blob_id)
+        }
+        other => panic!("expected the deleted error, got {other:?}"),
     }
     cluster.shutdown().await;
 }

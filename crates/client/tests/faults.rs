@@ -16,16 +16,7 @@ use floe_api::{
 };
 use floe_client::{ClientError, ReadOptions, StoreOptions};
 use floe_codec::{Axis, BlobMetadata, ShardIndex, SliverPairHashes, SliverPairIndex};
-use floe_net::{Members, NetConfig, Pool, Router, RpcError, Server, TlsIdentity};
-
-fn pool_for(cluster: &Cluster) -> Pool {
-    let pool = Pool::new("127.0.0.1:0".parse().unwrap(), None, NetConfig::default()).unwrap();
-    for member in cluster.file.committee.members() {
-        pool.add_peer(member.network_key, member.address.clone())
-            .unwrap();
-    }
-    pool
-}
+use floe_net::{Members, NetConfig, Router, RpcError, Server, TlsIdentity};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
@@ -192,7 +183,7 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
     std::fs::remove_dir_all(cluster.database(holder)).unwrap();
     cluster.restart(holder).await;
 
-    let pool = pool_for(&cluster);
+    let pool = cluster.pool();
     let committee = client.committee(client.epoch()).unwrap();
     for member in cluster.file.committee.members() {
         let key = member.network_key;
@@ -242,7 +233,7 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
 async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     let cluster = Cluster::start(7, 100).await;
     let client = cluster.client();
-    let pool = pool_for(&cluster);
+    let pool = cluster.pool();
     let node = cluster.file.committee.members()[0].clone();
     let key = node.network_key;
     let encoding = client.committee(client.epoch()).unwrap().encoding();

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) digest: Mutex<DigestIndex>,
     pub(crate) committees: Mutex<HashMap<Epoch, Arc<Committee>>>,
     pub(crate) metrics: Metrics,
+    /// Blobs whose last repair failed: when to try again, and failures so far.
+    pub(crate) repair_backoff: Mutex<HashMap<floe_codec::BlobId, (std::time::Instant, u32)>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -209,21 +211,16 @@ impl Node {
                 committee_error(format!("node_id {:?} is not a member", config.node_id))
             })?;
         let member = &committee.members()[me.as_usize()];
-        if member.protocol_key != protocol_key.public() {
-            return Err(committee_error(format!(
-                "the protocol_key file holds {}, but the committee lists {} for {}",
-                protocol_key.public(),
-                member.protocol_key,
-                config.node_id
-            )));
-        }
-        if member.network_key != network_key.public() {
-            return Err(committee_error(format!(
-                "the network_key file holds {}, but the committee lists {} for {}",
-                network_key.public(),
-                member.network_key,
-                config.node_id
-            )));
+        for (field, held, listed) in [
+            ("protocol_key", protocol_key.public(), member.protocol_key),
+            ("network_key", network_key.public(), member.network_key),
+        ] {
+            if held != listed {
+                return Err(committee_error(format!(
+                    "the {field} file holds {held}, but the committee lists {listed} for {}",
+                    config.node_id
+                )));
+            }
         }
         let store = Store::open(&config.database, member.shards.clone()).map_err(|source| {
             StartError::Store {
@@ -287,6 +284,7 @@ impl Node {
             digest: Mutex::new(digest),
             committees: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            repair_backoff: Mutex::new(HashMap::new()),
         });
         let _ = slot.set(Arc::clone(&inner));
         let (shutdown, shutdown_rx) = watch::channel(false);

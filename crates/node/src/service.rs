@@ -169,12 +169,17 @@ fn get_metadata(
     _: Caller,
     blob_id: BlobId,
 ) -> Result<floe_codec::BlobMetadata, ApiError> {
+    stored_metadata(inner, &blob_id)
+}
+
+/// The stored metadata of `blob_id`, or `NotFound`.
+fn stored_metadata(inner: &Inner, blob_id: &BlobId) -> Result<floe_codec::BlobMetadata, ApiError> {
     inner
         .store
-        .metadata(&blob_id)
+        .metadata(blob_id)
         .map_err(store_error)?
         .ok_or(ApiError::NotFound {
-            blob_id,
+            blob_id: *blob_id,
             what: "metadata".into(),
         })
 }
@@ -360,15 +365,7 @@ fn recovery_symbols(
             inner.n_shards * 2
         )));
     }
-    let metadata =
-        inner
-            .store
-            .metadata(&blob_id)
-            .map_err(store_error)?
-            .ok_or(ApiError::NotFound {
-                blob_id,
-                what: "metadata".into(),
-            })?;
+    let metadata = stored_metadata(inner, &blob_id)?;
     let mut symbols = Vec::new();
     for axis in [Axis::Primary, Axis::Secondary] {
         let wanted: Vec<_> = targets
@@ -406,15 +403,7 @@ fn attest_inconsistency(
     proof: floe_codec::InconsistencyProof,
 ) -> Result<Signed<InvalidBlobAttestation>, ApiError> {
     let blob_id = proof.blob_id;
-    let metadata =
-        inner
-            .store
-            .metadata(&blob_id)
-            .map_err(store_error)?
-            .ok_or(ApiError::NotFound {
-                blob_id,
-                what: "metadata".into(),
-            })?;
+    let metadata = stored_metadata(inner, &blob_id)?;
     proof.verify(&metadata).map_err(|e| ApiError::Rejected {
         blob_id,
         reason: format!("not a proof of inconsistency: {e}"),

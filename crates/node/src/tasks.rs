@@ -225,24 +225,54 @@ async fn gc_pass(inner: Arc<Inner>) {
     .await;
 }
 
-/// Repair every drifting blob, a bounded number at a time.
+/// Repair every drifting blob, a bounded number at a time. A blob whose
+/// repair failed (peers not answering, or lacking the slivers themselves)
+/// waits before it is tried again, doubling up to [`REPAIR_BACKOFF_MAX`].
 async fn repair_pass(inner: Arc<Inner>) {
-    let blobs = inner.store.drift(None, inner.tasks.repair_concurrency * 4);
+    let now = std::time::Instant::now();
+    let blobs: Vec<BlobId> = {
+        let backoff = inner
+            .repair_backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner
+            .store
+            .drift(None, inner.tasks.repair_concurrency * 16)
+            .into_iter()
+            .filter(|blob_id| backoff.get(blob_id).is_none_or(|(next, _)| *next <= now))
+            .take(inner.tasks.repair_concurrency * 4)
+            .collect()
+    };
     let limit = Arc::new(tokio::sync::Semaphore::new(inner.tasks.repair_concurrency));
     let mut work = tokio::task::JoinSet::new();
     for blob_id in blobs {
         let (inner, limit) = (Arc::clone(&inner), Arc::clone(&limit));
         work.spawn(async move {
-            let Ok(_permit) = limit.acquire_owned().await else {
-                return;
-            };
-            if let Err(e) = repair_blob(&inner, blob_id).await {
-                debug!(blob = %blob_id, error = %e, "repair incomplete; will retry");
+            let Ok(_permit) = limit.acquire_owned().await else { return };
+            let outcome = repair_blob(&inner, blob_id).await;
+            let mut backoff = inner.repair_backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match outcome {
+                Ok(()) => {
+                    backoff.remove(&blob_id);
+                }
+                Err(e) => {
+                    let failures = backoff.get(&blob_id).map_or(0, |(_, n)| *n) + 1;
+                    let delay = inner
+                        .tasks
+                        .repair_interval()
+                        .saturating_mul(1 << failures.min(16))
+                        .min(REPAIR_BACKOFF_MAX);
+                    backoff.insert(blob_id, (std::time::Instant::now() + delay, failures));
+                    debug!(blob = %blob_id, error = %e, failures, ?delay, "repair incomplete; will retry");
+                }
             }
         });
     }
     while work.join_next().await.is_some() {}
 }
+
+/// Longest wait before retrying a blob whose repair failed.
+const REPAIR_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Targets rebuilt per round of requests: bounds the symbols held at once.
 const PAIRS_PER_ROUND: usize = 8;

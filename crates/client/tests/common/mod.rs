@@ -98,6 +98,21 @@ impl Cluster {
         self.file.committee.members()[i].shards.len()
     }
 
+    /// A pool without a client certificate that knows every node.
+    pub fn pool(&self) -> floe_net::Pool {
+        let pool = floe_net::Pool::new(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            floe_net::NetConfig::default(),
+        )
+        .unwrap();
+        for member in self.file.committee.members() {
+            pool.add_peer(member.network_key, member.address.clone())
+                .unwrap();
+        }
+        pool
+    }
+
     pub async fn shutdown(mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
