@@ -58,17 +58,7 @@ async fn stores_and_reads_with_f_shards_stopped() {
     cluster.stop(5).await;
     cluster.stop(6).await;
     let data = Bytes::from(blob(500_000, 8));
-    let outcome = client
-        .store(data.clone(), 5, StoreOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .read(outcome.blob_id, ReadOptions::default())
-            .await
-            .unwrap(),
-        data
-    );
+    let outcome = store_and_read_back(&client, data).await;
     assert_eq!(
         client
             .read(stored_before.blob_id, ReadOptions { strict: true })

@@ -336,17 +336,7 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
         "node-0"
     );
     let data = Bytes::from(blob(80_000, 52));
-    let outcome = client
-        .store(data.clone(), 5, StoreOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .read(outcome.blob_id, ReadOptions::default())
-            .await
-            .unwrap(),
-        data
-    );
+    store_and_read_back(&client, data).await;
     cluster.shutdown().await;
 }
 

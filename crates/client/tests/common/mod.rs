@@ -141,3 +141,21 @@ pub fn blob(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Store `data`, read it back, and check it is the same; returns the outcome.
+pub async fn store_and_read_back(client: &Client, data: bytes::Bytes) -> floe_client::StoreOutcome {
+    let outcome = client
+        .store(data.clone(), 5, floe_client::StoreOptions::default())
+        .await
+        .unwrap();
+    let read = client
+        .read(outcome.blob_id, floe_client::ReadOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        read == data,
+        "blob {} read back differently",
+        outcome.blob_id
+    );
+    outcome
+}
