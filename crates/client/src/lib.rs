@@ -471,16 +471,32 @@ impl Client {
         })
     }
 
-    /// Give `fact` to every node; returns the number that accepted it.
+    /// Give `fact` to every node. Returns once shards forming a quorum have
+    /// accepted it (or every node has answered), with the number of nodes
+    /// that accepted so far; the remaining deliveries go on in the background.
     pub async fn deliver(&self, fact: Fact) -> usize {
         let mut calls = JoinSet::new();
-        for member in &self.members {
+        for (index, member) in self.members.iter().enumerate() {
             let (pool, key, fact) = (Arc::clone(&self.pool), member.network_key, fact.clone());
-            calls.spawn(async move { pool.call::<PutFact>(&key, &fact).await.is_ok() });
+            calls.spawn(async move { (index, pool.call::<PutFact>(&key, &fact).await.is_ok()) });
         }
-        let mut accepted = 0;
+        let quorum = self
+            .committee(fact.epoch())
+            .map(|c| c.quorum_threshold())
+            .unwrap_or(u32::MAX);
+        let (mut accepted, mut weight) = (0, 0);
         while let Some(joined) = calls.join_next().await {
-            accepted += usize::from(joined.unwrap_or(false));
+            if let Ok((index, true)) = joined {
+                accepted += 1;
+                weight += self.weight(index);
+            }
+            // Shards forming a quorum hold the fact: the caller can go on.
+            // The other deliveries finish in the background (and anti-entropy
+            // covers any that fail).
+            if weight >= quorum {
+                calls.detach_all();
+                break;
+            }
         }
         accepted
     }
