@@ -88,7 +88,7 @@ async fn run_async(quick: bool) -> Result<()> {
         ));
     }
     let client = Arc::new(Client::new(&local.file, ClientConfig::default())?);
-    let encoding = client.committee(client.epoch())?.encoding();
+    let encoding = client.committee(client.epoch()).encoding();
     let mut report = Report {
         nodes,
         shards,

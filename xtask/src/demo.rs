@@ -61,7 +61,7 @@ async fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) ->
         .store(data.clone(), 5, StoreOptions::default())
         .await?;
     let certified_in = outcome.certificate.message.epoch;
-    let signed = outcome.certificate.weight(&client.committee(certified_in)?);
+    let signed = outcome.certificate.weight(&client.committee(certified_in));
     println!(
         "stored {size} bytes{} in {:.0} ms\n  blob ID {}\n  certified in epoch {} by {signed}/{shards} shards, available until epoch {}",
         file.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default(),

@@ -19,7 +19,7 @@ use floe_codec::{
 use floe_consensus::{
     BlobCertificate, BlobDeletion, BlobState, BlobStatus, CertificateBuilder, Committee,
     CommitteeFile, DeletionProof, Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member,
-    ProtocolMessage, PublicKey, Signed, StorageConfirmation,
+    MemberIndex, ProtocolMessage, PublicKey, Signed, StorageConfirmation,
 };
 use floe_net::{NetConfig, Pool, RpcError};
 use tokio::sync::Semaphore;
@@ -231,8 +231,8 @@ impl Default for ClientConfig {
 
 /// A client of one committee.
 pub struct Client {
-    members: Vec<Member>,
-    n_shards: u16,
+    /// The committee as read from the committee file.
+    base: Committee,
     clock: EpochClock,
     pool: Arc<Pool>,
     config: ClientConfig,
@@ -241,7 +241,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("members", &self.members.len())
+            .field("members", &self.base.members().len())
             .finish_non_exhaustive()
     }
 }
@@ -264,8 +264,7 @@ impl Client {
                 .map_err(|e| ClientError::Rejected(e.to_string()))?;
         }
         Ok(Self {
-            members: file.committee.members().to_vec(),
-            n_shards: file.committee.n_shards(),
+            base: file.committee.clone(),
             clock: file.clock,
             pool: Arc::new(pool),
             config,
@@ -278,9 +277,8 @@ impl Client {
     }
 
     /// The committee as of `epoch`.
-    pub fn committee(&self, epoch: Epoch) -> Result<Committee, ClientError> {
-        Committee::new(epoch, self.n_shards, self.members.clone())
-            .map_err(|e| ClientError::Rejected(e.to_string()))
+    pub fn committee(&self, epoch: Epoch) -> Committee {
+        self.base.at_epoch(epoch)
     }
 
     /// Health of every node, as seen by this client's connections.
@@ -295,17 +293,15 @@ impl Client {
 
     /// The members of the committee.
     pub fn members(&self) -> &[Member] {
-        &self.members
+        self.base.members()
     }
 
     fn holder(&self, shard: ShardIndex) -> Option<usize> {
-        self.members.iter().position(|m| m.shards.contains(&shard))
+        self.base.shard_holder(shard).map(MemberIndex::as_usize)
     }
 
     fn weight(&self, member: usize) -> u32 {
-        self.members
-            .get(member)
-            .map_or(0, |m| m.shards.len() as u32)
+        self.base.weight(MemberIndex(member as u16))
     }
 
     /// Store `blob` for `epochs` epochs from now and return its certificate.
@@ -317,7 +313,7 @@ impl Client {
     ) -> Result<StoreOutcome, ClientError> {
         let epoch = self.epoch();
         let end_epoch = Epoch(epoch.0 + epochs.max(1));
-        let committee = self.committee(epoch)?;
+        let committee = self.committee(epoch);
         let encoding = committee.encoding();
         if blob.len() as u64 > encoding.max_blob_size() {
             return Err(ClientError::Rejected(format!(
@@ -380,8 +376,8 @@ impl Client {
         let blob_id = metadata.blob_id();
         let epoch = self.epoch();
         let end_epoch = Epoch(epoch.0 + epochs.max(1));
-        let committee = self.committee(epoch)?;
-        let n = self.n_shards;
+        let committee = self.committee(epoch);
+        let n = self.base.n_shards();
         let mut by_member: BTreeMap<usize, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
         for pair in pairs {
             let shard = pair.index.to_shard_index(n, &blob_id);
@@ -409,7 +405,7 @@ impl Client {
         let budget = Arc::new(Semaphore::new(self.config.max_upload_bytes_in_flight));
         let mut uploads = JoinSet::new();
         for (member, pairs) in by_member {
-            let key = self.members[member].network_key;
+            let key = self.base.members()[member].network_key;
             let (pool, metadata, request, budget) = (
                 Arc::clone(&self.pool),
                 metadata.clone(),
@@ -442,10 +438,11 @@ impl Client {
             match outcome {
                 Ok(confirmation) => {
                     if let Err(e) = builder.add(&confirmation) {
-                        failures.push((self.members[member].node_id.0.clone(), e.to_string()));
+                        failures
+                            .push((self.base.members()[member].node_id.0.clone(), e.to_string()));
                     }
                 }
-                Err(e) => failures.push((self.members[member].node_id.0.clone(), e)),
+                Err(e) => failures.push((self.base.members()[member].node_id.0.clone(), e)),
             }
             if builder.is_complete() && tail_deadline.is_none() {
                 tail_deadline = Some(tokio::time::Instant::now() + self.config.tail_window);
@@ -476,14 +473,11 @@ impl Client {
     /// that accepted so far; the remaining deliveries go on in the background.
     pub async fn deliver(&self, fact: Fact) -> usize {
         let mut calls = JoinSet::new();
-        for (index, member) in self.members.iter().enumerate() {
+        for (index, member) in self.base.members().iter().enumerate() {
             let (pool, key, fact) = (Arc::clone(&self.pool), member.network_key, fact.clone());
             calls.spawn(async move { (index, pool.call::<PutFact>(&key, &fact).await.is_ok()) });
         }
-        let quorum = self
-            .committee(fact.epoch())
-            .map(|c| c.quorum_threshold())
-            .unwrap_or(u32::MAX);
+        let quorum = self.committee(fact.epoch()).quorum_threshold();
         let (mut accepted, mut weight) = (0, 0);
         while let Some(joined) = calls.join_next().await {
             if let Ok((index, true)) = joined {
@@ -504,7 +498,7 @@ impl Client {
     /// The blob's definite status, with its proof verified.
     pub async fn status(&self, blob_id: BlobId) -> Result<Status, ClientError> {
         let mut calls = JoinSet::new();
-        for (index, member) in self.members.iter().enumerate() {
+        for (index, member) in self.base.members().iter().enumerate() {
             let (pool, key) = (Arc::clone(&self.pool), member.network_key);
             calls.spawn(async move { (index, pool.call::<GetStatus>(&key, &blob_id).await) });
         }
@@ -512,7 +506,7 @@ impl Client {
         let mut state = BlobState::default();
         let mut answered = 0u32;
         let mut failures = Vec::new();
-        let quorum = self.committee(epoch)?.quorum_threshold();
+        let quorum = self.committee(epoch).quorum_threshold();
         let mut grace_deadline = None;
         loop {
             // Once shards forming a quorum have answered, slow or dead nodes
@@ -527,7 +521,7 @@ impl Client {
                 }
                 continue;
             };
-            let node = self.members[index].node_id.0.clone();
+            let node = self.base.members()[index].node_id.0.clone();
             let report = match answer {
                 Ok(answer) => answer.status,
                 Err(e) => {
@@ -544,7 +538,7 @@ impl Client {
                 StatusReport::Deleted { proof } => Some(proof),
             };
             if let Some(fact) = fact {
-                let committee = self.committee(fact.epoch())?;
+                let committee = self.committee(fact.epoch());
                 match fact.verify(&committee) {
                     Ok(verified) => state.apply(verified),
                     Err(e) => {
@@ -580,7 +574,7 @@ impl Client {
                 })),
             }),
             BlobStatus::Unknown | BlobStatus::Pending => {
-                let committee = self.committee(epoch)?;
+                let committee = self.committee(epoch);
                 if committee.is_quorum(answered) {
                     Ok(Status::Unknown { answered })
                 } else {
@@ -601,7 +595,7 @@ impl Client {
         if let Some(error) = self
             .status(blob_id)
             .await?
-            .unreadable(blob_id, self.n_shards)
+            .unreadable(blob_id, self.base.n_shards())
         {
             return Err(error);
         }
@@ -622,13 +616,13 @@ impl Client {
     }
 
     async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {
-        let keys: Vec<PublicKey> = self.members.iter().map(|m| m.network_key).collect();
+        let keys: Vec<PublicKey> = self.base.members().iter().map(|m| m.network_key).collect();
         let mut failures = Vec::new();
         for key in self.pool.rank(&keys) {
             let node = self
-                .members
-                .iter()
-                .find(|m| m.network_key == key)
+                .base
+                .member_by_network_key(&key)
+                .and_then(|index| self.base.member(index))
                 .map(|m| m.node_id.0.clone())
                 .unwrap_or_default();
             match self.pool.call::<GetMetadata>(&key, &blob_id).await {
@@ -658,7 +652,7 @@ impl Client {
         blob_id: BlobId,
         metadata: &BlobMetadata,
     ) -> Result<Vec<Sliver>, ClientError> {
-        let n = self.n_shards;
+        let n = self.base.n_shards();
         let needed = usize::from(metadata.config().primary_source_symbols());
         let mut candidates = (0..n).map(SliverIndex);
         let mut got: Vec<Sliver> = Vec::with_capacity(needed);
@@ -672,10 +666,10 @@ impl Client {
             };
             let (pool, key, metadata) = (
                 Arc::clone(&self.pool),
-                self.members[holder].network_key,
+                self.base.members()[holder].network_key,
                 metadata.clone(),
             );
-            let node = self.members[holder].node_id.0.clone();
+            let node = self.base.members()[holder].node_id.0.clone();
             running.spawn(async move {
                 let request = GetSliverRequest {
                     blob_id,

@@ -27,7 +27,7 @@ async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
         .store(Bytes::from(data.clone()), 5, StoreOptions::default())
         .await
         .unwrap();
-    let encoding = client.committee(client.epoch()).unwrap().encoding();
+    let encoding = client.committee(client.epoch()).encoding();
     let (_, blob_id, pairs) = floe_codec::encode(&encoding, &data).unwrap();
     assert_eq!(blob_id, outcome.blob_id);
 
@@ -153,7 +153,7 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
 async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
     let mut cluster = Cluster::start(7, 100).await;
     let client = cluster.client();
-    let encoding = client.committee(client.epoch()).unwrap().encoding();
+    let encoding = client.committee(client.epoch()).encoding();
     let (metadata, _, mut pairs) = floe_codec::encode(&encoding, &blob(60_000, 41)).unwrap();
     // The writer alters one primary sliver and commits to the altered bytes.
     let row = 1;
@@ -184,7 +184,7 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
     cluster.restart(holder).await;
 
     let pool = cluster.pool();
-    let committee = client.committee(client.epoch()).unwrap();
+    let committee = client.committee(client.epoch());
     for member in cluster.file.committee.members() {
         let key = member.network_key;
         eventually(
@@ -196,7 +196,7 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
                 .map(|a| a.status)
             {
                 Ok(StatusReport::Invalid { certificate }) => {
-                    let committee = client.committee(certificate.message.epoch).unwrap();
+                    let committee = client.committee(certificate.message.epoch);
                     certificate.verify(&committee).is_ok()
                 }
                 _ => false,
@@ -207,7 +207,7 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
     let _ = committee;
     match client.read(blob_id, ReadOptions::default()).await {
         Err(ClientError::Invalid { certificate, .. }) => {
-            let committee = client.committee(certificate.message.epoch).unwrap();
+            let committee = client.committee(certificate.message.epoch);
             certificate.verify(&committee).unwrap();
         }
         other => panic!("expected the invalid error, got {other:?}"),
@@ -236,7 +236,7 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     let pool = cluster.pool();
     let node = cluster.file.committee.members()[0].clone();
     let key = node.network_key;
-    let encoding = client.committee(client.epoch()).unwrap().encoding();
+    let encoding = client.committee(client.epoch()).encoding();
     let (metadata, blob_id, pairs) = floe_codec::encode(&encoding, &blob(50_000, 51)).unwrap();
 
     // A blob over the node's size limit (64 MiB in these tests).

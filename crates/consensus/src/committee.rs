@@ -193,6 +193,16 @@ impl Committee {
         })
     }
 
+    /// The same members serving `epoch` (membership already validated).
+    /// Certificates are bound to the epoch they were formed in; while the
+    /// membership does not change, this is the committee to check them by.
+    pub fn at_epoch(&self, epoch: Epoch) -> Committee {
+        Committee {
+            epoch,
+            ..self.clone()
+        }
+    }
+
     /// The epoch this committee serves.
     pub fn epoch(&self) -> Epoch {
         self.epoch

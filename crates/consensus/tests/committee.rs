@@ -188,3 +188,20 @@ fn committees_survive_bcs_and_lookups_work() {
         Err(KeyError::Weak { .. })
     ));
 }
+
+#[test]
+fn the_same_members_serve_a_later_epoch() {
+    let at_three = common::committee_in(Epoch(3), 100, 7, Some(4));
+    let base = common::committee_in(Epoch(0), 100, 7, Some(4)).committee;
+    let moved = base.at_epoch(Epoch(3));
+    assert_eq!(moved, at_three.committee);
+    assert_eq!(
+        moved.shard_holder(ShardIndex(42)),
+        base.shard_holder(ShardIndex(42))
+    );
+    // A certificate formed in epoch 3 verifies against the moved committee
+    // and not against the original one.
+    let certificate = at_three.certify_enough(&common::confirmation(3, 1, 10));
+    assert!(certificate.verify(&moved).is_ok());
+    assert!(certificate.verify(&base).is_err());
+}

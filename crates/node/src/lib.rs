@@ -93,7 +93,8 @@ impl Metrics {
 pub(crate) struct Inner {
     pub(crate) node_id: String,
     pub(crate) me: MemberIndex,
-    pub(crate) members: Vec<Member>,
+    /// The committee as read from the committee file.
+    pub(crate) base: Committee,
     pub(crate) n_shards: u16,
     pub(crate) clock: EpochClock,
     pub(crate) protocol_key: KeyPair,
@@ -122,23 +123,20 @@ impl Inner {
 
     /// The committee as of `epoch` (the membership is fixed; certificates
     /// are bound to the epoch they were formed in).
-    pub(crate) fn committee(&self, epoch: Epoch) -> Result<Arc<Committee>, String> {
+    pub(crate) fn committee(&self, epoch: Epoch) -> Arc<Committee> {
         let mut committees = self
             .committees
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(committee) = committees.get(&epoch) {
-            return Ok(Arc::clone(committee));
+            return Arc::clone(committee);
         }
-        let committee = Arc::new(
-            Committee::new(epoch, self.n_shards, self.members.clone())
-                .map_err(|e| e.to_string())?,
-        );
+        let committee = Arc::new(self.base.at_epoch(epoch));
         if committees.len() > 64 {
             committees.clear();
         }
         committees.insert(epoch, Arc::clone(&committee));
-        Ok(committee)
+        committee
     }
 
     pub(crate) fn my_shards(&self) -> &[ShardIndex] {
@@ -147,7 +145,8 @@ impl Inner {
 
     pub(crate) fn peers(&self) -> impl Iterator<Item = &Member> {
         let me = self.me;
-        self.members
+        self.base
+            .members()
             .iter()
             .enumerate()
             .filter(move |(i, _)| *i != me.as_usize())
@@ -273,8 +272,8 @@ impl Node {
         let inner = Arc::new(Inner {
             node_id: config.node_id.clone(),
             me,
-            members: committee.members().to_vec(),
             n_shards: committee.n_shards(),
+            base: committee.clone(),
             clock: file.clock,
             protocol_key,
             store,

@@ -285,7 +285,7 @@ pub(crate) fn accept_fact(inner: &Inner, fact: Fact) -> Result<bool, ApiError> {
     {
         return Ok(false);
     }
-    let committee = inner.committee(fact.epoch()).map_err(ApiError::Internal)?;
+    let committee = inner.committee(fact.epoch());
     let verified = fact
         .verify(&committee)
         .map_err(|e| ApiError::BadCertificate {

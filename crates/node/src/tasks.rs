@@ -448,7 +448,7 @@ async fn certify_invalid(
 ) -> Result<(), String> {
     let blob_id = proof.blob_id;
     let epoch = inner.epoch();
-    let committee = inner.committee(epoch)?;
+    let committee = inner.committee(epoch);
     let message = ProtocolMessage::new(epoch, InvalidBlobAttestation { blob_id });
     let mut builder = CertificateBuilder::new(&committee, message.clone());
     builder
