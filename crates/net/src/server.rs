@@ -266,53 +266,9 @@ impl StatsHandle {
         &self.0.stats
     }
 
-    /// The counters in Prometheus text format, as `floe_net_*` metrics.
-    pub fn render_prometheus(&self) -> String {
-        let s = &self.0.stats;
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::from(
-            "# HELP floe_net_requests_total Requests by wire outcome.\n# TYPE floe_net_requests_total counter\n",
-        );
-        for (outcome, counter) in [
-            ("ok", &s.ok),
-            ("failed", &s.failed),
-            ("refused", &s.refused),
-            ("bad_request", &s.bad_request),
-            ("unavailable", &s.unavailable),
-            ("cancelled", &s.cancelled),
-        ] {
-            out.push_str(&format!(
-                "floe_net_requests_total{{outcome=\"{outcome}\"}} {}\n",
-                load(counter)
-            ));
-        }
-        for (name, help, counter) in [
-            (
-                "floe_net_connections_total",
-                "Connections accepted.",
-                &s.connections,
-            ),
-            (
-                "floe_net_received_bytes_total",
-                "Request body bytes received.",
-                &s.bytes_in,
-            ),
-            (
-                "floe_net_sent_bytes_total",
-                "Response body bytes sent.",
-                &s.bytes_out,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                load(counter)
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP floe_net_inflight_requests Requests being served.\n# TYPE floe_net_inflight_requests gauge\nfloe_net_inflight_requests {}\n",
-            self.0.inflight.load(Ordering::Acquire)
-        ));
-        out
+    /// Requests being served right now.
+    pub fn inflight(&self) -> usize {
+        self.0.inflight.load(Ordering::Acquire)
     }
 }
 

@@ -10,6 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use floe_net::StatsHandle;
 use tokio::sync::watch;
 
 use crate::Inner;
@@ -17,7 +18,7 @@ use crate::Inner;
 pub(crate) async fn serve(
     address: SocketAddr,
     inner: Arc<Inner>,
-    stats: Arc<dyn Fn() -> String + Send + Sync>,
+    stats: StatsHandle,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -38,7 +39,7 @@ pub(crate) async fn serve(
     }))
 }
 
-type AppState = (Arc<Inner>, Arc<dyn Fn() -> String + Send + Sync>);
+type AppState = (Arc<Inner>, StatsHandle);
 
 async fn health(State((inner, _)): State<AppState>) -> impl IntoResponse {
     Json(serde_json::json!({
@@ -51,13 +52,13 @@ async fn health(State((inner, _)): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State((inner, server_stats)): State<AppState>) -> impl IntoResponse {
-    let text = tokio::task::spawn_blocking(move || render(&inner, &server_stats()))
+    let text = tokio::task::spawn_blocking(move || render(&inner, &server_stats))
         .await
         .unwrap_or_default();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-fn render(inner: &Inner, server: &str) -> String {
+fn render(inner: &Inner, server: &StatsHandle) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -189,6 +190,52 @@ fn render(inner: &Inner, server: &str) -> String {
             .filter_map(|h| h.rtt.map(|rtt| (peer(h), rtt.as_secs_f64())))
             .collect::<Vec<_>>(),
     );
-    out.push_str(server);
+    let wire = server.stats();
+    let outcomes: Vec<(String, f64)> = [
+        ("ok", &wire.ok),
+        ("failed", &wire.failed),
+        ("refused", &wire.refused),
+        ("bad_request", &wire.bad_request),
+        ("unavailable", &wire.unavailable),
+        ("cancelled", &wire.cancelled),
+    ]
+    .into_iter()
+    .map(|(outcome, n)| {
+        (
+            format!("{{outcome=\"{outcome}\"}}"),
+            n.load(Ordering::Relaxed) as f64,
+        )
+    })
+    .collect();
+    metric(
+        "floe_net_requests_total",
+        "counter",
+        "Requests by wire outcome.",
+        &outcomes,
+    );
+    metric(
+        "floe_net_connections_total",
+        "counter",
+        "Connections accepted.",
+        &counter(&wire.connections),
+    );
+    metric(
+        "floe_net_received_bytes_total",
+        "counter",
+        "Request body bytes received.",
+        &counter(&wire.bytes_in),
+    );
+    metric(
+        "floe_net_sent_bytes_total",
+        "counter",
+        "Response body bytes sent.",
+        &counter(&wire.bytes_out),
+    );
+    metric(
+        "floe_net_inflight_requests",
+        "gauge",
+        "Requests being served.",
+        &one(server.inflight() as f64),
+    );
     out
 }

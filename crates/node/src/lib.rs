@@ -289,14 +289,17 @@ impl Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = tasks::spawn_all(&inner, shutdown_rx.clone());
         if let Some(admin) = config.admin_listen {
-            let stats = server.stats_handle();
-            let render = Arc::new(move || stats.render_prometheus());
-            let handle = admin::serve(admin, Arc::clone(&inner), render, shutdown_rx)
-                .await
-                .map_err(|source| StartError::Admin {
-                    address: admin,
-                    source,
-                })?;
+            let handle = admin::serve(
+                admin,
+                Arc::clone(&inner),
+                server.stats_handle(),
+                shutdown_rx,
+            )
+            .await
+            .map_err(|source| StartError::Admin {
+                address: admin,
+                source,
+            })?;
             tasks.push(handle);
             info!(%admin, "admin port serving /metrics and /health");
         }
