@@ -310,17 +310,10 @@ fn put_fact(inner: &Inner, _: Caller, fact: Fact) -> Result<BlobStatusAnswer, Ap
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::tasks::push_fact(inner, fact);
     }
-    status(
-        inner,
-        Caller::Client {
-            key: None,
-            address: ([0, 0, 0, 0], 0).into(),
-        },
-        blob_id,
-    )
+    status_report(inner, &blob_id)
 }
 
-pub(crate) fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatusAnswer, ApiError> {
+fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatusAnswer, ApiError> {
     let epoch = inner.epoch();
     let state = inner.store.state(blob_id).map_err(store_error)?;
     let status = match state.status(epoch) {
