@@ -31,6 +31,8 @@ struct OpRecord {
     /// Codec-only encode of the same blob (median), and the store p50 over it.
     encode_ms: f64,
     store_over_encode: f64,
+    /// CPU time (client and all nodes, one process) per store.
+    store_cpu_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -101,7 +103,7 @@ async fn run_async(quick: bool) -> Result<()> {
         dir.path().display()
     );
     println!(
-        "{:>8} {:>7} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "{:>8} {:>7} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>12}",
         "blob",
         "clients",
         "store MiB/s",
@@ -111,7 +113,8 @@ async fn run_async(quick: bool) -> Result<()> {
         "p50 ms",
         "p99 ms",
         "encode ms",
-        "store/enc"
+        "store/enc",
+        "cpu ms/store"
     );
     let cases: &[(usize, usize, usize)] = if quick {
         &[(1 << 10, 1, 5), (1 << 20, 1, 3), (16 << 20, 1, 1)]
@@ -154,11 +157,16 @@ async fn run_async(quick: bool) -> Result<()> {
                 })
                 .collect(),
         );
+        let cpu_before = crate::rss::cpu_ms();
         let (store_s, store_lat, ids) = timed(&client, blobs, |client, blob| async move {
             let outcome = client.store(blob, 10, StoreOptions::default()).await?;
             Ok(outcome.blob_id)
         })
         .await?;
+        let store_cpu_ms = match (cpu_before, crate::rss::cpu_ms()) {
+            (Some(before), Some(after)) => (after - before) / (clients * ops) as f64,
+            _ => 0.0,
+        };
         let total = (bytes * clients * ops) as f64 / MIB;
         all_ids.extend(ids.iter().flatten().copied());
         let (read_s, read_lat, _) = timed(&client, ids, |client, blob_id| async move {
@@ -178,13 +186,14 @@ async fn run_async(quick: bool) -> Result<()> {
             read_p99_ms: percentile(read_lat, 0.99),
             encode_ms,
             store_over_encode: 0.0,
+            store_cpu_ms,
         };
         let record = OpRecord {
             store_over_encode: record.store_p50_ms / encode_ms.max(1e-3),
             ..record
         };
         println!(
-            "{:>8} {:>7} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>8.1}x",
+            "{:>8} {:>7} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>8.1}x {:>12.1}",
             human(bytes),
             clients,
             record.store_mib_s,
@@ -194,7 +203,8 @@ async fn run_async(quick: bool) -> Result<()> {
             record.read_p50_ms,
             record.read_p99_ms,
             record.encode_ms,
-            record.store_over_encode
+            record.store_over_encode,
+            record.store_cpu_ms
         );
         report.ops.push(record);
     }

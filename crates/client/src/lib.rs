@@ -355,11 +355,15 @@ impl Client {
         epochs: u64,
         options: StoreOptions,
     ) -> Result<StoreOutcome, ClientError> {
-        let outcome = self
-            .certify_encoded(metadata, pairs, epochs, options)
+        let (outcome, mut tail) = self
+            .certify_at_quorum(metadata, pairs, epochs, options)
             .await?;
-        self.deliver(Fact::Certified(outcome.certificate.clone()))
-            .await;
+        // The tail window and the delivery overlap: nodes still receiving
+        // their slivers finish while the certificate reaches the others.
+        tokio::join!(
+            self.deliver(Fact::Certified(outcome.certificate.clone())),
+            tail.finish()
+        );
         Ok(outcome)
     }
 
@@ -373,6 +377,22 @@ impl Client {
         epochs: u64,
         options: StoreOptions,
     ) -> Result<StoreOutcome, ClientError> {
+        let (outcome, mut tail) = self
+            .certify_at_quorum(metadata, pairs, epochs, options)
+            .await?;
+        tail.finish().await;
+        Ok(outcome)
+    }
+
+    /// Uploads until shards forming a quorum confirmed and returns the
+    /// certificate with the uploads still running (the tail).
+    async fn certify_at_quorum(
+        &self,
+        metadata: BlobMetadata,
+        pairs: Vec<SliverPair>,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<(StoreOutcome, Tail), ClientError> {
         let blob_id = metadata.blob_id();
         let epoch = self.epoch();
         let end_epoch = Epoch(epoch.0 + epochs.max(1));
@@ -428,10 +448,10 @@ impl Client {
             });
         }
         let mut failures = Vec::new();
-        let mut tail_deadline = None;
-        loop {
-            let next = join_next_before(&mut uploads, tail_deadline).await;
-            let Some(joined) = next else { break };
+        while !builder.is_complete() {
+            let Some(joined) = uploads.join_next().await else {
+                break;
+            };
             let Ok((member, outcome)) = joined else {
                 continue;
             };
@@ -443,9 +463,6 @@ impl Client {
                     }
                 }
                 Err(e) => failures.push((self.base.members()[member].node_id.0.clone(), e)),
-            }
-            if builder.is_complete() && tail_deadline.is_none() {
-                tail_deadline = Some(tokio::time::Instant::now() + self.config.tail_window);
             }
         }
         if !builder.is_complete() {
@@ -460,12 +477,17 @@ impl Client {
         let certificate = builder
             .certificate()
             .map_err(|e| ClientError::Rejected(e.to_string()))?;
-        Ok(StoreOutcome {
+        let outcome = StoreOutcome {
             blob_id,
             certificate,
             end_epoch,
             newly_certified: true,
-        })
+        };
+        let tail = Tail {
+            uploads,
+            deadline: tokio::time::Instant::now() + self.config.tail_window,
+        };
+        Ok((outcome, tail))
     }
 
     /// Give `fact` to every node. Returns once shards forming a quorum have
@@ -782,6 +804,24 @@ async fn join_next_before<T: 'static>(
             .ok()
             .flatten(),
         None => set.join_next().await,
+    }
+}
+
+/// Uploads still running once a quorum confirmed: given until a deadline
+/// so more nodes end up holding their slivers, then abandoned (repair covers
+/// the rest).
+struct Tail {
+    uploads: JoinSet<(usize, Result<Signed<StorageConfirmation>, String>)>,
+    deadline: tokio::time::Instant,
+}
+
+impl Tail {
+    async fn finish(&mut self) {
+        while join_next_before(&mut self.uploads, Some(self.deadline))
+            .await
+            .is_some()
+        {}
+        self.uploads.abort_all();
     }
 }
 

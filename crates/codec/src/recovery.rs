@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     commitment::{self, SymbolProof},
     error::{InconsistencyError, RecoveryError, SliverError, SymbolError},
-    line::LineCoder,
     sliver::LineShape,
     Axis, BlobId, BlobMetadata, Sliver, SliverIndex, SymbolIndex,
 };
@@ -127,7 +126,9 @@ impl Sliver {
         let shape = LineShape::of(metadata, self.axis);
         let mut extended = Vec::with_capacity(shape.n() * shape.s);
         extended.extend_from_slice(&self.data);
-        extended.extend_from_slice(LineCoder::new().extend(&self.data, shape.k, shape.m, shape.s));
+        crate::line::with_coder(|coder| {
+            extended.extend_from_slice(coder.extend(&self.data, shape.k, shape.m, shape.s));
+        });
         let s = shape.s;
         let mut prover = commitment::Prover::new(&extended);
         Ok(targets
@@ -225,18 +226,21 @@ pub fn recover_sliver(
             needed: shape.k,
         }));
     }
-    let mut coder = LineCoder::new();
     let mut data = vec![0u8; shape.source_bytes()];
     let known = distinct
         .iter()
         .map(|(source, symbol)| (source.as_usize(), &symbol.data[..]));
-    coder.restore(shape.k, shape.m, shape.s, known, &mut data);
-    let sliver = Sliver {
-        axis: target_axis,
-        index: target,
-        data: Bytes::from(data),
-    };
-    if sliver.commitment_with(metadata, &mut coder) == metadata.sliver_hash(target_axis, target) {
+    let (sliver, commitment) = crate::line::with_coder(|coder| {
+        coder.restore(shape.k, shape.m, shape.s, known, &mut data);
+        let sliver = Sliver {
+            axis: target_axis,
+            index: target,
+            data: Bytes::from(data),
+        };
+        let commitment = sliver.commitment_with(metadata, coder);
+        (sliver, commitment)
+    });
+    if commitment == metadata.sliver_hash(target_axis, target) {
         Ok(sliver)
     } else {
         Err(RecoveryError::Inconsistent(Box::new(InconsistencyProof {

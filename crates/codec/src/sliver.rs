@@ -103,7 +103,7 @@ impl Sliver {
     /// Checks that this sliver is the one the metadata commits to: extends
     /// it to all `n` symbols and compares its commitment.
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SliverError> {
-        self.verify_with(metadata, &mut LineCoder::new())
+        crate::line::with_coder(|coder| self.verify_with(metadata, coder))
     }
 
     pub(crate) fn verify_with(
@@ -128,7 +128,9 @@ impl Sliver {
     /// used, so this also serves a writer building metadata by hand.
     pub fn commitment(&self, metadata: &BlobMetadata) -> Result<Hash32, SliverError> {
         self.check_shape(metadata)?;
-        Ok(self.commitment_with(metadata, &mut LineCoder::new()))
+        Ok(crate::line::with_coder(|coder| {
+            self.commitment_with(metadata, coder)
+        }))
     }
 
     /// [`Sliver::commitment`] for a sliver whose shape is already checked.
