@@ -186,11 +186,82 @@ pub struct StoreOutcome {
     pub newly_certified: bool,
 }
 
+/// A step of a store or read, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Encoding a blob of `bytes` bytes.
+    Encoding {
+        /// The blob's size.
+        bytes: u64,
+    },
+    /// Encoded: `total` bytes of sliver pairs are to be uploaded.
+    Encoded {
+        /// Bytes of all sliver pairs.
+        total: u64,
+    },
+    /// Nodes acknowledged `bytes` of the `total` bytes of sliver pairs.
+    Uploaded {
+        /// Bytes acknowledged so far.
+        bytes: u64,
+        /// Bytes of all sliver pairs.
+        total: u64,
+    },
+    /// Shards that confirmed storage so far, and the quorum needed.
+    Confirmed {
+        /// Shards whose confirmations were gathered.
+        shards: u32,
+        /// Shards a certificate needs.
+        needed: u32,
+        /// Shards in the committee.
+        total: u16,
+    },
+    /// Verified primary slivers fetched so far, out of those needed to decode.
+    Downloaded {
+        /// Slivers fetched and verified.
+        slivers: u32,
+        /// Slivers needed.
+        needed: u32,
+        /// Bytes fetched.
+        bytes: u64,
+    },
+    /// Decoding the fetched slivers.
+    Decoding,
+}
+
+/// Where a store or read reports its [`Progress`] (nowhere by default).
+#[derive(Clone, Default)]
+pub struct ProgressSink(Option<Arc<dyn Fn(Progress) + Send + Sync>>);
+
+impl ProgressSink {
+    /// Reports to `f`.
+    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn report(&self, progress: Progress) {
+        if let Some(f) = &self.0 {
+            f(progress);
+        }
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ProgressSink(set)"
+        } else {
+            "ProgressSink(none)"
+        })
+    }
+}
+
 /// Options of `store`.
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     /// Make the blob deletable by this owner.
     pub owner: Option<PublicKey>,
+    /// Where to report progress.
+    pub progress: ProgressSink,
 }
 
 /// Options of `read`.
@@ -200,6 +271,8 @@ pub struct ReadOptions {
     /// commitments (catches inconsistent encodings before a certificate of
     /// invalidity exists).
     pub strict: bool,
+    /// Where to report progress.
+    pub progress: ProgressSink,
 }
 
 /// Knobs of a client.
@@ -322,6 +395,9 @@ impl Client {
                 encoding.max_blob_size()
             )));
         }
+        options.progress.report(Progress::Encoding {
+            bytes: blob.len() as u64,
+        });
         let (metadata, blob_id, pairs) =
             tokio::task::spawn_blocking(move || encode(&encoding, &blob))
                 .await
@@ -422,30 +498,29 @@ impl Client {
             },
         );
         let mut builder = CertificateBuilder::new(&committee, message);
-        let budget = Arc::new(Semaphore::new(self.config.max_upload_bytes_in_flight));
+        let progress = options.progress.clone();
+        let total: u64 = by_member
+            .values()
+            .flatten()
+            .map(|(_, pair)| (pair.primary.data.len() + pair.secondary.data.len()) as u64)
+            .sum();
+        progress.report(Progress::Encoded { total });
+        let upload = Upload {
+            pool: Arc::clone(&self.pool),
+            blob_id,
+            metadata,
+            request,
+            budget: Arc::new(Semaphore::new(self.config.max_upload_bytes_in_flight)),
+            budget_total: self.config.max_upload_bytes_in_flight,
+            uploaded: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            total,
+            progress: progress.clone(),
+        };
         let mut uploads = JoinSet::new();
         for (member, pairs) in by_member {
             let key = self.base.members()[member].network_key;
-            let (pool, metadata, request, budget) = (
-                Arc::clone(&self.pool),
-                metadata.clone(),
-                request.clone(),
-                Arc::clone(&budget),
-            );
-            let total = self.config.max_upload_bytes_in_flight;
-            uploads.spawn(async move {
-                let outcome = upload(
-                    pool,
-                    key,
-                    blob_id,
-                    metadata,
-                    pairs,
-                    request,
-                    (budget, total),
-                )
-                .await;
-                (member, outcome)
-            });
+            let upload = upload.clone();
+            uploads.spawn(async move { (member, upload.send_to(key, pairs).await) });
         }
         let mut failures = Vec::new();
         while !builder.is_complete() {
@@ -461,6 +536,11 @@ impl Client {
                         failures
                             .push((self.base.members()[member].node_id.0.clone(), e.to_string()));
                     }
+                    progress.report(Progress::Confirmed {
+                        shards: builder.weight(),
+                        needed: committee.quorum_threshold(),
+                        total: n,
+                    });
                 }
                 Err(e) => failures.push((self.base.members()[member].node_id.0.clone(), e)),
             }
@@ -622,7 +702,10 @@ impl Client {
             return Err(error);
         }
         let metadata = self.metadata(blob_id).await?;
-        let slivers = self.primary_slivers(blob_id, &metadata).await?;
+        let slivers = self
+            .primary_slivers(blob_id, &metadata, &options.progress)
+            .await?;
+        options.progress.report(Progress::Decoding);
         let check = if options.strict {
             DecodeCheck::Strict
         } else {
@@ -635,6 +718,19 @@ impl Client {
         decoded
             .map(Bytes::from)
             .map_err(|e| ClientError::Rejected(format!("blob {blob_id}: {e}")))
+    }
+
+    /// The size of a certified blob, from its verified metadata, without
+    /// reading its slivers.
+    pub async fn length(&self, blob_id: BlobId) -> Result<u64, ClientError> {
+        if let Some(error) = self
+            .status(blob_id)
+            .await?
+            .unreadable(blob_id, self.base.n_shards())
+        {
+            return Err(error);
+        }
+        Ok(self.metadata(blob_id).await?.unencoded_length())
     }
 
     async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {
@@ -673,6 +769,7 @@ impl Client {
         &self,
         blob_id: BlobId,
         metadata: &BlobMetadata,
+        progress: &ProgressSink,
     ) -> Result<Vec<Sliver>, ClientError> {
         let n = self.base.n_shards();
         let needed = usize::from(metadata.config().primary_source_symbols());
@@ -710,6 +807,7 @@ impl Client {
             });
         };
         let concurrency = self.config.read_concurrency.max(1);
+        let mut bytes = 0u64;
         while got.len() < needed {
             while got.len() + running.len() < needed && running.len() < concurrency {
                 let Some(index) = candidates.next() else {
@@ -721,7 +819,15 @@ impl Client {
                 break;
             }
             match tokio::time::timeout(self.config.read_hedge_after, running.join_next()).await {
-                Ok(Some(Ok((_, Ok(sliver))))) => got.push(sliver),
+                Ok(Some(Ok((_, Ok(sliver))))) => {
+                    bytes += sliver.data.len() as u64;
+                    got.push(sliver);
+                    progress.report(Progress::Downloaded {
+                        slivers: got.len() as u32,
+                        needed: needed as u32,
+                        bytes,
+                    });
+                }
                 Ok(Some(Ok((node, Err(e))))) => {
                     debug!(blob = %blob_id, %node, error = %e, "sliver unavailable");
                     failures.push((node, e));
@@ -825,46 +931,77 @@ impl Tail {
     }
 }
 
-async fn upload(
+/// What every node's upload of one blob shares.
+#[derive(Clone)]
+struct Upload {
     pool: Arc<Pool>,
-    key: PublicKey,
     blob_id: BlobId,
     metadata: BlobMetadata,
-    pairs: Vec<(ShardIndex, SliverPair)>,
     request: ConfirmationRequest,
-    (budget, budget_total): (Arc<Semaphore>, usize),
-) -> Result<Signed<StorageConfirmation>, String> {
-    pool.call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut sends = JoinSet::new();
-    for (shard, pair) in pairs {
-        let size =
-            (pair.primary.data.len() + pair.secondary.data.len()).clamp(1, budget_total.max(1));
-        let permit = Arc::clone(&budget)
-            .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+    /// Bytes in flight across all nodes, and the budget's size.
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    /// Bytes acknowledged so far, and where to report them.
+    uploaded: Arc<std::sync::atomic::AtomicU64>,
+    total: u64,
+    progress: ProgressSink,
+}
+
+impl Upload {
+    /// Sends one node its metadata and pairs, then asks for its confirmation.
+    async fn send_to(
+        self,
+        key: PublicKey,
+        pairs: Vec<(ShardIndex, SliverPair)>,
+    ) -> Result<Signed<StorageConfirmation>, String> {
+        let blob_id = self.blob_id;
+        let metadata = self.metadata.clone();
+        self.pool
+            .call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
             .await
             .map_err(|e| e.to_string())?;
-        let pool = Arc::clone(&pool);
-        sends.spawn(async move {
-            let outcome = pool
-                .call::<PutPair>(
-                    &key,
-                    &PutPairRequest {
-                        blob_id,
-                        shard,
-                        pair,
-                    },
+        let mut sends = JoinSet::new();
+        for (shard, pair) in pairs {
+            let size = pair.primary.data.len() + pair.secondary.data.len();
+            let permit = Arc::clone(&self.budget)
+                .acquire_many_owned(
+                    u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
                 )
-                .await;
-            drop(permit);
-            outcome.map_err(|e| format!("shard {shard}: {e}"))
-        });
+                .await
+                .map_err(|e| e.to_string())?;
+            let this = self.clone();
+            sends.spawn(async move {
+                let outcome = this
+                    .pool
+                    .call::<PutPair>(
+                        &key,
+                        &PutPairRequest {
+                            blob_id,
+                            shard,
+                            pair,
+                        },
+                    )
+                    .await;
+                drop(permit);
+                if outcome.is_ok() {
+                    let bytes = this
+                        .uploaded
+                        .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed)
+                        + size as u64;
+                    this.progress.report(Progress::Uploaded {
+                        bytes,
+                        total: this.total,
+                    });
+                }
+                outcome.map_err(|e| format!("shard {shard}: {e}"))
+            });
+        }
+        while let Some(joined) = sends.join_next().await {
+            joined.map_err(|e| e.to_string())??;
+        }
+        self.pool
+            .call::<GetConfirmation>(&key, &self.request)
+            .await
+            .map_err(|e| e.to_string())
     }
-    while let Some(joined) = sends.join_next().await {
-        joined.map_err(|e| e.to_string())??;
-    }
-    pool.call::<GetConfirmation>(&key, &request)
-        .await
-        .map_err(|e| e.to_string())
 }

@@ -61,7 +61,10 @@ async fn stores_and_reads_with_f_shards_stopped() {
     let outcome = store_and_read_back(&client, data).await;
     assert_eq!(
         client
-            .read(stored_before.blob_id, ReadOptions { strict: true })
+            .read(stored_before.blob_id, ReadOptions {
+                strict: true,
+                ..ReadOptions::default()
+            })
             .await
             .unwrap(),
         before
@@ -173,6 +176,7 @@ async fn an_owner_deletes_its_deletable_blob_and_nobody_else_can() {
     let owner = floe_consensus::KeyPair::from_seed(&[9; 32]);
     let options = StoreOptions {
         owner: Some(owner.public()),
+        ..StoreOptions::default()
     };
     let outcome = client
         .store(Bytes::from(blob(20_000, 71)), 5, options)

@@ -149,6 +149,16 @@ impl EncodingConfig {
         Ok(u32::try_from(even.max(u64::from(MIN_SYMBOL_SIZE))).unwrap_or(MAX_SYMBOL_SIZE))
     }
 
+    /// Bytes of sliver pairs across all shards for a blob of
+    /// `unencoded_length` bytes: each of the `n` pairs holds a row of
+    /// `n − f` symbols and a column of `n − 2f`.
+    pub fn encoded_length(&self, unencoded_length: u64) -> Result<u64, ConfigError> {
+        let symbol = u64::from(self.symbol_size(unencoded_length)?);
+        let per_pair =
+            u64::from(self.primary_source_symbols()) + u64::from(self.secondary_source_symbols());
+        Ok(u64::from(self.n_shards) * per_pair * symbol)
+    }
+
     /// The number of shards as `usize`, for indexing.
     pub(crate) fn n(&self) -> usize {
         usize::from(self.n_shards)
@@ -202,6 +212,20 @@ mod tests {
                 reed_solomon_simd::ReedSolomonDecoder::supports(rows, 2 * f),
                 "n={n}"
             );
+        }
+    }
+
+    #[test]
+    fn encoded_length_is_the_bytes_of_all_sliver_pairs() {
+        let c = EncodingConfig::new(10).unwrap();
+        for len in [0usize, 1, 27, 1000, 4097] {
+            let blob: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (_, _, pairs) = crate::encode(&c, &blob).unwrap();
+            let actual: usize = pairs
+                .iter()
+                .map(|p| p.primary.data.len() + p.secondary.data.len())
+                .sum();
+            assert_eq!(c.encoded_length(len as u64).unwrap(), actual as u64, "len {len}");
         }
     }
 

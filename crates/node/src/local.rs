@@ -121,3 +121,105 @@ pub fn generate(
         network_keys,
     })
 }
+
+/// A local committee's nodes running in this process: for tests, benchmarks
+/// and demos that want real nodes (real QUIC on 127.0.0.1, real RocksDB)
+/// without separate processes.
+#[derive(Debug)]
+pub struct Cluster {
+    /// What [`generate`] wrote.
+    pub local: LocalCommittee,
+    /// The running nodes (`None` while stopped).
+    pub nodes: Vec<Option<crate::Node>>,
+}
+
+impl Cluster {
+    /// Writes a local committee under `dir` (see [`generate`]) and starts
+    /// every node.
+    pub async fn start(
+        dir: &Path,
+        nodes: usize,
+        shards: u16,
+        epoch_ms: u64,
+        limits: Limits,
+        tasks: Tasks,
+    ) -> Result<Cluster, ClusterError> {
+        let local = generate(dir, nodes, shards, epoch_ms, limits, tasks)?;
+        let mut cluster = Cluster {
+            local,
+            nodes: Vec::new(),
+        };
+        for config in &cluster.local.configs {
+            let node = crate::Node::start(config.clone()).await?;
+            cluster.nodes.push(Some(node));
+        }
+        Ok(cluster)
+    }
+
+    /// The committee and its clock.
+    pub fn file(&self) -> &CommitteeFile {
+        &self.local.file
+    }
+
+    /// Node `i`, if running.
+    pub fn node(&self, i: usize) -> Option<&crate::Node> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    /// Stops node `i` (requests in flight get `grace`).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
+            node.shutdown(std::time::Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Starts node `i` again on its address and database. Its old socket
+    /// lingers in this process until its connections have drained (a new
+    /// process would get it back at once), so binding is retried for up to
+    /// 30 s.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.stop(i).await;
+        let config = self
+            .local
+            .configs
+            .get(i)
+            .cloned()
+            .ok_or(ClusterError::NoSuchNode(i))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match crate::Node::start(config.clone()).await {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return Ok(());
+                }
+                Err(crate::StartError::Net(floe_net::NetError::Bind { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
+
+/// Why a local cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Its files could not be written.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    /// A node did not start.
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+    /// There is no node with this index.
+    #[error("the cluster has no node {0}")]
+    NoSuchNode(usize),
+}

@@ -11,9 +11,9 @@ use floe_node::{Limits, Node, NodeConfig, Tasks};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    pub inner: floe_node::local::Cluster,
     pub file: CommitteeFile,
     pub configs: Vec<NodeConfig>,
-    pub nodes: Vec<Option<Node>>,
     pub protocol_keys: Vec<KeyPair>,
     pub network_keys: Vec<KeyPair>,
 }
@@ -32,21 +32,19 @@ impl Cluster {
             repair_concurrency: 4,
             gc_interval_ms: 1000,
         };
-        let local = floe_node::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)
-            .unwrap();
-        let mut cluster = Cluster {
+        let inner =
+            floe_node::local::Cluster::start(dir.path(), nodes, shards, 3_600_000, limits, tasks)
+                .await
+                .unwrap();
+        let local = &inner.local;
+        Cluster {
+            file: local.file.clone(),
+            configs: local.configs.clone(),
+            protocol_keys: local.protocol_keys.clone(),
+            network_keys: local.network_keys.clone(),
             dir,
-            file: local.file,
-            configs: local.configs,
-            nodes: Vec::new(),
-            protocol_keys: local.protocol_keys,
-            network_keys: local.network_keys,
-        };
-        for i in 0..nodes {
-            let node = Node::start(cluster.configs[i].clone()).await.unwrap();
-            cluster.nodes.push(Some(node));
+            inner,
         }
-        cluster
     }
 
     pub fn client(&self) -> Client {
@@ -58,35 +56,15 @@ impl Cluster {
     }
 
     pub fn node(&self, i: usize) -> &Node {
-        self.nodes[i].as_ref().unwrap()
+        self.inner.node(i).unwrap()
     }
 
     pub async fn stop(&mut self, i: usize) {
-        if let Some(node) = self.nodes[i].take() {
-            node.shutdown(Duration::from_secs(2)).await;
-        }
+        self.inner.stop(i).await;
     }
 
-    /// Stop node `i` and start it again on the same address. Its old socket
-    /// lingers in this process until its connections have drained (a
-    /// restarted process would get it back at once), so binding is retried.
     pub async fn restart(&mut self, i: usize) {
-        self.stop(i).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match Node::start(self.configs[i].clone()).await {
-                Ok(node) => {
-                    self.nodes[i] = Some(node);
-                    return;
-                }
-                Err(floe_node::StartError::Net(floe_net::NetError::Bind { .. }))
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("restarting node {i}: {e}"),
-            }
-        }
+        self.inner.restart(i).await.unwrap();
     }
 
     pub fn database(&self, i: usize) -> PathBuf {
@@ -113,10 +91,8 @@ impl Cluster {
         pool
     }
 
-    pub async fn shutdown(mut self) {
-        for i in 0..self.nodes.len() {
-            self.stop(i).await;
-        }
+    pub async fn shutdown(self) {
+        self.inner.shutdown().await;
     }
 }
 

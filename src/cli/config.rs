@@ -1,0 +1,145 @@
+//! The client config: which committee `floe` talks to, and the key that
+//! owns deletable blobs.
+//!
+//! ```toml
+//! # The committee file (relative paths are relative to this file).
+//! committee = "committee.toml"
+//! # Owns blobs stored with --deletable; created (mode 0600) on first use.
+//! owner_key = "owner.key"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use floe_consensus::{CommitteeFile, KeyPair};
+use serde::Deserialize;
+
+/// The environment variable naming the client config.
+pub const ENV: &str = "FLOE_CONFIG";
+
+/// The client config as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    committee: PathBuf,
+    owner_key: Option<PathBuf>,
+}
+
+/// A loaded client config.
+#[derive(Debug)]
+pub struct ClientFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The committee.
+    pub committee: CommitteeFile,
+    /// The owner key file, if configured.
+    pub owner_key: Option<PathBuf>,
+}
+
+/// Why no config could be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// None of the places looked at holds a config.
+    #[error("no client config found; looked at {}.\nCreate one holding `committee = \"/path/to/committee.toml\"` (`cargo xtask testnet up` writes one for a local network), then pass it with --config or set {ENV}", describe(.tried))]
+    Missing {
+        /// The places looked at.
+        tried: Vec<String>,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not valid.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn describe(tried: &[String]) -> String {
+    tried.join(", ")
+}
+
+/// Finds and loads the client config: `flag`, then `$FLOE_CONFIG`, then
+/// `floe/client.toml` in the user's config directory.
+pub fn load(flag: Option<&Path>) -> Result<ClientFile, ConfigError> {
+    let mut tried = Vec::new();
+    if let Some(path) = flag {
+        return read(path);
+    }
+    match std::env::var_os(ENV) {
+        Some(value) if !value.is_empty() => return read(Path::new(&value)),
+        _ => tried.push(format!("--config (not given), ${ENV} (not set)")),
+    }
+    if let Some(dir) = dirs::config_dir() {
+        let path = dir.join("floe").join("client.toml");
+        if path.exists() {
+            return read(&path);
+        }
+        tried.push(format!("{} (absent)", path.display()));
+    }
+    Err(ConfigError::Missing { tried })
+}
+
+fn read(path: &Path) -> Result<ClientFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let raw: Raw = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let committee_path = base.join(&raw.committee);
+    let committee_text =
+        std::fs::read_to_string(&committee_path).map_err(|source| ConfigError::Read {
+            path: committee_path.clone(),
+            source,
+        })?;
+    let committee =
+        CommitteeFile::from_toml(&committee_text).map_err(|e| ConfigError::Invalid {
+            path: committee_path,
+            message: e.to_string(),
+        })?;
+    Ok(ClientFile {
+        path: path.into(),
+        committee,
+        owner_key: raw.owner_key.map(|key| base.join(key)),
+    })
+}
+
+impl ClientFile {
+    /// The owner key, created on first use when the file is absent.
+    pub fn owner(&self) -> Result<KeyPair, ConfigError> {
+        let Some(path) = &self.owner_key else {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                message: "deletable blobs need an owner key: add `owner_key = \"owner.key\"` (it is created on first use)".into(),
+            });
+        };
+        if !path.exists() {
+            let key = KeyPair::generate(&mut rand::rngs::OsRng);
+            floe_node::config::write_key(path, &key).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            eprintln!(
+                "floe: created owner key {} (public key {})",
+                path.display(),
+                key.public()
+            );
+            return Ok(key);
+        }
+        floe_node::config::read_key(path, "owner_key").map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+    }
+}
