@@ -202,6 +202,13 @@ fn main() -> ExitCode {
 /// with one (`status`, `health`).
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let bars = Bars::new(!cli.quiet && std::io::stderr().is_terminal());
+    // A malformed blob ID is a usage error, whatever the config.
+    if let Command::Read { blob_id, .. }
+    | Command::Status { blob_id }
+    | Command::Delete { blob_id } = &cli.command
+    {
+        parse_blob_id(blob_id)?;
+    }
     match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "floe", &mut std::io::stdout());
@@ -435,7 +442,12 @@ async fn with_client(
                     encoding.max_blob_size()
                 );
                 for m in current.members() {
-                    println!("  {:<12} {:<22} {:>4} shards", m.node_id.0, m.address, m.shards.len());
+                    println!(
+                        "  {:<12} {:<22} {:>4} shards",
+                        m.node_id.0,
+                        m.address,
+                        m.shards.len()
+                    );
                 }
             }
             Ok(0)

@@ -84,10 +84,13 @@ async fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) ->
 
     let start = Instant::now();
     let read = client
-        .read(outcome.blob_id, ReadOptions {
+        .read(
+            outcome.blob_id,
+            ReadOptions {
                 strict: true,
                 ..ReadOptions::default()
-            })
+            },
+        )
         .await?;
     if read != data {
         bail!("the blob read back differs from the one stored");

@@ -61,10 +61,13 @@ async fn stores_and_reads_with_f_shards_stopped() {
     let outcome = store_and_read_back(&client, data).await;
     assert_eq!(
         client
-            .read(stored_before.blob_id, ReadOptions {
-                strict: true,
-                ..ReadOptions::default()
-            })
+            .read(
+                stored_before.blob_id,
+                ReadOptions {
+                    strict: true,
+                    ..ReadOptions::default()
+                }
+            )
             .await
             .unwrap(),
         before

@@ -142,10 +142,13 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
     );
     // And the data reads back from the committee.
     let read = client
-        .read(blobs[2], ReadOptions {
+        .read(
+            blobs[2],
+            ReadOptions {
                 strict: true,
                 ..ReadOptions::default()
-            })
+            },
+        )
         .await
         .unwrap();
     assert_eq!(read, Bytes::from(blob(1 << 20, 33)));

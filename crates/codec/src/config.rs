@@ -225,7 +225,11 @@ mod tests {
                 .iter()
                 .map(|p| p.primary.data.len() + p.secondary.data.len())
                 .sum();
-            assert_eq!(c.encoded_length(len as u64).unwrap(), actual as u64, "len {len}");
+            assert_eq!(
+                c.encoded_length(len as u64).unwrap(),
+                actual as u64,
+                "len {len}"
+            );
         }
     }
 

@@ -215,9 +215,7 @@ impl GatewayError {
                 ClientError::Expired { .. } | ClientError::Deleted { .. } => {
                     (StatusCode::GONE, "GONE")
                 }
-                ClientError::Invalid { .. } => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BLOB")
-                }
+                ClientError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BLOB"),
                 ClientError::NotEnoughShards { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
                 }
@@ -336,9 +334,7 @@ async fn put_blob(
 ) -> Result<Json<StoreResponse>, GatewayError> {
     let epochs = query.epochs.unwrap_or(gateway.config.default_epochs);
     if epochs == 0 {
-        return Err(GatewayError::BadRequest(
-            "epochs must be at least 1".into(),
-        ));
+        return Err(GatewayError::BadRequest("epochs must be at least 1".into()));
     }
     let owner = if query.deletable.unwrap_or(false) {
         match &gateway.owner {
@@ -418,10 +414,7 @@ async fn get_blob(
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let blob_id = parse_blob_id(&blob_id)?;
-    let blob = gateway
-        .client
-        .read(blob_id, ReadOptions::default())
-        .await?;
+    let blob = gateway.client.read(blob_id, ReadOptions::default()).await?;
     let length = blob.len() as u64;
     match requested_range(&headers, blob_id, length)? {
         Some(range) => {
@@ -540,11 +533,7 @@ async fn get_status(
 
 // ---- metrics ----
 
-async fn record(
-    State(gateway): State<Arc<Gateway>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn record(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -553,12 +542,9 @@ async fn record(
     let method = request.method().as_str().to_owned();
     let start = Instant::now();
     let response = next.run(request).await;
-    gateway.metrics.observe(
-        &route,
-        &method,
-        response.status().as_u16(),
-        start.elapsed(),
-    );
+    gateway
+        .metrics
+        .observe(&route, &method, response.status().as_u16(), start.elapsed());
     response
 }
 

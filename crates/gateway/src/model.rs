@@ -110,10 +110,14 @@ pub enum StoreResponse {
 impl StoreResponse {
     /// Describes `outcome` of storing `size` bytes encoded into
     /// `storage_size` bytes of sliver pairs.
-    pub fn new(outcome: &StoreOutcome, committee: &Committee, size: u64, storage_size: u64) -> Self {
+    pub fn new(
+        outcome: &StoreOutcome,
+        committee: &Committee,
+        size: u64,
+        storage_size: u64,
+    ) -> Self {
         let certificate = &outcome.certificate;
-        let summary =
-            CertificateSummary::new(certificate, committee, committee.quorum_threshold());
+        let summary = CertificateSummary::new(certificate, committee, committee.quorum_threshold());
         let blob_id = outcome.blob_id.to_string();
         if !outcome.newly_certified {
             return StoreResponse::AlreadyCertified {
@@ -244,7 +248,8 @@ impl StatusResponse {
                 response.state = BlobState::Expired;
                 response.end_epoch = Some(end);
                 response.deletable = Some(certificate.message.body.deletable);
-                response.certificate = Some(CertificateSummary::new(certificate, committee, quorum));
+                response.certificate =
+                    Some(CertificateSummary::new(certificate, committee, quorum));
             }
             Status::Invalid { certificate } => {
                 let summary =

@@ -50,9 +50,13 @@ async fn setup(max_body_bytes: u64) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(floe_gateway::serve(listener, gateway.router(), async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(floe_gateway::serve(
+        listener,
+        gateway.router(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Setup {
         _dir: dir,
         cluster,
@@ -155,12 +159,21 @@ async fn put_then_get_with_ranges_head_status_and_errors() {
 
     let middle = get_range(&setup, &expected_id, "bytes=40000-40999").await;
     assert_eq!(middle.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(middle.headers()["content-range"], "bytes 40000-40999/100000");
-    assert_eq!(middle.bytes().await.unwrap().as_ref(), &data[40_000..41_000]);
+    assert_eq!(
+        middle.headers()["content-range"],
+        "bytes 40000-40999/100000"
+    );
+    assert_eq!(
+        middle.bytes().await.unwrap().as_ref(),
+        &data[40_000..41_000]
+    );
 
     let suffix = get_range(&setup, &expected_id, "bytes=-500").await;
     assert_eq!(suffix.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(suffix.headers()["content-range"], "bytes 99500-99999/100000");
+    assert_eq!(
+        suffix.headers()["content-range"],
+        "bytes 99500-99999/100000"
+    );
     assert_eq!(suffix.bytes().await.unwrap().as_ref(), &data[99_500..]);
 
     let outside = get_range(&setup, &expected_id, "bytes=100000-").await;
@@ -202,7 +215,10 @@ async fn put_then_get_with_ranges_head_status_and_errors() {
         .file()
         .committee
         .at_epoch(certificate.message.epoch);
-    assert_eq!(certificate.verify(&committee).unwrap(), summary.signed_shards);
+    assert_eq!(
+        certificate.verify(&committee).unwrap(),
+        summary.signed_shards
+    );
 
     // Unknown blob: 404 for its bytes, a definite "unknown" for its status.
     let unknown = blob_id_of(&setup.cluster, b"never stored");
@@ -302,7 +318,9 @@ async fn put_then_get_with_ranges_head_status_and_errors() {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("floe_gateway_request_seconds_count{route=\"/v1/blobs\",method=\"PUT\"}"));
+    assert!(
+        metrics.contains("floe_gateway_request_seconds_count{route=\"/v1/blobs\",method=\"PUT\"}")
+    );
 
     let _ = setup.stop.send(());
     setup.cluster.shutdown().await;
@@ -391,4 +409,3 @@ async fn put_chunked(setup: &Setup, chunks: usize, size: usize) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
 }
-
