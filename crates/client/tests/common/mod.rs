@@ -6,16 +6,25 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use floe_client::{Client, ClientConfig};
-use floe_consensus::{CommitteeFile, KeyPair};
-use floe_node::{Limits, Node, NodeConfig, Tasks};
+use floe_node::{Limits, Node, Tasks};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub inner: floe_node::local::Cluster,
-    pub file: CommitteeFile,
-    pub configs: Vec<NodeConfig>,
-    pub protocol_keys: Vec<KeyPair>,
-    pub network_keys: Vec<KeyPair>,
+}
+
+/// The committee file, configs and keys of the running cluster.
+impl std::ops::Deref for Cluster {
+    type Target = floe_node::local::LocalCommittee;
+    fn deref(&self) -> &Self::Target {
+        &self.inner.local
+    }
+}
+
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner.local
+    }
 }
 
 impl Cluster {
@@ -36,15 +45,7 @@ impl Cluster {
             floe_node::local::Cluster::start(dir.path(), nodes, shards, 3_600_000, limits, tasks)
                 .await
                 .unwrap();
-        let local = &inner.local;
-        Cluster {
-            file: local.file.clone(),
-            configs: local.configs.clone(),
-            protocol_keys: local.protocol_keys.clone(),
-            network_keys: local.network_keys.clone(),
-            dir,
-            inner,
-        }
+        Cluster { dir, inner }
     }
 
     pub fn client(&self) -> Client {
