@@ -17,7 +17,8 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
             crate::bench_consensus::run(quick)?;
             crate::bench_store::run(quick)?;
             crate::bench_net::run(runs, quick)?;
-            crate::bench_e2e::run(quick)
+            crate::bench_e2e::run(quick)?;
+            summary()
         }
         Some("net") => crate::bench_net::run(runs, quick),
         Some("e2e") => crate::bench_e2e::run(quick),
@@ -279,4 +280,103 @@ pub fn commitment_alternatives() -> Result<()> {
     }
     println!("single thread; 2n lines of n symbols each, the hashing an encode does");
     write_json("codec_commitment", &records)
+}
+
+/// One line per headline figure of the JSON files the benches wrote.
+fn summary() -> Result<()> {
+    let dir = target_dir().join("bench");
+    let read = |name: &str| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut row = |bench: &str, what: String, value: String| {
+        rows.push((bench.to_owned(), what, value));
+    };
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    if let Some(serde_json::Value::Array(records)) = read("codec") {
+        for r in records {
+            row(
+                "codec",
+                format!("encode / decode, n={} {} B", r["n_shards"], r["blob_bytes"]),
+                format!("{:.0} / {:.0} MiB/s", num(&r["encode_mib_s"]), num(&r["decode_mib_s"])),
+            );
+        }
+    }
+    if let Some(serde_json::Value::Array(records)) = read("consensus") {
+        for r in records {
+            row(
+                "consensus",
+                r["case"].as_str().unwrap_or("?").to_owned(),
+                format!("{:.3} ms", num(&r["median_ms"])),
+            );
+        }
+    }
+    if let Some(r) = read("store") {
+        row("store", "raw disk write".into(), format!("{:.0} MiB/s", num(&r["raw_disk_write_mib_s"])));
+        if let Some(ingest) = r["ingest"].as_array() {
+            for i in ingest {
+                row(
+                    "store",
+                    format!("ingest {} B x{} writers", i["value_bytes"], i["writers"]),
+                    format!("{:.0} MiB/s ({:.0}% of raw)", num(&i["mib_s"]), 100.0 * num(&i["ratio_to_raw_disk"])),
+                );
+            }
+        }
+        row("store", "read 64 KiB p50".into(), format!("{:.0} us", num(&r["read_64k_p50_us"])));
+    }
+    if let Some(r) = read("net") {
+        if let Some(latency) = r["latency"].as_array() {
+            for l in latency {
+                row(
+                    "net",
+                    format!("{} request p50 / p99", l["transport"].as_str().unwrap_or("?")),
+                    format!("{:.0} / {:.0} us", num(&l["p50_us"]), num(&l["p99_us"])),
+                );
+            }
+        }
+        if let Some(ratios) = r["quic_over_tcp"].as_array() {
+            for pair in ratios {
+                row(
+                    "net",
+                    format!("QUIC / TCP bulk, {}", pair[0].as_str().unwrap_or("?")),
+                    format!("{:.0}%", 100.0 * num(&pair[1])),
+                );
+            }
+        }
+    }
+    if let Some(r) = read("e2e") {
+        if let Some(ops) = r["ops"].as_array() {
+            for o in ops {
+                row(
+                    "e2e",
+                    format!("store / read p50, {} B x{} clients", o["blob_bytes"], o["clients"]),
+                    format!(
+                        "{:.1} / {:.1} ms (store {:.1}x encode)",
+                        num(&o["store_p50_ms"]),
+                        num(&o["read_p50_ms"]),
+                        num(&o["store_over_encode"])
+                    ),
+                );
+            }
+        }
+        let repair = &r["repair"];
+        if repair.is_object() {
+            row(
+                "e2e",
+                format!("repair of a wiped node, {} blobs", repair["blobs"]),
+                format!(
+                    "{:.1} s, fetched {:.2}x rebuilt",
+                    num(&repair["seconds"]),
+                    num(&repair["fetched_bytes"]) / num(&repair["rebuilt_bytes"])
+                ),
+            );
+        }
+    }
+    println!("\nsummary ({}):", dir.display());
+    let width = rows.iter().map(|(_, what, _)| what.len()).max().unwrap_or(0);
+    for (bench, what, value) in rows {
+        println!("  {bench:<10} {what:<width$}  {value}");
+    }
+    Ok(())
 }

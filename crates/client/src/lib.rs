@@ -364,6 +364,16 @@ impl Client {
         self.pool.call::<GetInfo>(&node.network_key, &()).await
     }
 
+    /// Ask one node for its own view of a blob's status (unverified: the
+    /// caller checks the proof it carries, or compares views across nodes).
+    pub async fn node_status(
+        &self,
+        node: &Member,
+        blob_id: BlobId,
+    ) -> Result<BlobStatusAnswer, RpcError<ApiError>> {
+        self.pool.call::<GetStatus>(&node.network_key, &blob_id).await
+    }
+
     /// The members of the committee.
     pub fn members(&self) -> &[Member] {
         self.base.members()

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use floe_consensus::KeyPair;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A node's configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's `node_id` in the committee file.
@@ -36,7 +36,7 @@ pub struct NodeConfig {
 }
 
 /// What the node accepts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest blob (unencoded bytes) the node stores slivers of.
@@ -58,7 +58,7 @@ impl Default for Limits {
 }
 
 /// How often background work runs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tasks {
     /// Anti-entropy with one peer every this many milliseconds.

@@ -57,6 +57,31 @@ pub fn generate(
     limits: Limits,
     tasks: Tasks,
 ) -> Result<LocalCommittee, LocalError> {
+    let mut addresses = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        let port = free_port().map_err(|source| LocalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        addresses.push((address.to_string(), address));
+    }
+    generate_with(dir, shards, epoch_ms, limits, tasks, &addresses)
+}
+
+/// [`generate`] for nodes at given addresses: node `i` is advertised in the
+/// committee file as `addresses[i].0` (`host:port`, resolved by peers and
+/// clients) and listens on `addresses[i].1`. For example `node-0:9100` and
+/// `0.0.0.0:9100` for containers named `node-0`.
+pub fn generate_with(
+    dir: &Path,
+    shards: u16,
+    epoch_ms: u64,
+    limits: Limits,
+    tasks: Tasks,
+    addresses: &[(String, std::net::SocketAddr)],
+) -> Result<LocalCommittee, LocalError> {
+    let nodes = addresses.len();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LocalError::Io { path, source }
@@ -70,7 +95,7 @@ pub fn generate(
             node_id: NodeId(format!("node-{i}")),
             protocol_key: protocol_keys[i].public(),
             network_key: network_keys[i].public(),
-            address: format!("127.0.0.1:{}", free_port().map_err(io(dir))?),
+            address: addresses[i].0.clone(),
             shards: (0..shards)
                 .filter(|s| usize::from(*s) % nodes == i)
                 .map(ShardIndex)
@@ -95,13 +120,7 @@ pub fn generate(
         let (protocol, network) = (node_dir.join("protocol.key"), node_dir.join("network.key"));
         write_key(&protocol, &protocol_keys[i]).map_err(io(&protocol))?;
         write_key(&network, &network_keys[i]).map_err(io(&network))?;
-        let listen = file.committee.members()[i]
-            .address
-            .parse()
-            .map_err(|_| LocalError::Io {
-                path: committee_path.clone(),
-                source: std::io::Error::other("bad address"),
-            })?;
+        let listen = addresses[i].1;
         configs.push(NodeConfig {
             node_id: format!("node-{i}"),
             protocol_key: protocol,

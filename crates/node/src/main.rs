@@ -23,6 +23,32 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Write a whole committee for named hosts: keys, `committee.toml` and
+    /// each node's `node-<i>/node.toml` (for containers or a lab; a real
+    /// committee's members make their own keys).
+    Committee {
+        /// Directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node `i` is reached at this host, with `{i}` replaced.
+        #[arg(long, default_value = "node-{i}")]
+        host: String,
+        /// The port every node listens on.
+        #[arg(long, default_value_t = 9100)]
+        port: u16,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Number of shards (spread evenly).
+        #[arg(long, default_value_t = 100)]
+        shards: u16,
+        /// Epoch length, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        epoch_secs: u64,
+        /// Admin port (`/metrics`, `/health`) of every node.
+        #[arg(long, default_value_t = 9184)]
+        admin_port: u16,
+    },
     /// Run the node described by a configuration file.
     Run {
         /// The node's configuration (TOML).
@@ -66,6 +92,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
                 println!("{}: {}", path.display(), key.public());
             }
+            Ok(())
+        }
+        Command::Committee {
+            dir,
+            host,
+            port,
+            nodes,
+            shards,
+            epoch_secs,
+            admin_port,
+        } => {
+            let addresses: Vec<_> = (0..nodes)
+                .map(|i| {
+                    (
+                        format!("{}:{port}", host.replace("{i}", &i.to_string())),
+                        std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+                    )
+                })
+                .collect();
+            let local = floe_node::local::generate_with(
+                &dir,
+                shards,
+                epoch_secs.saturating_mul(1000),
+                config::Limits::default(),
+                config::Tasks::default(),
+                &addresses,
+            )?;
+            for (i, config) in local.configs.into_iter().enumerate() {
+                let config = NodeConfig {
+                    admin_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], admin_port))),
+                    ..config
+                };
+                let path = dir.join(format!("node-{i}")).join("node.toml");
+                std::fs::write(&path, toml::to_string(&config)?)?;
+                println!("{}: {}", path.display(), addresses[i].0);
+            }
+            let client = dir.join("client.toml");
+            std::fs::write(&client, "committee = \"committee.toml\"\nowner_key = \"owner.key\"\n")?;
+            println!("{}", dir.join("committee.toml").display());
+            println!("{}", client.display());
             Ok(())
         }
         Command::Run { config, grace } => {

@@ -1,0 +1,374 @@
+//! A local test network of `floe-node` processes on 127.0.0.1, kept in one
+//! directory: `committee.toml`, `client.toml`, and per node `node-<i>/`
+//! with its keys, `node.toml`, database, `node.log` and `pid`.
+//!
+//! `cargo xtask testnet …` drives it; tests drive it through this API. The
+//! node processes outlive the command that started them (they run in their
+//! own process group), so `up` returns and the network keeps running until
+//! `down`.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floe_client::{Client, ClientConfig};
+use floe_consensus::CommitteeFile;
+use floe_node::{Limits, NodeConfig, Tasks};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Why a testnet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// A file could not be read or written, or a process started.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The directory holds no usable testnet.
+    #[error("{0}")]
+    Invalid(String),
+    /// A node did not become healthy in time.
+    #[error("node-{node} is not healthy after {waited:?}; see {log}")]
+    Unhealthy {
+        /// The node.
+        node: usize,
+        /// How long we waited.
+        waited: Duration,
+        /// Its log file.
+        log: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestnetError {
+    let what = what.into();
+    move |source| TestnetError::Io { what, source }
+}
+
+/// What one node looks like from outside.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    /// The node's name.
+    pub node_id: String,
+    /// Its process, if running.
+    pub pid: Option<u32>,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// Its epoch.
+    pub epoch: Option<u64>,
+    /// Certified blobs it is still repairing.
+    pub drift: Option<u64>,
+    /// Bytes it stores.
+    pub stored_bytes: Option<u64>,
+}
+
+/// A testnet directory and the node binary that runs it.
+#[derive(Debug)]
+pub struct Testnet {
+    dir: PathBuf,
+    node_bin: PathBuf,
+    file: CommitteeFile,
+    /// Processes started by this handle (so they can be reaped).
+    children: Vec<Option<Child>>,
+}
+
+impl Testnet {
+    /// Opens the testnet in `dir`, or writes a new one of `nodes` nodes and
+    /// `shards` shards (spread evenly) when `dir` holds none.
+    pub fn create_or_open(
+        dir: &Path,
+        nodes: usize,
+        shards: u16,
+        node_bin: &Path,
+    ) -> Result<Self, TestnetError> {
+        if !dir.join("committee.toml").exists() {
+            Self::write(dir, nodes, shards)?;
+        }
+        Self::open(dir, node_bin)
+    }
+
+    /// Opens an existing testnet.
+    pub fn open(dir: &Path, node_bin: &Path) -> Result<Self, TestnetError> {
+        let committee = dir.join("committee.toml");
+        let text = std::fs::read_to_string(&committee).map_err(io(format!(
+            "reading {} (is there a testnet here? `cargo xtask testnet up` makes one)",
+            committee.display()
+        )))?;
+        let file = CommitteeFile::from_toml(&text)
+            .map_err(|e| TestnetError::Invalid(format!("{}: {e}", committee.display())))?;
+        let nodes = file.committee.members().len();
+        let dir = std::fs::canonicalize(dir).map_err(io(format!("resolving {}", dir.display())))?;
+        Ok(Self {
+            dir,
+            node_bin: node_bin.to_owned(),
+            file,
+            children: (0..nodes).map(|_| None).collect(),
+        })
+    }
+
+    fn write(dir: &Path, nodes: usize, shards: u16) -> Result<(), TestnetError> {
+        // Short epochs would expire blobs under a long-running testnet's
+        // users; an hour keeps `--epochs N` meaningful.
+        let tasks = Tasks {
+            sync_interval_ms: 500,
+            repair_interval_ms: 500,
+            repair_concurrency: 4,
+            gc_interval_ms: 5_000,
+        };
+        let local =
+            floe_node::local::generate(dir, nodes, shards, 3_600_000, Limits::default(), tasks)
+                .map_err(|e| TestnetError::Invalid(e.to_string()))?;
+        for (i, config) in local.configs.into_iter().enumerate() {
+            let admin = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(io("picking an admin port"))?;
+            let config = NodeConfig {
+                admin_listen: Some(admin),
+                ..config
+            };
+            let text = toml::to_string(&config)
+                .map_err(|e| TestnetError::Invalid(format!("node-{i} config: {e}")))?;
+            let path = dir.join(format!("node-{i}")).join("node.toml");
+            std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
+        }
+        let client = dir.join("client.toml");
+        std::fs::write(
+            &client,
+            "# Client config for this testnet: `floe --config client.toml …`\ncommittee = \"committee.toml\"\nowner_key = \"owner.key\"\n",
+        )
+        .map_err(io(format!("writing {}", client.display())))?;
+        Ok(())
+    }
+
+    /// The testnet's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The committee file.
+    pub fn file(&self) -> &CommitteeFile {
+        &self.file
+    }
+
+    /// The client config to give `floe --config`.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    /// Nodes in the committee.
+    pub fn nodes(&self) -> usize {
+        self.file.committee.members().len()
+    }
+
+    fn node_dir(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node-{node}"))
+    }
+
+    /// Node `node`'s log file.
+    pub fn log(&self, node: usize) -> PathBuf {
+        self.node_dir(node).join("node.log")
+    }
+
+    /// Node `node`'s database directory.
+    pub fn database(&self, node: usize) -> PathBuf {
+        self.node_dir(node).join("db")
+    }
+
+    fn check(&self, node: usize) -> Result<(), TestnetError> {
+        if node < self.nodes() {
+            Ok(())
+        } else {
+            Err(TestnetError::Invalid(format!(
+                "there is no node {node}: this testnet has nodes 0 to {}",
+                self.nodes() - 1
+            )))
+        }
+    }
+
+    /// The pid of node `node` if its process is alive.
+    pub fn pid(&mut self, node: usize) -> Option<u32> {
+        // Reap a child of ours that exited, so it does not linger as a zombie.
+        if let Some(Some(child)) = self.children.get_mut(node) {
+            if !matches!(child.try_wait(), Ok(None)) {
+                self.children[node] = None;
+            }
+        }
+        let text = std::fs::read_to_string(self.node_dir(node).join("pid")).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // A zombie (state Z) or a recycled pid running something else is not our node.
+        let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = String::from_utf8_lossy(&cmdline).contains("floe-node");
+        (state != "Z" && ours).then_some(pid)
+    }
+
+    /// Starts node `node` if it is not running.
+    pub fn start(&mut self, node: usize) -> Result<(), TestnetError> {
+        self.check(node)?;
+        if self.pid(node).is_some() {
+            return Ok(());
+        }
+        let log_path = self.log(node);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("opening {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io(format!("opening {}", log_path.display())))?;
+        let mut command = Command::new(&self.node_bin);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(self.node_dir(node).join("node.toml"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt as _;
+            // Its own process group: Ctrl-C in the terminal that ran `up`
+            // does not reach the nodes.
+            command.process_group(0);
+        }
+        let child = command.spawn().map_err(io(format!(
+            "starting {} for node-{node}",
+            self.node_bin.display()
+        )))?;
+        let pid_path = self.node_dir(node).join("pid");
+        std::fs::write(&pid_path, child.id().to_string())
+            .map_err(io(format!("writing {}", pid_path.display())))?;
+        self.children[node] = Some(child);
+        Ok(())
+    }
+
+    /// Stops node `node`: SIGTERM (a clean shutdown), then SIGKILL after
+    /// 10 s. With `abrupt`, SIGKILL at once (a crash).
+    pub fn stop(&mut self, node: usize, abrupt: bool) -> Result<(), TestnetError> {
+        self.check(node)?;
+        let Some(pid) = self.pid(node) else {
+            return Ok(());
+        };
+        let target = Pid::from_raw(pid as i32);
+        let signal = if abrupt {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        let _ = kill(target, signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.pid(node).is_some() {
+            if Instant::now() > deadline {
+                let _ = kill(target, Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(self.node_dir(node).join("pid"));
+        Ok(())
+    }
+
+    /// Stops node `node`, deletes its database, and starts it again.
+    pub fn wipe(&mut self, node: usize) -> Result<(), TestnetError> {
+        self.stop(node, false)?;
+        let db = self.database(node);
+        if db.exists() {
+            std::fs::remove_dir_all(&db).map_err(io(format!("deleting {}", db.display())))?;
+        }
+        self.start(node)
+    }
+
+    /// Starts every node that is not running and waits until all answer.
+    pub async fn up(&mut self, timeout: Duration) -> Result<(), TestnetError> {
+        for node in 0..self.nodes() {
+            self.start(node)?;
+        }
+        for node in 0..self.nodes() {
+            self.wait_healthy(node, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node cleanly.
+    pub fn down(&mut self) -> Result<(), TestnetError> {
+        for node in 0..self.nodes() {
+            self.stop(node, false)?;
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> Result<Client, TestnetError> {
+        let config = ClientConfig {
+            net: floe_net::NetConfig {
+                connect_timeout: Duration::from_secs(1),
+                ..floe_net::NetConfig::default()
+            },
+            ..ClientConfig::default()
+        };
+        Client::new(&self.file, config).map_err(|e| TestnetError::Invalid(e.to_string()))
+    }
+
+    /// Waits until node `node` answers, up to `timeout`.
+    pub async fn wait_healthy(&mut self, node: usize, timeout: Duration) -> Result<(), TestnetError> {
+        self.check(node)?;
+        let client = self.client()?;
+        let member = self.file.committee.members()[node].clone();
+        let start = Instant::now();
+        loop {
+            if tokio::time::timeout(Duration::from_secs(2), client.info(&member))
+                .await
+                .is_ok_and(|answer| answer.is_ok())
+            {
+                return Ok(());
+            }
+            if start.elapsed() > timeout || self.pid(node).is_none() {
+                return Err(TestnetError::Unhealthy {
+                    node,
+                    waited: start.elapsed(),
+                    log: self.log(node).display().to_string(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every node's process and what it reports.
+    pub async fn status(&mut self) -> Result<Vec<NodeStatus>, TestnetError> {
+        let client = self.client()?;
+        let mut rows = Vec::new();
+        for (node, member) in self.file.committee.members().to_vec().iter().enumerate() {
+            let pid = self.pid(node);
+            let info = match pid {
+                Some(_) => tokio::time::timeout(Duration::from_secs(2), client.info(member))
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            rows.push(NodeStatus {
+                node_id: member.node_id.0.clone(),
+                pid,
+                reachable: info.is_some(),
+                epoch: info.as_ref().map(|i| i.epoch.0),
+                drift: info.as_ref().map(|i| i.drift),
+                stored_bytes: info.as_ref().map(|i| i.stored_bytes),
+            });
+        }
+        Ok(rows)
+    }
+}
+
+impl Drop for Testnet {
+    /// Reaps the children this handle started that already exited; running
+    /// ones keep running (the testnet outlives the command).
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.try_wait();
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Local testnets of real `floe-node` processes: the `cargo xtask testnet`
+//! operations, the demo and a short chaos run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use floe::drill::{self, ChaosConfig};
+use floe::testnet::Testnet;
+use floe_api::StatusReport;
+use floe_client::{Client, ClientConfig};
+
+/// `cargo test --workspace` builds `floe-node` beside `floe` (floe-node's
+/// own binary tests need it).
+fn node_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_floe")).with_file_name("floe-node");
+    assert!(path.exists(), "{} is built by `cargo test --workspace`", path.display());
+    path
+}
+
+fn floe_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_floe"))
+}
+
+fn floe(testnet: &Testnet, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(floe_bin())
+        .arg("--config")
+        .arg(testnet.client_config())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testnet_up_store_read_kill_restart_wipe_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut testnet = Testnet::create_or_open(dir.path(), 7, 100, &node_bin()).unwrap();
+    testnet.up(Duration::from_secs(60)).await.unwrap();
+    let status = testnet.status().await.unwrap();
+    assert_eq!(status.len(), 7);
+    assert!(status.iter().all(|n| n.pid.is_some() && n.reachable && n.drift == Some(0)));
+
+    // Store and read with the floe binary.
+    let file = dir.path().join("data.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let stored = floe(&testnet, &["--json", "store", file.to_str().unwrap()]);
+    assert!(stored.status.success(), "{stored:?}");
+    let json: serde_json::Value = serde_json::from_slice(&stored.stdout).unwrap();
+    let blob_id = json[0]["result"]["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = floe(&testnet, &["read", &blob_id]);
+    assert!(read.status.success());
+    assert_eq!(read.stdout, data);
+
+    // kill: the process is gone, the node unreachable; reads still work.
+    testnet.stop(0, true).unwrap();
+    let status = testnet.status().await.unwrap();
+    assert!(status[0].pid.is_none() && !status[0].reachable);
+    assert!(status[1..].iter().all(|n| n.reachable));
+    let read = floe(&testnet, &["read", &blob_id]);
+    assert_eq!(read.stdout, data, "a read survives a killed node");
+
+    // restart: back and healthy.
+    testnet.start(0).unwrap();
+    testnet.wait_healthy(0, Duration::from_secs(30)).await.unwrap();
+    assert!(testnet.status().await.unwrap()[0].reachable);
+
+    // wipe: the database is gone, then rebuilt by repair.
+    let before = testnet.status().await.unwrap()[1].stored_bytes.unwrap();
+    testnet.wipe(1).unwrap();
+    testnet.wait_healthy(1, Duration::from_secs(30)).await.unwrap();
+    let client = Client::new(testnet.file(), ClientConfig::default()).unwrap();
+    let member = testnet.file().committee.members()[1].clone();
+    let id = blob_id.parse().unwrap();
+    eventually(Duration::from_secs(60), "the wiped node is certified and repaired", async || {
+        let certified = matches!(
+            client.node_status(&member, id).await.map(|a| a.status),
+            Ok(StatusReport::Certified { .. })
+        );
+        let info = client.info(&member).await;
+        certified && info.is_ok_and(|i| i.drift == 0)
+    })
+    .await;
+    assert!(before > 0);
+
+    // down: every process gone; up again: the same network with its data.
+    testnet.down().unwrap();
+    assert!(testnet.status().await.unwrap().iter().all(|n| n.pid.is_none()));
+    let mut again = Testnet::open(dir.path(), &node_bin()).unwrap();
+    again.up(Duration::from_secs(60)).await.unwrap();
+    let read = floe(&again, &["read", &blob_id]);
+    assert_eq!(read.stdout, data, "the data survives down and up");
+    again.down().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_chaos_run_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut testnet = Testnet::create_or_open(dir.path(), 7, 100, &node_bin()).unwrap();
+    let config = ChaosConfig {
+        duration: Duration::from_secs(12),
+        fault_every: Duration::from_millis(1500),
+        max_blob: 64 << 10,
+        seed: 7,
+        settle: Duration::from_secs(90),
+    };
+    let result = drill::chaos(&mut testnet, &config).await;
+    testnet.down().unwrap();
+    let tally = result.unwrap();
+    assert!(tally.passed(), "{tally:?}");
+    assert!(tally.blobs_verified > 0, "{tally:?}");
+    assert!(tally.kills + tally.restarts + tally.wipes > 0, "{tally:?}");
+    assert!(tally.max_shards_down <= 33, "{tally:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_stores_reads_back_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample.bin");
+    std::fs::write(&sample, (0..1_000_000u32).map(|i| (i * 31 % 256) as u8).collect::<Vec<_>>())
+        .unwrap();
+    let mut testnet =
+        Testnet::create_or_open(&dir.path().join("net"), 7, 100, &node_bin()).unwrap();
+    let blob_id = drill::demo(&mut testnet, floe_bin(), &sample).await.unwrap();
+    assert_eq!(blob_id.len(), 43);
+    assert!(testnet.status().await.unwrap().iter().all(|n| n.pid.is_none()));
+}
+
+/// The README's two commands are the ones CI and the demo run.
+#[test]
+fn readme_commands_are_what_ci_and_the_demo_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let readme = read("README.md");
+    assert!(readme.contains("bash ./scripts/demo.sh"));
+    assert!(readme.contains("bash ./scripts/test.sh"));
+    assert!(read(".ci/run").contains("bash ./scripts/test.sh"));
+    // The demo script runs `cargo xtask demo`, which runs drill::demo on a
+    // fresh testnet, as the demo test above does.
+    assert!(read("scripts/demo.sh").contains("cargo xtask demo"));
+    assert!(read("xtask/src/testnet.rs").contains("drill::demo(&mut testnet"));
+    assert!(read("scripts/test.sh").contains("cargo test --workspace --locked"));
+}

@@ -1,0 +1,258 @@
+//! `cargo xtask testnet …`, `cargo xtask demo` and `cargo xtask chaos`:
+//! local networks of real `floe-node` processes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use floe::drill::{self, ChaosConfig};
+use floe::testnet::Testnet;
+
+/// What `cargo xtask testnet` does.
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Write a testnet (keys, committee, node and client configs) unless DIR
+    /// holds one, start its nodes and wait until all are healthy.
+    Up {
+        /// Nodes in a new testnet.
+        #[arg(long, default_value_t = 7)]
+        nodes: usize,
+        /// Shards in a new testnet (spread evenly).
+        #[arg(long, default_value_t = 100)]
+        shards: u16,
+    },
+    /// Stop every node (their data stays; `up` starts them again).
+    Down,
+    /// Per node: pid, reachable, epoch, drift, stored bytes.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a node's log (the last LINES lines).
+    Logs {
+        /// The node's index.
+        node: usize,
+        /// Lines to print.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Kill a node abruptly (SIGKILL), as a crash would.
+    Kill {
+        /// The node's index.
+        node: usize,
+    },
+    /// Stop a node cleanly and start it again.
+    Restart {
+        /// The node's index.
+        node: usize,
+    },
+    /// Stop a node, delete its database, start it again: it repairs what it
+    /// lost from its peers.
+    Wipe {
+        /// The node's index.
+        node: usize,
+    },
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The default testnet directory: `target/testnet` in the workspace.
+pub fn default_dir() -> PathBuf {
+    workspace().join("target").join("testnet")
+}
+
+/// Builds `floe-node` and `floe` and returns their paths. They are built as
+/// `cargo test --workspace` builds them (`--tests` unifies the same
+/// features), so the tests and the testnet share one build of RocksDB.
+pub fn build_binaries() -> Result<(PathBuf, PathBuf)> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--workspace",
+            "--bins",
+            "--tests",
+            "--locked",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !output.status.success() {
+        bail!("building floe-node and floe failed");
+    }
+    let mut node = None;
+    let mut floe = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        match message["target"]["name"].as_str() {
+            Some("floe-node") => node = Some(PathBuf::from(executable)),
+            Some("floe") => floe = Some(PathBuf::from(executable)),
+            _ => {}
+        }
+    }
+    match (node, floe) {
+        (Some(node), Some(floe)) => Ok((node, floe)),
+        _ => bail!("cargo build did not report the floe-node and floe binaries"),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `cargo xtask testnet ACTION --dir DIR`.
+pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
+    let dir = dir.unwrap_or_else(default_dir);
+    let (node_bin, floe_bin) = build_binaries()?;
+    let runtime = runtime()?;
+    match action {
+        Action::Up { nodes, shards } => {
+            let fresh = !dir.join("committee.toml").exists();
+            std::fs::create_dir_all(&dir)?;
+            let mut testnet = Testnet::create_or_open(&dir, nodes, shards, &node_bin)?;
+            runtime.block_on(testnet.up(Duration::from_secs(60)))?;
+            let committee = &testnet.file().committee;
+            println!(
+                "testnet {} in {}: {} floe-node processes, {} shards (f = {}, a certificate needs {} shards), all healthy",
+                if fresh { "created" } else { "restarted with its data" },
+                testnet.dir().display(),
+                testnet.nodes(),
+                committee.n_shards(),
+                committee.f(),
+                committee.quorum_threshold()
+            );
+            let config = testnet.client_config();
+            println!("\nUse it with the floe CLI:\n");
+            println!("  export FLOE_CONFIG={}", config.display());
+            println!("  {} store FILE --epochs 5", floe_bin.display());
+            println!("  {} status BLOB_ID", floe_bin.display());
+            println!("  {} read BLOB_ID -o copy", floe_bin.display());
+            println!("  {} gateway --listen 127.0.0.1:31415", floe_bin.display());
+            println!("\nBreak it and watch it heal: cargo xtask testnet kill|restart|wipe NODE, cargo xtask testnet status; stop it with cargo xtask testnet down.");
+        }
+        Action::Down => {
+            let mut testnet = Testnet::open(&dir, &node_bin)?;
+            testnet.down()?;
+            println!("testnet in {} stopped (data kept)", testnet.dir().display());
+        }
+        Action::Status { json } => {
+            let mut testnet = Testnet::open(&dir, &node_bin)?;
+            let rows = runtime.block_on(testnet.status())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<8} {:>8} {:>6} {:>6} {:>6} {:>14}",
+                    "node", "pid", "health", "epoch", "drift", "stored bytes"
+                );
+                for row in rows {
+                    let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
+                    println!(
+                        "{:<8} {:>8} {:>6} {:>6} {:>6} {:>14}",
+                        row.node_id,
+                        row.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                        if row.reachable { "up" } else { "down" },
+                        show(row.epoch),
+                        show(row.drift),
+                        show(row.stored_bytes)
+                    );
+                }
+            }
+        }
+        Action::Logs { node, lines } => {
+            let testnet = Testnet::open(&dir, &node_bin)?;
+            let path = testnet.log(node);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let all: Vec<&str> = text.lines().collect();
+            for line in &all[all.len().saturating_sub(lines)..] {
+                println!("{line}");
+            }
+        }
+        Action::Kill { node } => {
+            let mut testnet = Testnet::open(&dir, &node_bin)?;
+            testnet.stop(node, true)?;
+            println!("node-{node} killed (SIGKILL)");
+        }
+        Action::Restart { node } => {
+            let mut testnet = Testnet::open(&dir, &node_bin)?;
+            testnet.stop(node, false)?;
+            testnet.start(node)?;
+            runtime.block_on(testnet.wait_healthy(node, Duration::from_secs(60)))?;
+            println!("node-{node} restarted and healthy");
+        }
+        Action::Wipe { node } => {
+            let mut testnet = Testnet::open(&dir, &node_bin)?;
+            testnet.wipe(node)?;
+            runtime.block_on(testnet.wait_healthy(node, Duration::from_secs(60)))?;
+            println!("node-{node} wiped and restarted: it repairs its slivers from its peers (watch drift with `cargo xtask testnet status`)");
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask demo`: a fresh testnet, store, status, read back, compare, down.
+pub fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) -> Result<()> {
+    let (node_bin, floe_bin) = build_binaries()?;
+    let dir = tempfile::tempdir()?;
+    let sample = match file {
+        Some(path) => path,
+        None => {
+            let path = dir.path().join("sample.bin");
+            std::fs::write(&path, crate::bench::sample_blob(bytes))?;
+            path
+        }
+    };
+    let mut testnet = Testnet::create_or_open(&dir.path().join("net"), nodes, shards, &node_bin)?;
+    let blob_id = runtime()?.block_on(drill::demo(&mut testnet, &floe_bin, &sample))?;
+    println!("demo done: blob {blob_id} stored, certified and read back verified");
+    Ok(())
+}
+
+/// `cargo xtask chaos`: a fresh testnet, a workload under faults, a check.
+pub fn chaos(nodes: usize, shards: u16, duration: Duration, seed: u64) -> Result<()> {
+    let (node_bin, _) = build_binaries()?;
+    let dir = tempfile::tempdir()?;
+    let mut testnet = Testnet::create_or_open(dir.path(), nodes, shards, &node_bin)?;
+    let config = ChaosConfig {
+        duration,
+        seed,
+        ..ChaosConfig::default()
+    };
+    println!(
+        "chaos: {nodes} floe-node processes, {shards} shards, {} s of stores and reads while nodes are killed, restarted and wiped (seed {seed})",
+        duration.as_secs()
+    );
+    let result = runtime()?.block_on(drill::chaos(&mut testnet, &config));
+    testnet.down()?;
+    let tally = result?;
+    println!("{}", serde_json::to_string_pretty(&tally)?);
+    if !tally.passed() {
+        bail!(
+            "chaos lost {} blobs and returned wrong bytes {} times",
+            tally.blobs_lost,
+            tally.wrong_bytes
+        );
+    }
+    println!(
+        "chaos passed: {} blobs verified on every node, none lost",
+        tally.blobs_verified
+    );
+    Ok(())
+}
