@@ -77,7 +77,11 @@ async fn demo_steps(
     let config = testnet.client_config().display().to_string();
     println!("\n$ floe --config {config} store {sample_str} --epochs 5");
     let start = Instant::now();
-    let stored = floe(floe_bin, testnet, &["--json", "store", &sample_str, "--epochs", "5"])?;
+    let stored = floe(
+        floe_bin,
+        testnet,
+        &["--json", "store", &sample_str, "--epochs", "5"],
+    )?;
     let store_ms = start.elapsed().as_millis();
     let json: serde_json::Value = serde_json::from_str(&stored)
         .map_err(|e| DrillError::Failed(format!("`floe store --json` printed {stored:?}: {e}")))?;
@@ -98,13 +102,17 @@ async fn demo_steps(
     let start = Instant::now();
     print!(
         "{}",
-        floe(floe_bin, testnet, &["read", &blob_id, "-o", &copy_str, "--strict"])?
+        floe(
+            floe_bin,
+            testnet,
+            &["read", &blob_id, "-o", &copy_str, "--strict"]
+        )?
     );
     let read_ms = start.elapsed().as_millis();
     let original = std::fs::read(sample)
         .map_err(|e| DrillError::Failed(format!("reading {sample_str}: {e}")))?;
-    let back = std::fs::read(&copy)
-        .map_err(|e| DrillError::Failed(format!("reading {copy_str}: {e}")))?;
+    let back =
+        std::fs::read(&copy).map_err(|e| DrillError::Failed(format!("reading {copy_str}: {e}")))?;
     let _ = std::fs::remove_file(&copy);
     if original != back {
         return Err(DrillError::Failed(format!(
@@ -229,7 +237,9 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
         }
         let node = candidates[rng.gen_range(0..candidates.len())];
         let action = rng.gen_range(0..3);
-        let mut t = tally.lock().map_err(|_| DrillError::Failed("tally poisoned".into()))?;
+        let mut t = tally
+            .lock()
+            .map_err(|_| DrillError::Failed("tally poisoned".into()))?;
         t.max_shards_down = t.max_shards_down.max(down_weight + weight(node));
         match action {
             0 => {
@@ -261,7 +271,11 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
     loop {
         let mut converged = true;
         for member in &members {
-            let drift = client.info(member).await.map(|i| i.drift).unwrap_or(u64::MAX);
+            let drift = client
+                .info(member)
+                .await
+                .map(|i| i.drift)
+                .unwrap_or(u64::MAX);
             if drift != 0 {
                 converged = false;
                 break;
@@ -332,7 +346,10 @@ async fn workload(
         let mut data = vec![0u8; len];
         rng.fill(&mut data[..]);
         let data = Bytes::from(data);
-        match client.store(data.clone(), 10, StoreOptions::default()).await {
+        match client
+            .store(data.clone(), 10, StoreOptions::default())
+            .await
+        {
             Ok(outcome) => {
                 count(&|t| t.stores += 1);
                 if let Ok(mut c) = certified.lock() {

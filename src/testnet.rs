@@ -314,7 +314,11 @@ impl Testnet {
     }
 
     /// Waits until node `node` answers, up to `timeout`.
-    pub async fn wait_healthy(&mut self, node: usize, timeout: Duration) -> Result<(), TestnetError> {
+    pub async fn wait_healthy(
+        &mut self,
+        node: usize,
+        timeout: Duration,
+    ) -> Result<(), TestnetError> {
         self.check(node)?;
         let client = self.client()?;
         let member = self.file.committee.members()[node].clone();

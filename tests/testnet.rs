@@ -14,7 +14,11 @@ use floe_client::{Client, ClientConfig};
 /// own binary tests need it).
 fn node_bin() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_floe")).with_file_name("floe-node");
-    assert!(path.exists(), "{} is built by `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is built by `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
@@ -46,7 +50,9 @@ async fn testnet_up_store_read_kill_restart_wipe_down() {
     testnet.up(Duration::from_secs(60)).await.unwrap();
     let status = testnet.status().await.unwrap();
     assert_eq!(status.len(), 7);
-    assert!(status.iter().all(|n| n.pid.is_some() && n.reachable && n.drift == Some(0)));
+    assert!(status
+        .iter()
+        .all(|n| n.pid.is_some() && n.reachable && n.drift == Some(0)));
 
     // Store and read with the floe binary.
     let file = dir.path().join("data.bin");
@@ -73,30 +79,47 @@ async fn testnet_up_store_read_kill_restart_wipe_down() {
 
     // restart: back and healthy.
     testnet.start(0).unwrap();
-    testnet.wait_healthy(0, Duration::from_secs(30)).await.unwrap();
+    testnet
+        .wait_healthy(0, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(testnet.status().await.unwrap()[0].reachable);
 
     // wipe: the database is gone, then rebuilt by repair.
-    let before = testnet.status().await.unwrap()[1].stored_bytes.unwrap();
+    // RocksDB names each database it creates in its IDENTITY file.
+    let identity = |t: &Testnet| std::fs::read_to_string(t.database(1).join("IDENTITY")).unwrap();
+    let before = identity(&testnet);
     testnet.wipe(1).unwrap();
-    testnet.wait_healthy(1, Duration::from_secs(30)).await.unwrap();
+    testnet
+        .wait_healthy(1, Duration::from_secs(30))
+        .await
+        .unwrap();
     let client = Client::new(testnet.file(), ClientConfig::default()).unwrap();
     let member = testnet.file().committee.members()[1].clone();
     let id = blob_id.parse().unwrap();
-    eventually(Duration::from_secs(60), "the wiped node is certified and repaired", async || {
-        let certified = matches!(
-            client.node_status(&member, id).await.map(|a| a.status),
-            Ok(StatusReport::Certified { .. })
-        );
-        let info = client.info(&member).await;
-        certified && info.is_ok_and(|i| i.drift == 0)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the wiped node is certified and repaired",
+        async || {
+            let certified = matches!(
+                client.node_status(&member, id).await.map(|a| a.status),
+                Ok(StatusReport::Certified { .. })
+            );
+            let info = client.info(&member).await;
+            certified && info.is_ok_and(|i| i.drift == 0)
+        },
+    )
     .await;
-    assert!(before > 0);
+    assert_ne!(identity(&testnet), before, "wipe made a new database");
 
     // down: every process gone; up again: the same network with its data.
     testnet.down().unwrap();
-    assert!(testnet.status().await.unwrap().iter().all(|n| n.pid.is_none()));
+    assert!(testnet
+        .status()
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| n.pid.is_none()));
     let mut again = Testnet::open(dir.path(), &node_bin()).unwrap();
     again.up(Duration::from_secs(60)).await.unwrap();
     let read = floe(&again, &["read", &blob_id]);
@@ -128,13 +151,25 @@ async fn a_short_chaos_run_loses_nothing() {
 async fn the_demo_stores_reads_back_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let sample = dir.path().join("sample.bin");
-    std::fs::write(&sample, (0..1_000_000u32).map(|i| (i * 31 % 256) as u8).collect::<Vec<_>>())
-        .unwrap();
+    std::fs::write(
+        &sample,
+        (0..1_000_000u32)
+            .map(|i| (i * 31 % 256) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let mut testnet =
         Testnet::create_or_open(&dir.path().join("net"), 7, 100, &node_bin()).unwrap();
-    let blob_id = drill::demo(&mut testnet, floe_bin(), &sample).await.unwrap();
+    let blob_id = drill::demo(&mut testnet, floe_bin(), &sample)
+        .await
+        .unwrap();
     assert_eq!(blob_id.len(), 43);
-    assert!(testnet.status().await.unwrap().iter().all(|n| n.pid.is_none()));
+    assert!(testnet
+        .status()
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| n.pid.is_none()));
 }
 
 /// The README's two commands are the ones CI and the demo run.

@@ -299,7 +299,11 @@ fn summary() -> Result<()> {
             row(
                 "codec",
                 format!("encode / decode, n={} {} B", r["n_shards"], r["blob_bytes"]),
-                format!("{:.0} / {:.0} MiB/s", num(&r["encode_mib_s"]), num(&r["decode_mib_s"])),
+                format!(
+                    "{:.0} / {:.0} MiB/s",
+                    num(&r["encode_mib_s"]),
+                    num(&r["decode_mib_s"])
+                ),
             );
         }
     }
@@ -313,24 +317,39 @@ fn summary() -> Result<()> {
         }
     }
     if let Some(r) = read("store") {
-        row("store", "raw disk write".into(), format!("{:.0} MiB/s", num(&r["raw_disk_write_mib_s"])));
+        row(
+            "store",
+            "raw disk write".into(),
+            format!("{:.0} MiB/s", num(&r["raw_disk_write_mib_s"])),
+        );
         if let Some(ingest) = r["ingest"].as_array() {
             for i in ingest {
                 row(
                     "store",
                     format!("ingest {} B x{} writers", i["value_bytes"], i["writers"]),
-                    format!("{:.0} MiB/s ({:.0}% of raw)", num(&i["mib_s"]), 100.0 * num(&i["ratio_to_raw_disk"])),
+                    format!(
+                        "{:.0} MiB/s ({:.0}% of raw)",
+                        num(&i["mib_s"]),
+                        100.0 * num(&i["ratio_to_raw_disk"])
+                    ),
                 );
             }
         }
-        row("store", "read 64 KiB p50".into(), format!("{:.0} us", num(&r["read_64k_p50_us"])));
+        row(
+            "store",
+            "read 64 KiB p50".into(),
+            format!("{:.0} us", num(&r["read_64k_p50_us"])),
+        );
     }
     if let Some(r) = read("net") {
         if let Some(latency) = r["latency"].as_array() {
             for l in latency {
                 row(
                     "net",
-                    format!("{} request p50 / p99", l["transport"].as_str().unwrap_or("?")),
+                    format!(
+                        "{} request p50 / p99",
+                        l["transport"].as_str().unwrap_or("?")
+                    ),
                     format!("{:.0} / {:.0} us", num(&l["p50_us"]), num(&l["p99_us"])),
                 );
             }
@@ -350,7 +369,10 @@ fn summary() -> Result<()> {
             for o in ops {
                 row(
                     "e2e",
-                    format!("store / read p50, {} B x{} clients", o["blob_bytes"], o["clients"]),
+                    format!(
+                        "store / read p50, {} B x{} clients",
+                        o["blob_bytes"], o["clients"]
+                    ),
                     format!(
                         "{:.1} / {:.1} ms (store {:.1}x encode)",
                         num(&o["store_p50_ms"]),
@@ -374,7 +396,11 @@ fn summary() -> Result<()> {
         }
     }
     println!("\nsummary ({}):", dir.display());
-    let width = rows.iter().map(|(_, what, _)| what.len()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(_, what, _)| what.len())
+        .max()
+        .unwrap_or(0);
     for (bench, what, value) in rows {
         println!("  {bench:<10} {what:<width$}  {value}");
     }

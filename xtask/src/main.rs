@@ -108,7 +108,12 @@ fn main() -> Result<()> {
             nodes,
             shards,
             seed,
-        } => testnet::chaos(nodes, shards, std::time::Duration::from_secs(duration), seed),
+        } => testnet::chaos(
+            nodes,
+            shards,
+            std::time::Duration::from_secs(duration),
+            seed,
+        ),
         Task::Bench { name, runs, quick } => bench::run(name.as_deref(), runs.max(1), quick),
         Task::BenchCodecCase {
             shards,

@@ -98,6 +98,13 @@ pub fn build_binaries() -> Result<(PathBuf, PathBuf)> {
         let Some(executable) = message["executable"].as_str() else {
             continue;
         };
+        // The binaries themselves, not test harnesses named after them.
+        let is_bin = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
+        if !is_bin || message["profile"]["test"] == true {
+            continue;
+        }
         match message["target"]["name"].as_str() {
             Some("floe-node") => node = Some(PathBuf::from(executable)),
             Some("floe") => floe = Some(PathBuf::from(executable)),

@@ -371,7 +371,9 @@ impl Client {
         node: &Member,
         blob_id: BlobId,
     ) -> Result<BlobStatusAnswer, RpcError<ApiError>> {
-        self.pool.call::<GetStatus>(&node.network_key, &blob_id).await
+        self.pool
+            .call::<GetStatus>(&node.network_key, &blob_id)
+            .await
     }
 
     /// The members of the committee.

@@ -129,7 +129,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: {}", path.display(), addresses[i].0);
             }
             let client = dir.join("client.toml");
-            std::fs::write(&client, "committee = \"committee.toml\"\nowner_key = \"owner.key\"\n")?;
+            std::fs::write(
+                &client,
+                "committee = \"committee.toml\"\nowner_key = \"owner.key\"\n",
+            )?;
             println!("{}", dir.join("committee.toml").display());
             println!("{}", client.display());
             Ok(())

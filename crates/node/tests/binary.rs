@@ -33,15 +33,25 @@ fn keygen_writes_private_keys_once() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!again.status.success(), "a second keygen must not overwrite keys");
-    assert_eq!(std::fs::read(dir.path().join("protocol.key")).unwrap(), before);
+    assert!(
+        !again.status.success(),
+        "a second keygen must not overwrite keys"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("protocol.key")).unwrap(),
+        before
+    );
 }
 
 #[test]
 fn run_refuses_a_config_naming_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
-    std::fs::write(&config, "node_id = \"node-0\"\nlisten = \"not an address\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "node_id = \"node-0\"\nlisten = \"not an address\"\n",
+    )
+    .unwrap();
     let output = floe_node()
         .args(["run", "--config"])
         .arg(&config)
