@@ -77,21 +77,17 @@ async fn demo_steps(
     let config = testnet.client_config().display().to_string();
     println!("\n$ floe --config {config} store {sample_str} --epochs 5");
     let start = Instant::now();
-    let stored = floe(
-        floe_bin,
-        testnet,
-        &["--json", "store", &sample_str, "--epochs", "5"],
-    )?;
+    let stored = floe(floe_bin, testnet, &["store", &sample_str, "--epochs", "5"])?;
     let store_ms = start.elapsed().as_millis();
-    let json: serde_json::Value = serde_json::from_str(&stored)
-        .map_err(|e| DrillError::Failed(format!("`floe store --json` printed {stored:?}: {e}")))?;
-    let result = &json[0]["result"];
-    let blob_id = result["newlyCreated"]["blobObject"]["blobId"]
-        .as_str()
-        .or_else(|| result["alreadyCertified"]["blobId"].as_str())
-        .ok_or_else(|| DrillError::Failed(format!("no blob ID in {stored}")))?
-        .to_owned();
-    println!("stored {sample_str} as blob {blob_id} ({store_ms} ms)");
+    print!("{stored}");
+    println!("(stored in {store_ms} ms)");
+    // "FILE: blob BLOB_ID" on the first line.
+    let blob_id = stored
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit_once(": blob "))
+        .map(|(_, id)| id.trim().to_owned())
+        .ok_or_else(|| DrillError::Failed(format!("no blob ID in {stored:?}")))?;
 
     println!("\n$ floe status {blob_id}");
     print!("{}", floe(floe_bin, testnet, &["status", &blob_id])?);
