@@ -74,6 +74,9 @@ pub struct Testnet {
     file: CommitteeFile,
     /// Processes started by this handle (so they can be reaped).
     children: Vec<Option<Child>>,
+    /// Stop every node when this handle is dropped (for throwaway testnets:
+    /// a failed test or drill leaves no process behind).
+    down_on_drop: bool,
 }
 
 impl Testnet {
@@ -107,6 +110,7 @@ impl Testnet {
             node_bin: node_bin.to_owned(),
             file,
             children: (0..nodes).map(|_| None).collect(),
+            down_on_drop: false,
         })
     }
 
@@ -123,8 +127,8 @@ impl Testnet {
             floe_node::local::generate(dir, nodes, shards, 3_600_000, Limits::default(), tasks)
                 .map_err(|e| TestnetError::Invalid(e.to_string()))?;
         for (i, config) in local.configs.into_iter().enumerate() {
-            let admin = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
+            let admin = floe_node::local::free_port()
+                .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
                 .map_err(io("picking an admin port"))?;
             let config = NodeConfig {
                 admin_listen: Some(admin),
@@ -142,6 +146,12 @@ impl Testnet {
         )
         .map_err(io(format!("writing {}", client.display())))?;
         Ok(())
+    }
+
+    /// Stops every node when this handle is dropped, even on a panic.
+    pub fn down_on_drop(mut self) -> Self {
+        self.down_on_drop = true;
+        self
     }
 
     /// The testnet's directory.
@@ -368,9 +378,13 @@ impl Testnet {
 }
 
 impl Drop for Testnet {
-    /// Reaps the children this handle started that already exited; running
-    /// ones keep running (the testnet outlives the command).
+    /// Stops the nodes if [`Testnet::down_on_drop`] was asked for; otherwise
+    /// running nodes keep running (the testnet outlives the command), and
+    /// children that already exited are reaped.
     fn drop(&mut self) {
+        if self.down_on_drop {
+            let _ = self.down();
+        }
         for child in self.children.iter_mut().flatten() {
             let _ = child.try_wait();
         }

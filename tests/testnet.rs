@@ -46,7 +46,9 @@ async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMut() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testnet_up_store_read_kill_restart_wipe_down() {
     let dir = tempfile::tempdir().unwrap();
-    let mut testnet = Testnet::create_or_open(dir.path(), 7, 100, &node_bin()).unwrap();
+    let mut testnet = Testnet::create_or_open(dir.path(), 7, 100, &node_bin())
+        .unwrap()
+        .down_on_drop();
     testnet.up(Duration::from_secs(60)).await.unwrap();
     let status = testnet.status().await.unwrap();
     assert_eq!(status.len(), 7);
@@ -120,7 +122,9 @@ async fn testnet_up_store_read_kill_restart_wipe_down() {
         .unwrap()
         .iter()
         .all(|n| n.pid.is_none()));
-    let mut again = Testnet::open(dir.path(), &node_bin()).unwrap();
+    let mut again = Testnet::open(dir.path(), &node_bin())
+        .unwrap()
+        .down_on_drop();
     again.up(Duration::from_secs(60)).await.unwrap();
     let read = floe(&again, &["read", &blob_id]);
     assert_eq!(read.stdout, data, "the data survives down and up");
@@ -130,7 +134,9 @@ async fn testnet_up_store_read_kill_restart_wipe_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_chaos_run_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut testnet = Testnet::create_or_open(dir.path(), 7, 100, &node_bin()).unwrap();
+    let mut testnet = Testnet::create_or_open(dir.path(), 7, 100, &node_bin())
+        .unwrap()
+        .down_on_drop();
     let config = ChaosConfig {
         duration: Duration::from_secs(12),
         fault_every: Duration::from_millis(1500),
@@ -158,8 +164,9 @@ async fn the_demo_stores_reads_back_and_stops() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    let mut testnet =
-        Testnet::create_or_open(&dir.path().join("net"), 7, 100, &node_bin()).unwrap();
+    let mut testnet = Testnet::create_or_open(&dir.path().join("net"), 7, 100, &node_bin())
+        .unwrap()
+        .down_on_drop();
     let blob_id = drill::demo(&mut testnet, floe_bin(), &sample)
         .await
         .unwrap();

@@ -226,7 +226,8 @@ pub fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) -> R
             path
         }
     };
-    let mut testnet = Testnet::create_or_open(&dir.path().join("net"), nodes, shards, &node_bin)?;
+    let mut testnet =
+        Testnet::create_or_open(&dir.path().join("net"), nodes, shards, &node_bin)?.down_on_drop();
     let blob_id = runtime()?.block_on(drill::demo(&mut testnet, &floe_bin, &sample))?;
     println!("demo done: blob {blob_id} stored, certified and read back verified");
     Ok(())
@@ -236,7 +237,7 @@ pub fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) -> R
 pub fn chaos(nodes: usize, shards: u16, duration: Duration, seed: u64) -> Result<()> {
     let (node_bin, _) = build_binaries()?;
     let dir = tempfile::tempdir()?;
-    let mut testnet = Testnet::create_or_open(dir.path(), nodes, shards, &node_bin)?;
+    let mut testnet = Testnet::create_or_open(dir.path(), nodes, shards, &node_bin)?.down_on_drop();
     let config = ChaosConfig {
         duration,
         seed,

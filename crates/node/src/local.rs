@@ -40,10 +40,25 @@ pub enum LocalError {
     Committee(#[from] Box<CommitteeError>),
 }
 
-fn free_port() -> Result<u16, std::io::Error> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A port on 127.0.0.1 free for both UDP and TCP right now, drawn at random
+/// below the kernel's ephemeral range (32768 and up): a port the kernel
+/// handed out for `:0` would soon be handed to some other socket of this
+/// process (a client's, another test's), before the node binds it.
+pub fn free_port() -> Result<u16, std::io::Error> {
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port found in 20000..32000 on 127.0.0.1",
+    ))
 }
 
 /// Write keys, a committee of `nodes` nodes holding `shards` shards
@@ -57,12 +72,15 @@ pub fn generate(
     limits: Limits,
     tasks: Tasks,
 ) -> Result<LocalCommittee, LocalError> {
-    let mut addresses = Vec::with_capacity(nodes);
-    for _ in 0..nodes {
+    let mut addresses: Vec<(String, std::net::SocketAddr)> = Vec::with_capacity(nodes);
+    while addresses.len() < nodes {
         let port = free_port().map_err(|source| LocalError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        if addresses.iter().any(|(_, a)| a.port() == port) {
+            continue;
+        }
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         addresses.push((address.to_string(), address));
     }
