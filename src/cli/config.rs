@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use floe_consensus::{CommitteeFile, KeyPair};
+use floe_node::config::ConfigError as FileError;
 use serde::Deserialize;
 
 /// The environment variable naming the client config.
@@ -44,22 +45,9 @@ pub enum ConfigError {
         /// The places looked at.
         tried: Vec<String>,
     },
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file is not valid.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A file cannot be read or is not valid (the message names it).
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 fn describe(tried: &[String]) -> String {
@@ -88,26 +76,25 @@ pub fn load(flag: Option<&Path>) -> Result<ClientFile, ConfigError> {
 }
 
 fn read(path: &Path) -> Result<ClientFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.into(),
         source,
     })?;
-    let raw: Raw = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+    let raw: Raw = toml::from_str(&text).map_err(|e| FileError::Invalid {
         path: path.into(),
         message: e.to_string(),
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let committee_path = base.join(&raw.committee);
     let committee_text =
-        std::fs::read_to_string(&committee_path).map_err(|source| ConfigError::Read {
+        std::fs::read_to_string(&committee_path).map_err(|source| FileError::Read {
             path: committee_path.clone(),
             source,
         })?;
-    let committee =
-        CommitteeFile::from_toml(&committee_text).map_err(|e| ConfigError::Invalid {
-            path: committee_path,
-            message: e.to_string(),
-        })?;
+    let committee = CommitteeFile::from_toml(&committee_text).map_err(|e| FileError::Invalid {
+        path: committee_path,
+        message: e.to_string(),
+    })?;
     Ok(ClientFile {
         path: path.into(),
         committee,
@@ -119,14 +106,15 @@ impl ClientFile {
     /// The owner key, created on first use when the file is absent.
     pub fn owner(&self) -> Result<KeyPair, ConfigError> {
         let Some(path) = &self.owner_key else {
-            return Err(ConfigError::Invalid {
+            return Err(FileError::Invalid {
                 path: self.path.clone(),
                 message: "deletable blobs need an owner key: add `owner_key = \"owner.key\"` (it is created on first use)".into(),
-            });
+            }
+            .into());
         };
         if !path.exists() {
             let key = KeyPair::generate(&mut rand::rngs::OsRng);
-            floe_node::config::write_key(path, &key).map_err(|source| ConfigError::Read {
+            floe_node::config::write_key(path, &key).map_err(|source| FileError::Read {
                 path: path.clone(),
                 source,
             })?;
@@ -137,9 +125,6 @@ impl ClientFile {
             );
             return Ok(key);
         }
-        floe_node::config::read_key(path, "owner_key").map_err(|e| ConfigError::Invalid {
-            path: path.clone(),
-            message: e.to_string(),
-        })
+        Ok(floe_node::config::read_key(path, "owner_key")?)
     }
 }

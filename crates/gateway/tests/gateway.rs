@@ -88,6 +88,18 @@ async fn put(setup: &Setup, data: Vec<u8>, query: &str) -> reqwest::Response {
         .unwrap()
 }
 
+async fn get_json<T: serde::de::DeserializeOwned>(setup: &Setup, path: &str) -> T {
+    setup
+        .http
+        .get(format!("{}{path}", setup.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn get_range(setup: &Setup, blob_id: &str, range: &str) -> reqwest::Response {
     setup
         .http
@@ -193,15 +205,7 @@ async fn put_then_get_with_ranges_head_status_and_errors() {
     assert!(head.bytes().await.unwrap().is_empty());
 
     // Status: certified, with a certificate that verifies.
-    let status: StatusResponse = setup
-        .http
-        .get(format!("{}/v1/blobs/{expected_id}/status", setup.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: StatusResponse = get_json(&setup, &format!("/v1/blobs/{expected_id}/status")).await;
     assert_eq!(status.state, floe_gateway::model::BlobState::Certified);
     assert_eq!(status.end_epoch, Some(blob_object.storage.end_epoch));
     let summary = status.certificate.unwrap();
@@ -235,15 +239,7 @@ async fn put_then_get_with_ranges_head_status_and_errors() {
         .as_str()
         .unwrap()
         .contains(&unknown));
-    let status: StatusResponse = setup
-        .http
-        .get(format!("{}/v1/blobs/{unknown}/status", setup.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: StatusResponse = get_json(&setup, &format!("/v1/blobs/{unknown}/status")).await;
     assert_eq!(status.state, floe_gateway::model::BlobState::Unknown);
     assert!(status.answered_shards.unwrap() >= setup.cluster.file().committee.quorum_threshold());
 
@@ -293,15 +289,7 @@ async fn put_then_get_with_ranges_head_status_and_errors() {
     );
 
     // The OpenAPI document and the metrics.
-    let api: serde_json::Value = setup
-        .http
-        .get(format!("{}/v1/api", setup.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api: serde_json::Value = get_json(&setup, "/v1/api").await;
     assert!(api["paths"]["/v1/blobs/{blob_id}"]["head"].is_object());
     let metrics = setup
         .http
