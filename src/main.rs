@@ -275,7 +275,7 @@ async fn with_client(
             for path in &files {
                 let blob = read_input(path)?;
                 let size = blob.len() as u64;
-                let progress = bars.store(&path.display().to_string());
+                let progress = bars.transfer(&path.display().to_string());
                 let options = StoreOptions {
                     owner,
                     progress: progress.sink(),
@@ -284,8 +284,7 @@ async fn with_client(
                 progress.finish();
                 let outcome = outcome?;
                 let committee = client.committee(outcome.certificate.message.epoch);
-                let storage = committee.encoding().encoded_length(size).unwrap_or(0);
-                let response = StoreResponse::new(&outcome, &committee, size, storage);
+                let response = StoreResponse::new(&outcome, &committee, size);
                 if !json {
                     let epoch = client.epoch();
                     let status = Status::Certified {
@@ -323,7 +322,7 @@ async fn with_client(
                 ));
             }
             let blob_id = parse_blob_id(&blob_id)?;
-            let progress = bars.read(&blob_id.to_string());
+            let progress = bars.transfer(&blob_id.to_string());
             let options = ReadOptions {
                 strict,
                 progress: progress.sink(),

@@ -8,15 +8,6 @@ use std::process::Output;
 use floe_node::local::Cluster;
 use floe_node::{Limits, Tasks};
 
-fn tasks() -> Tasks {
-    Tasks {
-        sync_interval_ms: 200,
-        repair_interval_ms: 200,
-        repair_concurrency: 4,
-        gc_interval_ms: 1000,
-    }
-}
-
 /// Writes a client config for the committee under `dir`.
 fn client_config(dir: &Path) -> PathBuf {
     let path = dir.join("client.toml");
@@ -64,9 +55,16 @@ fn blob(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_read_status_blob_id_delete_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(dir.path(), 7, 100, 3_600_000, Limits::default(), tasks())
-        .await
-        .unwrap();
+    let cluster = Cluster::start(
+        dir.path(),
+        7,
+        100,
+        3_600_000,
+        Limits::default(),
+        Tasks::brisk(),
+    )
+    .await
+    .unwrap();
     let config = client_config(dir.path());
     let config = config.to_str().unwrap();
     let data = blob(300_000);
@@ -196,7 +194,15 @@ async fn store_read_status_blob_id_delete_and_exit_codes() {
 async fn an_unreachable_committee_is_a_network_failure() {
     let dir = tempfile::tempdir().unwrap();
     // The committee exists on paper; no node runs.
-    floe_node::local::generate(dir.path(), 4, 10, 3_600_000, Limits::default(), tasks()).unwrap();
+    floe_node::local::generate(
+        dir.path(),
+        4,
+        10,
+        3_600_000,
+        Limits::default(),
+        Tasks::brisk(),
+    )
+    .unwrap();
     let config = client_config(dir.path());
     let config = config.to_str().unwrap();
     let file = dir.path().join("data.bin");

@@ -182,7 +182,13 @@ async fn the_demo_stores_reads_back_and_stops() {
 /// The README's two commands are the ones CI and the demo run.
 #[test]
 fn readme_commands_are_what_ci_and_the_demo_run() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The manifest dir of this run (cargo sets it when running tests), not
+    // the one baked in at compile time: with a shared target dir a test
+    // binary may have been built from another checkout.
+    let root = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    );
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     let readme = read("README.md");
     assert!(readme.contains("bash ./scripts/demo.sh"));

@@ -3,7 +3,6 @@
 //! its output compared with the guide's, blob IDs and numbers masked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::Path;
 
 use floe_node::local::Cluster;
 use floe_node::{Limits, Tasks};
@@ -64,18 +63,19 @@ fn mask(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_guide_examples_run_as_written() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The manifest dir of this run (cargo sets it when running tests), not
+    // the one baked in at compile time: with a shared target dir a test
+    // binary may have been built from another checkout.
+    let root = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    );
     let guide = std::fs::read_to_string(root.join("docs/user-guide.md")).unwrap();
     let examples = examples(&guide);
     assert!(examples.len() >= 3, "the guide has command examples");
 
     let dir = tempfile::tempdir().unwrap();
-    let tasks = Tasks {
-        sync_interval_ms: 200,
-        repair_interval_ms: 200,
-        repair_concurrency: 4,
-        gc_interval_ms: 1000,
-    };
+    let tasks = Tasks::brisk();
     let cluster = Cluster::start(dir.path(), 7, 100, 3_600_000, Limits::default(), tasks)
         .await
         .unwrap();

@@ -24,7 +24,9 @@ impl Bars {
         Self { enabled }
     }
 
-    fn bar(&self, label: &str) -> Transfer {
+    /// A bar for storing or reading `label`; what it shows follows the
+    /// progress reported to its sink.
+    pub fn transfer(&self, label: &str) -> Transfer {
         let bar = if self.enabled {
             ProgressBar::new_spinner()
         } else {
@@ -33,16 +35,6 @@ impl Bars {
         bar.set_prefix(label.to_owned());
         bar.enable_steady_tick(Duration::from_millis(120));
         Transfer { bar }
-    }
-
-    /// A bar for storing `label`.
-    pub fn store(&self, label: &str) -> Transfer {
-        self.bar(label)
-    }
-
-    /// A bar for reading `label`.
-    pub fn read(&self, label: &str) -> Transfer {
-        self.bar(label)
     }
 }
 

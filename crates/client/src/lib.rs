@@ -706,14 +706,7 @@ impl Client {
 
     /// Read a certified blob, verifying every sliver against its ID.
     pub async fn read(&self, blob_id: BlobId, options: ReadOptions) -> Result<Bytes, ClientError> {
-        if let Some(error) = self
-            .status(blob_id)
-            .await?
-            .unreadable(blob_id, self.base.n_shards())
-        {
-            return Err(error);
-        }
-        let metadata = self.metadata(blob_id).await?;
+        let metadata = self.readable_metadata(blob_id).await?;
         let slivers = self
             .primary_slivers(blob_id, &metadata, &options.progress)
             .await?;
@@ -735,6 +728,12 @@ impl Client {
     /// The size of a certified blob, from its verified metadata, without
     /// reading its slivers.
     pub async fn length(&self, blob_id: BlobId) -> Result<u64, ClientError> {
+        Ok(self.readable_metadata(blob_id).await?.unencoded_length())
+    }
+
+    /// The verified metadata of a blob whose status lets it be read; the
+    /// typed state error (not certified, invalid, deleted, expired) otherwise.
+    async fn readable_metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {
         if let Some(error) = self
             .status(blob_id)
             .await?
@@ -742,7 +741,7 @@ impl Client {
         {
             return Err(error);
         }
-        Ok(self.metadata(blob_id).await?.unencoded_length())
+        self.metadata(blob_id).await
     }
 
     async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {

@@ -69,20 +69,24 @@ fn compute(n: u16, len: usize) -> Vector {
 
 #[test]
 fn known_answers_have_not_drifted() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/vectors/known_answers.json"
-    );
+    // The manifest dir of this run (cargo sets it when running tests), not
+    // the one baked in at compile time: with a shared target dir a test
+    // binary may have been built from another checkout.
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("tests/vectors/known_answers.json");
     let computed: Vec<Vector> = CASES.iter().map(|&(n, len)| compute(n, len)).collect();
     if std::env::var_os("FLOE_BLESS_VECTORS").is_some() {
         std::fs::write(
-            path,
+            &path,
             serde_json::to_string_pretty(&computed).unwrap() + "\n",
         )
         .unwrap();
     }
     let pinned: Vec<Vector> =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(pinned.len(), CASES.len());
     for (pinned, computed) in pinned.iter().zip(&computed) {
         assert_eq!(

@@ -234,10 +234,10 @@ impl GatewayError {
 
     fn message(&self) -> String {
         match self {
-            GatewayError::Client(ClientError::NotEnoughShards { .. }) => {
-                format!("{}; retry in a few seconds", self.client_message())
+            GatewayError::Client(e @ ClientError::NotEnoughShards { .. }) => {
+                format!("{e}; retry in a few seconds")
             }
-            GatewayError::Client(_) => self.client_message(),
+            GatewayError::Client(e) => e.to_string(),
             GatewayError::BadBlobId(text) => format!(
                 "{text:?} is not a blob ID: expected 43 characters of URL-safe base64 (as `floe blob-id FILE` prints)"
             ),
@@ -248,13 +248,6 @@ impl GatewayError {
             GatewayError::RangeNotSatisfiable { blob_id, length } => format!(
                 "the range lies outside blob {blob_id}, which has {length} bytes"
             ),
-        }
-    }
-
-    fn client_message(&self) -> String {
-        match self {
-            GatewayError::Client(e) => e.to_string(),
-            _ => String::new(),
         }
     }
 }
@@ -373,13 +366,7 @@ async fn put_blob(
         ..StoreOptions::default()
     };
     let outcome = gateway.client.store(blob, epochs, options).await?;
-    let storage_size = encoding.encoded_length(size).unwrap_or(0);
-    Ok(Json(StoreResponse::new(
-        &outcome,
-        &committee,
-        size,
-        storage_size,
-    )))
+    Ok(Json(StoreResponse::new(&outcome, &committee, size)))
 }
 
 // ---- aggregator ----

@@ -108,14 +108,8 @@ pub enum StoreResponse {
 }
 
 impl StoreResponse {
-    /// Describes `outcome` of storing `size` bytes encoded into
-    /// `storage_size` bytes of sliver pairs.
-    pub fn new(
-        outcome: &StoreOutcome,
-        committee: &Committee,
-        size: u64,
-        storage_size: u64,
-    ) -> Self {
+    /// Describes `outcome` of storing a blob of `size` bytes on `committee`.
+    pub fn new(outcome: &StoreOutcome, committee: &Committee, size: u64) -> Self {
         let certificate = &outcome.certificate;
         let summary = CertificateSummary::new(certificate, committee, committee.quorum_threshold());
         let blob_id = outcome.blob_id.to_string();
@@ -137,7 +131,7 @@ impl StoreResponse {
                 storage: StorageInfo {
                     start_epoch: epoch,
                     end_epoch: outcome.end_epoch.0,
-                    storage_size,
+                    storage_size: committee.encoding().encoded_length(size).unwrap_or(0),
                 },
                 deletable: certificate.message.body.deletable,
             },

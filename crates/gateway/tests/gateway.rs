@@ -25,12 +25,7 @@ struct Setup {
 
 async fn setup(max_body_bytes: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let tasks = Tasks {
-        sync_interval_ms: 200,
-        repair_interval_ms: 200,
-        repair_concurrency: 4,
-        gc_interval_ms: 1000,
-    };
+    let tasks = Tasks::brisk();
     let cluster = Cluster::start(dir.path(), 7, 100, 3_600_000, Limits::default(), tasks)
         .await
         .unwrap();
@@ -345,7 +340,14 @@ async fn too_few_nodes_up_is_503_with_retry_after() {
 #[test]
 fn openapi_document_is_current_and_valid() {
     let generated = floe_gateway::openapi().to_pretty_json().unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    // The manifest dir of this run (cargo sets it when running tests), not
+    // the one baked in at compile time: with a shared target dir a test
+    // binary may have been built from another checkout.
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../docs/openapi.json");
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
     assert_eq!(

@@ -83,6 +83,18 @@ impl Default for Tasks {
 }
 
 impl Tasks {
+    /// Intervals for local test committees, where convergence should take
+    /// fractions of a second: sync and repair every 200 ms, 4 blobs at once,
+    /// garbage collection every second.
+    pub fn brisk() -> Self {
+        Self {
+            sync_interval_ms: 200,
+            repair_interval_ms: 200,
+            repair_concurrency: 4,
+            gc_interval_ms: 1000,
+        }
+    }
+
     pub(crate) fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms.max(10))
     }

@@ -35,12 +35,7 @@ impl Cluster {
             max_blob_size: 64 << 20,
             ..Limits::default()
         };
-        let tasks = Tasks {
-            sync_interval_ms: 200,
-            repair_interval_ms: 200,
-            repair_concurrency: 4,
-            gc_interval_ms: 1000,
-        };
+        let tasks = Tasks::brisk();
         let inner =
             floe_node::local::Cluster::start(dir.path(), nodes, shards, 3_600_000, limits, tasks)
                 .await
