@@ -3,7 +3,6 @@
 //! its output compared with the guide's, blob IDs and numbers masked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-
 use floe_node::local::Cluster;
 use floe_node::{Limits, Tasks};
 

@@ -10,18 +10,21 @@ use crate::rss;
 
 const MIB: f64 = (1 << 20) as f64;
 
-pub fn run(name: Option<&str>, runs: usize, quick: bool) -> Result<()> {
+pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Result<()> {
+    if !only.is_empty() && name != Some("e2e") {
+        bail!("--only selects cases of the e2e benchmark: run `cargo xtask bench e2e --only ...`");
+    }
     match name {
         None => {
             codec(runs, quick)?;
             crate::bench_consensus::run(quick)?;
             crate::bench_store::run(quick)?;
             crate::bench_net::run(runs, quick)?;
-            crate::bench_e2e::run(quick)?;
+            crate::bench_e2e::run(quick, &[])?;
             summary()
         }
         Some("net") => crate::bench_net::run(runs, quick),
-        Some("e2e") => crate::bench_e2e::run(quick),
+        Some("e2e") => crate::bench_e2e::run(quick, only),
         Some("store") => crate::bench_store::run(quick),
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),

@@ -60,14 +60,19 @@ fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
     xs[((xs.len() as f64 * q) as usize).min(xs.len() - 1)]
 }
 
-pub fn run(quick: bool) -> Result<()> {
+/// The name `--only` selects a case by: `16MiBx1`.
+fn case_name(bytes: usize, clients: usize) -> String {
+    format!("{}x{clients}", human(bytes).replace(' ', ""))
+}
+
+pub fn run(quick: bool, only: &[String]) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(quick))
+    runtime.block_on(run_async(quick, only))
 }
 
-async fn run_async(quick: bool) -> Result<()> {
+async fn run_async(quick: bool, only: &[String]) -> Result<()> {
     let (nodes, shards) = (7usize, 100u16);
     let dir = tempfile::tempdir()?;
     let tasks = Tasks {
@@ -128,10 +133,29 @@ async fn run_async(quick: bool) -> Result<()> {
             (16 << 20, 8, 2),
         ]
     };
+    let selected =
+        |name: String| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(&name));
+    for name in only {
+        anyhow::ensure!(
+            name == "repair"
+                || cases
+                    .iter()
+                    .any(|&(b, c, _)| case_name(b, c).eq_ignore_ascii_case(name)),
+            "no e2e case {name:?}; cases: {}, repair",
+            cases
+                .iter()
+                .map(|&(b, c, _)| case_name(b, c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut seed = 0u64;
     // Every blob stored: the wiped node must rebuild all of them.
     let mut all_ids = Vec::new();
     for &(bytes, clients, ops) in cases {
+        if !selected(case_name(bytes, clients)) {
+            continue;
+        }
         // Distinct blobs: each client stores its own.
         let blobs: Vec<Vec<Bytes>> = (0..clients)
             .map(|_| {
@@ -149,7 +173,8 @@ async fn run_async(quick: bool) -> Result<()> {
         let encode_ms = median(
             blobs[0]
                 .iter()
-                .take(3)
+                .cycle()
+                .take(5)
                 .map(|blob| {
                     let start = Instant::now();
                     let _ = floe_codec::encode(&encoding, blob);
@@ -209,7 +234,37 @@ async fn run_async(quick: bool) -> Result<()> {
         report.ops.push(record);
     }
 
-    // Repair: a node holding `blobs` blobs loses its disk.
+    if selected("repair".into()) {
+        repair(
+            &mut report,
+            &local,
+            &mut running,
+            &client,
+            &mut seed,
+            all_ids,
+            quick,
+        )
+        .await?;
+    }
+    println!("target: a 16 MiB store with 1 client within 3x the codec-only encode time");
+    for node in running.into_iter().flatten() {
+        node.shutdown(Duration::from_secs(2)).await;
+    }
+    crate::bench::write_json("e2e", &report)
+}
+
+/// A node holding every blob stored so far plus 1000 small ones (100 if
+/// `quick`) loses its disk; measure how long and how many bytes it takes to
+/// rebuild.
+async fn repair(
+    report: &mut Report,
+    local: &floe_node::local::LocalCommittee,
+    running: &mut [Option<Node>],
+    client: &Arc<Client>,
+    seed: &mut u64,
+    mut all_ids: Vec<floe_codec::BlobId>,
+    quick: bool,
+) -> Result<()> {
     let (repair_blobs, repair_bytes) = if quick {
         (100, 1 << 10)
     } else {
@@ -220,7 +275,7 @@ async fn run_async(quick: bool) -> Result<()> {
         blobs.push(
             (0..repair_blobs / 8 + usize::from(i < repair_blobs % 8))
                 .map(|_| {
-                    seed += 1;
+                    *seed += 1;
                     let mut blob = crate::bench::sample_blob(repair_bytes);
                     blob[..8].copy_from_slice(&seed.to_le_bytes());
                     Bytes::from(blob)
@@ -228,7 +283,7 @@ async fn run_async(quick: bool) -> Result<()> {
                 .collect::<Vec<_>>(),
         );
     }
-    let (_, _, ids) = timed(&client, blobs, |client, blob| async move {
+    let (_, _, ids) = timed(client, blobs, |client, blob| async move {
         Ok(client
             .store(blob, 10, StoreOptions::default())
             .await?
@@ -301,11 +356,7 @@ async fn run_async(quick: bool) -> Result<()> {
         pairs_held,
     });
     running[wiped] = Some(node);
-    println!("target: a 16 MiB store with 1 client within 3x the codec-only encode time");
-    for node in running.into_iter().flatten() {
-        node.shutdown(Duration::from_secs(2)).await;
-    }
-    crate::bench::write_json("e2e", &report)
+    Ok(())
 }
 
 /// Run `op` over each client's items, the clients concurrently; returns the

@@ -80,6 +80,10 @@ enum Task {
         /// Only the small cases (for a quick check).
         #[arg(long)]
         quick: bool,
+        /// e2e only: run just the cases named, as `SIZExCLIENTS` (`16MiBx1`,
+        /// `1KiBx8`) or `repair`; repeatable.
+        #[arg(long, value_name = "CASE")]
+        only: Vec<String>,
     },
     /// One codec case, measured in a fresh process so its peak memory is
     /// its own (run by `bench codec`).
@@ -114,7 +118,12 @@ fn main() -> Result<()> {
             std::time::Duration::from_secs(duration),
             seed,
         ),
-        Task::Bench { name, runs, quick } => bench::run(name.as_deref(), runs.max(1), quick),
+        Task::Bench {
+            name,
+            runs,
+            quick,
+            only,
+        } => bench::run(name.as_deref(), runs.max(1), quick, &only),
         Task::BenchCodecCase {
             shards,
             bytes,

