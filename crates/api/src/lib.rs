@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use floe_codec::{
     Axis, BlobId, BlobMetadata, InconsistencyProof, RecoverySymbol, ShardIndex, Sliver,
     SliverIndex, SliverPair,
@@ -15,8 +16,10 @@ use floe_consensus::{
     BlobCertificate, Epoch, Fact, InvalidBlobAttestation, InvalidBlobCertificate, ItemId,
     PublicKey, ReconcileMessage, Signed, StorageConfirmation,
 };
-use floe_net::{Access, Method};
+use floe_net::{Access, Method, WireError};
 use serde::{Deserialize, Serialize};
+
+mod pair_frame;
 
 /// Largest request or response that carries a sliver pair or a sliver
 /// (a 64 MiB-class blob on a small committee has multi-MiB slivers).
@@ -196,7 +199,12 @@ pub struct PutMetadataRequest {
 }
 
 /// Store the pair of slivers one shard holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its frame is the BCS encoding of `(blob_id, shard, pair)`, but built and
+/// parsed by hand (module `pair_frame`) so the sliver bytes are never copied
+/// on either side: they go out as the caller's buffers and come in as views
+/// of the received frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutPairRequest {
     /// The blob.
     pub blob_id: BlobId,
@@ -204,6 +212,20 @@ pub struct PutPairRequest {
     pub shard: ShardIndex,
     /// The pair.
     pub pair: SliverPair,
+}
+
+impl floe_net::Wire for PutPairRequest {
+    fn to_frame(&self) -> Result<Bytes, WireError> {
+        Ok(self.to_chunks()?.concat().into())
+    }
+
+    fn to_chunks(&self) -> Result<Vec<Bytes>, WireError> {
+        pair_frame::encode(self)
+    }
+
+    fn from_frame(frame: Bytes) -> Result<Self, WireError> {
+        pair_frame::decode(frame)
+    }
 }
 
 /// Ask for one sliver of one shard.

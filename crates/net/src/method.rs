@@ -14,6 +14,12 @@ use serde::Serialize;
 pub trait Wire: Sized + Send + Sync + 'static {
     /// The frame body for this value.
     fn to_frame(&self) -> Result<Bytes, WireError>;
+    /// The frame body as pieces sent one after another. A value holding
+    /// large shared buffers (sliver bytes) hands them over as they are
+    /// instead of copying them into one body; the default is one piece.
+    fn to_chunks(&self) -> Result<Vec<Bytes>, WireError> {
+        Ok(vec![self.to_frame()?])
+    }
     /// Parse a frame body. Must reject trailing bytes.
     fn from_frame(frame: Bytes) -> Result<Self, WireError>;
 }
@@ -25,9 +31,12 @@ pub struct WireError(pub String);
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Wire for T {
     fn to_frame(&self) -> Result<Bytes, WireError> {
-        bcs::to_bytes(self)
-            .map(Bytes::from)
-            .map_err(|e| WireError(e.to_string()))
+        // Sized first, so a multi-MiB body is written once rather than
+        // copied through every doubling of a growing buffer.
+        let wire = |e: bcs::Error| WireError(e.to_string());
+        let mut body = Vec::with_capacity(bcs::serialized_size(self).map_err(wire)?);
+        bcs::serialize_into(&mut body, self).map_err(wire)?;
+        Ok(Bytes::from(body))
     }
 
     fn from_frame(frame: Bytes) -> Result<Self, WireError> {

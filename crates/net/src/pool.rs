@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use floe_consensus::{KeyPair, PublicKey};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{ConnectionError, Endpoint, ReadError, RecvStream, SendStream, WriteError};
@@ -381,14 +382,15 @@ impl Pool {
             reason,
         };
         let body = request
-            .to_frame()
+            .to_chunks()
             .map_err(|e| protocol(format!("could not encode the request: {e}")))?;
-        let length = match u32::try_from(body.len()) {
+        let size: usize = body.iter().map(Bytes::len).sum();
+        let length = match u32::try_from(size) {
             Ok(length) if length <= M::MAX_REQUEST_BYTES => length,
             _ => {
                 return Err(RpcError::TooLarge {
                     method: M::NAME,
-                    size: body.len(),
+                    size,
                     limit: M::MAX_REQUEST_BYTES,
                 })
             }
@@ -431,10 +433,12 @@ impl Pool {
 
         let permit = self
             .budget
-            .acquire_many(budget_permits(body.len(), &self.config))
+            .acquire_many(budget_permits(size, &self.config))
             .await;
-        let header = frame::request_header(M::KIND, length);
-        match stream.send.write_all_chunks(&mut [header, body]).await {
+        let mut chunks = Vec::with_capacity(body.len() + 1);
+        chunks.push(frame::request_header(M::KIND, length));
+        chunks.extend(body);
+        match stream.send.write_all_chunks(&mut chunks).await {
             // The server stopped reading (it refused the request): its answer
             // says why.
             Ok(()) | Err(WriteError::Stopped(_)) => {}

@@ -562,6 +562,9 @@ impl Store {
                 missing,
             });
         }
+        // Large pairs skipped the WAL: only a flush of their tables makes
+        // them durable. Small ones are in the WAL, which the sync covers.
+        self.persist_unlogged(blob_id)?;
         self.db.flush_wal(true).map_err(StoreError::db(SLIVERS))?;
         Ok(DurableBlob { blob_id: *blob_id })
     }

@@ -1,8 +1,8 @@
 //! Crash safety with a real process: a child writes slivers and
 //! certificates in a loop and is killed with SIGKILL at random moments.
 //! After each kill the database must hold every certificate the child
-//! reported durable, no half-written pair, and a drift set that matches
-//! what is stored.
+//! reported durable, every pair of each upload it confirmed, no
+//! half-written pair, and a drift set that matches what is stored.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -68,11 +68,16 @@ fn crash_child() {
             store_pairs(&store);
         } else {
             store_pairs(&store);
+            // What a storage confirmation is signed on.
             store.make_durable(&blob.blob_id).unwrap();
-            store
-                .record_fact(world.certified(blob.blob_id, 100, false), Epoch(0))
-                .unwrap();
-            println!("DURABLE {}", blob.blob_id);
+            println!("CONFIRMED {}", blob.blob_id);
+            // Some confirmed uploads never get their certificate.
+            if next % 3 == 1 {
+                store
+                    .record_fact(world.certified(blob.blob_id, 100, false), Epoch(0))
+                    .unwrap();
+                println!("DURABLE {}", blob.blob_id);
+            }
         }
         next += 1;
         store
@@ -81,8 +86,15 @@ fn crash_child() {
     }
 }
 
-fn check(dir: &Path, durable: &BTreeSet<BlobId>) -> usize {
+fn check(dir: &Path, durable: &BTreeSet<BlobId>, confirmed: &BTreeSet<BlobId>) -> usize {
     let store = Store::open(dir, shards()).unwrap();
+    // A confirmation promises every pair of this node's shards survives.
+    for id in confirmed {
+        assert!(
+            store.holds_all_pairs(id).unwrap(),
+            "{id} was confirmed durable but lost pairs"
+        );
+    }
     let states = store.states(None, usize::MAX).unwrap();
     let certified: BTreeSet<BlobId> = states
         .iter()
@@ -130,6 +142,7 @@ fn check(dir: &Path, durable: &BTreeSet<BlobId>) -> usize {
 fn sigkill_at_random_moments_loses_nothing_reported_durable() {
     let dir = tempfile::tempdir().unwrap();
     let mut durable = BTreeSet::new();
+    let mut confirmed = BTreeSet::new();
     let mut rng = rand::thread_rng();
     let exe = std::env::current_exe().unwrap();
     for round in 0..6 {
@@ -142,10 +155,13 @@ fn sigkill_at_random_moments_loses_nothing_reported_durable() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let (confirmed_tx, confirmed_rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(id) = line.strip_prefix("DURABLE ") {
                     let _ = tx.send(id.parse::<BlobId>().unwrap());
+                } else if let Some(id) = line.strip_prefix("CONFIRMED ") {
+                    let _ = confirmed_tx.send(id.parse::<BlobId>().unwrap());
                 }
             }
         });
@@ -164,8 +180,13 @@ fn sigkill_at_random_moments_loses_nothing_reported_durable() {
         child.wait().unwrap();
         reader.join().unwrap();
         durable.extend(rx.try_iter());
-        let certified = check(dir.path(), &durable);
+        confirmed.extend(confirmed_rx.try_iter());
+        let certified = check(dir.path(), &durable, &confirmed);
         assert!(certified >= durable.len(), "round {round}");
     }
     assert!(durable.len() >= 6, "the child must have made progress");
+    assert!(
+        !confirmed.is_empty(),
+        "the child must have confirmed uploads"
+    );
 }
