@@ -303,7 +303,7 @@ impl Node {
             tasks.push(handle);
             info!(%admin, "admin port serving /metrics and /health");
         }
-        info!(node = %inner.node_id, address = %server.local_addr()?, shards = inner.my_shards().len(), %epoch, "node started");
+        info!(node = %inner.node_id, address = %server.local_addr()?, shards = inner.my_shards().len(), %epoch, direct_io = inner.store.direct_io(), "node started");
         Ok(Node {
             inner,
             server,

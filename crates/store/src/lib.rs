@@ -180,6 +180,8 @@ pub struct Store {
     drift: Mutex<BTreeSet<BlobId>>,
     /// Blobs with large slivers written without the WAL and not yet flushed.
     unlogged: Mutex<BTreeSet<BlobId>>,
+    /// Flushes and compactions use direct I/O.
+    direct_io: bool,
     gc: [AtomicU64; 3],
 }
 
@@ -234,6 +236,9 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` for a node holding `shards`.
+    ///
+    /// Flushes and compactions use direct I/O where the file system allows
+    /// it; [`Store::direct_io`] tells which.
     pub fn open(path: impl AsRef<Path>, shards: Vec<ShardIndex>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut db_options = Options::default();
@@ -244,6 +249,13 @@ impl Store {
         // Large slivers skip the WAL (see `put_sliver_pair`); their tables
         // are then flushed together, atomically.
         db_options.set_atomic_flush(true);
+        // Flushes write each sliver once, straight to the device: through
+        // the page cache the copy and the later writeback cost more CPU than
+        // the Reed–Solomon verification of the same slivers, and the
+        // confirmation waits for that flush. Measured with `bench e2e`
+        // (16 MiB, 7 nodes on 2 cores): store p50 358 ms → 190 ms.
+        let direct = direct_io_supported(&path);
+        db_options.set_use_direct_io_for_flush_and_compaction(direct);
         let descriptors = TABLES.iter().map(|name| {
             let mut options = Options::default();
             let mut block = BlockBasedOptions::default();
@@ -275,6 +287,7 @@ impl Store {
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             drift: Mutex::new(BTreeSet::new()),
             unlogged: Mutex::new(BTreeSet::new()),
+            direct_io: direct,
             gc: Default::default(),
         };
         let drift = store.scan_blob_ids(DRIFT, None, usize::MAX)?;
@@ -317,6 +330,11 @@ impl Store {
         self.db
             .get_cf(self.cf(table)?, key)
             .map_err(StoreError::db(table))
+    }
+
+    /// Whether flushes and compactions bypass the page cache (direct I/O).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
     }
 
     fn write(&self, table: &'static str, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
@@ -982,4 +1000,33 @@ fn parse_sliver(key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreEr
         index: SliverIndex(u16::from_le_bytes([payload[0], payload[1]])),
         data: bytes::Bytes::copy_from_slice(&payload[2..]),
     })
+}
+
+/// Whether files in `dir` (created if missing) can be opened for direct I/O.
+/// Some file systems refuse `O_DIRECT` (tmpfs before Linux 6.6, several
+/// network and FUSE file systems), and RocksDB would then fail every flush,
+/// so it is probed rather than assumed.
+fn direct_io_supported(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if std::fs::create_dir_all(dir).is_err() {
+            return false;
+        }
+        let probe = dir.join(".direct-io-probe");
+        let supported = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        supported
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
 }

@@ -465,3 +465,35 @@ fn a_certificate_arriving_after_garbage_was_listed_wins() {
     assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
     assert!(store.make_durable(&blob.blob_id).is_ok());
 }
+
+/// Large pairs skip the WAL and reach the disk by a flush, which uses direct
+/// I/O where the file system allows it (probed at open). Whichever way the
+/// flush goes, on disk and on tmpfs, confirmed pairs survive a reopen.
+#[test]
+fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
+    let shm = std::path::Path::new("/dev/shm");
+    let mut dirs = vec![tempfile::tempdir().unwrap()];
+    if shm.is_dir() {
+        dirs.push(tempfile::tempdir_in(shm).unwrap());
+    }
+    // Pairs of about 1 MiB each: over the unlogged threshold.
+    let blob = common::blob(7, 4_000_000);
+    assert!(
+        blob.pair_for(my_shards()[0]).primary.data.len() * 2 >= floe_store::UNLOGGED_MIN_PAIR_BYTES
+    );
+    for dir in dirs {
+        let direct = {
+            let store = Store::open(dir.path(), my_shards()).unwrap();
+            store_all(&store, &blob);
+            store.make_durable(&blob.blob_id).unwrap();
+            store.direct_io()
+        };
+        let store = Store::open(dir.path(), my_shards()).unwrap();
+        let context = format!("{} (direct I/O: {direct})", dir.path().display());
+        assert!(store.holds_all_pairs(&blob.blob_id).unwrap(), "{context}");
+        for &shard in &my_shards() {
+            let pair = store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap();
+            assert_eq!(&pair, blob.pair_for(shard), "{context}");
+        }
+    }
+}
