@@ -45,6 +45,9 @@
 //!   [`DurableBlob`] token that is the only way to sign a storage
 //!   confirmation here; [`Store::record_fact`] makes the blob's slivers
 //!   durable first and syncs the state before it returns.
+//! * Flushes and compactions use direct I/O where the file system allows it
+//!   (probed at open): each sliver byte is written once, straight to the
+//!   device, instead of being copied into the page cache and written back.
 
 mod envelope;
 mod error;
