@@ -585,7 +585,7 @@ impl Store {
         }
         // Large pairs skipped the WAL: only a flush of their tables makes
         // them durable. Small ones are in the WAL, which the sync covers.
-        self.persist_unlogged(blob_id)?;
+        self.persist_unlogged(Some(blob_id))?;
         self.db.flush_wal(true).map_err(StoreError::db(SLIVERS))?;
         Ok(DurableBlob { blob_id: *blob_id })
     }
@@ -596,24 +596,31 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// If `blob_id` has slivers written without the WAL, flushes the tables
-    /// they went to (atomically), which makes every unlogged write durable.
-    fn persist_unlogged(&self, blob_id: &BlobId) -> Result<(), StoreError> {
-        let pending: Vec<BlobId> = {
-            let unlogged = self.unlogged_set();
-            if !unlogged.contains(blob_id) {
-                return Ok(());
-            }
-            unlogged.iter().copied().collect()
+    /// Flushes the tables that slivers written without the WAL went to
+    /// (atomically), if `blob_id` (for `None`: any blob) has such writes.
+    ///
+    /// The set's lock is held across the flush. A pair is written before its
+    /// blob is listed, so every blob listed when the flush starts was written
+    /// before the flush switched memtables and is covered by it: the set is
+    /// then cleared. A pair written during the flush may land in the new
+    /// memtable; listing it waits for the lock, so its blob stays listed.
+    /// (Copying the set, flushing unlocked and removing the copy would drop a
+    /// blob whose other pairs arrived meanwhile, and a confirmation would
+    /// then rest on memory.)
+    fn persist_unlogged(&self, blob_id: Option<&BlobId>) -> Result<(), StoreError> {
+        let mut unlogged = self.unlogged_set();
+        let needed = match blob_id {
+            Some(blob_id) => unlogged.contains(blob_id),
+            None => !unlogged.is_empty(),
         };
+        if !needed {
+            return Ok(());
+        }
         let cfs = [self.cf(SLIVERS)?, self.cf(PAIRS)?, self.cf(DRIFT)?];
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(StoreError::db(SLIVERS))?;
-        let mut unlogged = self.unlogged_set();
-        for id in pending {
-            unlogged.remove(&id);
-        }
+        unlogged.clear();
         Ok(())
     }
 
@@ -653,7 +660,7 @@ impl Store {
         let blob_id = fact.fact().blob_id();
         let _guard = self.lock(&blob_id);
         // The synced state below must never rest on slivers a crash could lose.
-        self.persist_unlogged(&blob_id)?;
+        self.persist_unlogged(Some(&blob_id))?;
         let before = self.stored_state(&blob_id)?.unwrap_or_default();
         let mut after = before.clone();
         after.apply(fact);
@@ -970,10 +977,7 @@ impl Store {
     /// Makes every write so far durable: flushes unlogged large slivers
     /// and syncs the write-ahead log.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let any = self.unlogged_set().iter().next().copied();
-        if let Some(blob_id) = any {
-            self.persist_unlogged(&blob_id)?;
-        }
+        self.persist_unlogged(None)?;
         self.db.flush_wal(true).map_err(StoreError::db("(wal)"))
     }
 
@@ -1005,27 +1009,39 @@ fn parse_sliver(key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreEr
     })
 }
 
-/// Whether files in `dir` (created if missing) can be opened for direct I/O.
-/// Some file systems refuse `O_DIRECT` (tmpfs before Linux 6.6, several
-/// network and FUSE file systems), and RocksDB would then fail every flush,
-/// so it is probed rather than assumed.
+/// Whether files in `dir` (created if missing) take direct I/O. Some file
+/// systems refuse `O_DIRECT` (tmpfs before Linux 6.6, several network and
+/// FUSE file systems), some accept the open but fail the writes, and RocksDB
+/// would then fail every flush: so one aligned block is written and synced
+/// rather than the support assumed.
 fn direct_io_supported(dir: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
+        use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        /// Direct I/O wants buffers, offsets and lengths aligned to the
+        /// logical block size; a page covers every common one.
+        const BLOCK: usize = 4096;
         if std::fs::create_dir_all(dir).is_err() {
             return false;
         }
+        // An anonymous map is page-aligned.
+        let Ok(block) = memmap2::MmapMut::map_anon(BLOCK) else {
+            return false;
+        };
         let probe = dir.join(".direct-io-probe");
-        let supported = std::fs::OpenOptions::new()
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .custom_flags(libc::O_DIRECT)
             .open(&probe)
-            .is_ok();
+            .and_then(|mut file| {
+                file.write_all(&block)?;
+                file.sync_all()
+            });
         let _ = std::fs::remove_file(&probe);
-        supported
+        written.is_ok()
     }
     #[cfg(not(target_os = "linux"))]
     {

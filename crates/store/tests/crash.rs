@@ -49,15 +49,23 @@ fn crash_child() {
             500 + (next as usize % 7) * 9_000
         };
         let blob = common::blob(next, len);
+        // As on a node: a blob's pairs arrive at once, while flushes for
+        // other blobs' confirmations and certificates run.
         let store_pairs = |store: &Store| {
             store
                 .put_metadata(&blob.blob_id, &blob.metadata, next)
                 .unwrap();
-            for &shard in store.shards() {
-                store
-                    .put_sliver_pair(shard, &blob.blob_id, blob.pair_for(shard))
-                    .unwrap();
-            }
+            std::thread::scope(|scope| {
+                for &shard in store.shards() {
+                    let blob = &blob;
+                    scope.spawn(move || {
+                        store
+                            .put_sliver_pair(shard, &blob.blob_id, blob.pair_for(shard))
+                            .unwrap();
+                    });
+                }
+                scope.spawn(|| store.sync().unwrap());
+            });
         };
         if next % 3 == 0 {
             // A certificate before the data (a missed upload): drift until the pairs land.

@@ -478,8 +478,9 @@ fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
     }
     // Pairs of about 1 MiB each: over the unlogged threshold.
     let blob = common::blob(7, 4_000_000);
+    let pair = blob.pair_for(my_shards()[0]);
     assert!(
-        blob.pair_for(my_shards()[0]).primary.data.len() * 2 >= floe_store::UNLOGGED_MIN_PAIR_BYTES
+        pair.primary.data.len() + pair.secondary.data.len() >= floe_store::UNLOGGED_MIN_PAIR_BYTES
     );
     for dir in dirs {
         let direct = {
