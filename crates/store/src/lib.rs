@@ -53,7 +53,7 @@ mod envelope;
 mod error;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -143,6 +143,21 @@ pub struct GcStats {
     pub slivers: u64,
 }
 
+/// Blobs with pairs written without the WAL, not yet flushed, each with the
+/// generation of its latest listing.
+#[derive(Default)]
+struct Unlogged {
+    blobs: BTreeMap<BlobId, u64>,
+    generation: u64,
+}
+
+impl Unlogged {
+    fn list(&mut self, blob_id: BlobId) {
+        self.generation += 1;
+        self.blobs.insert(blob_id, self.generation);
+    }
+}
+
 /// Proof that every pair of this node's shards for a blob is on disk and
 /// synced: the only way this crate signs a storage confirmation.
 #[derive(Debug)]
@@ -182,7 +197,7 @@ pub struct Store {
     /// The drift set, mirrored from the `drift` table so counting is free.
     drift: Mutex<BTreeSet<BlobId>>,
     /// Blobs with large slivers written without the WAL and not yet flushed.
-    unlogged: Mutex<BTreeSet<BlobId>>,
+    unlogged: Mutex<Unlogged>,
     /// Flushes and compactions use direct I/O.
     direct_io: bool,
     gc: [AtomicU64; 3],
@@ -289,7 +304,7 @@ impl Store {
             shards,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             drift: Mutex::new(BTreeSet::new()),
-            unlogged: Mutex::new(BTreeSet::new()),
+            unlogged: Mutex::new(Unlogged::default()),
             direct_io: direct,
             gc: Default::default(),
         };
@@ -443,7 +458,7 @@ impl Store {
             self.db
                 .write_opt(batch, &options)
                 .map_err(StoreError::db(SLIVERS))?;
-            self.unlogged_set().insert(*blob_id);
+            self.unlogged_set().list(*blob_id);
         } else {
             self.write(SLIVERS, batch, false)?;
         }
@@ -590,7 +605,7 @@ impl Store {
         Ok(DurableBlob { blob_id: *blob_id })
     }
 
-    fn unlogged_set(&self) -> MutexGuard<'_, BTreeSet<BlobId>> {
+    fn unlogged_set(&self) -> MutexGuard<'_, Unlogged> {
         self.unlogged
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -599,28 +614,35 @@ impl Store {
     /// Flushes the tables that slivers written without the WAL went to
     /// (atomically), if `blob_id` (for `None`: any blob) has such writes.
     ///
-    /// The set's lock is held across the flush. A pair is written before its
-    /// blob is listed, so every blob listed when the flush starts was written
-    /// before the flush switched memtables and is covered by it: the set is
-    /// then cleared. A pair written during the flush may land in the new
-    /// memtable; listing it waits for the lock, so its blob stays listed.
-    /// (Copying the set, flushing unlocked and removing the copy would drop a
-    /// blob whose other pairs arrived meanwhile, and a confirmation would
-    /// then rest on memory.)
+    /// A pair is written before its blob is listed, and every listing takes
+    /// a new generation. Blobs listed before the flush starts were written
+    /// before it switched memtables, so the flush covers them, and they are
+    /// unlisted after it unless they were listed again meanwhile: a pair
+    /// that landed in the new memtable during the flush keeps its blob
+    /// listed. (Unlisting every blob seen before the flush would drop such a
+    /// blob, and a confirmation would then rest on memory.)
     fn persist_unlogged(&self, blob_id: Option<&BlobId>) -> Result<(), StoreError> {
-        let mut unlogged = self.unlogged_set();
-        let needed = match blob_id {
-            Some(blob_id) => unlogged.contains(blob_id),
-            None => !unlogged.is_empty(),
+        let flushed: Vec<(BlobId, u64)> = {
+            let unlogged = self.unlogged_set();
+            let needed = match blob_id {
+                Some(blob_id) => unlogged.blobs.contains_key(blob_id),
+                None => !unlogged.blobs.is_empty(),
+            };
+            if !needed {
+                return Ok(());
+            }
+            unlogged.blobs.iter().map(|(id, gen)| (*id, *gen)).collect()
         };
-        if !needed {
-            return Ok(());
-        }
         let cfs = [self.cf(SLIVERS)?, self.cf(PAIRS)?, self.cf(DRIFT)?];
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(StoreError::db(SLIVERS))?;
-        unlogged.clear();
+        let mut unlogged = self.unlogged_set();
+        for (id, generation) in flushed {
+            if unlogged.blobs.get(&id) == Some(&generation) {
+                unlogged.blobs.remove(&id);
+            }
+        }
         Ok(())
     }
 
