@@ -134,26 +134,21 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         ]
     };
     let selected =
-        |name: String| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(&name));
+        |name: &str| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name));
+    let mut names: Vec<String> = cases.iter().map(|&(b, c, _)| case_name(b, c)).collect();
+    names.push("repair".into());
     for name in only {
         anyhow::ensure!(
-            name == "repair"
-                || cases
-                    .iter()
-                    .any(|&(b, c, _)| case_name(b, c).eq_ignore_ascii_case(name)),
-            "no e2e case {name:?}; cases: {}, repair",
-            cases
-                .iter()
-                .map(|&(b, c, _)| case_name(b, c))
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+            "no e2e case {name:?}; cases: {}",
+            names.join(", ")
         );
     }
     let mut seed = 0u64;
     // Every blob stored: the wiped node must rebuild all of them.
     let mut all_ids = Vec::new();
     for &(bytes, clients, ops) in cases {
-        if !selected(case_name(bytes, clients)) {
+        if !selected(&case_name(bytes, clients)) {
             continue;
         }
         // Distinct blobs: each client stores its own.
@@ -234,7 +229,7 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         report.ops.push(record);
     }
 
-    if selected("repair".into()) {
+    if selected("repair") {
         repair(
             &mut report,
             &local,

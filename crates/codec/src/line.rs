@@ -86,25 +86,19 @@ impl LineCoder {
         s: usize,
         mut each_repair: impl FnMut(usize, &[u8]),
     ) -> Hash32 {
-        let mut contiguous = std::mem::take(&mut self.extension);
-        let result = encode(&mut self.encoder, source, k, m, s);
-        let mut hasher = commitment::sliver_hasher();
-        hasher.update(source);
-        // The repair symbols are gathered and hashed in one call. BLAKE3
+        // The repair symbols are hashed gathered, in one call. BLAKE3
         // hashes 16 chunks at once only across aligned runs of whole
         // chunks; fed symbol by symbol, each unaligned boundary falls back
         // to one block at a time. Measured on 740 KB lines of 7400-byte
         // symbols: 2.8 GB/s symbol by symbol, 6.7 GB/s gathered (the copy
         // included), 7.2 GB/s for one contiguous buffer.
-        contiguous.clear();
-        for symbol in result.recovery_iter() {
-            contiguous.extend_from_slice(symbol);
-        }
-        hasher.update(&contiguous);
-        for (t, symbol) in result.recovery_iter().enumerate() {
+        let extension = self.extend(source, k, m, s);
+        let mut hasher = commitment::sliver_hasher();
+        hasher.update(source);
+        hasher.update(extension);
+        for (t, symbol) in extension.chunks_exact(s).enumerate() {
             each_repair(t, symbol);
         }
-        self.extension = contiguous;
         hasher.finalize().into()
     }
 
@@ -166,7 +160,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commitment_is_the_same_whichever_way_repair_symbols_are_hashed() {
+    fn commitment_equals_the_hash_of_the_whole_extended_line() {
         for s in [2, 302, 4096, 7400] {
             let (k, m) = (5, 4);
             let source: Vec<u8> = (0..k * s).map(|i| (i % 253) as u8).collect();
