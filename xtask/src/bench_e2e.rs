@@ -17,6 +17,17 @@ use crate::bench::{human, median};
 
 const MIB: f64 = (1 << 20) as f64;
 
+/// The blob size the target speaks of, and the floor is measured for.
+const FLOOR_BLOB_BYTES: usize = 16 << 20;
+
+/// CPU milliseconds this process used since `before` (0 without a clock).
+fn cpu_since(before: Option<f64>) -> f64 {
+    match (before, crate::rss::cpu_ms()) {
+        (Some(before), Some(after)) => after - before,
+        _ => 0.0,
+    }
+}
+
 #[derive(Serialize)]
 struct OpRecord {
     blob_bytes: usize,
@@ -47,12 +58,38 @@ struct RepairRecord {
     pairs_held: u64,
 }
 
+/// The least CPU a store of one blob costs on this machine: each piece of
+/// the work the protocol requires, measured alone with the parts the
+/// committee runs on (no contention, no waiting on peers). The client and
+/// every node share this machine's cores here, so no store can finish in
+/// less than `total_cpu_ms / cores`.
+#[derive(Serialize)]
+struct FloorRecord {
+    blob_bytes: usize,
+    /// Bytes of all sliver pairs: what the client sends and the nodes keep.
+    sliver_bytes: usize,
+    cores: usize,
+    /// The client's encode (the codec-only encode's CPU time).
+    encode_cpu_ms: f64,
+    /// The nodes' verification of every sliver against the metadata.
+    verify_cpu_ms: f64,
+    /// Every sliver over floe-net (QUIC, TLS 1.3) on loopback, both ends.
+    transport_cpu_ms: f64,
+    /// Every pair into floe-store (RocksDB on this disk), made durable.
+    storage_cpu_ms: f64,
+    total_cpu_ms: f64,
+    floor_ms: f64,
+    /// `floor_ms` over the codec-only encode's wall time.
+    floor_over_encode: f64,
+}
+
 #[derive(Serialize)]
 struct Report {
     nodes: usize,
     shards: u16,
     ops: Vec<OpRecord>,
     repair: Option<RepairRecord>,
+    floor: Option<FloorRecord>,
 }
 
 fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
@@ -101,6 +138,7 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         shards,
         ops: Vec::new(),
         repair: None,
+        floor: None,
     };
 
     println!(
@@ -165,11 +203,13 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
                     .collect()
             })
             .collect();
+        let encodes = 5;
+        let encode_cpu_before = crate::rss::cpu_ms();
         let encode_ms = median(
             blobs[0]
                 .iter()
                 .cycle()
-                .take(5)
+                .take(encodes)
                 .map(|blob| {
                     let start = Instant::now();
                     let _ = floe_codec::encode(&encoding, blob);
@@ -177,16 +217,15 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
                 })
                 .collect(),
         );
+        let encode_cpu_ms = cpu_since(encode_cpu_before) / encodes as f64;
+        let first_blob = blobs[0][0].clone();
         let cpu_before = crate::rss::cpu_ms();
         let (store_s, store_lat, ids) = timed(&client, blobs, |client, blob| async move {
             let outcome = client.store(blob, 10, StoreOptions::default()).await?;
             Ok(outcome.blob_id)
         })
         .await?;
-        let store_cpu_ms = match (cpu_before, crate::rss::cpu_ms()) {
-            (Some(before), Some(after)) => (after - before) / (clients * ops) as f64,
-            _ => 0.0,
-        };
+        let store_cpu_ms = cpu_since(cpu_before) / (clients * ops) as f64;
         let total = (bytes * clients * ops) as f64 / MIB;
         all_ids.extend(ids.iter().flatten().copied());
         let (read_s, read_lat, _) = timed(&client, ids, |client, blob_id| async move {
@@ -226,6 +265,12 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
             record.store_over_encode,
             record.store_cpu_ms
         );
+        if bytes == FLOOR_BLOB_BYTES && clients == 1 {
+            let floor = floor(&encoding, &first_blob, encode_ms, encode_cpu_ms)
+                .await
+                .context("measuring the store floor")?;
+            report.floor = Some(floor);
+        }
         report.ops.push(record);
     }
 
@@ -241,10 +286,25 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         )
         .await?;
     }
+    if let Some(floor) = &report.floor {
+        println!(
+            "floor for {}: encode {:.0} + verify {:.0} + QUIC {:.0} + durable write {:.0} = {:.0} ms CPU \
+             (each measured alone); on {} cores no store takes under {:.0} ms = {:.1}x the encode",
+            human(floor.blob_bytes),
+            floor.encode_cpu_ms,
+            floor.verify_cpu_ms,
+            floor.transport_cpu_ms,
+            floor.storage_cpu_ms,
+            floor.total_cpu_ms,
+            floor.cores,
+            floor.floor_ms,
+            floor.floor_over_encode
+        );
+    }
     if let Some(record) = report
         .ops
         .iter()
-        .find(|r| r.blob_bytes == 16 << 20 && r.clients == 1)
+        .find(|r| r.blob_bytes == FLOOR_BLOB_BYTES && r.clients == 1)
     {
         println!(
             "target: a 16 MiB store with 1 client within 3x the codec-only encode time; measured {:.1}x",
@@ -257,6 +317,66 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
     // A partial run keeps its own file: `bench` summaries read `e2e.json`.
     let name = if only.is_empty() { "e2e" } else { "e2e-only" };
     crate::bench::write_json(name, &report)
+}
+
+/// Measures the floor (see [`FloorRecord`]) for `blob`, one piece at a time.
+async fn floor(
+    encoding: &floe_codec::EncodingConfig,
+    blob: &[u8],
+    encode_ms: f64,
+    encode_cpu_ms: f64,
+) -> Result<FloorRecord> {
+    use rayon::prelude::*;
+    let (metadata, blob_id, pairs) = floe_codec::encode(encoding, blob)?;
+    let slivers: Vec<Bytes> = pairs
+        .iter()
+        .flat_map(|pair| [pair.primary.data.clone(), pair.secondary.data.clone()])
+        .collect();
+    let sliver_bytes = slivers.iter().map(Bytes::len).sum();
+
+    let before = crate::rss::cpu_ms();
+    pairs
+        .par_iter()
+        .try_for_each(|pair| pair.verify(&metadata))
+        .context("verifying the slivers")?;
+    let verify_cpu_ms = cpu_since(before);
+
+    // The handshake and a first upload happen before the clock starts, as
+    // a committee's connections are up before a store.
+    let transport = crate::bench_net::Transport::quic(floe_net::NetConfig::default()).await?;
+    transport.upload_all(slivers[..1].to_vec(), 1).await?;
+    let before = crate::rss::cpu_ms();
+    transport.upload_all(slivers, 8).await?;
+    let transport_cpu_ms = cpu_since(before);
+    drop(transport);
+
+    let dir = tempfile::tempdir()?;
+    let shards: Vec<floe_codec::ShardIndex> =
+        (0..pairs.len() as u16).map(floe_codec::ShardIndex).collect();
+    let store = floe_store::Store::open(dir.path(), shards.clone())?;
+    let before = crate::rss::cpu_ms();
+    store.put_metadata(&blob_id, &metadata, 0)?;
+    for (shard, pair) in shards.into_iter().zip(&pairs) {
+        store.put_sliver_pair(shard, &blob_id, pair)?;
+    }
+    store.make_durable(&blob_id)?;
+    let storage_cpu_ms = cpu_since(before);
+
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
+    let floor_ms = total_cpu_ms / cores as f64;
+    Ok(FloorRecord {
+        blob_bytes: blob.len(),
+        sliver_bytes,
+        cores,
+        encode_cpu_ms,
+        verify_cpu_ms,
+        transport_cpu_ms,
+        storage_cpu_ms,
+        total_cpu_ms,
+        floor_ms,
+        floor_over_encode: floor_ms / encode_ms.max(1e-3),
+    })
 }
 
 /// A node holding every blob stored so far plus 1000 small ones (100 if

@@ -83,7 +83,7 @@ struct Report {
 }
 
 /// One QUIC pool and server, or one TCP+TLS server and its connections.
-enum Transport {
+pub(crate) enum Transport {
     Quic {
         pool: Arc<Pool>,
         peer: floe_consensus::PublicKey,
@@ -98,7 +98,7 @@ enum Transport {
 type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 impl Transport {
-    async fn quic(config: NetConfig) -> Result<Self> {
+    pub(crate) async fn quic(config: NetConfig) -> Result<Self> {
         let key = KeyPair::from_seed(&[1; 32]);
         let identity = TlsIdentity::new(&key)?;
         let router = Router::new()
@@ -158,6 +158,31 @@ impl Transport {
             Self::Quic { pool, peer, .. } => Some(pool.connection(peer).await?.stats().path),
             Self::Tcp { .. } => None,
         })
+    }
+
+    /// QUIC only: uploads every payload, `streams` at a time, each answered
+    /// with its length.
+    pub(crate) async fn upload_all(&self, payloads: Vec<Bytes>, streams: usize) -> Result<()> {
+        let Self::Quic { pool, peer, .. } = self else {
+            anyhow::bail!("not QUIC")
+        };
+        let queue = Arc::new(std::sync::Mutex::new(payloads));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..streams {
+            let (pool, peer, queue) = (Arc::clone(pool), *peer, Arc::clone(&queue));
+            tasks.spawn(async move {
+                loop {
+                    let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                    let Some(payload) = next else { return Ok(()) };
+                    let len = payload.len() as u64;
+                    anyhow::ensure!(pool.call::<Upload>(&peer, &Raw(payload)).await? == len);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok(())
     }
 
     async fn tcp_connection(&self) -> Result<TlsStream> {
@@ -250,18 +275,9 @@ async fn throughput(
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     match transport {
-        Transport::Quic { pool, peer, .. } => {
-            for _ in 0..streams {
-                let (pool, peer, payload) = (Arc::clone(pool), *peer, Raw(payload.clone()));
-                tasks.spawn(async move {
-                    for _ in 0..per_stream {
-                        anyhow::ensure!(
-                            pool.call::<Upload>(&peer, &payload).await? == payload.0.len() as u64
-                        );
-                    }
-                    Ok(())
-                });
-            }
+        Transport::Quic { .. } => {
+            let payloads = vec![payload.clone(); per_stream * streams];
+            transport.upload_all(payloads, streams).await?;
         }
         Transport::Tcp { .. } => {
             for mut stream in tcp {

@@ -24,15 +24,10 @@ fn status_mib(field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// CPU time (user + system) this process has used so far, in milliseconds
-/// (`None` where /proc is absent).
+/// CPU time (user + system, all threads) this process has used so far, in
+/// milliseconds, to the microsecond (`None` if the clock is unavailable).
 pub fn cpu_ms() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, in clock ticks (USER_HZ, 100 on Linux).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 10.0)
+    use nix::time::{clock_gettime, ClockId};
+    let now = clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
+    Some(now.tv_sec() as f64 * 1e3 + now.tv_nsec() as f64 / 1e6)
 }
