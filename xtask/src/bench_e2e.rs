@@ -123,6 +123,18 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         ..Limits::default()
     };
     let local = floe_node::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
+    let selected =
+        |name: &str| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name));
+    // Before the nodes start: the CPU clock counts the whole process.
+    let floor = if selected(&case_name(FLOOR_BLOB_BYTES, 1)) {
+        Some(
+            floor(&local.file.committee.encoding())
+                .await
+                .context("measuring the store floor")?,
+        )
+    } else {
+        None
+    };
     let mut running = Vec::new();
     for config in &local.configs {
         running.push(Some(
@@ -138,7 +150,7 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         shards,
         ops: Vec::new(),
         repair: None,
-        floor: None,
+        floor,
     };
 
     println!(
@@ -171,8 +183,6 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
             (16 << 20, 8, 2),
         ]
     };
-    let selected =
-        |name: &str| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name));
     let mut names: Vec<String> = cases.iter().map(|&(b, c, _)| case_name(b, c)).collect();
     names.push("repair".into());
     for name in only {
@@ -203,22 +213,8 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
                     .collect()
             })
             .collect();
-        let encodes = 5;
-        let encode_cpu_before = crate::rss::cpu_ms();
-        let encode_ms = median(
-            blobs[0]
-                .iter()
-                .cycle()
-                .take(encodes)
-                .map(|blob| {
-                    let start = Instant::now();
-                    let _ = floe_codec::encode(&encoding, blob);
-                    start.elapsed().as_secs_f64() * 1e3
-                })
-                .collect(),
-        );
-        let encode_cpu_ms = cpu_since(encode_cpu_before) / encodes as f64;
-        let first_blob = blobs[0][0].clone();
+        let (encode_ms, _) = codec_encode(&encoding, &blobs[0]);
+
         let cpu_before = crate::rss::cpu_ms();
         let (store_s, store_lat, ids) = timed(&client, blobs, |client, blob| async move {
             let outcome = client.store(blob, 10, StoreOptions::default()).await?;
@@ -265,12 +261,6 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
             record.store_over_encode,
             record.store_cpu_ms
         );
-        if bytes == FLOOR_BLOB_BYTES && clients == 1 {
-            let floor = floor(&encoding, &first_blob, encode_ms, encode_cpu_ms)
-                .await
-                .context("measuring the store floor")?;
-            report.floor = Some(floor);
-        }
         report.ops.push(record);
     }
 
@@ -319,15 +309,33 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
     crate::bench::write_json(name, &report)
 }
 
-/// Measures the floor (see [`FloorRecord`]) for `blob`, one piece at a time.
-async fn floor(
-    encoding: &floe_codec::EncodingConfig,
-    blob: &[u8],
-    encode_ms: f64,
-    encode_cpu_ms: f64,
-) -> Result<FloorRecord> {
+/// The codec-only encode of `blobs` (cycled, 5 encodes): median wall time
+/// and mean CPU time, in milliseconds.
+fn codec_encode(encoding: &floe_codec::EncodingConfig, blobs: &[Bytes]) -> (f64, f64) {
+    let encodes = 5;
+    let before = crate::rss::cpu_ms();
+    let wall = median(
+        blobs
+            .iter()
+            .cycle()
+            .take(encodes)
+            .map(|blob| {
+                let start = Instant::now();
+                let _ = floe_codec::encode(encoding, blob);
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    );
+    (wall, cpu_since(before) / encodes as f64)
+}
+
+/// Measures the floor (see [`FloorRecord`]) for a blob of
+/// [`FLOOR_BLOB_BYTES`], one piece at a time.
+async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
     use rayon::prelude::*;
-    let (metadata, blob_id, pairs) = floe_codec::encode(encoding, blob)?;
+    let blob = Bytes::from(crate::bench::sample_blob(FLOOR_BLOB_BYTES));
+    let (encode_ms, encode_cpu_ms) = codec_encode(encoding, std::slice::from_ref(&blob));
+    let (metadata, blob_id, pairs) = floe_codec::encode(encoding, &blob)?;
     let slivers: Vec<Bytes> = pairs
         .iter()
         .flat_map(|pair| [pair.primary.data.clone(), pair.secondary.data.clone()])
@@ -351,8 +359,9 @@ async fn floor(
     drop(transport);
 
     let dir = tempfile::tempdir()?;
-    let shards: Vec<floe_codec::ShardIndex> =
-        (0..pairs.len() as u16).map(floe_codec::ShardIndex).collect();
+    let shards: Vec<floe_codec::ShardIndex> = (0..pairs.len() as u16)
+        .map(floe_codec::ShardIndex)
+        .collect();
     let store = floe_store::Store::open(dir.path(), shards.clone())?;
     let before = crate::rss::cpu_ms();
     store.put_metadata(&blob_id, &metadata, 0)?;

@@ -95,6 +95,11 @@ pub const MIN_BLOB_FILE_VALUE: u64 = 4096;
 /// durable by a flush (see [`Store::put_sliver_pair`]).
 pub const UNLOGGED_MIN_PAIR_BYTES: usize = 512 << 10;
 
+/// Room in a sliver pair's write batch beyond the sliver bytes: the batch
+/// header, three records' tags, keys and lengths, two envelopes and two
+/// sliver indexes, and a drift deletion.
+const BATCH_OVERHEAD_BYTES: usize = 256;
+
 /// Why a blob's data may be collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GarbageReason {
@@ -429,7 +434,11 @@ impl Store {
         if self.get(METADATA, &blob_id.0)?.is_none() {
             return Err(StoreError::MissingMetadata { blob_id: *blob_id });
         }
-        let mut batch = WriteBatch::default();
+        // Sized up front: a batch grows by doubling, and each doubling of a
+        // multi-MiB batch copies every sliver byte already in it again.
+        let mut batch = WriteBatch::with_capacity_bytes(
+            pair.primary.data.len() + pair.secondary.data.len() + BATCH_OVERHEAD_BYTES,
+        );
         let slivers = self.cf(SLIVERS)?;
         for sliver in [&pair.primary, &pair.secondary] {
             let index = sliver.index.0.to_le_bytes();
