@@ -198,23 +198,22 @@ pub struct PutMetadataRequest {
     pub metadata: BlobMetadata,
 }
 
-/// Store the pair of slivers one shard holds.
+/// Store the pairs of slivers some shards of the node hold: one large pair,
+/// or many small ones in one request instead of a request each.
 ///
-/// Its frame is the BCS encoding of `(blob_id, shard, pair)`, but built and
-/// parsed by hand (module `pair_frame`) so the sliver bytes are never copied
-/// on either side: they go out as the caller's buffers and come in as views
-/// of the received frame.
+/// Its frame is the BCS encoding of `(blob_id, pairs)`, but built and parsed
+/// by hand (module `pair_frame`) so the sliver bytes are never copied on
+/// either side: they go out as the caller's buffers and come in as views of
+/// the received frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutPairRequest {
+pub struct PutPairsRequest {
     /// The blob.
     pub blob_id: BlobId,
-    /// The shard the pair belongs to.
-    pub shard: ShardIndex,
-    /// The pair.
-    pub pair: SliverPair,
+    /// Each pair with the shard it belongs to.
+    pub pairs: Vec<(ShardIndex, SliverPair)>,
 }
 
-impl floe_net::Wire for PutPairRequest {
+impl floe_net::Wire for PutPairsRequest {
     fn to_frame(&self) -> Result<Bytes, WireError> {
         Ok(self.to_chunks()?.concat().into())
     }
@@ -293,8 +292,9 @@ method!(
     PutMetadata, 2, Access::Public, PutMetadataRequest => (), MAX_METADATA_FRAME, MAX_SMALL_FRAME, SHORT
 );
 method!(
-    /// Store one shard's sliver pair (verified against the metadata first).
-    PutPair, 3, Access::Public, PutPairRequest => (), MAX_SLIVER_FRAME, MAX_SMALL_FRAME, LONG
+    /// Store sliver pairs of the node's shards (each verified against the
+    /// metadata first; none is stored unless all verify).
+    PutPairs, 3, Access::Public, PutPairsRequest => (), MAX_SLIVER_FRAME, MAX_SMALL_FRAME, LONG
 );
 method!(
     /// A blob's metadata.

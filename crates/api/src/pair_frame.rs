@@ -1,14 +1,15 @@
-//! The frame of a [`PutPairRequest`], byte for byte the BCS encoding of
-//! `(blob_id, shard, pair)`, written and read without copying sliver bytes.
+//! The frame of a [`PutPairsRequest`], byte for byte the BCS encoding of
+//! `(blob_id, pairs)`, written and read without copying sliver bytes.
 //!
 //! ```text
-//! blob_id [u8; 32] | shard u16 LE | pair index u16 LE
-//! | primary:   axis u8 | index u16 LE | ULEB128 length | symbols
-//! | secondary: axis u8 | index u16 LE | ULEB128 length | symbols
+//! blob_id [u8; 32] | ULEB128 count | count times:
+//!   shard u16 LE | pair index u16 LE
+//!   | primary:   axis u8 | index u16 LE | ULEB128 length | symbols
+//!   | secondary: axis u8 | index u16 LE | ULEB128 length | symbols
 //! ```
 //!
-//! A pair is most of what a store sends (about 4.5 times the blob across a
-//! committee), so serializing it through serde would copy every byte once
+//! Pairs are most of what a store sends (about 4.5 times the blob across a
+//! committee), so serializing them through serde would copy every byte once
 //! more on the client and once more on the node.
 
 use bytes::Bytes;
@@ -16,10 +17,12 @@ use floe_codec::{Axis, BlobId, ShardIndex, Sliver, SliverIndex, SliverPair, Sliv
 use floe_net::WireError;
 use serde::de::DeserializeOwned;
 
-use crate::PutPairRequest;
+use crate::PutPairsRequest;
 
-/// Bytes of `blob_id | shard | pair index`.
-const HEAD: usize = 32 + 2 + 2;
+/// Bytes of the blob ID.
+const BLOB_ID: usize = 32;
+/// Bytes of `shard | pair index` before each pair.
+const PAIR_HEAD: usize = 2 + 2;
 /// Bytes of `axis | index` before each sliver's length.
 const SLIVER_HEAD: usize = 1 + 2;
 /// BCS refuses sequences longer than this.
@@ -29,50 +32,74 @@ fn bcs_error(error: bcs::Error) -> WireError {
     WireError(error.to_string())
 }
 
-/// The frame as four pieces: two small heads, each followed by the sliver
-/// bytes it describes, shared with `request`.
-pub(crate) fn encode(request: &PutPairRequest) -> Result<Vec<Bytes>, WireError> {
-    let pair = &request.pair;
-    let mut head =
-        bcs::to_bytes(&(request.blob_id, request.shard, pair.index)).map_err(bcs_error)?;
-    let mut chunks = Vec::with_capacity(4);
-    for sliver in [&pair.primary, &pair.secondary] {
-        head.extend(bcs::to_bytes(&(sliver.axis, sliver.index)).map_err(bcs_error)?);
-        let length = sliver.data.len() as u64;
-        if length > MAX_LENGTH {
-            return Err(WireError(format!(
-                "{} sliver {} has {length} bytes, more than a frame can carry",
-                sliver.axis, sliver.index
-            )));
+/// The frame as pieces: small heads, each followed by the sliver bytes it
+/// describes, shared with `request`.
+pub(crate) fn encode(request: &PutPairsRequest) -> Result<Vec<Bytes>, WireError> {
+    let mut head = bcs::to_bytes(&request.blob_id).map_err(bcs_error)?;
+    write_uleb128(&mut head, checked_length(request.pairs.len(), "pairs")?);
+    let mut chunks = Vec::with_capacity(4 * request.pairs.len() + 1);
+    for (shard, pair) in &request.pairs {
+        head.extend(bcs::to_bytes(&(shard, pair.index)).map_err(bcs_error)?);
+        for sliver in [&pair.primary, &pair.secondary] {
+            head.extend(bcs::to_bytes(&(sliver.axis, sliver.index)).map_err(bcs_error)?);
+            let what = format!("{} sliver {}", sliver.axis, sliver.index);
+            write_uleb128(&mut head, checked_length(sliver.data.len(), &what)?);
+            chunks.push(Bytes::from(std::mem::take(&mut head)));
+            chunks.push(sliver.data.clone());
         }
-        write_uleb128(&mut head, length);
-        chunks.push(Bytes::from(std::mem::take(&mut head)));
-        chunks.push(sliver.data.clone());
+    }
+    if !head.is_empty() {
+        chunks.push(Bytes::from(head));
     }
     Ok(chunks)
 }
 
-/// Parses a frame; the slivers' bytes are views of `frame`.
-pub(crate) fn decode(frame: Bytes) -> Result<PutPairRequest, WireError> {
-    let mut reader = Reader { frame, at: 0 };
-    let (blob_id, shard, index): (BlobId, ShardIndex, SliverPairIndex) = reader.fixed(HEAD)?;
-    let primary = reader.sliver()?;
-    let secondary = reader.sliver()?;
-    if reader.at != reader.frame.len() {
+/// `length` as a BCS sequence length, if it is one.
+fn checked_length(length: usize, what: &str) -> Result<u64, WireError> {
+    let length = length as u64;
+    if length > MAX_LENGTH {
         return Err(WireError(format!(
-            "{} bytes after the sliver pair",
+            "{what} has {length} elements, more than a frame can carry"
+        )));
+    }
+    Ok(length)
+}
+
+/// Parses a frame; the slivers' bytes are views of `frame`.
+pub(crate) fn decode(frame: Bytes) -> Result<PutPairsRequest, WireError> {
+    let mut reader = Reader { frame, at: 0 };
+    let blob_id: BlobId = reader.fixed(BLOB_ID)?;
+    let count = reader.length()?;
+    // Each pair takes at least its heads: a count the frame cannot hold is
+    // refused before anything is allocated for it.
+    let least = PAIR_HEAD + 2 * (SLIVER_HEAD + 1);
+    if count > (reader.frame.len() - reader.at) / least {
+        return Err(WireError(format!(
+            "{count} pairs cannot fit in the {} bytes left of the frame",
             reader.frame.len() - reader.at
         )));
     }
-    Ok(PutPairRequest {
-        blob_id,
-        shard,
-        pair: SliverPair {
-            index,
-            primary,
-            secondary,
-        },
-    })
+    let mut pairs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (shard, index): (ShardIndex, SliverPairIndex) = reader.fixed(PAIR_HEAD)?;
+        let primary = reader.sliver()?;
+        let secondary = reader.sliver()?;
+        pairs.push((
+            shard,
+            SliverPair {
+                index,
+                primary,
+                secondary,
+            },
+        ));
+    }
+    if reader.at != reader.frame.len() {
+        return Err(WireError(format!(
+            "{} bytes after the sliver pairs",
+            reader.frame.len() - reader.at
+        )));
+    }
+    Ok(PutPairsRequest { blob_id, pairs })
 }
 
 fn write_uleb128(out: &mut Vec<u8>, mut value: u64) {
@@ -148,71 +175,96 @@ mod tests {
 
     use super::*;
 
-    fn request(blob_len: usize) -> PutPairRequest {
+    /// `count` pairs (shards 7, 8, ...) of a blob of `blob_len` bytes.
+    fn request(blob_len: usize, count: usize) -> PutPairsRequest {
         let blob: Vec<u8> = (0..blob_len).map(|i| (i * 7 + 3) as u8).collect();
         let (_, blob_id, pairs) = encode_blob(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
-        PutPairRequest {
+        PutPairsRequest {
             blob_id,
-            shard: ShardIndex(7),
-            pair: pairs[4].clone(),
+            pairs: (0..count)
+                .map(|i| (ShardIndex(7 + i as u16), pairs[(4 + i) % 10].clone()))
+                .collect(),
         }
     }
 
-    fn bcs_of(request: &PutPairRequest) -> Vec<u8> {
-        bcs::to_bytes(&(request.blob_id, request.shard, &request.pair)).unwrap()
+    fn bcs_of(request: &PutPairsRequest) -> Vec<u8> {
+        bcs::to_bytes(&(request.blob_id, &request.pairs)).unwrap()
     }
 
     #[test]
     fn the_frame_is_the_bcs_encoding_and_parses_back() {
-        // Lengths with one-, two- and three-byte ULEB128 prefixes.
+        // Lengths with one-, two- and three-byte ULEB128 prefixes; no pair,
+        // one, several.
         for blob_len in [0, 1, 300, 5_000, 200_000] {
-            let request = request(blob_len);
-            let frame = request.to_frame().unwrap();
-            assert_eq!(frame.as_ref(), bcs_of(&request).as_slice(), "{blob_len}");
-            assert_eq!(PutPairRequest::from_frame(frame).unwrap(), request);
+            for count in [0, 1, 3] {
+                let request = request(blob_len, count);
+                let frame = request.to_frame().unwrap();
+                assert_eq!(frame.as_ref(), bcs_of(&request).as_slice(), "{blob_len}");
+                assert_eq!(PutPairsRequest::from_frame(frame).unwrap(), request);
+            }
         }
     }
 
     #[test]
     fn sliver_bytes_are_shared_not_copied() {
-        let request = request(5_000);
+        let request = request(5_000, 2);
         let chunks = request.to_chunks().unwrap();
-        assert_eq!(chunks[1].as_ptr(), request.pair.primary.data.as_ptr());
-        assert_eq!(chunks[3].as_ptr(), request.pair.secondary.data.as_ptr());
+        for (i, (_, pair)) in request.pairs.iter().enumerate() {
+            assert_eq!(chunks[4 * i + 1].as_ptr(), pair.primary.data.as_ptr());
+            assert_eq!(chunks[4 * i + 3].as_ptr(), pair.secondary.data.as_ptr());
+        }
         let frame = request.to_frame().unwrap();
-        let parsed = PutPairRequest::from_frame(frame.clone()).unwrap();
+        let parsed = PutPairsRequest::from_frame(frame.clone()).unwrap();
         let inside = frame.as_ptr_range();
-        assert!(inside.contains(&parsed.pair.primary.data.as_ptr()));
-        assert!(inside.contains(&parsed.pair.secondary.data.as_ptr()));
+        for (_, pair) in &parsed.pairs {
+            assert!(inside.contains(&pair.primary.data.as_ptr()));
+            assert!(inside.contains(&pair.secondary.data.as_ptr()));
+        }
     }
 
     #[test]
     fn malformed_frames_are_refused() {
-        let frame = request(300).to_frame().unwrap();
+        let frame = request(300, 2).to_frame().unwrap();
         // Every truncation, and one byte too many.
         for cut in 0..frame.len() {
             assert!(
-                PutPairRequest::from_frame(frame.slice(..cut)).is_err(),
+                PutPairsRequest::from_frame(frame.slice(..cut)).is_err(),
                 "cut at {cut}"
             );
         }
         let mut longer = frame.to_vec();
         longer.push(0);
-        assert!(PutPairRequest::from_frame(longer.into()).is_err());
-        // An axis that does not exist.
+        assert!(PutPairsRequest::from_frame(longer.into()).is_err());
+        // The first sliver's axis byte, after the blob ID, the count and
+        // the pair's head.
+        let first_sliver = BLOB_ID + 1 + PAIR_HEAD;
         let mut bad_axis = frame.to_vec();
-        bad_axis[HEAD] = 9;
-        assert!(PutPairRequest::from_frame(bad_axis.into()).is_err());
-        // A non-canonical length (zero written in two bytes).
-        let mut head = frame[..HEAD + SLIVER_HEAD].to_vec();
+        bad_axis[first_sliver] = 9;
+        assert!(PutPairsRequest::from_frame(bad_axis.into()).is_err());
+        // A non-canonical length (zero written in two bytes), with enough
+        // bytes after it for the count to pass.
+        let mut head = frame[..first_sliver + SLIVER_HEAD].to_vec();
         head.extend([0x80, 0x00]);
-        assert!(PutPairRequest::from_frame(head.into())
+        head.extend([0; 64]);
+        assert!(PutPairsRequest::from_frame(head.into())
             .unwrap_err()
             .0
             .contains("non-canonical"));
         // A length far beyond the frame.
-        let mut huge = frame[..HEAD + SLIVER_HEAD].to_vec();
+        let mut huge = frame[..first_sliver + SLIVER_HEAD].to_vec();
         huge.extend([0xff, 0xff, 0xff, 0xff, 0x07]);
-        assert!(PutPairRequest::from_frame(huge.into()).is_err());
+        huge.extend([0; 64]);
+        assert!(PutPairsRequest::from_frame(huge.into())
+            .unwrap_err()
+            .0
+            .contains("frame ends"));
+        // A count far beyond what the frame holds.
+        let mut many = frame[..BLOB_ID].to_vec();
+        many.extend([0xff, 0xff, 0xff, 0xff, 0x07]);
+        many.extend(&frame[BLOB_ID + 1..]);
+        assert!(PutPairsRequest::from_frame(many.into())
+            .unwrap_err()
+            .0
+            .contains("cannot fit"));
     }
 }

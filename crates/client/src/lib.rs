@@ -514,7 +514,7 @@ impl Client {
         let total: u64 = by_member
             .values()
             .flatten()
-            .map(|(_, pair)| (pair.primary.data.len() + pair.secondary.data.len()) as u64)
+            .map(|(_, pair)| pair_bytes(pair) as u64)
             .sum();
         progress.report(Progress::Encoded { total });
         let upload = Upload {
@@ -942,6 +942,36 @@ impl Tail {
     }
 }
 
+/// Pairs smaller than this go to a node together, in requests of up to
+/// this many bytes: a small blob's pairs cost a node one request instead of
+/// one each. A larger pair travels alone.
+const PAIRS_REQUEST_BYTES: usize = 1 << 20;
+
+fn pair_bytes(pair: &SliverPair) -> usize {
+    pair.primary.data.len() + pair.secondary.data.len()
+}
+
+/// `pairs` in order, grouped into requests of at most
+/// [`PAIRS_REQUEST_BYTES`] (or one pair, if larger).
+fn batches(pairs: Vec<(ShardIndex, SliverPair)>) -> Vec<Vec<(ShardIndex, SliverPair)>> {
+    let mut batches: Vec<Vec<(ShardIndex, SliverPair)>> = Vec::new();
+    let mut bytes = 0;
+    for (shard, pair) in pairs {
+        let size = pair_bytes(&pair);
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= PAIRS_REQUEST_BYTES => {
+                bytes += size;
+                batch.push((shard, pair));
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![(shard, pair)]);
+            }
+        }
+    }
+    batches
+}
+
 /// What every node's upload of one blob shares.
 #[derive(Clone)]
 struct Upload {
@@ -972,8 +1002,8 @@ impl Upload {
             .await
             .map_err(|e| e.to_string())?;
         let mut sends = JoinSet::new();
-        for (shard, pair) in pairs {
-            let size = pair.primary.data.len() + pair.secondary.data.len();
+        for batch in batches(pairs) {
+            let size: usize = batch.iter().map(|(_, pair)| pair_bytes(pair)).sum();
             let permit = Arc::clone(&self.budget)
                 .acquire_many_owned(
                     u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
@@ -982,14 +1012,15 @@ impl Upload {
                 .map_err(|e| e.to_string())?;
             let this = self.clone();
             sends.spawn(async move {
+                let shards: Vec<String> =
+                    batch.iter().map(|(shard, _)| shard.to_string()).collect();
                 let outcome = this
                     .pool
-                    .call::<PutPair>(
+                    .call::<PutPairs>(
                         &key,
-                        &PutPairRequest {
+                        &PutPairsRequest {
                             blob_id,
-                            shard,
-                            pair,
+                            pairs: batch,
                         },
                     )
                     .await;
@@ -1004,7 +1035,7 @@ impl Upload {
                         total: this.total,
                     });
                 }
-                outcome.map_err(|e| format!("shard {shard}: {e}"))
+                outcome.map_err(|e| format!("pairs of shards {}: {e}", shards.join(", ")))
             });
         }
         while let Some(joined) = sends.join_next().await {

@@ -162,7 +162,7 @@ async fn the_admin_port_serves_metrics_and_health() {
     for line in [
         "floe_drift_blobs 0",
         "floe_facts_known 1",
-        "floe_requests_total{kind=\"PutPair\",outcome=\"ok\"}",
+        "floe_requests_total{kind=\"PutPairs\",outcome=\"ok\"}",
         "floe_requests_total{kind=\"GetConfirmation\",outcome=\"ok\"} 1",
         "floe_net_requests_total{outcome=\"ok\"}",
         "floe_peer_up{peer=",

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::*;
 use floe_api::{
     ApiError, GetInfo, GetSliver, GetSliverRequest, GetStatus, PutMetadata, PutMetadataRequest,
-    PutPair, PutPairRequest, StatusReport,
+    PutPairs, PutPairsRequest, StatusReport,
 };
 use floe_client::{ClientError, ReadOptions, StoreOptions};
 use floe_codec::{Axis, BlobMetadata, ShardIndex, SliverPairHashes, SliverPairIndex};
@@ -277,48 +277,80 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     // A pair for a shard node 0 does not hold.
     let foreign = ShardIndex(1);
     assert!(!node.shards.contains(&foreign));
-    let pair = pairs[usize::from(foreign.to_pair_index(100, &blob_id).0)].clone();
-    match pool
-        .call::<PutPair>(
-            &key,
-            &PutPairRequest {
-                blob_id,
-                shard: foreign,
-                pair,
-            },
-        )
-        .await
-    {
-        Err(RpcError::Remote {
-            error: ApiError::NotMyShard { shard, .. },
-            ..
-        }) => assert_eq!(shard, foreign),
-        other => panic!("expected NotMyShard, got {other:?}"),
-    }
-    // A pair that fails verification.
+    let pair_of =
+        |shard: ShardIndex| pairs[usize::from(shard.to_pair_index(100, &blob_id).0)].clone();
     let mine = node.shards[0];
-    let mut pair = pairs[usize::from(mine.to_pair_index(100, &blob_id).0)].clone();
+    // Alone, and after a good pair in the same request: refused, and the
+    // good pair is not stored either.
+    for request in [
+        vec![(foreign, pair_of(foreign))],
+        vec![(mine, pair_of(mine)), (foreign, pair_of(foreign))],
+    ] {
+        match pool
+            .call::<PutPairs>(
+                &key,
+                &PutPairsRequest {
+                    blob_id,
+                    pairs: request,
+                },
+            )
+            .await
+        {
+            Err(RpcError::Remote {
+                error: ApiError::NotMyShard { shard, .. },
+                ..
+            }) => assert_eq!(shard, foreign),
+            other => panic!("expected NotMyShard, got {other:?}"),
+        }
+        assert!(node_has_no_pair(&cluster, mine, &blob_id));
+    }
+    // A request without pairs.
+    assert!(matches!(
+        pool.call::<PutPairs>(
+            &key,
+            &PutPairsRequest {
+                blob_id,
+                pairs: Vec::new()
+            }
+        )
+        .await,
+        Err(RpcError::Remote {
+            error: ApiError::Rejected { .. },
+            ..
+        })
+    ));
+    // A pair that fails verification, after a good one: the rejection names
+    // the shard, and neither pair is stored.
+    let other = node.shards[1];
+    let mut pair = pair_of(mine);
     let mut bytes = pair.secondary.data.to_vec();
     bytes[0] ^= 1;
     pair.secondary.data = Bytes::from(bytes);
     match pool
-        .call::<PutPair>(
+        .call::<PutPairs>(
             &key,
-            &PutPairRequest {
+            &PutPairsRequest {
                 blob_id,
-                shard: mine,
-                pair,
+                pairs: vec![(other, pair_of(other)), (mine, pair)],
             },
         )
         .await
     {
         Err(RpcError::Remote {
-            error: ApiError::Rejected { blob_id: named, .. },
+            error:
+                ApiError::Rejected {
+                    blob_id: named,
+                    reason,
+                },
             ..
-        }) => assert_eq!(named, blob_id),
+        }) => {
+            assert_eq!(named, blob_id);
+            assert!(reason.contains(&format!("shard {mine}")), "{reason}");
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert!(node_has_no_pair(&cluster, mine, &blob_id));
+    assert!(node_has_no_pair(&cluster, other, &blob_id));
 
     // Garbage on a stream.
     let connection = pool.connection(&key).await.unwrap();

@@ -72,7 +72,7 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = Router::new();
     let router = route!(router, GetInfo, info);
     let router = route!(router, PutMetadata, put_metadata);
-    let router = route!(router, PutPair, put_pair);
+    let router = route!(router, PutPairs, put_pairs);
     let router = route!(router, GetMetadata, get_metadata);
     let router = route!(router, GetSliver, get_sliver);
     let router = route!(router, GetConfirmation, confirm);
@@ -127,14 +127,20 @@ fn put_metadata(inner: &Inner, _: Caller, request: PutMetadataRequest) -> Result
         .map_err(store_error)
 }
 
-fn put_pair(inner: &Inner, _: Caller, request: PutPairRequest) -> Result<(), ApiError> {
-    let PutPairRequest {
-        blob_id,
-        shard,
-        pair,
-    } = request;
-    if inner.my_shards().binary_search(&shard).is_err() {
-        return Err(ApiError::NotMyShard { blob_id, shard });
+/// Checks every pair (a shard of this node, the pair that shard holds,
+/// slivers matching the metadata) before storing any.
+fn put_pairs(inner: &Inner, _: Caller, request: PutPairsRequest) -> Result<(), ApiError> {
+    let PutPairsRequest { blob_id, pairs } = request;
+    if pairs.is_empty() {
+        return Err(ApiError::Rejected {
+            blob_id,
+            reason: "the request carries no sliver pairs".into(),
+        });
+    }
+    for &(shard, _) in &pairs {
+        if inner.my_shards().binary_search(&shard).is_err() {
+            return Err(ApiError::NotMyShard { blob_id, shard });
+        }
     }
     let metadata = inner
         .store
@@ -144,24 +150,29 @@ fn put_pair(inner: &Inner, _: Caller, request: PutPairRequest) -> Result<(), Api
             blob_id,
             what: "metadata (send it before the slivers)".into(),
         })?;
-    let expected = shard.to_pair_index(inner.n_shards, &blob_id);
-    if pair.index != expected {
-        return Err(ApiError::Rejected {
+    for (shard, pair) in &pairs {
+        let expected = shard.to_pair_index(inner.n_shards, &blob_id);
+        if pair.index != expected {
+            return Err(ApiError::Rejected {
+                blob_id,
+                reason: format!(
+                    "shard {shard} holds pair {}, not pair {}",
+                    expected.0, pair.index.0
+                ),
+            });
+        }
+        pair.verify(&metadata).map_err(|e| ApiError::Rejected {
             blob_id,
-            reason: format!(
-                "shard {shard} holds pair {}, not pair {}",
-                expected.0, pair.index.0
-            ),
-        });
+            reason: format!("shard {shard}: {e}"),
+        })?;
     }
-    pair.verify(&metadata).map_err(|e| ApiError::Rejected {
-        blob_id,
-        reason: e.to_string(),
-    })?;
-    inner
-        .store
-        .put_sliver_pair(shard, &blob_id, &pair)
-        .map_err(store_error)
+    for (shard, pair) in &pairs {
+        inner
+            .store
+            .put_sliver_pair(*shard, &blob_id, pair)
+            .map_err(store_error)?;
+    }
+    Ok(())
 }
 
 fn get_metadata(
