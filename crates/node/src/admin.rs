@@ -93,12 +93,11 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         "Certificates, invalid-blob certificates and deletions known.",
         &one(facts as f64),
     );
-    let tables = inner.store.table_stats().unwrap_or_default();
-    let stored: u64 = tables.iter().map(|t| t.sst_bytes + t.blob_file_bytes).sum();
+    let stored = inner.store.stored_bytes().unwrap_or(0);
     metric(
         "floe_stored_bytes",
         "gauge",
-        "Bytes on disk across all tables.",
+        "Bytes on disk: every table and the sliver pair files.",
         &one(stored as f64),
     );
     let counter = |value: &std::sync::atomic::AtomicU64| one(value.load(Ordering::Relaxed) as f64);

@@ -84,11 +84,7 @@ pub(crate) fn router(slot: Slot) -> Router {
 }
 
 fn info(inner: &Inner, _: Caller, (): ()) -> Result<NodeInfo, ApiError> {
-    let stored_bytes = inner
-        .store
-        .table_stats()
-        .map(|tables| tables.iter().map(|t| t.blob_file_bytes + t.sst_bytes).sum())
-        .unwrap_or(0);
+    let stored_bytes = inner.store.stored_bytes().unwrap_or(0);
     Ok(NodeInfo {
         node_id: inner.node_id.clone(),
         epoch: inner.epoch(),

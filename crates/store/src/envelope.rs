@@ -7,12 +7,19 @@
 
 use crate::error::StoreError;
 
-const FORMAT: u8 = 1;
-const CHECKSUM: usize = 16;
+/// A value stored as it is.
+pub const FORMAT: u8 = 1;
+/// A value that is a sliver's place in a pair file (see `pair_files`):
+/// same envelope, payload `index u16 ‖ offset u64 ‖ length u64 ‖
+/// checksum of the sliver's bytes`, all little-endian.
+pub const FORMAT_IN_FILE: u8 = 2;
+/// Bytes of a checksum.
+pub const CHECKSUM: usize = 16;
 /// Envelope bytes before the payload.
 pub const HEADER: usize = 1 + CHECKSUM;
 
-fn checksum(payload: &[u8]) -> [u8; CHECKSUM] {
+/// The checksum an envelope keeps of its payload.
+pub fn checksum(payload: &[u8]) -> [u8; CHECKSUM] {
     let mut out = [0u8; CHECKSUM];
     out.copy_from_slice(&blake3::hash(payload).as_bytes()[..CHECKSUM]);
     out
@@ -25,13 +32,18 @@ pub fn seal(payload: &[u8]) -> Vec<u8> {
 
 /// Wraps the concatenation of `parts`, copying each once.
 pub fn seal_parts(parts: &[&[u8]]) -> Vec<u8> {
+    seal_parts_as(FORMAT, parts)
+}
+
+/// [`seal_parts`] with the given format byte.
+pub fn seal_parts_as(format: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut hasher = blake3::Hasher::new();
     for part in parts {
         hasher.update(part);
     }
     let mut out = Vec::with_capacity(HEADER + len);
-    out.push(FORMAT);
+    out.push(format);
     out.extend_from_slice(&hasher.finalize().as_bytes()[..CHECKSUM]);
     for part in parts {
         out.extend_from_slice(part);
@@ -41,6 +53,17 @@ pub fn seal_parts(parts: &[&[u8]]) -> Vec<u8> {
 
 /// Unwraps a stored value, checking it.
 pub fn open<'a>(table: &'static str, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    open_as(&[FORMAT], table, key, stored).map(|(_, payload)| payload)
+}
+
+/// Unwraps a stored value of one of `formats`, checking it; returns its
+/// format with the payload.
+pub fn open_as<'a>(
+    formats: &[u8],
+    table: &'static str,
+    key: &[u8],
+    stored: &'a [u8],
+) -> Result<(u8, &'a [u8]), StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         table,
         key: hex(key),
@@ -52,7 +75,7 @@ pub fn open<'a>(table: &'static str, key: &[u8], stored: &'a [u8]) -> Result<&'a
             stored.len()
         )));
     }
-    if stored[0] != FORMAT {
+    if !formats.contains(&stored[0]) {
         return Err(corrupt(format!("unknown value format {}", stored[0])));
     }
     let payload = &stored[HEADER..];
@@ -62,7 +85,7 @@ pub fn open<'a>(table: &'static str, key: &[u8], stored: &'a [u8]) -> Result<&'a
             payload.len()
         )));
     }
-    Ok(payload)
+    Ok((stored[0], payload))
 }
 
 /// Lowercase hex, for naming keys in errors.

@@ -56,6 +56,16 @@ pub enum StoreError {
         /// The shards whose pairs are missing.
         missing: Vec<ShardIndex>,
     },
+    /// A pair file could not be written, read or removed.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// A durability token used for another blob.
     #[error("durability token for blob {token} cannot confirm blob {requested}")]
     WrongBlob {

@@ -51,9 +51,10 @@
 
 mod envelope;
 mod error;
+mod pair_files;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -91,13 +92,12 @@ const NODE: &str = "node";
 /// Sliver values at least this large go to blob files.
 pub const MIN_BLOB_FILE_VALUE: u64 = 4096;
 
-/// Sliver pairs at least this large are written without the WAL and made
-/// durable by a flush (see [`Store::put_sliver_pair`]).
-pub const UNLOGGED_MIN_PAIR_BYTES: usize = 512 << 10;
+/// Sliver pairs at least this large are kept in files of their own (see
+/// [`Store::put_sliver_pair`]).
+pub const FILE_MIN_PAIR_BYTES: usize = 512 << 10;
 
-/// Room in a sliver pair's write batch beyond the sliver bytes: the batch
-/// header, three records' tags, keys and lengths, two envelopes and two
-/// sliver indexes, and a drift deletion.
+/// Room in a sliver pair's write batch beyond the sliver values: the batch
+/// header, three records' tags, keys and lengths, and a drift deletion.
 const BATCH_OVERHEAD_BYTES: usize = 256;
 
 /// Why a blob's data may be collected.
@@ -148,21 +148,6 @@ pub struct GcStats {
     pub slivers: u64,
 }
 
-/// Blobs with pairs written without the WAL, not yet flushed, each with the
-/// generation of its latest listing.
-#[derive(Default)]
-struct Unlogged {
-    blobs: BTreeMap<BlobId, u64>,
-    generation: u64,
-}
-
-impl Unlogged {
-    fn list(&mut self, blob_id: BlobId) {
-        self.generation += 1;
-        self.blobs.insert(blob_id, self.generation);
-    }
-}
-
 /// Proof that every pair of this node's shards for a blob is on disk and
 /// synced: the only way this crate signs a storage confirmation.
 #[derive(Debug)]
@@ -201,8 +186,8 @@ pub struct Store {
     locks: Vec<Mutex<()>>,
     /// The drift set, mirrored from the `drift` table so counting is free.
     drift: Mutex<BTreeSet<BlobId>>,
-    /// Blobs with large slivers written without the WAL and not yet flushed.
-    unlogged: Mutex<Unlogged>,
+    /// Large sliver pairs, in files of their own.
+    files: pair_files::PairFiles,
     /// Flushes and compactions use direct I/O.
     direct_io: bool,
     gc: [AtomicU64; 3],
@@ -303,18 +288,20 @@ impl Store {
         let mut shards = shards;
         shards.sort_unstable();
         shards.dedup();
+        let files = pair_files::PairFiles::open(&path, direct)?;
         let store = Store {
             db,
             path,
             shards,
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             drift: Mutex::new(BTreeSet::new()),
-            unlogged: Mutex::new(Unlogged::default()),
+            files,
             direct_io: direct,
             gc: Default::default(),
         };
         let drift = store.scan_blob_ids(DRIFT, None, usize::MAX)?;
         *store.drift_set() = drift.into_iter().collect();
+        store.remove_unrecorded_pair_files()?;
         Ok(store)
     }
 
@@ -418,6 +405,11 @@ impl Store {
 
     /// Stores the sliver pair of `shard` (already verified against the
     /// metadata). Refuses shards this node does not hold.
+    ///
+    /// A pair of [`FILE_MIN_PAIR_BYTES`] or more goes to a file of its own,
+    /// written and synced before the database records where it is (see
+    /// `pair_files`); smaller ones go into the database with the WAL. Either
+    /// way, a recorded pair is complete once the WAL is synced.
     pub fn put_sliver_pair(
         &self,
         shard: ShardIndex,
@@ -430,23 +422,41 @@ impl Store {
                 shard,
             });
         }
+        let slivers = [&pair.primary, &pair.secondary];
+        let in_file = pair.primary.data.len() + pair.secondary.data.len() >= FILE_MIN_PAIR_BYTES;
+        // The slow part, before the blob's lock: the file written and synced.
+        let staged = in_file.then(|| self.files.stage(pair)).transpose()?;
+        let values: Vec<Vec<u8>> = if in_file {
+            let mut offset = 0u64;
+            slivers
+                .iter()
+                .map(|sliver| {
+                    let place = file_place(sliver, offset);
+                    offset += sliver.data.len() as u64;
+                    place
+                })
+                .collect()
+        } else {
+            slivers
+                .iter()
+                .map(|sliver| envelope::seal_parts(&[&sliver.index.0.to_le_bytes(), &sliver.data]))
+                .collect()
+        };
         let _guard = self.lock(blob_id);
         if self.get(METADATA, &blob_id.0)?.is_none() {
             return Err(StoreError::MissingMetadata { blob_id: *blob_id });
         }
-        // Sized up front: a batch grows by doubling, and each doubling of a
-        // multi-MiB batch copies every sliver byte already in it again.
+        if let Some(staged) = staged {
+            self.files.place(staged, blob_id, shard)?;
+        }
+        // Sized up front: a batch grows by doubling, and each doubling
+        // copies every sliver byte already in it again.
         let mut batch = WriteBatch::with_capacity_bytes(
-            pair.primary.data.len() + pair.secondary.data.len() + BATCH_OVERHEAD_BYTES,
+            values.iter().map(Vec::len).sum::<usize>() + BATCH_OVERHEAD_BYTES,
         );
-        let slivers = self.cf(SLIVERS)?;
-        for sliver in [&pair.primary, &pair.secondary] {
-            let index = sliver.index.0.to_le_bytes();
-            batch.put_cf(
-                slivers,
-                sliver_key(shard, blob_id, sliver.axis),
-                envelope::seal_parts(&[&index, &sliver.data]),
-            );
+        let cf = self.cf(SLIVERS)?;
+        for (sliver, value) in slivers.iter().zip(values) {
+            batch.put_cf(cf, sliver_key(shard, blob_id, sliver.axis), value);
         }
         batch.put_cf(self.cf(PAIRS)?, pair_key(blob_id, shard), []);
         let resolves_drift =
@@ -454,23 +464,7 @@ impl Store {
         if resolves_drift {
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
         }
-        // Large slivers skip the WAL: logging them would write every byte
-        // twice (WAL, then blob file), halving ingest. They become durable
-        // when `make_durable` (or `record_fact`) flushes their tables; until
-        // then a crash loses the whole batch — slivers, pair entry and drift
-        // update together — and nothing was confirmed for them.
-        let unlogged =
-            pair.primary.data.len() + pair.secondary.data.len() >= UNLOGGED_MIN_PAIR_BYTES;
-        if unlogged {
-            let mut options = WriteOptions::default();
-            options.disable_wal(true);
-            self.db
-                .write_opt(batch, &options)
-                .map_err(StoreError::db(SLIVERS))?;
-            self.unlogged_set().list(*blob_id);
-        } else {
-            self.write(SLIVERS, batch, false)?;
-        }
+        self.write(SLIVERS, batch, false)?;
         if resolves_drift {
             self.drift_set().remove(blob_id);
         }
@@ -486,7 +480,7 @@ impl Store {
     ) -> Result<Option<Sliver>, StoreError> {
         let key = sliver_key(shard, blob_id, axis);
         self.get(SLIVERS, &key)?
-            .map(|stored| parse_sliver(&key, axis, &stored))
+            .map(|stored| self.load_sliver(&key, axis, &stored))
             .transpose()
     }
 
@@ -571,9 +565,9 @@ impl Store {
                 continue;
             }
             match key[34] {
-                0 => primary = Some((blob_id, parse_sliver(&key, Axis::Primary, &value)?)),
+                0 => primary = Some((blob_id, self.load_sliver(&key, Axis::Primary, &value)?)),
                 _ => {
-                    let secondary = parse_sliver(&key, Axis::Secondary, &value)?;
+                    let secondary = self.load_sliver(&key, Axis::Secondary, &value)?;
                     if let Some((id, primary)) = primary.take().filter(|(id, _)| *id == blob_id) {
                         let index = primary.index.to_pair_index(Axis::Primary, 0);
                         out.push((
@@ -607,52 +601,10 @@ impl Store {
                 missing,
             });
         }
-        // Large pairs skipped the WAL: only a flush of their tables makes
-        // them durable. Small ones are in the WAL, which the sync covers.
-        self.persist_unlogged(Some(blob_id))?;
+        // Pair files were synced before they were recorded; the records and
+        // the small pairs are in the WAL, which the sync covers.
         self.db.flush_wal(true).map_err(StoreError::db(SLIVERS))?;
         Ok(DurableBlob { blob_id: *blob_id })
-    }
-
-    fn unlogged_set(&self) -> MutexGuard<'_, Unlogged> {
-        self.unlogged
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Flushes the tables that slivers written without the WAL went to
-    /// (atomically), if `blob_id` (for `None`: any blob) has such writes.
-    ///
-    /// A pair is written before its blob is listed, and every listing takes
-    /// a new generation. Blobs listed before the flush starts were written
-    /// before it switched memtables, so the flush covers them, and they are
-    /// unlisted after it unless they were listed again meanwhile: a pair
-    /// that landed in the new memtable during the flush keeps its blob
-    /// listed. (Unlisting every blob seen before the flush would drop such a
-    /// blob, and a confirmation would then rest on memory.)
-    fn persist_unlogged(&self, blob_id: Option<&BlobId>) -> Result<(), StoreError> {
-        let flushed: Vec<(BlobId, u64)> = {
-            let unlogged = self.unlogged_set();
-            let needed = match blob_id {
-                Some(blob_id) => unlogged.blobs.contains_key(blob_id),
-                None => !unlogged.blobs.is_empty(),
-            };
-            if !needed {
-                return Ok(());
-            }
-            unlogged.blobs.iter().map(|(id, gen)| (*id, *gen)).collect()
-        };
-        let cfs = [self.cf(SLIVERS)?, self.cf(PAIRS)?, self.cf(DRIFT)?];
-        self.db
-            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
-            .map_err(StoreError::db(SLIVERS))?;
-        let mut unlogged = self.unlogged_set();
-        for (id, generation) in flushed {
-            if unlogged.blobs.get(&id) == Some(&generation) {
-                unlogged.blobs.remove(&id);
-            }
-        }
-        Ok(())
     }
 
     // ---- states ----
@@ -690,8 +642,6 @@ impl Store {
     pub fn record_fact(&self, fact: VerifiedFact, current: Epoch) -> Result<BlobState, StoreError> {
         let blob_id = fact.fact().blob_id();
         let _guard = self.lock(&blob_id);
-        // The synced state below must never rest on slivers a crash could lose.
-        self.persist_unlogged(Some(&blob_id))?;
         let before = self.stored_state(&blob_id)?.unwrap_or_default();
         let mut after = before.clone();
         after.apply(fact);
@@ -927,6 +877,9 @@ impl Store {
                 batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
             }
             self.write(SLIVERS, batch, false)?;
+            // Unrecorded first: a crash before the files go leaves files the
+            // next open removes, never records without their file.
+            self.files.remove_blob(&blob_id)?;
             self.drift_set().remove(&blob_id);
             report.blobs += 1;
         }
@@ -1005,10 +958,8 @@ impl Store {
         }
     }
 
-    /// Makes every write so far durable: flushes unlogged large slivers
-    /// and syncs the write-ahead log.
+    /// Makes every write so far durable: syncs the write-ahead log.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.persist_unlogged(None)?;
         self.db.flush_wal(true).map_err(StoreError::db("(wal)"))
     }
 
@@ -1024,20 +975,96 @@ impl Store {
     }
 }
 
-fn parse_sliver(key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreError> {
-    let payload = envelope::open(SLIVERS, key, stored)?;
-    if payload.len() < 2 {
-        return Err(StoreError::Corrupt {
+/// The record of a sliver kept in a pair file at `offset`: its index,
+/// where it is, and the checksum of its bytes.
+fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
+    envelope::seal_parts_as(
+        envelope::FORMAT_IN_FILE,
+        &[
+            &sliver.index.0.to_le_bytes(),
+            &offset.to_le_bytes(),
+            &(sliver.data.len() as u64).to_le_bytes(),
+            &envelope::checksum(&sliver.data),
+        ],
+    )
+}
+
+impl Store {
+    /// A sliver from its record: the bytes themselves, or where they are in
+    /// a pair file (read and checked against the recorded checksum).
+    fn load_sliver(&self, key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
             table: SLIVERS,
             key: envelope::hex(key),
-            reason: "no sliver index".into(),
-        });
+            reason,
+        };
+        let (format, payload) = envelope::open_as(
+            &[envelope::FORMAT, envelope::FORMAT_IN_FILE],
+            SLIVERS,
+            key,
+            stored,
+        )?;
+        if payload.len() < 2 {
+            return Err(corrupt("no sliver index".into()));
+        }
+        let index = SliverIndex(u16::from_le_bytes([payload[0], payload[1]]));
+        let data = if format == envelope::FORMAT {
+            bytes::Bytes::copy_from_slice(&payload[2..])
+        } else {
+            let place: &[u8; 16 + envelope::CHECKSUM] = payload[2..]
+                .try_into()
+                .map_err(|_| corrupt(format!("a pair-file record of {} bytes", payload.len())))?;
+            let [offset, len] = [0, 8].map(|at| {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&place[at..at + 8]);
+                u64::from_le_bytes(word)
+            });
+            let len = usize::try_from(len).map_err(|e| corrupt(e.to_string()))?;
+            let shard = ShardIndex(u16::from_be_bytes([key[0], key[1]]));
+            let blob_id = blob_id_from(&key[2..34], SLIVERS)?;
+            let data = self.files.read(&blob_id, shard, offset, len)?;
+            if envelope::checksum(&data)[..] != place[16..] {
+                return Err(corrupt(format!(
+                    "checksum mismatch over {len} bytes at offset {offset} of {}",
+                    self.files.path(&blob_id, shard).display()
+                )));
+            }
+            bytes::Bytes::from(data)
+        };
+        Ok(Sliver { axis, index, data })
     }
-    Ok(Sliver {
-        axis,
-        index: SliverIndex(u16::from_le_bytes([payload[0], payload[1]])),
-        data: bytes::Bytes::copy_from_slice(&payload[2..]),
-    })
+
+    /// Removes pair files the database does not record (a crash between
+    /// placing a file and recording it, or between unrecording a blob and
+    /// removing its files), and counts the bytes of the others.
+    fn remove_unrecorded_pair_files(&self) -> Result<(), StoreError> {
+        let mut bytes = 0;
+        for (blob_id, shard, len) in self.files.list()? {
+            let key = sliver_key(shard, &blob_id, Axis::Primary);
+            let recorded = self
+                .get(SLIVERS, &key)?
+                .is_some_and(|stored| stored.first() == Some(&envelope::FORMAT_IN_FILE));
+            if recorded {
+                bytes += len;
+            } else {
+                self.files.remove_orphan(&blob_id, shard);
+            }
+        }
+        self.files.set_bytes(bytes);
+        Ok(())
+    }
+
+    /// Bytes of sliver pairs kept in files of their own.
+    pub fn pair_file_bytes(&self) -> u64 {
+        self.files.bytes()
+    }
+
+    /// Bytes on disk: every table's files and the pair files.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let tables = self.table_stats()?;
+        let in_tables: u64 = tables.iter().map(|t| t.sst_bytes + t.blob_file_bytes).sum();
+        Ok(in_tables + self.pair_file_bytes())
+    }
 }
 
 /// Whether files in `dir` (created if missing) take direct I/O. Some file

@@ -42,14 +42,14 @@ fn crash_child() {
         .unwrap_or(0);
     loop {
         // Sizes on both sides of the 4 KiB blob-file threshold, and every
-        // fifth blob large enough for its pairs to skip the WAL.
+        // fifth blob large enough for its pairs to go to files of their own.
         let len = if next % 5 == 4 {
             3_000_000
         } else {
             500 + (next as usize % 7) * 9_000
         };
         let blob = common::blob(next, len);
-        // As on a node: a blob's pairs arrive at once, while flushes for
+        // As on a node: a blob's pairs arrive at once, while syncs for
         // other blobs' confirmations and certificates run.
         let store_pairs = |store: &Store| {
             store
@@ -131,6 +131,36 @@ fn check(dir: &Path, durable: &BTreeSet<BlobId>, confirmed: &BTreeSet<BlobId>) -
             assert!(
                 store.sliver_pair(shard, blob_id).unwrap().is_some(),
                 "pair index without slivers"
+            );
+        }
+    }
+    // What a crash left of pair files is gone: every file is a recorded
+    // pair, and nothing is left half-written.
+    let pairs = dir.join("pairs");
+    assert_eq!(std::fs::read_dir(pairs.join(".tmp")).unwrap().count(), 0);
+    for blob_dir in std::fs::read_dir(&pairs).unwrap() {
+        let blob_dir = blob_dir.unwrap();
+        let name = blob_dir.file_name().into_string().unwrap();
+        if name == ".tmp" {
+            continue;
+        }
+        let id: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&name[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let stored = store
+            .stored_shards(&BlobId(id.try_into().unwrap()))
+            .unwrap();
+        for file in std::fs::read_dir(blob_dir.path()).unwrap() {
+            let shard: u16 = file
+                .unwrap()
+                .file_name()
+                .into_string()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                stored.contains(&ShardIndex(shard)),
+                "pair file of shard {shard} in {name} without a record"
             );
         }
     }

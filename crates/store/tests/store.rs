@@ -466,9 +466,9 @@ fn a_certificate_arriving_after_garbage_was_listed_wins() {
     assert!(store.make_durable(&blob.blob_id).is_ok());
 }
 
-/// Large pairs skip the WAL and reach the disk by a flush, which uses direct
-/// I/O where the file system allows it (probed at open). Whichever way the
-/// flush goes, on disk and on tmpfs, confirmed pairs survive a reopen.
+/// Large pairs go to files of their own, synced before they are recorded;
+/// confirmed, they survive a reopen, on disk and on tmpfs (where direct
+/// I/O for the database's flushes is probed separately).
 #[test]
 fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
     let shm = std::path::Path::new("/dev/shm");
@@ -476,12 +476,10 @@ fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
     if shm.is_dir() {
         dirs.push(tempfile::tempdir_in(shm).unwrap());
     }
-    // Pairs of about 1 MiB each: over the unlogged threshold.
+    // Pairs of about 1 MiB each: kept in files.
     let blob = common::blob(7, 4_000_000);
     let pair = blob.pair_for(my_shards()[0]);
-    assert!(
-        pair.primary.data.len() + pair.secondary.data.len() >= floe_store::UNLOGGED_MIN_PAIR_BYTES
-    );
+    assert!(pair.primary.data.len() + pair.secondary.data.len() >= floe_store::FILE_MIN_PAIR_BYTES);
     for dir in dirs {
         let direct = {
             let store = Store::open(dir.path(), my_shards()).unwrap();
@@ -497,4 +495,95 @@ fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
             assert_eq!(&pair, blob.pair_for(shard), "{context}");
         }
     }
+}
+
+/// Where the pair files of `blob` live under a store opened at `dir`.
+fn pair_dir(dir: &std::path::Path, blob: &common::Blob) -> std::path::PathBuf {
+    let hex: String = blob.blob_id.0.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join("pairs").join(hex)
+}
+
+#[test]
+fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = common::blob(8, 4_000_000);
+    let pair_bytes = |shard| {
+        let pair = blob.pair_for(shard);
+        (pair.primary.data.len() + pair.secondary.data.len()) as u64
+    };
+    let files = pair_dir(dir.path(), &blob);
+    let file_bytes = |shard: ShardIndex| {
+        std::fs::metadata(files.join(shard.0.to_string()))
+            .unwrap()
+            .len()
+    };
+    let all_bytes = || my_shards().into_iter().map(file_bytes).sum::<u64>();
+    {
+        let store = Store::open(dir.path(), my_shards()).unwrap();
+        store_all(&store, &blob);
+        assert_eq!(store.pair_file_bytes(), all_bytes());
+        for &shard in &my_shards() {
+            // The pair, padded to whole blocks where direct I/O wrote it.
+            let padding = file_bytes(shard) - pair_bytes(shard);
+            assert!(padding < 4096, "{padding}");
+            assert_eq!(
+                &store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap(),
+                blob.pair_for(shard)
+            );
+        }
+        // Stored again (a retry, a repair): replaced, counted once.
+        store
+            .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
+            .unwrap();
+        assert_eq!(store.pair_file_bytes(), all_bytes());
+    }
+
+    // Damage: a flipped byte in one file, another file cut short. Both are
+    // errors naming what is wrong, never data.
+    let flipped = files.join("1");
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&flipped, bytes).unwrap();
+    let cut = files.join("5");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(pair_bytes(ShardIndex(5)) - 1)
+        .unwrap();
+    // Leftovers of a crash: a half-written temporary file, and a placed
+    // file the database never recorded.
+    std::fs::write(dir.path().join("pairs/.tmp/17"), b"half a pair").unwrap();
+    let other = common::blob(9, 4_000_000);
+    std::fs::create_dir_all(pair_dir(dir.path(), &other)).unwrap();
+    std::fs::write(pair_dir(dir.path(), &other).join("9"), b"never recorded").unwrap();
+
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    assert!(!dir.path().join("pairs/.tmp/17").exists());
+    assert!(!pair_dir(dir.path(), &other).exists());
+    assert_eq!(store.pair_file_bytes(), all_bytes());
+    match store.sliver(ShardIndex(1), &blob.blob_id, Axis::Primary) {
+        Err(StoreError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("checksum mismatch"), "{reason}")
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    match store.sliver(ShardIndex(5), &blob.blob_id, Axis::Secondary) {
+        Err(StoreError::File { path, .. }) => assert_eq!(path, cut),
+        other => panic!("expected a file error, got {other:?}"),
+    }
+    // The undamaged pair still reads back.
+    assert_eq!(
+        &store
+            .sliver_pair(ShardIndex(9), &blob.blob_id)
+            .unwrap()
+            .unwrap(),
+        blob.pair_for(ShardIndex(9))
+    );
+
+    // Never certified and past the pending deadline: collected, files too.
+    let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
+    assert_eq!(report.blobs, 1);
+    assert!(!files.exists());
+    assert_eq!(store.pair_file_bytes(), 0);
 }
