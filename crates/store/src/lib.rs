@@ -13,7 +13,7 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `metadata` | blob ID | BCS `BlobMetadata` |
-//! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols |
+//! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols; for a pair kept in a file (format 2): index ‖ offset (u64 LE) ‖ length (u64 LE) ‖ checksum |
 //! | `pairs` | blob ID ‖ shard (u16 BE) | — (the pair of that shard is stored) |
 //! | `states` | blob ID | BCS `BlobState` (the proofs) |
 //! | `pending` | blob ID | first arrival, Unix ms (u64 LE) (uncertified upload) |
@@ -28,8 +28,12 @@
 //!
 //! ## Options, and why
 //!
+//! * Sliver pairs of 512 KiB and more are kept in files of their own (see
+//!   `pair_files`), not in RocksDB: the memtable copy, the flush and its
+//!   checksum pass would all be spent on bytes that are written once and
+//!   read whole.
 //! * `slivers` uses RocksDB blob files (BlobDB) for values of 4 KiB and more:
-//!   multi-MiB slivers then stay out of the LSM tree, so compaction moves keys,
+//!   smaller slivers then stay out of the LSM tree, so compaction moves keys,
 //!   not data. Blob files are not compressed (erasure-coded data is mostly
 //!   high-entropy; compressing costs CPU for little gain) and blob garbage
 //!   collection reclaims space after deletions.
@@ -38,13 +42,11 @@
 //! * Writes that belong together are one `WriteBatch`: a sliver pair and its
 //!   `pairs` entry; a state, its indexes and drift marker.
 //! * Durability is explicit. Ordinary writes go to the WAL without `fsync`;
-//!   sliver pairs of 512 KiB and more skip the WAL (logging them would write
-//!   every byte twice, WAL then blob file) and are made durable by an atomic
-//!   flush of their tables. [`Store::make_durable`] flushes and syncs only
-//!   once every pair of this node's shards is stored, and returns the
-//!   [`DurableBlob`] token that is the only way to sign a storage
-//!   confirmation here; [`Store::record_fact`] makes the blob's slivers
-//!   durable first and syncs the state before it returns.
+//!   a pair file is synced (file and directory) before its record is
+//!   written. [`Store::make_durable`] syncs the WAL only once every pair of
+//!   this node's shards is stored, and returns the [`DurableBlob`] token
+//!   that is the only way to sign a storage confirmation here;
+//!   [`Store::record_fact`] syncs the state before it returns.
 //! * Flushes and compactions use direct I/O where the file system allows it
 //!   (probed at open): each sliver byte is written once, straight to the
 //!   device, instead of being copied into the page cache and written back.
