@@ -203,9 +203,24 @@ impl PairFiles {
         len: usize,
     ) -> Result<Vec<u8>, StoreError> {
         let path = self.path(blob_id, shard);
+        let file = File::open(&path).map_err(file_error(&path, "reading a sliver"))?;
+        let size = file
+            .metadata()
+            .map_err(file_error(&path, "reading a sliver"))?
+            .len();
+        // Checked before allocating: a file cut short is an error, not a
+        // buffer of whatever size a record claims.
+        if offset.saturating_add(len as u64) > size {
+            return Err(file_error(&path, "reading a sliver")(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file holds {size} bytes; the sliver is recorded at {offset}..{}",
+                    offset.saturating_add(len as u64)
+                ),
+            )));
+        }
         let mut out = vec![0u8; len];
-        File::open(&path)
-            .and_then(|file| file.read_exact_at(&mut out, offset))
+        file.read_exact_at(&mut out, offset)
             .map_err(file_error(&path, "reading a sliver"))?;
         Ok(out)
     }
