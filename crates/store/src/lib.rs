@@ -256,14 +256,10 @@ impl Store {
         db_options.create_missing_column_families(true);
         db_options.increase_parallelism(2);
         db_options.set_max_background_jobs(2);
-        // Large slivers skip the WAL (see `put_sliver_pair`); their tables
-        // are then flushed together, atomically.
-        db_options.set_atomic_flush(true);
-        // Flushes write each sliver once, straight to the device: through
-        // the page cache the copy and the later writeback cost more CPU than
-        // the Reed–Solomon verification of the same slivers, and the
-        // confirmation waits for that flush. Measured with `bench e2e`
-        // (16 MiB, 7 nodes on 2 cores): store p50 358 ms → 190 ms.
+        // Flushes, compactions and pair files write each sliver once,
+        // straight to the device: through the page cache the copy and the
+        // later writeback cost more CPU than the Reed–Solomon verification
+        // of the same slivers.
         let direct = direct_io_supported(&path);
         db_options.set_use_direct_io_for_flush_and_compaction(direct);
         let descriptors = TABLES.iter().map(|name| {
@@ -481,9 +477,10 @@ impl Store {
         axis: Axis,
     ) -> Result<Option<Sliver>, StoreError> {
         let key = sliver_key(shard, blob_id, axis);
-        self.get(SLIVERS, &key)?
-            .map(|stored| self.load_sliver(&key, axis, &stored))
-            .transpose()
+        match self.get(SLIVERS, &key)? {
+            Some(stored) => self.load_recorded(&key, axis, &stored),
+            None => Ok(None),
+        }
     }
 
     /// `shard`'s sliver pair for a blob.
@@ -567,9 +564,15 @@ impl Store {
                 continue;
             }
             match key[34] {
-                0 => primary = Some((blob_id, self.load_sliver(&key, Axis::Primary, &value)?)),
+                0 => {
+                    primary = self
+                        .load_recorded(&key, Axis::Primary, &value)?
+                        .map(|sliver| (blob_id, sliver))
+                }
                 _ => {
-                    let secondary = self.load_sliver(&key, Axis::Secondary, &value)?;
+                    let Some(secondary) = self.load_recorded(&key, Axis::Secondary, &value)? else {
+                        continue;
+                    };
                     if let Some((id, primary)) = primary.take().filter(|(id, _)| *id == blob_id) {
                         let index = primary.index.to_pair_index(Axis::Primary, 0);
                         out.push((
@@ -878,11 +881,14 @@ impl Store {
             {
                 batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
             }
-            self.write(SLIVERS, batch, false)?;
-            // Unrecorded first: a crash before the files go leaves files the
-            // next open removes, never records without their file.
-            self.files.remove_blob(&blob_id)?;
+            // Synced before the files go: a crash (or power loss) then leaves
+            // at worst files without records, which the next open removes,
+            // never records without their files.
+            self.write(SLIVERS, batch, true)?;
             self.drift_set().remove(&blob_id);
+            // A file that cannot be removed now is unrecorded: the next open
+            // removes it.
+            let _ = self.files.remove_blob(&blob_id);
             report.blobs += 1;
         }
         self.gc[0].fetch_add(1, Ordering::Relaxed);
@@ -992,6 +998,25 @@ fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
 }
 
 impl Store {
+    /// [`Store::load_sliver`], or `None` if the blob was collected between
+    /// reading its record and reading its file.
+    fn load_recorded(
+        &self,
+        key: &[u8],
+        axis: Axis,
+        stored: &[u8],
+    ) -> Result<Option<Sliver>, StoreError> {
+        match self.load_sliver(key, axis, stored) {
+            Err(StoreError::File { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && self.get(SLIVERS, key)?.is_none() =>
+            {
+                Ok(None)
+            }
+            loaded => loaded.map(Some),
+        }
+    }
+
     /// A sliver from its record: the bytes themselves, or where they are in
     /// a pair file (read and checked against the recorded checksum).
     fn load_sliver(&self, key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreError> {

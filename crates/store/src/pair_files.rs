@@ -180,7 +180,13 @@ impl PairFiles {
     ) -> Result<(), StoreError> {
         let dir = self.blob_dir(blob_id);
         match fs::create_dir(&dir) {
-            Ok(()) => sync_dir(&self.root)?,
+            Ok(()) => {
+                if let Err(e) = sync_dir(&self.root) {
+                    // Not left behind unsynced for the next pair to trust.
+                    let _ = fs::remove_dir(&dir);
+                    return Err(e);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(file_error(&dir, "creating")(e)),
         }
@@ -246,8 +252,9 @@ impl PairFiles {
             });
     }
 
-    /// Every pair file: its blob, shard and size. Entries that are not pair
-    /// files are skipped.
+    /// Every pair file: its blob, shard and size. Entries not named as the
+    /// store names pair files are skipped; empty blob directories (left by
+    /// a crash) are removed.
     pub(crate) fn list(&self) -> Result<Vec<(BlobId, ShardIndex, u64)>, StoreError> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.root).map_err(file_error(&self.root, "listing"))?;
@@ -257,12 +264,18 @@ impl PairFiles {
             };
             let dir = entry.path();
             let files = fs::read_dir(&dir).map_err(file_error(&dir, "listing"))?;
+            let before = out.len();
             for file in files.flatten() {
-                let Ok(shard) = file.file_name().to_string_lossy().parse::<u16>() else {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let Some(shard) = name.parse::<u16>().ok().filter(|s| s.to_string() == name) else {
                     continue;
                 };
                 let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 out.push((blob_id, ShardIndex(shard), len));
+            }
+            if out.len() == before {
+                // Only succeeds if it is empty.
+                let _ = fs::remove_dir(&dir);
             }
         }
         Ok(out)
@@ -301,6 +314,8 @@ impl Drop for Staged {
     }
 }
 
+/// The blob whose directory is named `name`, if the store names it so
+/// (lowercase hex).
 fn parse_blob_dir(name: &str) -> Option<BlobId> {
     if name.len() != 64 {
         return None;
@@ -309,7 +324,7 @@ fn parse_blob_dir(name: &str) -> Option<BlobId> {
     for (i, byte) in id.iter_mut().enumerate() {
         *byte = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some(BlobId(id))
+    (hex(&id) == name).then_some(BlobId(id))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

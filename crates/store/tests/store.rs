@@ -557,10 +557,14 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
     let other = common::blob(9, 4_000_000);
     std::fs::create_dir_all(pair_dir(dir.path(), &other)).unwrap();
     std::fs::write(pair_dir(dir.path(), &other).join("9"), b"never recorded").unwrap();
+    // And a blob directory whose creation was never followed by a pair.
+    let empty = common::blob(10, 1_000);
+    std::fs::create_dir_all(pair_dir(dir.path(), &empty)).unwrap();
 
     let store = Store::open(dir.path(), my_shards()).unwrap();
     assert!(!dir.path().join("pairs/.tmp/17").exists());
     assert!(!pair_dir(dir.path(), &other).exists());
+    assert!(!pair_dir(dir.path(), &empty).exists());
     assert_eq!(store.pair_file_bytes(), all_bytes());
     match store.sliver(ShardIndex(1), &blob.blob_id, Axis::Primary) {
         Err(StoreError::Corrupt { reason, .. }) => {
