@@ -19,6 +19,7 @@ mod testnet;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use floe::drill::ChaosConfig;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Floe developer tasks")]
@@ -53,6 +54,10 @@ enum Task {
         /// Seed of the random blobs and faults.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Largest blob stored, in bytes (sizes are drawn up to it). From
+        /// about 12 MiB on, nodes keep pairs in files of their own.
+        #[arg(long, default_value_t = 256 << 10)]
+        max_blob: usize,
     },
     /// Start a testnet of floe-node processes, store a sample file with the
     /// floe CLI, show its status, read it back, compare, and stop.
@@ -112,11 +117,16 @@ fn main() -> Result<()> {
             nodes,
             shards,
             seed,
+            max_blob,
         } => testnet::chaos(
             nodes,
             shards,
-            std::time::Duration::from_secs(duration),
-            seed,
+            ChaosConfig {
+                duration: std::time::Duration::from_secs(duration),
+                seed,
+                max_blob,
+                ..ChaosConfig::default()
+            },
         ),
         Task::Bench {
             name,

@@ -234,18 +234,15 @@ pub fn demo(nodes: usize, shards: u16, bytes: usize, file: Option<PathBuf>) -> R
 }
 
 /// `cargo xtask chaos`: a fresh testnet, a workload under faults, a check.
-pub fn chaos(nodes: usize, shards: u16, duration: Duration, seed: u64) -> Result<()> {
+pub fn chaos(nodes: usize, shards: u16, config: ChaosConfig) -> Result<()> {
     let (node_bin, _) = build_binaries()?;
     let dir = tempfile::tempdir()?;
     let mut testnet = Testnet::create_or_open(dir.path(), nodes, shards, &node_bin)?.down_on_drop();
-    let config = ChaosConfig {
-        duration,
-        seed,
-        ..ChaosConfig::default()
-    };
     println!(
-        "chaos: {nodes} floe-node processes, {shards} shards, {} s of stores and reads while nodes are killed, restarted and wiped (seed {seed})",
-        duration.as_secs()
+        "chaos: {nodes} floe-node processes, {shards} shards, {} s of stores and reads of blobs up to {} while nodes are killed, restarted and wiped (seed {})",
+        config.duration.as_secs(),
+        crate::bench::human(config.max_blob),
+        config.seed
     );
     let result = runtime()?.block_on(drill::chaos(&mut testnet, &config));
     testnet.down()?;
