@@ -28,6 +28,10 @@ pub(crate) fn store_error(error: StoreError) -> ApiError {
             status: status.into(),
         },
         StoreError::MissingPairs { blob_id, missing } => ApiError::Incomplete { blob_id, missing },
+        StoreError::PairLost { blob_id, shard, .. } => ApiError::NotFound {
+            blob_id,
+            what: format!("the pair of shard {shard} (its file was lost here; repair rebuilds it)"),
+        },
         other => ApiError::Internal(other.to_string()),
     }
 }

@@ -66,6 +66,18 @@ pub enum StoreError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A recorded pair's file is gone, cut short or damaged. The pair has
+    /// been dropped (and the blob marked as drifting if it is certified),
+    /// so repair rebuilds it from other nodes.
+    #[error("blob {blob_id}: the pair file of shard {shard} {reason}; the pair was dropped for repair to rebuild")]
+    PairLost {
+        /// The blob.
+        blob_id: BlobId,
+        /// The shard.
+        shard: ShardIndex,
+        /// What is wrong with the file.
+        reason: String,
+    },
     /// A durability token used for another blob.
     #[error("durability token for blob {token} cannot confirm blob {requested}")]
     WrongBlob {

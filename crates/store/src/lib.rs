@@ -999,7 +999,8 @@ fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
 
 impl Store {
     /// [`Store::load_sliver`], or `None` if the blob was collected between
-    /// reading its record and reading its file.
+    /// reading its record and reading its file. A pair whose file is gone
+    /// or damaged is dropped (see [`StoreError::PairLost`]).
     fn load_recorded(
         &self,
         key: &[u8],
@@ -1007,14 +1008,48 @@ impl Store {
         stored: &[u8],
     ) -> Result<Option<Sliver>, StoreError> {
         match self.load_sliver(key, axis, stored) {
-            Err(StoreError::File { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound
-                    && self.get(SLIVERS, key)?.is_none() =>
-            {
-                Ok(None)
+            Err(StoreError::PairLost { .. }) if self.get(SLIVERS, key)?.is_none() => Ok(None),
+            Err(StoreError::PairLost {
+                blob_id,
+                shard,
+                reason,
+            }) => {
+                self.drop_lost_pair(shard, &blob_id)?;
+                Err(StoreError::PairLost {
+                    blob_id,
+                    shard,
+                    reason,
+                })
             }
             loaded => loaded.map(Some),
         }
+    }
+
+    /// Unrecords a pair whose file is gone or damaged, removes what is left
+    /// of the file, and marks a certified blob as drifting: repair then
+    /// rebuilds the pair as it does for any missing one.
+    fn drop_lost_pair(&self, shard: ShardIndex, blob_id: &BlobId) -> Result<(), StoreError> {
+        let _guard = self.lock(blob_id);
+        let mut batch = WriteBatch::default();
+        for axis in [Axis::Primary, Axis::Secondary] {
+            batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, blob_id, axis));
+        }
+        batch.delete_cf(self.cf(PAIRS)?, pair_key(blob_id, shard));
+        let state = self.stored_state(blob_id)?.unwrap_or_default();
+        let drifting = matches!(
+            state.status(self.current_epoch()?),
+            BlobStatus::Certified { .. }
+        );
+        if drifting {
+            batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
+        }
+        // Synced before the file goes, as in garbage collection.
+        self.write(SLIVERS, batch, true)?;
+        if drifting {
+            self.drift_set().insert(*blob_id);
+        }
+        self.files.remove(blob_id, shard);
+        Ok(())
     }
 
     /// A sliver from its record: the bytes themselves, or where they are in
@@ -1049,10 +1084,25 @@ impl Store {
             let len = usize::try_from(len).map_err(|e| corrupt(e.to_string()))?;
             let shard = ShardIndex(u16::from_be_bytes([key[0], key[1]]));
             let blob_id = blob_id_from(&key[2..34], SLIVERS)?;
-            let data = self.files.read(&blob_id, shard, offset, len)?;
+            let lost = |reason: String| StoreError::PairLost {
+                blob_id,
+                shard,
+                reason,
+            };
+            let data = match self.files.read(&blob_id, shard, offset, len) {
+                Err(StoreError::File { source, path, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Err(lost(format!("{}: {source}", path.display())))
+                }
+                read => read?,
+            };
             if envelope::checksum(&data)[..] != place[16..] {
-                return Err(corrupt(format!(
-                    "checksum mismatch over {len} bytes at offset {offset} of {}",
+                return Err(lost(format!(
+                    "fails its checksum over {len} bytes at offset {offset} of {}",
                     self.files.path(&blob_id, shard).display()
                 )));
             }

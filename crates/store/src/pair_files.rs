@@ -281,10 +281,21 @@ impl PairFiles {
         Ok(out)
     }
 
-    /// Removes one pair file the database does not record.
+    /// Removes one pair file the database does not record (not counted).
     pub(crate) fn remove_orphan(&self, blob_id: &BlobId, shard: ShardIndex) {
         let _ = fs::remove_file(self.path(blob_id, shard));
         // Only succeeds once the directory is empty.
+        let _ = fs::remove_dir(self.blob_dir(blob_id));
+    }
+
+    /// Removes one counted pair file, if it is still there (no longer
+    /// recorded). What cannot be removed is left to the next open's sweep.
+    pub(crate) fn remove(&self, blob_id: &BlobId, shard: ShardIndex) {
+        let path = self.path(blob_id, shard);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if fs::remove_file(&path).is_ok() {
+            self.add_bytes(0, len);
+        }
         let _ = fs::remove_dir(self.blob_dir(blob_id));
     }
 

@@ -567,15 +567,28 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
     assert!(!pair_dir(dir.path(), &empty).exists());
     assert_eq!(store.pair_file_bytes(), all_bytes());
     match store.sliver(ShardIndex(1), &blob.blob_id, Axis::Primary) {
-        Err(StoreError::Corrupt { reason, .. }) => {
-            assert!(reason.contains("checksum mismatch"), "{reason}")
+        Err(StoreError::PairLost { shard, reason, .. }) => {
+            assert_eq!(shard, ShardIndex(1));
+            assert!(reason.contains("checksum"), "{reason}")
         }
-        other => panic!("expected a checksum error, got {other:?}"),
+        other => panic!("expected a lost pair, got {other:?}"),
     }
     match store.sliver(ShardIndex(5), &blob.blob_id, Axis::Secondary) {
-        Err(StoreError::File { path, .. }) => assert_eq!(path, cut),
-        other => panic!("expected a file error, got {other:?}"),
+        Err(StoreError::PairLost { shard, reason, .. }) => {
+            assert_eq!(shard, ShardIndex(5));
+            assert!(reason.contains(&cut.display().to_string()), "{reason}")
+        }
+        other => panic!("expected a lost pair, got {other:?}"),
     }
+    // Both damaged pairs were dropped, files and all: the upload is
+    // incomplete again rather than confirmable on damaged data.
+    assert_eq!(
+        store.missing_pairs(&blob.blob_id).unwrap(),
+        [ShardIndex(1), ShardIndex(5)]
+    );
+    assert!(store.make_durable(&blob.blob_id).is_err());
+    assert!(!flipped.exists() && !cut.exists());
+    assert_eq!(store.pair_file_bytes(), file_bytes(ShardIndex(9)));
     // The undamaged pair still reads back.
     assert_eq!(
         &store
@@ -585,9 +598,52 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
         blob.pair_for(ShardIndex(9))
     );
 
+    assert_eq!(store.drift_count(), 0, "an uncertified blob does not drift");
+
     // Never certified and past the pending deadline: collected, files too.
     let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
     assert_eq!(report.blobs, 1);
     assert!(!files.exists());
     assert_eq!(store.pair_file_bytes(), 0);
+}
+
+#[test]
+fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = common::world();
+    let blob = common::blob(11, 4_000_000);
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    store_all(&store, &blob);
+    store
+        .record_fact(world.certified(blob.blob_id, 9, false), Epoch(0))
+        .unwrap();
+    assert_eq!(store.drift_count(), 0);
+    // The file disappears behind the store's back.
+    std::fs::remove_file(pair_dir(dir.path(), &blob).join("9")).unwrap();
+    assert!(matches!(
+        store.sliver_pair(ShardIndex(9), &blob.blob_id),
+        Err(StoreError::PairLost {
+            shard: ShardIndex(9),
+            ..
+        })
+    ));
+    // Dropped and drifting: repair's work list now has it.
+    assert_eq!(
+        store.sliver_pair(ShardIndex(9), &blob.blob_id).unwrap(),
+        None
+    );
+    assert_eq!(store.missing_pairs(&blob.blob_id).unwrap(), [ShardIndex(9)]);
+    assert_eq!(store.drift(None, 10), vec![blob.blob_id]);
+    // Rebuilt (as repair stores it): whole again, no drift.
+    store
+        .put_sliver_pair(ShardIndex(9), &blob.blob_id, blob.pair_for(ShardIndex(9)))
+        .unwrap();
+    assert_eq!(store.drift_count(), 0);
+    assert_eq!(
+        &store
+            .sliver_pair(ShardIndex(9), &blob.blob_id)
+            .unwrap()
+            .unwrap(),
+        blob.pair_for(ShardIndex(9))
+    );
 }
