@@ -104,12 +104,9 @@ impl PairFiles {
         let written = if self.direct {
             self.write_direct(&path, pair)
         } else {
-            File::create(&path).and_then(|mut file| {
-                file.write_all(&pair.primary.data)?;
-                file.write_all(&pair.secondary.data)
-            })
+            write_buffered(&path, pair)
         }
-        .and_then(|()| File::open(&path)?.sync_data())
+        .and_then(|file| file.sync_data())
         .map_err(file_error(&path, "writing a sliver pair"));
         // What the file takes on disk, padding included.
         let bytes = written.and_then(|()| {
@@ -128,7 +125,7 @@ impl PairFiles {
 
     /// Writes `pair` with direct I/O, padded with zeros to whole blocks.
     #[cfg(target_os = "linux")]
-    fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<()> {
+    fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         let (primary, secondary) = (&pair.primary.data, &pair.secondary.data);
         let len = primary.len() + secondary.len();
@@ -142,7 +139,10 @@ impl PairFiles {
             .create_new(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
-            .and_then(|mut file| file.write_all(&buffer[..padded]));
+            .and_then(|mut file| {
+                file.write_all(&buffer[..padded])?;
+                Ok(file)
+            });
         let mut spare = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < SPARE_BUFFERS {
             spare.push(buffer);
@@ -151,10 +151,8 @@ impl PairFiles {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<()> {
-        let mut file = File::create(path)?;
-        file.write_all(&pair.primary.data)?;
-        file.write_all(&pair.secondary.data)
+    fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<File> {
+        write_buffered(path, pair)
     }
 
     /// A page-aligned buffer of at least `len` bytes: a spare one, or a
@@ -310,6 +308,14 @@ impl PairFiles {
     }
 }
 
+/// Writes `pair` through the page cache.
+fn write_buffered(path: &Path, pair: &SliverPair) -> io::Result<File> {
+    let mut file = File::create(path)?;
+    file.write_all(&pair.primary.data)?;
+    file.write_all(&pair.secondary.data)?;
+    Ok(file)
+}
+
 /// A pair written and synced to a temporary file, not yet in place. Dropped
 /// without being placed, the file is removed.
 pub(crate) struct Staged {
@@ -348,4 +354,53 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use floe_codec::{encode, EncodingConfig};
+
+    use super::*;
+
+    /// Both ways of writing (direct I/O is only taken where the file system
+    /// allows it, so the buffered way would otherwise go untested here).
+    #[test]
+    fn pairs_round_trip_written_either_way() {
+        let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        let (_, blob_id, pairs) = encode(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
+        let pair = &pairs[3];
+        let (primary, secondary) = (pair.primary.data.len(), pair.secondary.data.len());
+        for direct in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let files = PairFiles::open(dir.path(), direct).unwrap();
+            let staged = files.stage(pair).unwrap();
+            files.place(staged, &blob_id, ShardIndex(3)).unwrap();
+            let on_disk = fs::metadata(files.path(&blob_id, ShardIndex(3)))
+                .unwrap()
+                .len();
+            let expected = if direct {
+                (primary + secondary).div_ceil(BLOCK) * BLOCK
+            } else {
+                primary + secondary
+            };
+            assert_eq!(on_disk, expected as u64, "direct: {direct}");
+            assert_eq!(files.bytes(), on_disk);
+            let read = files.read(&blob_id, ShardIndex(3), 0, primary).unwrap();
+            assert_eq!(read, pair.primary.data.as_ref());
+            let read = files
+                .read(&blob_id, ShardIndex(3), primary as u64, secondary)
+                .unwrap();
+            assert_eq!(read, pair.secondary.data.as_ref());
+            // Nothing is left in the staging directory.
+            assert_eq!(
+                fs::read_dir(dir.path().join(DIR).join(TMP))
+                    .unwrap()
+                    .count(),
+                0
+            );
+            files.remove_blob(&blob_id).unwrap();
+            assert_eq!(files.bytes(), 0);
+        }
+    }
 }
