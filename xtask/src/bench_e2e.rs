@@ -465,7 +465,7 @@ async fn repair(
     for id in &ids {
         for shard in node.store().shards() {
             if let Some(pair) = node.store().sliver_pair(*shard, id)? {
-                rebuilt += (pair.primary.data.len() + pair.secondary.data.len()) as u64;
+                rebuilt += pair.byte_len() as u64;
                 pairs_held += 1;
             }
         }

@@ -514,7 +514,7 @@ impl Client {
         let total: u64 = by_member
             .values()
             .flatten()
-            .map(|(_, pair)| pair_bytes(pair) as u64)
+            .map(|(_, pair)| pair.byte_len() as u64)
             .sum();
         progress.report(Progress::Encoded { total });
         let upload = Upload {
@@ -947,17 +947,13 @@ impl Tail {
 /// one each. A larger pair travels alone.
 const PAIRS_REQUEST_BYTES: usize = 1 << 20;
 
-fn pair_bytes(pair: &SliverPair) -> usize {
-    pair.primary.data.len() + pair.secondary.data.len()
-}
-
 /// `pairs` in order, grouped into requests of at most
 /// [`PAIRS_REQUEST_BYTES`] (or one pair, if larger).
 fn batches(pairs: Vec<(ShardIndex, SliverPair)>) -> Vec<Vec<(ShardIndex, SliverPair)>> {
     let mut batches: Vec<Vec<(ShardIndex, SliverPair)>> = Vec::new();
     let mut bytes = 0;
     for (shard, pair) in pairs {
-        let size = pair_bytes(&pair);
+        let size = pair.byte_len();
         match batches.last_mut() {
             Some(batch) if bytes + size <= PAIRS_REQUEST_BYTES => {
                 bytes += size;
@@ -1003,7 +999,7 @@ impl Upload {
             .map_err(|e| e.to_string())?;
         let mut sends = JoinSet::new();
         for batch in batches(pairs) {
-            let size: usize = batch.iter().map(|(_, pair)| pair_bytes(pair)).sum();
+            let size: usize = batch.iter().map(|(_, pair)| pair.byte_len()).sum();
             let permit = Arc::clone(&self.budget)
                 .acquire_many_owned(
                     u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),

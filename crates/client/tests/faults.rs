@@ -131,7 +131,7 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
                 .sliver_pair(*shard, blob_id)
                 .unwrap()
                 .expect("pair rebuilt");
-            stored += (pair.primary.data.len() + pair.secondary.data.len()) as u64;
+            stored += pair.byte_len() as u64;
         }
     }
     let fetched = node.metrics().repair_bytes_fetched.load(Ordering::Relaxed);

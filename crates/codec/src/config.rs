@@ -221,10 +221,7 @@ mod tests {
         for len in [0usize, 1, 27, 1000, 4097] {
             let blob: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let (_, _, pairs) = crate::encode(&c, &blob).unwrap();
-            let actual: usize = pairs
-                .iter()
-                .map(|p| p.primary.data.len() + p.secondary.data.len())
-                .sum();
+            let actual: usize = pairs.iter().map(crate::SliverPair::byte_len).sum();
             assert_eq!(
                 c.encoded_length(len as u64).unwrap(),
                 actual as u64,

@@ -155,6 +155,11 @@ pub struct SliverPair {
 }
 
 impl SliverPair {
+    /// Bytes of both slivers' symbols: what the pair takes to send or keep.
+    pub fn byte_len(&self) -> usize {
+        self.primary.data.len() + self.secondary.data.len()
+    }
+
     /// Verifies both slivers, and that they are the slivers of this pair.
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SliverError> {
         let n = metadata.config().n_shards();

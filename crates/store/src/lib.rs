@@ -421,7 +421,7 @@ impl Store {
             });
         }
         let slivers = [&pair.primary, &pair.secondary];
-        let in_file = pair.primary.data.len() + pair.secondary.data.len() >= FILE_MIN_PAIR_BYTES;
+        let in_file = pair.byte_len() >= FILE_MIN_PAIR_BYTES;
         // The slow part, before the blob's lock: the file written and synced.
         let staged = in_file.then(|| self.files.stage(pair)).transpose()?;
         let values: Vec<Vec<u8>> = if in_file {
@@ -865,11 +865,8 @@ impl Store {
             }
             let mut batch = WriteBatch::default();
             for shard in self.stored_shards(&blob_id)? {
-                for axis in [Axis::Primary, Axis::Secondary] {
-                    batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, &blob_id, axis));
-                    report.slivers += 1;
-                }
-                batch.delete_cf(self.cf(PAIRS)?, pair_key(&blob_id, shard));
+                self.unrecord_pair(&mut batch, shard, &blob_id)?;
+                report.slivers += 2;
             }
             batch.delete_cf(self.cf(METADATA)?, blob_id.0);
             batch.delete_cf(self.cf(GARBAGE)?, blob_id.0);
@@ -1009,20 +1006,27 @@ impl Store {
     ) -> Result<Option<Sliver>, StoreError> {
         match self.load_sliver(key, axis, stored) {
             Err(StoreError::PairLost { .. }) if self.get(SLIVERS, key)?.is_none() => Ok(None),
-            Err(StoreError::PairLost {
-                blob_id,
-                shard,
-                reason,
-            }) => {
+            Err(lost @ StoreError::PairLost { blob_id, shard, .. }) => {
                 self.drop_lost_pair(shard, &blob_id)?;
-                Err(StoreError::PairLost {
-                    blob_id,
-                    shard,
-                    reason,
-                })
+                Err(lost)
             }
             loaded => loaded.map(Some),
         }
+    }
+
+    /// Adds to `batch` the deletion of `shard`'s pair of a blob: both
+    /// slivers' records and the pair entry.
+    fn unrecord_pair(
+        &self,
+        batch: &mut WriteBatch,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+    ) -> Result<(), StoreError> {
+        for axis in [Axis::Primary, Axis::Secondary] {
+            batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, blob_id, axis));
+        }
+        batch.delete_cf(self.cf(PAIRS)?, pair_key(blob_id, shard));
+        Ok(())
     }
 
     /// Unrecords a pair whose file is gone or damaged, removes what is left
@@ -1031,10 +1035,7 @@ impl Store {
     fn drop_lost_pair(&self, shard: ShardIndex, blob_id: &BlobId) -> Result<(), StoreError> {
         let _guard = self.lock(blob_id);
         let mut batch = WriteBatch::default();
-        for axis in [Axis::Primary, Axis::Secondary] {
-            batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, blob_id, axis));
-        }
-        batch.delete_cf(self.cf(PAIRS)?, pair_key(blob_id, shard));
+        self.unrecord_pair(&mut batch, shard, blob_id)?;
         let state = self.stored_state(blob_id)?.unwrap_or_default();
         let drifting = matches!(
             state.status(self.current_epoch()?),
@@ -1152,29 +1153,17 @@ impl Store {
 fn direct_io_supported(dir: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        /// Direct I/O wants buffers, offsets and lengths aligned to the
-        /// logical block size; a page covers every common one.
-        const BLOCK: usize = 4096;
         if std::fs::create_dir_all(dir).is_err() {
             return false;
         }
         // An anonymous map is page-aligned.
-        let Ok(block) = memmap2::MmapMut::map_anon(BLOCK) else {
+        let Ok(block) = memmap2::MmapMut::map_anon(pair_files::BLOCK) else {
             return false;
         };
         let probe = dir.join(".direct-io-probe");
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&probe)
-            .and_then(|mut file| {
-                file.write_all(&block)?;
-                file.sync_all()
-            });
+        // Left over if a probe was interrupted.
+        let _ = std::fs::remove_file(&probe);
+        let written = pair_files::create_direct(&probe, &block).and_then(|file| file.sync_all());
         let _ = std::fs::remove_file(&probe);
         written.is_ok()
     }

@@ -34,9 +34,9 @@ use crate::error::StoreError;
 const DIR: &str = "pairs";
 /// Where pairs are written before they are renamed into place.
 const TMP: &str = ".tmp";
-/// Direct I/O writes whole blocks of this many bytes (a page covers every
-/// common logical block size).
-const BLOCK: usize = 4096;
+/// Direct I/O writes whole blocks of this many bytes, from buffers aligned
+/// to it (a page covers every common logical block size).
+pub(crate) const BLOCK: usize = 4096;
 /// Aligned buffers kept for reuse between writes.
 const SPARE_BUFFERS: usize = 4;
 
@@ -126,7 +126,6 @@ impl PairFiles {
     /// Writes `pair` with direct I/O, padded with zeros to whole blocks.
     #[cfg(target_os = "linux")]
     fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<File> {
-        use std::os::unix::fs::OpenOptionsExt;
         let (primary, secondary) = (&pair.primary.data, &pair.secondary.data);
         let len = primary.len() + secondary.len();
         let padded = len.div_ceil(BLOCK) * BLOCK;
@@ -134,15 +133,7 @@ impl PairFiles {
         buffer[..primary.len()].copy_from_slice(primary);
         buffer[primary.len()..len].copy_from_slice(secondary);
         buffer[len..padded].fill(0);
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .and_then(|mut file| {
-                file.write_all(&buffer[..padded])?;
-                Ok(file)
-            });
+        let written = create_direct(path, &buffer[..padded]);
         let mut spare = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < SPARE_BUFFERS {
             spare.push(buffer);
@@ -306,6 +297,20 @@ impl PairFiles {
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+}
+
+/// Creates `path` and writes `aligned` to it with direct I/O: a page-aligned
+/// buffer of whole blocks, as direct I/O requires.
+#[cfg(target_os = "linux")]
+pub(crate) fn create_direct(path: &Path, aligned: &[u8]) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    file.write_all(aligned)?;
+    Ok(file)
 }
 
 /// Writes `pair` through the page cache.

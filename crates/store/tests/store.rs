@@ -22,6 +22,14 @@ fn store_all(store: &Store, blob: &common::Blob) {
     }
 }
 
+/// Stores every pair of `blob` and a certificate for it up to `end_epoch`.
+fn store_certified(store: &Store, world: &common::World, blob: &common::Blob, end_epoch: u64) {
+    store_all(store, blob);
+    store
+        .record_fact(world.certified(blob.blob_id, end_epoch, false), Epoch(0))
+        .unwrap();
+}
+
 #[test]
 fn every_table_round_trips_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,10 +37,7 @@ fn every_table_round_trips_and_survives_reopen() {
     let blob = common::blob(1, 20_000);
     {
         let store = Store::open(dir.path(), my_shards()).unwrap();
-        store_all(&store, &blob);
-        store
-            .record_fact(world.certified(blob.blob_id, 5, false), Epoch(0))
-            .unwrap();
+        store_certified(&store, &world, &blob, 5);
         store.set_current_epoch(Epoch(3)).unwrap();
         store
             .put_node_value("sync-cursor/peer-2", b"cursor")
@@ -479,7 +484,7 @@ fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
     // Pairs of about 1 MiB each: kept in files.
     let blob = common::blob(7, 4_000_000);
     let pair = blob.pair_for(my_shards()[0]);
-    assert!(pair.primary.data.len() + pair.secondary.data.len() >= floe_store::FILE_MIN_PAIR_BYTES);
+    assert!(pair.byte_len() >= floe_store::FILE_MIN_PAIR_BYTES);
     for dir in dirs {
         let direct = {
             let store = Store::open(dir.path(), my_shards()).unwrap();
@@ -509,7 +514,7 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
     let blob = common::blob(8, 4_000_000);
     let pair_bytes = |shard| {
         let pair = blob.pair_for(shard);
-        (pair.primary.data.len() + pair.secondary.data.len()) as u64
+        pair.byte_len() as u64
     };
     let files = pair_dir(dir.path(), &blob);
     let file_bytes = |shard: ShardIndex| {
@@ -613,10 +618,7 @@ fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
     let world = common::world();
     let blob = common::blob(11, 4_000_000);
     let store = Store::open(dir.path(), my_shards()).unwrap();
-    store_all(&store, &blob);
-    store
-        .record_fact(world.certified(blob.blob_id, 9, false), Epoch(0))
-        .unwrap();
+    store_certified(&store, &world, &blob, 9);
     assert_eq!(store.drift_count(), 0);
     // The file disappears behind the store's back.
     std::fs::remove_file(pair_dir(dir.path(), &blob).join("9")).unwrap();
