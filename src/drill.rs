@@ -135,6 +135,11 @@ pub struct ChaosConfig {
     pub seed: u64,
     /// How long the network gets to converge after the faults.
     pub settle: Duration,
+    /// Members made hostile for the whole run (the last ones; together
+    /// they hold at most `f` shards): they lie with foreign proofs,
+    /// flipped slivers and oversized listings. Their shards count against
+    /// the fault budget, and the end check asks only honest nodes.
+    pub byzantine: usize,
 }
 
 impl Default for ChaosConfig {
@@ -145,6 +150,7 @@ impl Default for ChaosConfig {
             max_blob: 256 << 10,
             seed: 1,
             settle: Duration::from_secs(120),
+            byzantine: 0,
         }
     }
 }
@@ -173,8 +179,10 @@ pub struct Tally {
     pub blobs_verified: u64,
     /// Certified blobs that failed that check (never allowed).
     pub blobs_lost: u64,
-    /// Largest share of shards down at once.
+    /// Largest share of shards down at once (hostile members' included).
     pub max_shards_down: u32,
+    /// Hostile members for the whole run.
+    pub hostile_members: u64,
 }
 
 impl Tally {
@@ -188,6 +196,23 @@ impl Tally {
 /// restarting and wiping random nodes (never more than `f` shards down at
 /// once), then checks every blob the workload saw certified.
 pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally, DrillError> {
+    let committee = testnet.file().committee.clone();
+    let f = u32::from(committee.n_shards().saturating_sub(1) / 3);
+    let weight = |node: usize| committee.members()[node].shards.len() as u32;
+    let hostile: BTreeSet<usize> = (0..testnet.nodes())
+        .rev()
+        .take(config.byzantine)
+        .collect();
+    let hostile_weight: u32 = hostile.iter().map(|n| weight(*n)).sum();
+    if hostile.len() < config.byzantine || hostile_weight > f {
+        return Err(DrillError::Failed(format!(
+            "{} hostile members would hold {hostile_weight} shards; at most f = {f} may be faulty",
+            config.byzantine
+        )));
+    }
+    for &node in &hostile {
+        testnet.set_byzantine(node, Some(floe_node::Byzantine::all()))?;
+    }
     testnet.up(Duration::from_secs(60)).await?;
     let client_config = ClientConfig {
         read_hedge_after: Duration::from_millis(500),
@@ -209,10 +234,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
         config.clone(),
     ));
 
-    // Faults, from this task.
-    let committee = testnet.file().committee.clone();
-    let f = u32::from(committee.n_shards().saturating_sub(1) / 3);
-    let weight = |node: usize| committee.members()[node].shards.len() as u32;
+    // Faults, from this task, among honest nodes: hostile ones count as down.
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5eed);
     let mut down: BTreeSet<usize> = BTreeSet::new();
     let end = Instant::now() + config.duration;
@@ -224,9 +246,9 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
             down.remove(&node);
             continue;
         }
-        let down_weight: u32 = down.iter().map(|n| weight(*n)).sum();
+        let down_weight: u32 = down.iter().map(|n| weight(*n)).sum::<u32>() + hostile_weight;
         let candidates: Vec<usize> = (0..testnet.nodes())
-            .filter(|n| !down.contains(n) && down_weight + weight(*n) <= f)
+            .filter(|n| !down.contains(n) && !hostile.contains(n) && down_weight + weight(*n) <= f)
             .collect();
         if candidates.is_empty() {
             continue;
@@ -262,7 +284,16 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
     // node, repaired everywhere (drift 0), and read back byte-identical.
     testnet.up(Duration::from_secs(60)).await?;
     let blobs = certified.lock().map(|b| b.clone()).unwrap_or_default();
-    let members = testnet.file().committee.members().to_vec();
+    // Only honest nodes are asked: a hostile one may say anything.
+    let members: Vec<_> = testnet
+        .file()
+        .committee
+        .members()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !hostile.contains(i))
+        .map(|(_, m)| m.clone())
+        .collect();
     let deadline = Instant::now() + config.settle;
     loop {
         let mut converged = true;
@@ -327,6 +358,8 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
         .map_err(|_| DrillError::Failed("tally poisoned".into()))?;
     tally.blobs_verified = verified;
     tally.blobs_lost = lost;
+    tally.hostile_members = hostile.len() as u64;
+    tally.max_shards_down = tally.max_shards_down.max(hostile_weight);
     Ok(tally)
 }
 

@@ -178,6 +178,24 @@ impl Testnet {
         self.dir.join(format!("node-{node}"))
     }
 
+    /// LAB ONLY: makes node `node` a hostile member that lies as `lies`
+    /// says (or honest again with `None`) from its next start.
+    pub fn set_byzantine(
+        &mut self,
+        node: usize,
+        lies: Option<floe_node::Byzantine>,
+    ) -> Result<(), TestnetError> {
+        self.check(node)?;
+        let path = self.node_dir(node).join("node.toml");
+        let mut config = NodeConfig::load(&path)
+            .map_err(|e| TestnetError::Invalid(format!("node-{node} config: {e}")))?;
+        config.byzantine = lies;
+        let text = toml::to_string(&config)
+            .map_err(|e| TestnetError::Invalid(format!("node-{node} config: {e}")))?;
+        std::fs::write(&path, text)
+            .map_err(|e| TestnetError::Invalid(format!("writing {}: {e}", path.display())))
+    }
+
     /// Node `node`'s log file.
     pub fn log(&self, node: usize) -> PathBuf {
         self.node_dir(node).join("node.log")

@@ -143,6 +143,9 @@ async fn a_short_chaos_run_loses_nothing() {
         max_blob: 64 << 10,
         seed: 7,
         settle: Duration::from_secs(90),
+        // One member lies throughout (foreign proofs, flipped slivers,
+        // oversized listings); the faults use what is left of f.
+        byzantine: 1,
     };
     let result = drill::chaos(&mut testnet, &config).await;
     testnet.down().unwrap();
@@ -151,6 +154,7 @@ async fn a_short_chaos_run_loses_nothing() {
     assert!(tally.blobs_verified > 0, "{tally:?}");
     assert!(tally.kills + tally.restarts + tally.wipes > 0, "{tally:?}");
     assert!(tally.max_shards_down <= 33, "{tally:?}");
+    assert_eq!(tally.hostile_members, 1, "{tally:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

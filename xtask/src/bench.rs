@@ -21,6 +21,7 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Res
             crate::bench_store::run(quick)?;
             crate::bench_net::run(runs, quick)?;
             crate::bench_e2e::run(quick, &[])?;
+            crate::bench_sync::run(quick)?;
             summary()
         }
         Some("net") => crate::bench_net::run(runs, quick),
@@ -28,8 +29,9 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Res
         Some("store") => crate::bench_store::run(quick),
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),
+        Some("sync") => crate::bench_sync::run(quick),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net, e2e")
+            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net, e2e, sync")
         }
     }
 }

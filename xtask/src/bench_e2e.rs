@@ -368,7 +368,15 @@ async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
     for (shard, pair) in shards.into_iter().zip(&pairs) {
         store.put_sliver_pair(shard, &blob_id, pair)?;
     }
-    store.make_durable(&blob_id)?;
+    store.promise(floe_consensus::ProtocolMessage::new(
+        floe_consensus::Epoch(0),
+        floe_consensus::StorageConfirmation {
+            blob_id,
+            end_epoch: floe_consensus::Epoch(1),
+            deletable: false,
+            owner: None,
+        },
+    ))?;
     let storage_cpu_ms = cpu_since(before);
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);

@@ -14,6 +14,7 @@ mod bench_consensus;
 mod bench_e2e;
 mod bench_net;
 mod bench_store;
+mod bench_sync;
 mod rss;
 mod testnet;
 
@@ -58,6 +59,11 @@ enum Task {
         /// about 12 MiB on, nodes keep pairs in files of their own.
         #[arg(long, default_value_t = 256 << 10)]
         max_blob: usize,
+        /// Make this many members hostile for the whole run (together at
+        /// most f shards): they answer with proofs about other blobs,
+        /// flipped slivers and oversized listings.
+        #[arg(long, default_value_t = 0)]
+        byzantine: usize,
     },
     /// Start a testnet of floe-node processes, store a sample file with the
     /// floe CLI, show its status, read it back, compare, and stop.
@@ -118,6 +124,7 @@ fn main() -> Result<()> {
             shards,
             seed,
             max_blob,
+            byzantine,
         } => testnet::chaos(
             nodes,
             shards,
@@ -125,6 +132,7 @@ fn main() -> Result<()> {
                 duration: std::time::Duration::from_secs(duration),
                 seed,
                 max_blob,
+                byzantine,
                 ..ChaosConfig::default()
             },
         ),

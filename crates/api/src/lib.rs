@@ -31,6 +31,16 @@ pub const MAX_FACTS_FRAME: u32 = 16 << 20;
 /// Small requests and answers.
 pub const MAX_SMALL_FRAME: u32 = 64 << 10;
 
+/// Bytes of facts one anti-entropy message carries at most; the rest
+/// follow in later rounds of the same exchange.
+pub const RECONCILE_FACT_BYTES: usize = 4 << 20;
+/// Item IDs one anti-entropy message wants, or lists as unsent, at most.
+pub const RECONCILE_MAX_ITEMS: usize = 16_384;
+/// Ranges (summaries plus listings) one anti-entropy request carries at
+/// most: an answer splits each into at most 16, so it stays far below
+/// [`MAX_FACTS_FRAME`] with its facts.
+pub const RECONCILE_MAX_RANGES: usize = 2_048;
+
 /// What went wrong, as a node tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
@@ -281,6 +291,10 @@ pub struct ReconcileResponse {
     pub facts: Vec<Fact>,
     /// Facts the callee wants pushed.
     pub want: Vec<ItemId>,
+    /// Facts the callee holds that the caller asked for or lacks, left out
+    /// of `facts` to keep the answer within [`RECONCILE_FACT_BYTES`]: the
+    /// caller wants them in a later round.
+    pub unsent: Vec<ItemId>,
 }
 
 method!(

@@ -545,8 +545,12 @@ impl Client {
             match outcome {
                 Ok(confirmation) => {
                     if let Err(e) = builder.add(&confirmation) {
-                        failures
-                            .push((self.base.members()[member].node_id.0.clone(), e.to_string()));
+                        // A confirmation of another message, or one that
+                        // does not verify: a lie, not a failure.
+                        let lie = format!("answered with a bad storage confirmation: {e}");
+                        self.pool
+                            .report_misbehaviour(&self.base.members()[member].network_key, lie.clone());
+                        failures.push((self.base.members()[member].node_id.0.clone(), lie));
                     }
                     progress.report(Progress::Confirmed {
                         shards: builder.weight(),
@@ -617,7 +621,8 @@ impl Client {
             calls.spawn(async move { (index, pool.call::<GetStatus>(&key, &blob_id).await) });
         }
         let epoch = self.epoch();
-        let mut state = BlobState::default();
+        // Built for this blob: a proof about any other is refused.
+        let mut state = BlobState::unknown(blob_id);
         let mut answered = 0u32;
         let mut failures = Vec::new();
         let quorum = self.committee(epoch).quorum_threshold();
@@ -653,15 +658,19 @@ impl Client {
             };
             if let Some(fact) = fact {
                 let committee = self.committee(fact.epoch());
-                match fact.verify(&committee) {
-                    Ok(verified) => state.apply(verified),
-                    Err(e) => {
-                        failures.push((
-                            node,
-                            format!("answered with a proof that does not verify: {e}"),
-                        ));
-                        continue;
-                    }
+                let applied = fact
+                    .verify(&committee)
+                    .map_err(|e| format!("answered with a proof that does not verify: {e}"))
+                    .and_then(|verified| {
+                        state.apply(verified).map_err(|e| {
+                            format!("answered with a proof about another blob, a lie: {e}")
+                        })
+                    });
+                if let Err(lie) = applied {
+                    let key = self.base.members()[index].network_key;
+                    self.pool.report_misbehaviour(&key, lie.clone());
+                    failures.push((node, lie));
+                    continue;
                 }
             }
             answered += self.weight(index);
@@ -758,7 +767,9 @@ impl Client {
                 Ok(metadata) => match metadata.verify(&blob_id) {
                     Ok(()) => return Ok(metadata),
                     Err(e) => {
-                        failures.push((node, format!("served metadata that does not match: {e}")))
+                        let lie = format!("served metadata that does not match: {e}");
+                        self.pool.report_misbehaviour(&key, lie.clone());
+                        failures.push((node, lie))
                     }
                 },
                 Err(e) => failures.push((node, e.to_string())),
@@ -807,11 +818,18 @@ impl Client {
                     axis: Axis::Primary,
                 };
                 let result = match pool.call::<GetSliver>(&key, &request).await {
-                    Ok(sliver) if sliver.axis == Axis::Primary && sliver.index == index => sliver
-                        .verify(&metadata)
-                        .map(|()| sliver)
-                        .map_err(|e| format!("served a sliver that fails verification: {e}")),
-                    Ok(_) => Err("served another sliver than the one asked for".to_string()),
+                    Ok(sliver) if sliver.axis == Axis::Primary && sliver.index == index => {
+                        sliver.verify(&metadata).map(|()| sliver).map_err(|e| {
+                            let lie = format!("served a sliver that fails verification: {e}");
+                            pool.report_misbehaviour(&key, lie.clone());
+                            lie
+                        })
+                    }
+                    Ok(_) => {
+                        let lie = "served another sliver than the one asked for".to_string();
+                        pool.report_misbehaviour(&key, lie.clone());
+                        Err(lie)
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 (node, result)

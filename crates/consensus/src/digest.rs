@@ -59,6 +59,10 @@ const INDEXED_DEPTH: u8 = 8;
 /// rather than split further.
 pub const LIST_THRESHOLD: u64 = 32;
 
+/// Items a listing (above the deepest level) may hold, on either side, to be
+/// answered: [`LIST_THRESHOLD`] with room for what changes between rounds.
+pub const MAX_LISTING: u64 = 4 * LIST_THRESHOLD;
+
 fn nibble(bytes: &[u8; 32], i: u8) -> u8 {
     let byte = bytes[usize::from(i / 2)];
     if i % 2 == 0 {
@@ -319,6 +323,16 @@ impl DigestIndex {
                     }
                 }
                 ReconcileMessage::Listing { prefix, items } => {
+                    // An honest side lists a range only when both sides
+                    // hold a few items in it (or at the deepest level);
+                    // a larger listing would make this side diff, and
+                    // send, a large part of what it holds: it is dropped.
+                    if prefix.depth < MAX_DEPTH
+                        && (items.len() as u64 > MAX_LISTING
+                            || self.summary(prefix).count > MAX_LISTING)
+                    {
+                        continue;
+                    }
                     let theirs: BTreeSet<ItemId> = items
                         .iter()
                         .filter(|i| prefix.contains(&i.blob_id))

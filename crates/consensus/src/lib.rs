@@ -49,6 +49,7 @@
 //!
 //! let fact = Fact::Certified(certificate).verify(&committee)?;
 //! let state = BlobState::from_fact(fact);
+//! assert_eq!(state.blob_id(), BlobId([7; 32]));
 //! assert_eq!(state.status(Epoch(1)).name(), "certified");
 //! assert_eq!(state.status(Epoch(5)).name(), "expired");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -70,7 +71,7 @@ pub use certificate::{
 pub use committee::{Committee, Epoch, Member, MemberIndex, NodeId};
 pub use digest::{
     reconcile, DigestIndex, ItemId, Prefix, RangeSummary, ReconcileMessage, Reconciliation, Reply,
-    LIST_THRESHOLD, MAX_DEPTH,
+    LIST_THRESHOLD, MAX_DEPTH, MAX_LISTING,
 };
 pub use error::{
     BuildError, CertificateError, CommitteeError, CommitteeFileError, FactError, KeyError,
@@ -82,6 +83,6 @@ pub use messages::{
     BlobDeletion, Intent, IntentKind, InvalidBlobAttestation, MessageBody, ProtocolMessage, Signed,
     StorageConfirmation, Threshold, APP_FLOE,
 };
-pub use state::{BlobState, BlobStatus, DeletionProof, Fact, VerifiedFact};
+pub use state::{BlobState, BlobStatus, DeletionProof, Fact, StateDecodeError, VerifiedFact};
 
 pub use floe_codec::canonical_bytes;

@@ -7,15 +7,24 @@
 //! * `pending`: whether this node holds data without a certificate (OR);
 //! * `permanent`: the non-deletable storage certificate with the largest
 //!   end epoch;
-//! * per owner key, for deletable registrations: live certificates by
-//!   certifying epoch (largest end epoch per epoch), the latest deletion,
-//!   and the best certificate that deletion ended (a deletion in epoch `e`
-//!   ends that owner's registrations certified in `e` or earlier, so a later
-//!   re-store by the same owner lives on);
+//! * per owner key, for deletable registrations: the latest deletion (with
+//!   the registration it carries as proof) and the live certificates it did
+//!   not end (a deletion in epoch `e` ends that owner's registrations
+//!   certified in `e` or earlier, so a later re-store by the same owner lives
+//!   on). Of the live certificates only those no other one *supersedes* are
+//!   kept: one certified no earlier and lasting no shorter makes an older
+//!   one redundant (any deletion that ends the newer ends the older, and the
+//!   newer lasts as long). A renewal therefore replaces what it renews;
 //! * `invalid`: an invalid-blob certificate, which dominates everything.
 //!
 //! Ties are broken by a fixed total order on certificates, so `join` is
 //! commutative, associative and idempotent on values, not just on states.
+//! The state holds exactly the facts [`BlobState::facts`] lists: nothing it
+//! keeps is history, so two nodes that agree on a blob list the same facts.
+//!
+//! A state is built for one blob ID and refuses facts about any other
+//! ([`FactError::WrongBlob`]): a certificate of another blob is no proof
+//! about this one, whoever sends it.
 //! [`BlobState::status`] projects the state onto what a user asks —
 //! unknown < pending < certified(end epoch) < deleted, invalid above all,
 //! expired derived from the current epoch — always with its proof.
@@ -143,12 +152,11 @@ impl VerifiedFact {
 /// What one owner's deletable registrations of a blob have become.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct OwnerRecord {
-    /// Certificates not ended by a deletion, by certifying epoch.
-    live: BTreeMap<Epoch, BlobCertificate>,
-    /// The latest deletion.
-    deletion: Option<Signed<BlobDeletion>>,
-    /// The best certificate the deletion ended (its proof of what was deleted).
-    deleted: Option<BlobCertificate>,
+    /// Certificates not ended by the deletion and superseded by no other,
+    /// in increasing certifying epoch (end epochs then strictly decrease).
+    live: Vec<BlobCertificate>,
+    /// The latest deletion, with the registration it carries as proof.
+    deletion: Option<DeletionProof>,
 }
 
 /// A fixed total order on certificates: larger end epoch first, then an
@@ -163,6 +171,14 @@ fn cert_order(a: &BlobCertificate, b: &BlobCertificate) -> Ordering {
         .then_with(|| signature_bytes(&a.signatures).cmp(&signature_bytes(&b.signatures)))
 }
 
+/// Whether `a` makes `b` redundant for one owner: certified no earlier,
+/// and no smaller in [`cert_order`] (so lasting no shorter). A partial
+/// order, so the certificates nothing supersedes are well defined whatever
+/// the order they arrive in.
+fn supersedes(a: &BlobCertificate, b: &BlobCertificate) -> bool {
+    a.message.epoch >= b.message.epoch && cert_order(a, b) != Ordering::Less
+}
+
 fn signature_bytes(signatures: &[crate::Signature]) -> Vec<[u8; 64]> {
     signatures.iter().map(|s| s.to_bytes()).collect()
 }
@@ -175,16 +191,12 @@ fn best_cert(a: Option<BlobCertificate>, b: Option<&BlobCertificate>) -> Option<
     }
 }
 
-fn best_deletion(
-    a: Option<Signed<BlobDeletion>>,
-    b: Option<&Signed<BlobDeletion>>,
-) -> Option<Signed<BlobDeletion>> {
-    let key = |d: &Signed<BlobDeletion>| (d.message.epoch, d.signature.to_bytes());
-    match (a, b) {
-        (Some(a), Some(b)) if key(b) > key(&a) => Some(b.clone()),
-        (Some(a), _) => Some(a),
-        (None, b) => b.cloned(),
-    }
+/// The later deletion wins; ties by signature, then by the registration
+/// carried.
+fn deletion_order(a: &DeletionProof, b: &DeletionProof) -> Ordering {
+    (a.deletion.message.epoch, a.deletion.signature.to_bytes())
+        .cmp(&(b.deletion.message.epoch, b.deletion.signature.to_bytes()))
+        .then_with(|| cert_order(&a.certificate, &b.certificate))
 }
 
 fn best_invalid(
@@ -208,41 +220,68 @@ fn best_invalid(
 
 impl OwnerRecord {
     fn join(&mut self, other: &OwnerRecord) {
-        for (epoch, cert) in &other.live {
-            let best = best_cert(self.live.remove(epoch), Some(cert));
-            if let Some(best) = best {
-                self.live.insert(*epoch, best);
+        if let Some(theirs) = &other.deletion {
+            let newer = self
+                .deletion
+                .as_ref()
+                .is_none_or(|mine| deletion_order(theirs, mine) == Ordering::Greater);
+            if newer {
+                self.deletion = Some(theirs.clone());
             }
         }
-        self.deletion = best_deletion(self.deletion.take(), other.deletion.as_ref());
-        self.deleted = best_cert(self.deleted.take(), other.deleted.as_ref());
-        self.normalize();
+        for cert in &other.live {
+            self.add_live(cert);
+        }
+        self.end_deleted();
     }
 
-    /// Moves the registrations the deletion ended out of `live`.
-    fn normalize(&mut self) {
-        if let Some(deletion) = &self.deletion {
-            let ended_up_to = deletion.message.epoch;
-            let still_live = self.live.split_off(&Epoch(ended_up_to.0.saturating_add(1)));
-            let ended = std::mem::replace(&mut self.live, still_live);
-            for cert in ended.into_values() {
-                self.deleted = best_cert(self.deleted.take(), Some(&cert));
-            }
+    /// Adds a certificate unless one already kept supersedes it, dropping
+    /// those it supersedes.
+    fn add_live(&mut self, cert: &BlobCertificate) {
+        if self.live.iter().any(|kept| supersedes(kept, cert)) {
+            return;
+        }
+        self.live.retain(|kept| !supersedes(cert, kept));
+        let at = self
+            .live
+            .partition_point(|kept| (kept.message.epoch, cert_order(kept, cert)) < (cert.message.epoch, Ordering::Equal));
+        self.live.insert(at, cert.clone());
+    }
+
+    /// Drops the registrations the deletion ended.
+    fn end_deleted(&mut self) {
+        if let Some(proof) = &self.deletion {
+            let ended_up_to = proof.deletion.message.epoch;
+            self.live.retain(|c| c.message.epoch > ended_up_to);
         }
     }
 
     fn best_live(&self) -> Option<&BlobCertificate> {
-        self.live.values().max_by(|a, b| cert_order(a, b))
+        self.live.iter().max_by(|a, b| cert_order(a, b))
+    }
+
+    fn certificates(&self) -> impl Iterator<Item = &BlobCertificate> {
+        self.live
+            .iter()
+            .chain(self.deletion.iter().map(|d| &d.certificate))
     }
 }
 
-/// Everything a node knows about one blob, as proofs.
+/// The proofs a state keeps, as they are stored (BCS).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobState {
+struct Proofs {
     pending: bool,
     permanent: Option<BlobCertificate>,
     owners: BTreeMap<PublicKey, OwnerRecord>,
     invalid: Option<InvalidBlobCertificate>,
+}
+
+/// Everything a node knows about one blob, as proofs. Built for one blob
+/// ID, it refuses facts about any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobState {
+    blob_id: BlobId,
+    proofs: Proofs,
 }
 
 /// A blob's state as a user sees it, with its proof.
@@ -290,99 +329,151 @@ impl BlobStatus<'_> {
     }
 }
 
+/// Why stored state bytes could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDecodeError {
+    /// Not the BCS of a state.
+    #[error("not a blob state: {0}")]
+    Malformed(String),
+    /// A proof in it is about another blob.
+    #[error(transparent)]
+    WrongBlob(#[from] FactError),
+}
+
+/// The layout states were stored in before superseded certificates were
+/// dropped: live certificates by certifying epoch, the latest deletion and
+/// the best registration it ended, kept apart.
+#[derive(Deserialize)]
+struct LegacyProofs {
+    pending: bool,
+    permanent: Option<BlobCertificate>,
+    owners: BTreeMap<PublicKey, LegacyOwnerRecord>,
+    invalid: Option<InvalidBlobCertificate>,
+}
+
+#[derive(Deserialize)]
+struct LegacyOwnerRecord {
+    live: BTreeMap<Epoch, BlobCertificate>,
+    deletion: Option<Signed<BlobDeletion>>,
+    deleted: Option<BlobCertificate>,
+}
+
 impl BlobState {
-    /// Nothing known.
-    pub fn unknown() -> Self {
-        Self::default()
+    /// Nothing known about `blob_id`.
+    pub fn unknown(blob_id: BlobId) -> Self {
+        BlobState {
+            blob_id,
+            proofs: Proofs::default(),
+        }
     }
 
     /// The state of a node that holds the blob's data without a certificate.
-    pub fn pending() -> Self {
-        BlobState {
-            pending: true,
-            ..Self::default()
-        }
+    pub fn pending(blob_id: BlobId) -> Self {
+        let mut state = Self::unknown(blob_id);
+        state.mark_pending();
+        state
+    }
+
+    /// The blob this state is about.
+    pub fn blob_id(&self) -> BlobId {
+        self.blob_id
     }
 
     /// Records that this node holds the blob's data.
     pub fn mark_pending(&mut self) {
-        self.pending = true;
+        self.proofs.pending = true;
     }
 
-    /// The state that exactly one verified fact gives.
+    /// The state that exactly one verified fact gives (about its blob).
     pub fn from_fact(fact: VerifiedFact) -> Self {
-        let mut state = BlobState::default();
+        let mut state = BlobState::unknown(fact.fact().blob_id());
+        let proofs = &mut state.proofs;
         match fact.0 {
             Fact::Certified(cert) => match cert.message.body.owner {
                 Some(owner) if cert.message.body.deletable => {
-                    let record = state.owners.entry(owner).or_default();
-                    record.live.insert(cert.message.epoch, cert);
+                    proofs.owners.entry(owner).or_default().live.push(cert);
                 }
-                _ => state.permanent = Some(cert),
+                _ => proofs.permanent = Some(cert),
             },
-            Fact::Invalid(cert) => state.invalid = Some(cert),
+            Fact::Invalid(cert) => proofs.invalid = Some(cert),
             Fact::Deleted(proof) => {
-                let DeletionProof {
-                    deletion,
-                    certificate,
-                } = *proof;
-                let record = state.owners.entry(deletion.signer).or_default();
-                record.live.insert(certificate.message.epoch, certificate);
-                record.deletion = Some(deletion);
-                record.normalize();
+                let record = proofs.owners.entry(proof.deletion.signer).or_default();
+                record.deletion = Some(*proof);
             }
         }
         state
     }
 
-    /// Joins a verified fact into this state.
-    pub fn apply(&mut self, fact: VerifiedFact) {
+    /// Joins a verified fact into this state; a fact about another blob is
+    /// refused and changes nothing.
+    pub fn apply(&mut self, fact: VerifiedFact) -> Result<(), FactError> {
         let other = BlobState::from_fact(fact);
-        self.join_in(&other);
+        self.join_in(&other)
     }
 
-    /// The join (least upper bound) of two states.
-    pub fn join(&self, other: &BlobState) -> BlobState {
+    /// The join (least upper bound) of two states of the same blob.
+    pub fn join(&self, other: &BlobState) -> Result<BlobState, FactError> {
         let mut joined = self.clone();
-        joined.join_in(other);
-        joined
+        joined.join_in(other)?;
+        Ok(joined)
     }
 
-    /// Joins `other` into `self`.
-    pub fn join_in(&mut self, other: &BlobState) {
-        self.pending |= other.pending;
-        self.permanent = best_cert(self.permanent.take(), other.permanent.as_ref());
-        for (owner, record) in &other.owners {
-            self.owners.entry(*owner).or_default().join(record);
+    /// Joins `other` into `self`; a state of another blob is refused and
+    /// changes nothing.
+    pub fn join_in(&mut self, other: &BlobState) -> Result<(), FactError> {
+        if other.blob_id != self.blob_id {
+            return Err(FactError::WrongBlob {
+                state: self.blob_id,
+                fact: other.blob_id,
+            });
         }
-        self.invalid = best_invalid(self.invalid.take(), other.invalid.as_ref());
+        let (mine, theirs) = (&mut self.proofs, &other.proofs);
+        mine.pending |= theirs.pending;
+        mine.permanent = best_cert(mine.permanent.take(), theirs.permanent.as_ref());
+        for (owner, record) in &theirs.owners {
+            mine.owners.entry(*owner).or_default().join(record);
+        }
+        mine.invalid = best_invalid(mine.invalid.take(), theirs.invalid.as_ref());
+        Ok(())
     }
 
-    /// The facts this state holds (what anti-entropy exchanges).
+    /// The facts this state holds (what anti-entropy exchanges): joining
+    /// them into an unknown state of the blob gives this state back (but for
+    /// `pending`).
     pub fn facts(&self) -> Vec<Fact> {
+        let proofs = &self.proofs;
         let mut facts = Vec::new();
-        facts.extend(self.permanent.iter().cloned().map(Fact::Certified));
-        for record in self.owners.values() {
-            facts.extend(record.live.values().cloned().map(Fact::Certified));
-            if let (Some(deletion), Some(certificate)) = (&record.deletion, &record.deleted) {
-                facts.push(Fact::Deleted(Box::new(DeletionProof {
-                    deletion: deletion.clone(),
-                    certificate: certificate.clone(),
-                })));
+        facts.extend(proofs.permanent.iter().cloned().map(Fact::Certified));
+        for record in proofs.owners.values() {
+            facts.extend(record.live.iter().cloned().map(Fact::Certified));
+            if let Some(proof) = &record.deletion {
+                facts.push(Fact::Deleted(Box::new(proof.clone())));
             }
         }
-        facts.extend(self.invalid.iter().cloned().map(Fact::Invalid));
+        facts.extend(proofs.invalid.iter().cloned().map(Fact::Invalid));
         facts
     }
 
     /// Whether any storage certificate is known (live, expired or ended by
     /// a deletion): the blob is no longer a mere pending upload.
     pub fn has_certificate(&self) -> bool {
-        self.permanent.is_some()
+        self.proofs.permanent.is_some()
             || self
+                .proofs
                 .owners
                 .values()
-                .any(|r| !r.live.is_empty() || r.deleted.is_some())
+                .any(|r| r.certificates().next().is_some())
+    }
+
+    /// The epoch of `owner`'s latest deletion of the blob, if it deleted it:
+    /// its registrations certified (or confirmed) then or earlier are ended.
+    pub fn deletion_by(&self, owner: &PublicKey) -> Option<Epoch> {
+        self.proofs
+            .owners
+            .get(owner)?
+            .deletion
+            .as_ref()
+            .map(|d| d.deletion.message.epoch)
     }
 
     /// The latest end epoch among registrations not ended by a deletion:
@@ -393,16 +484,17 @@ impl BlobState {
 
     /// The live storage certificate with the latest end epoch, if any.
     fn best_live(&self) -> Option<&BlobCertificate> {
-        self.owners
+        self.proofs
+            .owners
             .values()
             .filter_map(OwnerRecord::best_live)
-            .chain(self.permanent.as_ref())
+            .chain(self.proofs.permanent.as_ref())
             .max_by(|a, b| cert_order(a, b))
     }
 
     /// What this state says about the blob in epoch `current`, with proof.
     pub fn status(&self, current: Epoch) -> BlobStatus<'_> {
-        if let Some(certificate) = &self.invalid {
+        if let Some(certificate) = &self.proofs.invalid {
             return BlobStatus::Invalid { certificate };
         }
         let live = self.best_live();
@@ -410,20 +502,21 @@ impl BlobState {
             return BlobStatus::Certified { certificate };
         }
         let deleted = self
+            .proofs
             .owners
             .values()
-            .filter_map(|r| Some((r.deletion.as_ref()?, r.deleted.as_ref()?)))
-            .max_by(|a, b| cert_order(a.1, b.1));
-        if let Some((deletion, certificate)) = deleted {
+            .filter_map(|r| r.deletion.as_ref())
+            .max_by(|a, b| cert_order(&a.certificate, &b.certificate));
+        if let Some(proof) = deleted {
             return BlobStatus::Deleted {
-                deletion,
-                certificate,
+                deletion: &proof.deletion,
+                certificate: &proof.certificate,
             };
         }
         if let Some(certificate) = live {
             return BlobStatus::Expired { certificate };
         }
-        if self.pending {
+        if self.proofs.pending {
             BlobStatus::Pending
         } else {
             BlobStatus::Unknown
@@ -434,5 +527,68 @@ impl BlobState {
     /// epoch `current`.
     pub fn is_available(&self, current: Epoch) -> bool {
         matches!(self.status(current), BlobStatus::Certified { .. })
+    }
+
+    /// The canonical bytes of the state (for storing it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::canonical_bytes(&self.proofs)
+    }
+
+    /// A state of `blob_id` from [`BlobState::to_bytes`]; refuses bytes
+    /// holding a proof about another blob. Proofs are not verified again:
+    /// only bytes this node wrote after verifying them belong here.
+    pub fn from_bytes(blob_id: BlobId, bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        let proofs: Proofs =
+            floe_codec::from_canonical_bytes(bytes)
+                .map_err(|e| StateDecodeError::Malformed(e.to_string()))?;
+        Self::checked(blob_id, proofs)
+    }
+
+    /// A state of `blob_id` from bytes in the layout before superseded
+    /// certificates were dropped (databases written by earlier versions).
+    pub fn from_legacy_bytes(blob_id: BlobId, bytes: &[u8]) -> Result<Self, StateDecodeError> {
+        let legacy: LegacyProofs =
+            floe_codec::from_canonical_bytes(bytes)
+                .map_err(|e| StateDecodeError::Malformed(e.to_string()))?;
+        let mut proofs = Proofs {
+            pending: legacy.pending,
+            permanent: legacy.permanent,
+            owners: BTreeMap::new(),
+            invalid: legacy.invalid,
+        };
+        for (owner, old) in legacy.owners {
+            let mut record = OwnerRecord {
+                live: Vec::new(),
+                deletion: old.deletion.zip(old.deleted).map(|(deletion, certificate)| {
+                    DeletionProof {
+                        deletion,
+                        certificate,
+                    }
+                }),
+            };
+            for cert in old.live.values() {
+                record.add_live(cert);
+            }
+            record.end_deleted();
+            proofs.owners.insert(owner, record);
+        }
+        Self::checked(blob_id, proofs)
+    }
+
+    fn checked(blob_id: BlobId, proofs: Proofs) -> Result<Self, StateDecodeError> {
+        let state = BlobState { blob_id, proofs };
+        if let Some(other) = state
+            .facts()
+            .iter()
+            .map(Fact::blob_id)
+            .find(|id| *id != blob_id)
+        {
+            return Err(FactError::WrongBlob {
+                state: blob_id,
+                fact: other,
+            }
+            .into());
+        }
+        Ok(state)
     }
 }

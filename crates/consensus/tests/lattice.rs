@@ -80,9 +80,47 @@ fn pool() -> &'static Pool {
         let invalid = ProtocolMessage::new(Epoch(0), InvalidBlobAttestation { blob_id: BLOB });
         facts.push(Fact::Invalid(t.certify_enough(&invalid)));
         facts.push(Fact::Invalid(t.certify(&invalid, [2, 3])));
+        // Registrations of later epochs with crossing end epochs (some
+        // supersede others, some do not), a deletion that ends only some of
+        // them, and two proofs sharing one deletion.
+        let later = |owner: &KeyPair, epoch: u64, end: u64| {
+            let message = ProtocolMessage::new(
+                Epoch(epoch),
+                StorageConfirmation {
+                    blob_id: BLOB,
+                    end_epoch: Epoch(end),
+                    deletable: true,
+                    owner: Some(owner.public()),
+                },
+            );
+            t.certify_enough(&message)
+        };
+        let crossing = [
+            later(&owners[0], 2, 6),  // 16
+            later(&owners[0], 3, 4),  // 17
+            later(&owners[0], 1, 12), // 18
+        ];
+        for cert in &crossing {
+            facts.push(Fact::Certified(cert.clone()));
+        }
+        let deletion = Signed::sign(
+            ProtocolMessage::new(Epoch(2), BlobDeletion { blob_id: BLOB }),
+            &owners[0],
+        );
+        for carried in [&crossing[0], &crossing[2]] {
+            // 19, 20
+            facts.push(Fact::Deleted(Box::new(DeletionProof {
+                deletion: deletion.clone(),
+                certificate: carried.clone(),
+            })));
+        }
+        facts.push(Fact::Certified(later(&owners[1], 3, 7))); // 21
         let facts = facts
             .into_iter()
-            .map(|f| f.verify(&t.committee).unwrap())
+            .map(|f| {
+                let committee = t.committee.at_epoch(f.epoch());
+                f.verify(&committee).unwrap()
+            })
             .collect();
         Pool {
             committee: t.committee,
@@ -92,16 +130,16 @@ fn pool() -> &'static Pool {
 }
 
 fn state_of(indices: &[usize]) -> BlobState {
-    let mut state = BlobState::unknown();
+    let mut state = BlobState::unknown(BLOB);
     for &i in indices {
-        state.apply(pool().facts[i].clone());
+        state.apply(pool().facts[i].clone()).unwrap();
     }
     state
 }
 
 fn subset() -> impl Strategy<Value = Vec<usize>> {
     let n = pool().facts.len();
-    prop::collection::vec(0..n, 0..10)
+    prop::collection::vec(0..n, 0..12)
 }
 
 proptest! {
@@ -114,10 +152,10 @@ proptest! {
             if p { state.mark_pending(); }
         }
         let [x, y, z] = &states;
-        prop_assert_eq!(x.join(y), y.join(x));
-        prop_assert_eq!(x.join(y).join(z), x.join(&y.join(z)));
-        prop_assert_eq!(x.join(x), x.clone());
-        prop_assert_eq!(x.join(&BlobState::unknown()), x.clone());
+        prop_assert_eq!(x.join(y).unwrap(), y.join(x).unwrap());
+        prop_assert_eq!(x.join(y).unwrap().join(z).unwrap(), x.join(&y.join(z).unwrap()).unwrap());
+        prop_assert_eq!(x.join(x).unwrap(), x.clone());
+        prop_assert_eq!(x.join(&BlobState::unknown(BLOB)).unwrap(), x.clone());
     }
 
     #[test]
@@ -133,11 +171,14 @@ proptest! {
         let replica = state_of(&seen);
         prop_assert_eq!(&replica, &reference);
         // And through the facts it would gossip: the states converge.
-        let mut rebuilt = BlobState::unknown();
+        let mut rebuilt = BlobState::unknown(BLOB);
         for fact in reference.facts() {
-            rebuilt.apply(fact.verify(&pool().committee).unwrap());
+            let committee = pool().committee.at_epoch(fact.epoch());
+            rebuilt.apply(fact.verify(&committee).unwrap()).unwrap();
         }
-        prop_assert_eq!(rebuilt, reference.clone());
+        prop_assert_eq!(&rebuilt, &reference);
+        // What it stores reads back as the same state.
+        prop_assert_eq!(BlobState::from_bytes(BLOB, &reference.to_bytes()).unwrap(), reference.clone());
         for epoch in 0..12 {
             prop_assert_eq!(replica.status(Epoch(epoch)), reference.status(Epoch(epoch)));
         }
@@ -154,12 +195,12 @@ fn fact(i: usize) -> VerifiedFact {
 
 #[test]
 fn status_walks_the_lattice_with_proofs() {
-    let mut state = BlobState::unknown();
+    let mut state = BlobState::unknown(BLOB);
     assert_eq!(state.status(Epoch(0)), BlobStatus::Unknown);
     state.mark_pending();
     assert_eq!(state.status(Epoch(0)), BlobStatus::Pending);
 
-    state.apply(fact(0)); // permanent until 3
+    state.apply(fact(0)).unwrap(); // permanent until 3
     match state.status(Epoch(1)) {
         BlobStatus::Certified { certificate } => {
             assert_eq!(certificate.message.body.end_epoch, Epoch(3))
@@ -167,7 +208,7 @@ fn status_walks_the_lattice_with_proofs() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(state.status(Epoch(3)), BlobStatus::Expired { .. }));
-    state.apply(fact(6)); // permanent until 9: join keeps the larger
+    state.apply(fact(6)).unwrap(); // permanent until 9: join keeps the larger
     match state.status(Epoch(3)) {
         BlobStatus::Certified { certificate } => {
             assert_eq!(certificate.message.body.end_epoch, Epoch(9))
@@ -176,7 +217,7 @@ fn status_walks_the_lattice_with_proofs() {
     }
     assert!(state.is_available(Epoch(8)) && !state.is_available(Epoch(9)));
 
-    state.apply(fact(14));
+    state.apply(fact(14)).unwrap();
     assert!(matches!(state.status(Epoch(1)), BlobStatus::Invalid { .. }));
 }
 
@@ -185,7 +226,7 @@ fn a_deletion_ends_only_its_owners_registrations() {
     // Only owner 0's deletable registration (until 4), then its deletion.
     let mut state = BlobState::from_fact(fact(1));
     assert_eq!(state.status(Epoch(1)).name(), "certified");
-    state.apply(fact(10));
+    state.apply(fact(10)).unwrap();
     match state.status(Epoch(1)) {
         BlobStatus::Deleted {
             deletion,
@@ -197,13 +238,13 @@ fn a_deletion_ends_only_its_owners_registrations() {
         other => panic!("{other:?}"),
     }
     // Owner 1's registration of the same blob is untouched by owner 0's deletion.
-    state.apply(fact(2));
+    state.apply(fact(2)).unwrap();
     assert_eq!(state.status(Epoch(1)).name(), "certified");
     // ... until owner 1 deletes too.
-    state.apply(fact(12));
+    state.apply(fact(12)).unwrap();
     assert_eq!(state.status(Epoch(1)).name(), "deleted");
     // A permanent registration cannot be deleted.
-    state.apply(fact(3));
+    state.apply(fact(3)).unwrap();
     assert_eq!(state.status(Epoch(1)).name(), "certified");
 }
 
@@ -268,4 +309,134 @@ fn deletions_must_carry_their_owners_registration_and_forgeries_are_refused() {
             CertificateError::DeletableWithoutOwner { .. }
         ))
     ));
+}
+
+#[test]
+fn a_state_refuses_facts_about_another_blob() {
+    let t = common::committee(10, 4, Some(4));
+    let other = ProtocolMessage::new(
+        Epoch(0),
+        StorageConfirmation {
+            blob_id: BlobId([9; 32]),
+            end_epoch: Epoch(50),
+            deletable: false,
+            owner: None,
+        },
+    );
+    let foreign = Fact::Certified(t.certify_enough(&other))
+        .verify(&t.committee)
+        .unwrap();
+    let mut state = BlobState::unknown(BLOB);
+    assert_eq!(
+        state.apply(foreign.clone()),
+        Err(FactError::WrongBlob {
+            state: BLOB,
+            fact: BlobId([9; 32])
+        })
+    );
+    assert_eq!(state, BlobState::unknown(BLOB));
+    assert_eq!(state.status(Epoch(1)), BlobStatus::Unknown);
+    // Nor can a whole state of another blob be joined in.
+    assert!(state.join(&BlobState::from_fact(foreign)).is_err());
+    // Nor read back from bytes stored under another blob's key.
+    let mine = state_of(&[0]);
+    assert!(matches!(
+        BlobState::from_bytes(BlobId([9; 32]), &mine.to_bytes()),
+        Err(StateDecodeError::WrongBlob(_))
+    ));
+}
+
+/// One owner's registration certified in `epoch` until `end`.
+fn deletable(t: &common::TestCommittee, owner: &KeyPair, epoch: u64, end: u64) -> VerifiedFact {
+    let message = ProtocolMessage::new(
+        Epoch(epoch),
+        StorageConfirmation {
+            blob_id: BLOB,
+            end_epoch: Epoch(end),
+            deletable: true,
+            owner: Some(owner.public()),
+        },
+    );
+    Fact::Certified(t.certify_enough(&message))
+        .verify(&t.committee.at_epoch(Epoch(epoch)))
+        .unwrap()
+}
+
+#[test]
+fn renewals_replace_what_they_renew_and_deletions_keep_only_their_proof() {
+    let t = common::committee(10, 4, Some(4));
+    let owner = KeyPair::from_seed(&[23; 32]);
+    let mut state = BlobState::unknown(BLOB);
+    // Forty renewals, each a later epoch and a later end: one fact remains.
+    for epoch in 0..40u64 {
+        state.apply(deletable(&t, &owner, epoch, epoch + 10)).unwrap();
+        assert_eq!(state.facts().len(), 1, "after the renewal in epoch {epoch}");
+    }
+    // A shorter registration certified later is not superseded: a deletion
+    // between the two would end only the older one.
+    state.apply(deletable(&t, &owner, 41, 45)).unwrap();
+    assert_eq!(state.facts().len(), 2);
+    // An older, shorter one adds nothing.
+    state.apply(deletable(&t, &owner, 3, 20)).unwrap();
+    assert_eq!(state.facts().len(), 2);
+    // The deletion in epoch 40 ends the renewal (certified in 39) but not
+    // the registration of epoch 41; what it ended leaves the facts.
+    let ended = match state.facts().first() {
+        Some(Fact::Certified(c)) => c.clone(),
+        other => panic!("{other:?}"),
+    };
+    let deletion = Fact::Deleted(Box::new(DeletionProof {
+        deletion: Signed::sign(
+            ProtocolMessage::new(Epoch(40), BlobDeletion { blob_id: BLOB }),
+            &owner,
+        ),
+        certificate: ended,
+    }))
+    .verify(&t.committee.at_epoch(Epoch(39)))
+    .unwrap();
+    state.apply(deletion).unwrap();
+    let facts = state.facts();
+    assert_eq!(facts.len(), 2, "{facts:?}");
+    assert!(matches!(&facts[0], Fact::Certified(c) if c.message.epoch == Epoch(41)));
+    assert!(matches!(&facts[1], Fact::Deleted(_)));
+    assert_eq!(state.available_until(), Some(Epoch(45)));
+    assert_eq!(state.status(Epoch(42)).name(), "certified");
+    assert_eq!(state.status(Epoch(45)).name(), "deleted");
+}
+
+/// States stored by earlier versions (live certificates by epoch, the
+/// latest deletion and the best registration it ended, kept apart) read
+/// back as the same state joined from their facts.
+#[test]
+fn legacy_states_read_back_as_their_facts_join() {
+    use std::collections::BTreeMap;
+    let cert = |i: usize| match fact(i).into_fact() {
+        Fact::Certified(c) => c,
+        other => panic!("{other:?}"),
+    };
+    let Fact::Deleted(proof) = fact(11).into_fact() else {
+        unreachable!()
+    };
+    // Owner 0: deleted in epoch 2 (ending its registration until 4);
+    // owner 1: live until 6; permanent until 9.
+    type LegacyOwner = (
+        BTreeMap<Epoch, BlobCertificate>,
+        Option<Signed<BlobDeletion>>,
+        Option<BlobCertificate>,
+    );
+    let mut owners: BTreeMap<PublicKey, LegacyOwner> = BTreeMap::new();
+    owners.insert(
+        proof.deletion.signer,
+        (BTreeMap::new(), Some(proof.deletion.clone()), Some(proof.certificate.clone())),
+    );
+    let owner1 = cert(5);
+    owners.insert(
+        owner1.message.body.owner.unwrap(),
+        (BTreeMap::from([(Epoch(0), owner1.clone())]), None, None),
+    );
+    let legacy = (false, Some(cert(6)), owners, None::<InvalidBlobCertificate>);
+    let bytes = canonical_bytes(&legacy);
+    let state = BlobState::from_legacy_bytes(BLOB, &bytes).unwrap();
+    assert_eq!(state, state_of(&[6, 5, 11]));
+    assert!(BlobState::from_legacy_bytes(BlobId([1; 32]), &bytes).is_err());
 }

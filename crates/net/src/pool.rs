@@ -43,7 +43,21 @@ pub struct PeerHealth {
     pub calls: u64,
     /// Calls that failed at the peer (unreachable, timed out, refused, broken).
     pub failures: u64,
+    /// Answers the caller proved false or hostile (see [`Pool::report_misbehaviour`]).
+    pub misbehaviours: u64,
+    /// What the last of them was.
+    pub last_misbehaviour: Option<String>,
+    /// Whether the peer is ranked last for now: it lied, or timed out,
+    /// recently. A fast answer does not lift this; time does.
+    pub penalized: bool,
 }
+
+/// How long a peer that lied is ranked last: doubling with each lie.
+const LIE_PENALTY: Duration = Duration::from_secs(300);
+/// The longest penalty.
+const MAX_PENALTY: Duration = Duration::from_secs(3600);
+/// How long a peer that timed out is ranked last.
+const TIMEOUT_PENALTY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 struct HealthState {
@@ -55,6 +69,16 @@ struct HealthState {
     next_dial: Option<Instant>,
     calls: u64,
     failures: u64,
+    misbehaviours: u64,
+    last_misbehaviour: Option<String>,
+    penalized_until: Option<Instant>,
+}
+
+impl HealthState {
+    fn penalize(&mut self, penalty: Duration) {
+        let until = Instant::now() + penalty.min(MAX_PENALTY);
+        self.penalized_until = Some(self.penalized_until.map_or(until, |u| u.max(until)));
+    }
 }
 
 struct Slot {
@@ -216,8 +240,44 @@ impl Pool {
         all
     }
 
-    /// `keys` ordered healthiest first: fewest consecutive failures, then
-    /// connected before not, then lowest round-trip time. Unknown keys last.
+    /// Records that `peer` answered with something provably false or
+    /// hostile (a proof about another blob, a sliver that fails its
+    /// metadata, an answer trickled past its deadline): it is ranked last
+    /// for a while, longer with each report, whatever it answers meanwhile.
+    pub fn report_misbehaviour(&self, peer: &PublicKey, what: impl Into<String>) {
+        let Some(slot) = self.read_peers().get(peer).cloned() else {
+            return;
+        };
+        let what = what.into();
+        tracing::warn!(%peer, address = %slot.peer.address, misbehaviour = %what, "peer misbehaved; ranked last");
+        let mut health = lock(&slot.health);
+        health.misbehaviours += 1;
+        health.last_misbehaviour = Some(what);
+        let doublings = u32::try_from(health.misbehaviours - 1).unwrap_or(u32::MAX).min(8);
+        health.penalize(LIE_PENALTY.saturating_mul(1 << doublings));
+    }
+
+    /// Records that `peer` kept a call waiting far longer than its peers
+    /// answered (a caller gave up on it): it is ranked last for 30 s, as
+    /// after a timeout.
+    pub fn report_slow(&self, peer: &PublicKey) {
+        if let Some(slot) = self.read_peers().get(peer).cloned() {
+            lock(&slot.health).penalize(TIMEOUT_PENALTY);
+        }
+    }
+
+    /// Whether `peer` is ranked last for now (it lied or was slow recently).
+    pub fn is_penalized(&self, peer: &PublicKey) -> bool {
+        self.read_peers().get(peer).is_some_and(|slot| {
+            lock(&slot.health)
+                .penalized_until
+                .is_some_and(|until| until > Instant::now())
+        })
+    }
+
+    /// `keys` ordered healthiest first: peers not penalized for lies or
+    /// timeouts, then fewest consecutive failures, then connected before
+    /// not, then lowest round-trip time. Unknown keys last.
     pub fn rank(&self, keys: &[PublicKey]) -> Vec<PublicKey> {
         let peers = self.read_peers();
         let mut scored: Vec<_> = keys
@@ -226,6 +286,7 @@ impl Pool {
                 let score = peers.get(key).map(|slot| {
                     let health = health_of(slot);
                     (
+                        health.penalized,
                         health.consecutive_failures,
                         !health.connected,
                         health.rtt.unwrap_or(Duration::MAX),
@@ -279,6 +340,9 @@ impl Pool {
                 })
             }
         };
+        if matches!(result, Err(RpcError::TimedOut { .. })) {
+            lock(&slot.health).penalize(TIMEOUT_PENALTY);
+        }
         match &result {
             Err(e) if e.is_peer_failure() => slot.record(Err(e.to_string())),
             Err(RpcError::TooLarge { .. }) => {}
@@ -530,6 +594,9 @@ fn health_of(slot: &Slot) -> PeerHealth {
         rtt: connection.map(|c| c.rtt()),
         calls: health.calls,
         failures: health.failures,
+        misbehaviours: health.misbehaviours,
+        last_misbehaviour: health.last_misbehaviour.clone(),
+        penalized: health.penalized_until.is_some_and(|u| u > Instant::now()),
     }
 }
 

@@ -33,6 +33,49 @@ pub struct NodeConfig {
     /// Background work.
     #[serde(default)]
     pub tasks: Tasks,
+    /// LAB ONLY: make this node a hostile member that lies in the ways
+    /// chosen (see [`Byzantine`]). For fault drills and tests; a node with
+    /// this section logs a warning at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byzantine: Option<Byzantine>,
+}
+
+/// How a hostile member lies (`[byzantine]`, lab only). It keeps its real
+/// key and real QUIC, stores and confirms as an honest node does, and
+/// bends its answers as chosen here, so honest nodes and clients can be
+/// tested against a member that knows the protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Byzantine {
+    /// Answer every status request with a valid certificate of some other
+    /// blob it knows (a proof about another blob).
+    pub foreign_proofs: bool,
+    /// Answer every status request with a valid invalid-blob certificate of
+    /// some other blob it knows.
+    pub foreign_invalid: bool,
+    /// Answer every status request with "unknown", hiding what it knows.
+    pub withhold_facts: bool,
+    /// Flip a byte in every sliver and recovery symbol it serves.
+    pub flip_slivers: bool,
+    /// Hold every answer back this long (a peer that trickles).
+    pub delay_ms: u64,
+    /// Answer anti-entropy with listings of this many made-up items.
+    pub oversized_listings: usize,
+}
+
+impl Byzantine {
+    /// Every lie at once (what `cargo xtask chaos --byzantine` uses), but
+    /// the delay.
+    pub fn all() -> Self {
+        Byzantine {
+            foreign_proofs: true,
+            foreign_invalid: true,
+            withhold_facts: false,
+            flip_slivers: true,
+            delay_ms: 0,
+            oversized_listings: 50_000,
+        }
+    }
 }
 
 /// What the node accepts.

@@ -7,6 +7,7 @@
 //! repair proves an inconsistency, and garbage collection.
 
 mod admin;
+mod byzantine;
 pub mod config;
 pub mod local;
 mod service;
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use floe_codec::ShardIndex;
 use floe_consensus::{
-    Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member, MemberIndex,
+    BlobState, Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member, MemberIndex,
 };
 use floe_net::{Members, NetConfig, Pool, Server, TlsIdentity};
 use floe_store::Store;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-pub use config::{ConfigError, Limits, NodeConfig, Tasks};
+pub use config::{Byzantine, ConfigError, Limits, NodeConfig, Tasks};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,20 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Blobs whose last repair failed: when to try again, and failures so far.
     pub(crate) repair_backoff: Mutex<HashMap<floe_codec::BlobId, (std::time::Instant, u32)>>,
+    /// LAB ONLY: how this node lies, if it is a hostile member.
+    pub(crate) byzantine: Option<config::Byzantine>,
+}
+
+/// The anti-entropy items of the facts a state holds.
+pub(crate) fn digest_items(state: &BlobState) -> std::collections::BTreeSet<ItemId> {
+    state
+        .facts()
+        .iter()
+        .map(|fact| ItemId {
+            blob_id: state.blob_id(),
+            fact: fact.digest(),
+        })
+        .collect()
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -153,14 +168,27 @@ impl Inner {
             .map(|(_, m)| m)
     }
 
-    pub(crate) fn add_to_digest(&self, items: impl IntoIterator<Item = ItemId>) {
+    /// Makes the anti-entropy digest's items of `blob_id` those of the
+    /// facts the store holds for it now: a fact that a newer one superseded
+    /// leaves it. Read under the digest's lock, so of two updates racing
+    /// the last always sees the last state written.
+    pub(crate) fn refresh_digest(&self, blob_id: &floe_codec::BlobId) -> Result<(), floe_store::StoreError> {
         let mut digest = self
             .digest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for item in items {
-            digest.insert(item);
+        let held = digest_items(&self.store.state(blob_id)?);
+        let listed: std::collections::BTreeSet<ItemId> = digest
+            .items_in(&floe_consensus::Prefix::of(blob_id, floe_consensus::MAX_DEPTH))
+            .into_iter()
+            .collect();
+        for item in listed.difference(&held) {
+            digest.remove(item);
         }
+        for item in held.difference(&listed) {
+            digest.insert(*item);
+        }
+        Ok(())
     }
 }
 
@@ -260,12 +288,9 @@ impl Node {
                 })?;
             let Some((last, _)) = batch.last() else { break };
             after = Some(*last);
-            for (blob_id, state) in &batch {
-                for fact in state.facts() {
-                    digest.insert(ItemId {
-                        blob_id: *blob_id,
-                        fact: fact.digest(),
-                    });
+            for (_, state) in &batch {
+                for item in digest_items(state) {
+                    digest.insert(item);
                 }
             }
         }
@@ -284,7 +309,11 @@ impl Node {
             committees: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             repair_backoff: Mutex::new(HashMap::new()),
+            byzantine: config.byzantine.clone(),
         });
+        if let Some(lies) = &inner.byzantine {
+            tracing::warn!(node = %inner.node_id, ?lies, "LAB ONLY: this node is a HOSTILE member and lies as configured in [byzantine]");
+        }
         let _ = slot.set(Arc::clone(&inner));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = tasks::spawn_all(&inner, shutdown_rx.clone());
@@ -325,6 +354,23 @@ impl Node {
     /// The node's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The anti-entropy digest's root: (facts held, their sum). Nodes that
+    /// hold the same facts have the same root.
+    pub fn digest_root(&self) -> (u64, [u8; 32]) {
+        let digest = self
+            .inner
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let root = digest.summary(&floe_consensus::Prefix::ROOT);
+        (root.count, root.digest)
+    }
+
+    /// The node's request counters (requests and bytes served).
+    pub fn server_stats(&self) -> &floe_net::ServerStats {
+        self.server.stats()
     }
 
     /// The node's store (for inspection).

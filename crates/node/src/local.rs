@@ -149,6 +149,7 @@ pub fn generate_with(
             committee: committee_path.clone(),
             limits: limits.clone(),
             tasks: tasks.clone(),
+            byzantine: None,
         });
     }
     Ok(LocalCommittee {
@@ -182,6 +183,12 @@ impl Cluster {
         tasks: Tasks,
     ) -> Result<Cluster, ClusterError> {
         let local = generate(dir, nodes, shards, epoch_ms, limits, tasks)?;
+        Self::start_local(local).await
+    }
+
+    /// Starts every node of a committee [`generate`] wrote (whose databases
+    /// may have been filled meanwhile, see [`seed_facts`]).
+    pub async fn start_local(local: LocalCommittee) -> Result<Cluster, ClusterError> {
         let mut cluster = Cluster {
             local,
             nodes: Vec::new(),
@@ -259,4 +266,65 @@ pub enum ClusterError {
     /// There is no node with this index.
     #[error("the cluster has no node {0}")]
     NoSuchNode(usize),
+}
+
+/// `count` permanent storage certificates of made-up blobs (no data exists
+/// for them), certified in the committee's current epoch until `epochs`
+/// later, signed with the local committee's keys: facts at scale for
+/// anti-entropy tests and benchmarks.
+pub fn certified_facts(
+    local: &LocalCommittee,
+    count: usize,
+    epochs: u64,
+) -> Result<Vec<floe_consensus::VerifiedFact>, floe_consensus::FactError> {
+    use floe_consensus::{Certificate, Fact, MemberIndex, ProtocolMessage, Signed, StorageConfirmation};
+    let committee = local.file.committee.at_epoch(local.file.clock.epoch_at(now_ms()));
+    // The first members that hold a quorum of shards sign everything.
+    let mut signers = Vec::new();
+    let mut weight = 0;
+    for i in 0..committee.members().len() {
+        if committee.is_quorum(weight) {
+            break;
+        }
+        let member = MemberIndex(i as u16);
+        weight += committee.weight(member);
+        signers.push(member);
+    }
+    (0..count)
+        .map(|i| {
+            let blob_id = floe_codec::BlobId(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes());
+            let message = ProtocolMessage::new(
+                committee.epoch(),
+                StorageConfirmation {
+                    blob_id,
+                    end_epoch: Epoch(committee.epoch().0 + epochs),
+                    deletable: false,
+                    owner: None,
+                },
+            );
+            let signatures = signers.iter().map(|m| {
+                let key = &local.protocol_keys[m.as_usize()];
+                (*m, Signed::sign(message.clone(), key).signature)
+            });
+            let certificate = Certificate::from_signatures(&committee, message.clone(), signatures)?;
+            Fact::Certified(certificate).verify(&committee)
+        })
+        .collect()
+}
+
+/// Records `facts` in the database of node `i` of a committee that is not
+/// running.
+pub fn seed_facts(
+    local: &LocalCommittee,
+    i: usize,
+    facts: &[floe_consensus::VerifiedFact],
+) -> Result<(), floe_store::StoreError> {
+    let config = &local.configs[i];
+    let shards = local.file.committee.members()[i].shards.clone();
+    let store = floe_store::Store::open(&config.database, shards)?;
+    let epoch = local.file.clock.epoch_at(now_ms());
+    for page in facts.chunks(4096) {
+        store.record_facts(page.iter().cloned(), epoch)?;
+    }
+    store.flush()
 }

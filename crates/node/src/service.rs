@@ -28,6 +28,7 @@ pub(crate) fn store_error(error: StoreError) -> ApiError {
             status: status.into(),
         },
         StoreError::MissingPairs { blob_id, missing } => ApiError::Incomplete { blob_id, missing },
+        StoreError::NotConfirmable { blob_id, reason } => ApiError::Rejected { blob_id, reason },
         StoreError::PairLost { blob_id, shard, .. } => ApiError::NotFound {
             blob_id,
             what: format!("the pair of shard {shard} (its file was lost here; repair rebuilds it)"),
@@ -57,6 +58,14 @@ pub(crate) fn router(slot: Slot) -> Router {
             $router.route::<$method, _, _>(move |caller, request| {
                 let slot = Arc::clone(&slot);
                 async move {
+                    if let Some(delay) = slot
+                        .get()
+                        .and_then(|inner| inner.byzantine.as_ref())
+                        .map(|lies| lies.delay_ms)
+                        .filter(|ms| *ms > 0)
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    }
                     let outcome =
                         blocking(&slot, move |inner| $handler(inner, caller, request)).await;
                     if let Some(inner) = slot.get() {
@@ -225,14 +234,15 @@ fn get_sliver(
     if inner.my_shards().binary_search(&shard).is_err() {
         return Err(ApiError::NotMyShard { blob_id, shard });
     }
-    inner
+    let sliver = inner
         .store
         .sliver(shard, &blob_id, axis)
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound {
             blob_id,
             what: format!("{axis:?} sliver of shard {shard}"),
-        })
+        })?;
+    Ok(crate::byzantine::sliver(inner, sliver))
 }
 
 fn confirm(
@@ -265,7 +275,6 @@ fn confirm(
             reason: "a deletable blob names its owner, a permanent one none".into(),
         });
     }
-    let durable = inner.store.make_durable(&blob_id).map_err(store_error)?;
     let message = ProtocolMessage::new(
         epoch,
         StorageConfirmation {
@@ -275,41 +284,70 @@ fn confirm(
             owner,
         },
     );
-    durable
-        .sign_confirmation(&inner.protocol_key, message)
-        .map_err(store_error)
+    let durable = inner.store.promise(message).map_err(store_error)?;
+    Ok(durable.sign_confirmation(&inner.protocol_key))
 }
 
 /// Verify `fact` against the committee of its epoch and record it. Returns
 /// whether it was new to this node.
 pub(crate) fn accept_fact(inner: &Inner, fact: Fact) -> Result<bool, ApiError> {
-    let blob_id = fact.blob_id();
-    let item = ItemId {
-        blob_id,
-        fact: fact.digest(),
-    };
-    if inner
-        .digest
-        .lock()
-        .map(|d| d.contains(&item))
-        .unwrap_or(false)
-    {
-        return Ok(false);
-    }
-    let committee = inner.committee(fact.epoch());
-    let verified = fact
-        .verify(&committee)
-        .map_err(|e| ApiError::BadCertificate {
+    Ok(accept_facts(inner, vec![fact])? > 0)
+}
+
+/// Verify each fact against the committee of its epoch and record those
+/// that verify, synced once; returns how many changed what this node knows.
+/// Facts already held are skipped before any signature is checked. If any
+/// fact does not verify, the others are still recorded and the first
+/// failure is returned.
+pub(crate) fn accept_facts(inner: &Inner, facts: Vec<Fact>) -> Result<usize, ApiError> {
+    let mut verified = Vec::with_capacity(facts.len());
+    let mut refused = None;
+    for fact in facts {
+        let blob_id = fact.blob_id();
+        let item = ItemId {
             blob_id,
-            reason: e.to_string(),
-        })?;
-    inner
-        .store
-        .record_fact(verified, inner.epoch())
-        .map_err(store_error)?;
-    inner.add_to_digest([item]);
-    debug!(blob = %blob_id, "fact recorded");
-    Ok(true)
+            fact: fact.digest(),
+        };
+        if inner
+            .digest
+            .lock()
+            .map(|d| d.contains(&item))
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        let committee = inner.committee(fact.epoch());
+        match fact.verify(&committee) {
+            Ok(fact) => verified.push(fact),
+            Err(e) => {
+                refused.get_or_insert(ApiError::BadCertificate {
+                    blob_id,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    let mut changed = 0;
+    if !verified.is_empty() {
+        let blobs: std::collections::BTreeSet<BlobId> =
+            verified.iter().map(|f| f.fact().blob_id()).collect();
+        let recorded = inner.store.record_facts(verified, inner.epoch());
+        // Whatever was written, also before an error, is in the digest.
+        for blob_id in &blobs {
+            inner.refresh_digest(blob_id).map_err(store_error)?;
+        }
+        for (before, after) in recorded.map_err(store_error)? {
+            // Unchanged: superseded by what this node already holds.
+            if before != after {
+                debug!(blob = %after.blob_id(), "fact recorded");
+                changed += 1;
+            }
+        }
+    }
+    match refused {
+        Some(error) => Err(error),
+        None => Ok(changed),
+    }
 }
 
 fn put_fact(inner: &Inner, _: Caller, fact: Fact) -> Result<BlobStatusAnswer, ApiError> {
@@ -353,6 +391,9 @@ fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatusAnswer, Ap
 }
 
 fn status(inner: &Inner, _: Caller, blob_id: BlobId) -> Result<BlobStatusAnswer, ApiError> {
+    if let Some(lie) = crate::byzantine::status(inner, &blob_id) {
+        return Ok(lie);
+    }
     status_report(inner, &blob_id)
 }
 
@@ -370,17 +411,27 @@ fn recovery_symbols(
         )));
     }
     let metadata = stored_metadata(inner, &blob_id)?;
+    // What the caller can use: per target, no more symbols than a recovery
+    // needs, and no more bytes than the answer may carry.
+    let budget = <GetRecoverySymbols as floe_net::Method>::MAX_RESPONSE_BYTES as usize / 2;
+    let mut bytes = 0usize;
+    let mut per_target: std::collections::BTreeMap<(Axis, floe_codec::SliverIndex), usize> =
+        Default::default();
     let mut symbols = Vec::new();
     for axis in [Axis::Primary, Axis::Secondary] {
-        let wanted: Vec<_> = targets
+        let needed = floe_codec::symbols_needed(&metadata, axis);
+        let mut wanted: Vec<_> = targets
             .iter()
             .filter(|(a, _)| *a == axis)
             .map(|(_, i)| *i)
             .collect();
-        if wanted.is_empty() {
-            continue;
-        }
+        wanted.sort_unstable();
+        wanted.dedup();
         for &shard in inner.my_shards() {
+            wanted.retain(|i| per_target.get(&(axis, *i)).copied().unwrap_or(0) < needed);
+            if wanted.is_empty() || bytes >= budget {
+                break;
+            }
             let Some(source) = inner
                 .store
                 .sliver(shard, &blob_id, axis.orthogonal())
@@ -395,10 +446,19 @@ fn recovery_symbols(
                         blob_id,
                         reason: e.to_string(),
                     })?;
-            symbols.extend(made);
+            for symbol in made {
+                let proof = &symbol.proof;
+                bytes += symbol.data.len()
+                    + proof.prefix.len()
+                    + proof.suffix.len()
+                    + 32 * proof.siblings.len()
+                    + 16;
+                *per_target.entry((axis, symbol.target_index())).or_default() += 1;
+                symbols.push(symbol);
+            }
         }
     }
-    Ok(symbols)
+    Ok(crate::byzantine::symbols(inner, symbols))
 }
 
 fn attest_inconsistency(
@@ -426,17 +486,19 @@ fn reconcile(
 ) -> Result<ReconcileResponse, ApiError> {
     let ReconcileRequest {
         messages,
-        facts,
-        want,
+        mut facts,
+        mut want,
     } = request;
-    for fact in facts {
-        if accept_fact(inner, fact)? {
-            inner
-                .metrics
-                .facts_received
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    facts.truncate(RECONCILE_MAX_ITEMS);
+    // An honest caller pages its requests: what is beyond a page is not
+    // answered (it asks again).
+    let messages = crate::tasks::cap_ranges(messages, RECONCILE_MAX_RANGES);
+    want.truncate(RECONCILE_MAX_ITEMS);
+    let learned = accept_facts(inner, facts)?;
+    inner
+        .metrics
+        .facts_received
+        .fetch_add(learned as u64, std::sync::atomic::Ordering::Relaxed);
     let reply = inner
         .digest
         .lock()
@@ -444,10 +506,21 @@ fn reconcile(
         .unwrap_or_default();
     let mut wanted: Vec<ItemId> = want;
     wanted.extend(reply.missing_there);
-    let facts = crate::tasks::facts_for(inner, &wanted)?;
-    Ok(ReconcileResponse {
-        messages: reply.messages,
-        facts,
-        want: reply.missing_here,
-    })
+    wanted.sort_unstable();
+    wanted.dedup();
+    let (facts, mut unsent) =
+        crate::tasks::facts_within(inner, &wanted, RECONCILE_FACT_BYTES)?;
+    // Beyond this the caller finds them again in a later exchange.
+    unsent.truncate(RECONCILE_MAX_ITEMS);
+    let mut want = reply.missing_here;
+    want.truncate(RECONCILE_MAX_ITEMS);
+    Ok(crate::byzantine::reconcile(
+        inner,
+        ReconcileResponse {
+            messages: reply.messages,
+            facts,
+            want,
+            unsent,
+        },
+    ))
 }

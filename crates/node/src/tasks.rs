@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::service::{accept_fact, store_error};
+use crate::service::{accept_fact, accept_facts, store_error};
 use crate::{now_ms, Inner};
 
 pub(crate) fn spawn_all(
@@ -91,23 +91,44 @@ pub(crate) fn push_fact(inner: &Inner, fact: Fact) {
     });
 }
 
-/// The facts this node holds for `items`.
-pub(crate) fn facts_for(inner: &Inner, items: &[ItemId]) -> Result<Vec<Fact>, ApiError> {
+/// The facts this node holds for `items`, in item order, within `budget`
+/// bytes (at least one, so a single large fact still travels), and the
+/// items left out for a later round. Items this node does not hold (any
+/// more: a newer fact superseded them) are skipped.
+pub(crate) fn facts_within(
+    inner: &Inner,
+    items: &[ItemId],
+    budget: usize,
+) -> Result<(Vec<Fact>, Vec<ItemId>), ApiError> {
     let mut by_blob: BTreeMap<BlobId, BTreeSet<[u8; 32]>> = BTreeMap::new();
     for item in items {
         by_blob.entry(item.blob_id).or_default().insert(item.fact);
     }
-    let mut facts = Vec::new();
+    let (mut facts, mut left, mut bytes) = (Vec::new(), Vec::new(), 0usize);
     for (blob_id, wanted) in by_blob {
+        if bytes >= budget {
+            left.extend(wanted.into_iter().map(|fact| ItemId { blob_id, fact }));
+            continue;
+        }
         let state = inner.store.state(&blob_id).map_err(store_error)?;
-        facts.extend(
-            state
-                .facts()
-                .into_iter()
-                .filter(|f| wanted.contains(&f.digest())),
-        );
+        for fact in state.facts() {
+            let digest = fact.digest();
+            if !wanted.contains(&digest) {
+                continue;
+            }
+            let size = floe_consensus::canonical_bytes(&fact).len();
+            if bytes > 0 && bytes + size > budget {
+                left.push(ItemId {
+                    blob_id,
+                    fact: digest,
+                });
+                continue;
+            }
+            bytes += size;
+            facts.push(fact);
+        }
     }
-    Ok(facts)
+    Ok((facts, left))
 }
 
 async fn on_blocking<T: Send + 'static>(
@@ -118,64 +139,235 @@ async fn on_blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || work(&inner)).await.ok()
 }
 
-/// One anti-entropy exchange with a random peer.
+/// One anti-entropy exchange with a random peer, one not ranked last for
+/// lying or slowness if there is any; the exchange gets [`SYNC_DEADLINE`].
 async fn sync_once(inner: Arc<Inner>) {
     let peers = peer_keys(&inner);
-    let Some(peer) = peers.choose(&mut rand::thread_rng()).copied() else {
+    let trusted: Vec<PublicKey> = peers
+        .iter()
+        .copied()
+        .filter(|peer| !inner.pool.is_penalized(peer))
+        .collect();
+    let choice = if trusted.is_empty() { &peers } else { &trusted };
+    let Some(peer) = choice.choose(&mut rand::thread_rng()).copied() else {
         return;
     };
-    if let Err(e) = sync_with(&inner, peer).await {
-        debug!(%peer, error = %e, "anti-entropy round failed");
+    match tokio::time::timeout(SYNC_DEADLINE, sync_with(&inner, peer)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(%peer, error = %e, "anti-entropy round failed"),
+        Err(_) => {
+            inner.pool.report_slow(&peer);
+            debug!(%peer, "anti-entropy exchange cut off at its deadline; the next resumes");
+        }
     }
 }
 
-/// Reconcile facts with `peer` until both sides hold the same set.
-pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(), String> {
-    let mut messages = vec![inner.digest.lock().map_err(|e| e.to_string())?.open()];
-    let (mut push, mut want) = (Vec::new(), Vec::new());
-    for _ in 0..64 {
-        if messages.is_empty() && push.is_empty() && want.is_empty() {
+/// How long one anti-entropy exchange may run; a request of it waits
+/// [`SYNC_REQUEST_TIMEOUT`] at most.
+const SYNC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+const SYNC_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Requests one anti-entropy exchange makes at most; what is left is found
+/// again by the next exchange.
+const MAX_SYNC_REQUESTS: usize = 4096;
+
+/// Items one exchange keeps to push, and to ask for, at most (64 MiB each):
+/// beyond, a later exchange finds them.
+const MAX_EXCHANGE_ITEMS: usize = 1 << 20;
+
+/// Ranges one exchange keeps to send at most (about 5 MiB): an honest
+/// exchange of a million facts needs a few tens of thousands at once.
+const MAX_EXCHANGE_RANGES: usize = 1 << 16;
+
+/// The ranges a message covers.
+fn ranges_in(message: &floe_consensus::ReconcileMessage) -> usize {
+    match message {
+        floe_consensus::ReconcileMessage::Summaries(summaries) => summaries.len(),
+        floe_consensus::ReconcileMessage::Listing { .. } => 1,
+    }
+}
+
+/// The caller's side of one anti-entropy exchange: what it still has to
+/// send, push and ask for. Each request takes a bounded page of each
+/// ([`RECONCILE_MAX_RANGES`], [`RECONCILE_FACT_BYTES`],
+/// [`RECONCILE_MAX_ITEMS`]) and the next resumes where it stopped, so an
+/// exchange of any size goes through in messages of bounded size.
+#[derive(Debug, Default)]
+struct Exchange {
+    messages: std::collections::VecDeque<floe_consensus::ReconcileMessage>,
+    push: BTreeSet<ItemId>,
+    want: BTreeSet<ItemId>,
+}
+
+impl Exchange {
+    fn is_done(&self) -> bool {
+        self.messages.is_empty() && self.push.is_empty() && self.want.is_empty()
+    }
+
+    /// The next request: the first page of everything still to do.
+    fn next_request(&mut self, inner: &Inner) -> Result<ReconcileRequest, ApiError> {
+        use floe_consensus::ReconcileMessage;
+        let mut messages = Vec::new();
+        let mut ranges = 0;
+        while ranges < RECONCILE_MAX_RANGES {
+            let Some(message) = self.messages.pop_front() else {
+                break;
+            };
+            match message {
+                ReconcileMessage::Summaries(mut summaries) => {
+                    let room = RECONCILE_MAX_RANGES - ranges;
+                    if summaries.len() > room {
+                        let rest = summaries.split_off(room);
+                        self.messages.push_front(ReconcileMessage::Summaries(rest));
+                    }
+                    ranges += summaries.len();
+                    messages.push(ReconcileMessage::Summaries(summaries));
+                }
+                listing => {
+                    ranges += 1;
+                    messages.push(listing);
+                }
+            }
+        }
+        let push = take_first(&mut self.push, RECONCILE_MAX_ITEMS);
+        let (facts, left) = facts_within(inner, &push, RECONCILE_FACT_BYTES)?;
+        self.push.extend(left);
+        let want = take_first(&mut self.want, RECONCILE_MAX_ITEMS);
+        Ok(ReconcileRequest {
+            messages,
+            facts,
+            want,
+        })
+    }
+
+    /// Takes in the peer's answer: its facts are verified and recorded, its
+    /// messages answered in turn.
+    fn absorb(&mut self, inner: &Inner, response: ReconcileResponse) -> Result<(), ApiError> {
+        let ReconcileResponse {
+            messages,
+            facts,
+            mut want,
+            mut unsent,
+        } = response;
+        // An honest peer answers a page with at most 16 ranges per range
+        // asked about and pages of items: anything beyond is dropped, so a
+        // lying peer cannot make this side hold or compute more.
+        let messages = cap_ranges(messages, 16 * RECONCILE_MAX_RANGES);
+        want.truncate(RECONCILE_MAX_ITEMS);
+        unsent.truncate(RECONCILE_MAX_ITEMS);
+        let learned = accept_facts(inner, facts)?;
+        inner
+            .metrics
+            .facts_received
+            .fetch_add(learned as u64, Ordering::Relaxed);
+        let reply = inner
+            .digest
+            .lock()
+            .map(|d| d.respond(&messages))
+            .unwrap_or_default();
+        let queued: usize = self.messages.iter().map(ranges_in).sum();
+        self.messages.extend(cap_ranges(
+            reply.messages,
+            MAX_EXCHANGE_RANGES.saturating_sub(queued),
+        ));
+        let room = MAX_EXCHANGE_ITEMS.saturating_sub(self.push.len());
+        self.push
+            .extend(reply.missing_there.into_iter().chain(want).take(room));
+        let digest = inner
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let room = MAX_EXCHANGE_ITEMS.saturating_sub(self.want.len());
+        self.want.extend(
+            reply
+                .missing_here
+                .into_iter()
+                .chain(unsent)
+                .filter(|item| !digest.contains(item))
+                .take(room),
+        );
+        Ok(())
+    }
+}
+
+/// The first messages of `messages` holding at most `max` ranges
+/// (summaries and listings), a summaries message cut short if need be.
+pub(crate) fn cap_ranges(
+    messages: Vec<floe_consensus::ReconcileMessage>,
+    max: usize,
+) -> Vec<floe_consensus::ReconcileMessage> {
+    use floe_consensus::ReconcileMessage;
+    let mut ranges = 0;
+    let mut kept = Vec::new();
+    for message in messages {
+        if ranges >= max {
             break;
         }
-        let request = ReconcileRequest {
-            messages,
-            facts: push,
-            want,
-        };
+        match message {
+            ReconcileMessage::Summaries(mut summaries) => {
+                summaries.truncate(max - ranges);
+                ranges += summaries.len();
+                kept.push(ReconcileMessage::Summaries(summaries));
+            }
+            listing => {
+                ranges += 1;
+                kept.push(listing);
+            }
+        }
+    }
+    kept
+}
+
+/// The first `n` items of a set, removed from it.
+fn take_first(set: &mut BTreeSet<ItemId>, n: usize) -> Vec<ItemId> {
+    let mut taken = Vec::with_capacity(n.min(set.len()));
+    while taken.len() < n {
+        let Some(item) = set.pop_first() else { break };
+        taken.push(item);
+    }
+    taken
+}
+
+/// Reconcile facts with `peer` until both sides hold the same set, in
+/// requests of bounded size.
+pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(), String> {
+    let mut exchange = Exchange::default();
+    exchange
+        .messages
+        .push_back(inner.digest.lock().map_err(|e| e.to_string())?.open());
+    for _ in 0..MAX_SYNC_REQUESTS {
+        if exchange.is_done() {
+            break;
+        }
+        let (request, back) = on_blocking(inner, move |inner| {
+            let request = exchange.next_request(inner);
+            (request, exchange)
+        })
+        .await
+        .ok_or("anti-entropy task failed")?;
+        exchange = back;
+        let request = request.map_err(|e| e.to_string())?;
         let response = inner
             .pool
-            .call::<Reconcile>(&peer, &request)
+            .call_with_timeout::<Reconcile>(&peer, &request, SYNC_REQUEST_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
         inner.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
-        let ReconcileResponse {
-            messages: theirs,
-            facts,
-            want: they_want,
-        } = response;
-        let outcome = on_blocking(inner, move |inner| -> Result<_, ApiError> {
-            for fact in facts {
-                if accept_fact(inner, fact)? {
-                    inner.metrics.facts_received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            let reply = inner
-                .digest
-                .lock()
-                .map(|d| d.respond(&theirs))
-                .unwrap_or_default();
-            let mut to_push = they_want;
-            to_push.extend(reply.missing_there);
-            Ok((
-                reply.messages,
-                facts_for(inner, &to_push)?,
-                reply.missing_here,
-            ))
+        let (absorbed, back) = on_blocking(inner, move |inner| {
+            let absorbed = exchange.absorb(inner, response);
+            (absorbed, exchange)
         })
         .await
-        .ok_or("anti-entropy task failed")?
-        .map_err(|e| e.to_string())?;
-        (messages, push, want) = outcome;
+        .ok_or("anti-entropy task failed")?;
+        exchange = back;
+        if let Err(e) = absorbed {
+            if matches!(e, ApiError::BadCertificate { .. }) {
+                inner
+                    .pool
+                    .report_misbehaviour(&peer, format!("sent a fact that does not verify: {e}"));
+            }
+            return Err(e.to_string());
+        }
     }
     Ok(())
 }
@@ -277,6 +469,10 @@ const REPAIR_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(3
 /// Targets rebuilt per round of requests: bounds the symbols held at once.
 const PAIRS_PER_ROUND: usize = 8;
 
+/// The blob's metadata: stored here, or from the first peer whose answer
+/// matches the blob ID (healthiest first; without an answer for
+/// [`REPAIR_HEDGE`], one more peer is asked, so a slow peer holds nothing
+/// back). A peer serving metadata of another blob is reported.
 async fn metadata_for(
     inner: &Arc<Inner>,
     blob_id: BlobId,
@@ -284,25 +480,53 @@ async fn metadata_for(
     if let Some(metadata) = inner.store.metadata(&blob_id).map_err(|e| e.to_string())? {
         return Ok(metadata);
     }
-    for peer in inner.pool.rank(&peer_keys(inner)) {
-        match inner.pool.call::<GetMetadata>(&peer, &blob_id).await {
-            Ok(metadata) if metadata.verify(&blob_id).is_ok() => {
-                let stored = metadata.clone();
-                on_blocking(inner, move |inner| {
-                    inner.store.put_metadata(&blob_id, &stored, now_ms())
-                })
-                .await
-                .ok_or("storing metadata failed")?
-                .map_err(|e| e.to_string())?;
-                return Ok(metadata);
+    let mut peers = inner.pool.rank(&peer_keys(inner)).into_iter();
+    let mut calls = tokio::task::JoinSet::new();
+    let ask = |calls: &mut tokio::task::JoinSet<_>, peer: PublicKey| {
+        let pool = Arc::clone(&inner.pool);
+        calls.spawn(async move { (peer, pool.call::<GetMetadata>(&peer, &blob_id).await) });
+    };
+    if let Some(peer) = peers.next() {
+        ask(&mut calls, peer);
+    }
+    let metadata = loop {
+        let joined = tokio::select! {
+            joined = calls.join_next() => joined,
+            () = tokio::time::sleep(REPAIR_HEDGE) => {
+                if let Some(peer) = peers.next() {
+                    ask(&mut calls, peer);
+                }
+                continue;
             }
-            Ok(_) => {
-                warn!(blob = %blob_id, %peer, "peer served metadata that does not match the blob ID")
+        };
+        let Some(joined) = joined else {
+            match peers.next() {
+                Some(peer) => {
+                    ask(&mut calls, peer);
+                    continue;
+                }
+                None => return Err("no peer served valid metadata".into()),
             }
+        };
+        let Ok((peer, answer)) = joined else { continue };
+        match answer {
+            Ok(metadata) if metadata.verify(&blob_id).is_ok() => break metadata,
+            Ok(_) => inner.pool.report_misbehaviour(
+                &peer,
+                format!("served metadata that does not match blob {blob_id}"),
+            ),
             Err(e) => debug!(blob = %blob_id, %peer, error = %e, "no metadata from peer"),
         }
-    }
-    Err("no peer served valid metadata".into())
+    };
+    drop(calls);
+    let stored = metadata.clone();
+    on_blocking(inner, move |inner| {
+        inner.store.put_metadata(&blob_id, &stored, now_ms())
+    })
+    .await
+    .ok_or("storing metadata failed")?
+    .map_err(|e| e.to_string())?;
+    Ok(metadata)
 }
 
 /// Rebuild this node's missing pairs of `blob_id` from peers' recovery symbols.
@@ -376,8 +600,16 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
     Ok(())
 }
 
+/// Peers asked at once for recovery symbols.
+const REPAIR_FANOUT: usize = 2;
+/// Without an answer for this long, one more peer is asked (a peer that
+/// trickles its answer holds no repair back).
+const REPAIR_HEDGE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ask peers, healthiest first and a few at a time, until every target has
-/// enough valid symbols from distinct sources.
+/// enough valid symbols from distinct sources; stops waiting for the others
+/// the moment it has. A peer whose symbols fail their proofs is reported
+/// (ranked last for a while); one that times out is ranked down by the pool.
 async fn gather_symbols(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
@@ -395,42 +627,82 @@ async fn gather_symbols(
         blob_id,
         targets: targets.to_vec(),
     };
-    let peers = inner.pool.rank(&peer_keys(inner));
-    for wave in peers.chunks(2) {
-        if enough(&have) {
-            break;
+    let mut peers = inner.pool.rank(&peer_keys(inner)).into_iter();
+    let mut calls = tokio::task::JoinSet::new();
+    let ask = |calls: &mut tokio::task::JoinSet<_>, peer: PublicKey| {
+        let (pool, request) = (Arc::clone(&inner.pool), request.clone());
+        calls.spawn(async move { (peer, pool.call::<GetRecoverySymbols>(&peer, &request).await) });
+    };
+    let mut waiting: BTreeSet<PublicKey> = BTreeSet::new();
+    for peer in peers.by_ref().take(REPAIR_FANOUT) {
+        ask(&mut calls, peer);
+        waiting.insert(peer);
+    }
+    while !enough(&have) {
+        let joined = tokio::select! {
+            joined = calls.join_next() => joined,
+            () = tokio::time::sleep(REPAIR_HEDGE) => {
+                // Every peer asked is slow: each is ranked last for a while.
+                for peer in &waiting {
+                    inner.pool.report_slow(peer);
+                }
+                if let Some(peer) = peers.next() {
+                    ask(&mut calls, peer);
+                    waiting.insert(peer);
+                }
+                continue;
+            }
+        };
+        let Some(joined) = joined else {
+            // Every call so far has answered: ask the next peer, if any.
+            match peers.next() {
+                Some(peer) => {
+                    ask(&mut calls, peer);
+                    waiting.insert(peer);
+                    continue;
+                }
+                None => break,
+            }
+        };
+        if calls.len() < REPAIR_FANOUT {
+            if let Some(peer) = peers.next() {
+                ask(&mut calls, peer);
+                waiting.insert(peer);
+            }
         }
-        let mut calls = tokio::task::JoinSet::new();
-        for peer in wave {
-            let (pool, request, peer) = (Arc::clone(&inner.pool), request.clone(), *peer);
-            calls.spawn(
-                async move { (peer, pool.call::<GetRecoverySymbols>(&peer, &request).await) },
-            );
-        }
-        while let Some(joined) = calls.join_next().await {
-            let Ok((peer, answer)) = joined else { continue };
-            match answer {
-                Ok(symbols) => {
-                    for symbol in symbols {
-                        let target = (symbol.target_axis(), symbol.target_index());
-                        if !targets.contains(&target) || symbol.verify(metadata).is_err() {
-                            continue;
-                        }
-                        inner
-                            .metrics
-                            .repair_bytes_fetched
-                            .fetch_add(symbol.data.len() as u64, Ordering::Relaxed);
-                        have.entry(target)
-                            .or_default()
-                            .insert(symbol.source_index, symbol);
+        let Ok((peer, answer)) = joined else { continue };
+        waiting.remove(&peer);
+        match answer {
+            Ok(symbols) => {
+                let mut bad = 0usize;
+                for symbol in symbols {
+                    let target = (symbol.target_axis(), symbol.target_index());
+                    if !targets.contains(&target) || symbol.verify(metadata).is_err() {
+                        bad += 1;
+                        continue;
                     }
+                    inner
+                        .metrics
+                        .repair_bytes_fetched
+                        .fetch_add(symbol.data.len() as u64, Ordering::Relaxed);
+                    have.entry(target)
+                        .or_default()
+                        .insert(symbol.source_index, symbol);
                 }
-                Err(e) => {
-                    debug!(blob = %blob_id, %peer, error = %e, "no recovery symbols from peer")
+                if bad > 0 {
+                    inner.pool.report_misbehaviour(
+                        &peer,
+                        format!("{bad} recovery symbols of blob {blob_id} not asked for or failing their proofs"),
+                    );
                 }
+            }
+            Err(e) => {
+                debug!(blob = %blob_id, %peer, error = %e, "no recovery symbols from peer")
             }
         }
     }
+    // Calls still running are cancelled here: they are no longer needed.
+    drop(calls);
     if !enough(&have) {
         return Err("not enough peers answered with valid recovery symbols".into());
     }

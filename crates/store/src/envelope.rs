@@ -13,6 +13,9 @@ pub const FORMAT: u8 = 1;
 /// same envelope, payload `index u16 ‖ offset u64 ‖ length u64 ‖
 /// checksum of the sliver's bytes`, all little-endian.
 pub const FORMAT_IN_FILE: u8 = 2;
+/// A blob state in the layout that keeps only facts no other supersedes
+/// (`BlobState::to_bytes`); [`FORMAT`] states are the earlier layout.
+pub const FORMAT_STATE: u8 = 3;
 /// Bytes of a checksum.
 pub const CHECKSUM: usize = 16;
 /// Envelope bytes before the payload.

@@ -78,13 +78,21 @@ pub enum StoreError {
         /// What is wrong with the file.
         reason: String,
     },
-    /// A durability token used for another blob.
-    #[error("durability token for blob {token} cannot confirm blob {requested}")]
-    WrongBlob {
-        /// The token's blob.
-        token: BlobId,
-        /// The blob in the message.
-        requested: BlobId,
+    /// A storage confirmation this node will not sign.
+    #[error("blob {blob_id} cannot be confirmed: {reason}")]
+    NotConfirmable {
+        /// The blob.
+        blob_id: BlobId,
+        /// Why.
+        reason: String,
+    },
+    /// A fact that cannot change this blob's state.
+    #[error("blob {blob_id}: {reason}")]
+    Fact {
+        /// The blob.
+        blob_id: BlobId,
+        /// Why.
+        reason: String,
     },
 }
 

@@ -15,7 +15,8 @@
 //! | `metadata` | blob ID | BCS `BlobMetadata` |
 //! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols; for a pair kept in a file (format 2): index ‖ offset (u64 LE) ‖ length (u64 LE) ‖ checksum |
 //! | `pairs` | blob ID ‖ shard (u16 BE) | — (the pair of that shard is stored) |
-//! | `states` | blob ID | BCS `BlobState` (the proofs) |
+//! | `states` | blob ID | the blob's proofs (`BlobState::to_bytes`) |
+//! | `promises` | blob ID | BCS `Promise`: what this node's signed confirmations promise to keep |
 //! | `pending` | blob ID | first arrival, Unix ms (u64 LE) (uncertified upload) |
 //! | `expiry` | end epoch (u64 BE) ‖ blob ID | — (certified, by latest end epoch) |
 //! | `garbage` | blob ID | — (deleted or invalid, awaiting collection) |
@@ -43,7 +44,7 @@
 //!   `pairs` entry; a state, its indexes and drift marker.
 //! * Durability is explicit. Ordinary writes go to the WAL without `fsync`;
 //!   a pair file is synced (file and directory) before its record is
-//!   written. [`Store::make_durable`] syncs the WAL only once every pair of
+//!   written. [`Store::promise`] syncs the WAL only once every pair of
 //!   this node's shards is stored, and returns the [`DurableBlob`] token
 //!   that is the only way to sign a storage confirmation here;
 //!   [`Store::record_fact`] syncs the state before it returns.
@@ -77,8 +78,9 @@ use rocksdb::{
 pub use error::StoreError;
 
 /// The tables, in a fixed order.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "metadata", "slivers", "pairs", "states", "pending", "expiry", "garbage", "drift", "node",
+    "promises",
 ];
 
 const METADATA: &str = "metadata";
@@ -90,6 +92,13 @@ const EXPIRY: &str = "expiry";
 const GARBAGE: &str = "garbage";
 const DRIFT: &str = "drift";
 const NODE: &str = "node";
+const PROMISES: &str = "promises";
+
+/// Owners whose deletable registrations of one blob a node keeps apart in
+/// its promise; past this (anyone may ask for confirmations naming any
+/// owner) they are folded into one promise that ignores deletions, so no
+/// owner is locked out and no promise is cut short.
+pub const MAX_PROMISED_OWNERS: usize = 16;
 
 /// Sliver values at least this large go to blob files.
 pub const MIN_BLOB_FILE_VALUE: u64 = 4096;
@@ -151,31 +160,81 @@ pub struct GcStats {
 }
 
 /// Proof that every pair of this node's shards for a blob is on disk and
-/// synced: the only way this crate signs a storage confirmation.
+/// synced, and that the store recorded the promise to keep them: the only
+/// way this crate signs a storage confirmation.
 #[derive(Debug)]
 pub struct DurableBlob {
-    blob_id: BlobId,
+    message: ProtocolMessage<StorageConfirmation>,
 }
 
 impl DurableBlob {
     /// The blob.
     pub fn blob_id(&self) -> BlobId {
-        self.blob_id
+        self.message.body.blob_id
     }
 
-    /// Signs a storage confirmation for this blob.
-    pub fn sign_confirmation(
-        &self,
-        key: &KeyPair,
-        message: ProtocolMessage<StorageConfirmation>,
-    ) -> Result<Signed<StorageConfirmation>, StoreError> {
-        if message.body.blob_id != self.blob_id {
-            return Err(StoreError::WrongBlob {
-                token: self.blob_id,
-                requested: message.body.blob_id,
-            });
+    /// Signs the storage confirmation that was promised.
+    pub fn sign_confirmation(&self, key: &KeyPair) -> Signed<StorageConfirmation> {
+        Signed::sign(self.message.clone(), key)
+    }
+}
+
+/// What this node's signed storage confirmations of one blob promise: to
+/// keep its pairs until an end epoch, or until the owner of a deletable
+/// registration deletes it. Garbage collection honours it whatever the
+/// blob's certificates say, so a certificate formed (or delivered) late
+/// still finds the data it vouches for.
+///
+/// BCS: `permanent: option<u64> ‖ deletable: map<owner, vec<(confirmed in u64, until u64)>>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Promise {
+    /// The latest end epoch confirmed for a permanent registration (or for
+    /// deletable ones folded in, see [`MAX_PROMISED_OWNERS`]).
+    pub permanent: Option<Epoch>,
+    /// Per owner of deletable registrations: the confirmations no other
+    /// supersedes (one confirmed no earlier and ending no earlier), as
+    /// (epoch confirmed in, end epoch), in increasing epoch.
+    pub deletable: std::collections::BTreeMap<floe_consensus::PublicKey, Vec<(Epoch, Epoch)>>,
+}
+
+impl Promise {
+    /// Adds a confirmation signed in `epoch`. Past [`MAX_PROMISED_OWNERS`]
+    /// owners, deletable promises are folded into the permanent one: the
+    /// data is then kept until the latest end epoch whatever the deletions
+    /// say (never shorter than promised), and no owner is ever refused.
+    fn add(&mut self, epoch: Epoch, confirmation: &StorageConfirmation) {
+        let end = confirmation.end_epoch;
+        match confirmation.owner.filter(|_| confirmation.deletable) {
+            Some(owner) => {
+                let kept = self.deletable.entry(owner).or_default();
+                if !kept.iter().any(|&(e, u)| e >= epoch && u >= end) {
+                    kept.retain(|&(e, u)| !(epoch >= e && end >= u));
+                    let at = kept.partition_point(|&(e, _)| e < epoch);
+                    kept.insert(at, (epoch, end));
+                }
+            }
+            None => self.permanent = self.permanent.max(Some(end)),
         }
-        Ok(Signed::sign(message, key))
+        if self.deletable.len() > MAX_PROMISED_OWNERS {
+            let latest = self.deletable.values().flatten().map(|&(_, until)| until).max();
+            self.permanent = self.permanent.max(latest);
+            self.deletable.clear();
+        }
+    }
+
+    /// Whether the promise still binds in epoch `current`, given what is
+    /// known of the blob: a deletion by an owner releases what was
+    /// confirmed to that owner up to the deletion's epoch.
+    pub fn binds(&self, state: &BlobState, current: Epoch) -> bool {
+        if self.permanent.is_some_and(|end| end > current) {
+            return true;
+        }
+        self.deletable.iter().any(|(owner, kept)| {
+            let deleted_in = state.deletion_by(owner);
+            kept.iter().any(|&(confirmed, until)| {
+                until > current && deleted_in.is_none_or(|deleted| deleted < confirmed)
+            })
+        })
     }
 }
 
@@ -236,6 +295,26 @@ fn decode<T: serde::de::DeserializeOwned>(
     floe_codec::from_canonical_bytes(payload).map_err(|e| StoreError::Corrupt {
         table,
         key: envelope::hex(key),
+        reason: e.to_string(),
+    })
+}
+
+/// A stored blob state, in either layout.
+fn decode_state(blob_id: &BlobId, stored: &[u8]) -> Result<BlobState, StoreError> {
+    let (format, payload) = envelope::open_as(
+        &[envelope::FORMAT_STATE, envelope::FORMAT],
+        STATES,
+        &blob_id.0,
+        stored,
+    )?;
+    let state = if format == envelope::FORMAT_STATE {
+        BlobState::from_bytes(*blob_id, payload)
+    } else {
+        BlobState::from_legacy_bytes(*blob_id, payload)
+    };
+    state.map_err(|e| StoreError::Corrupt {
+        table: STATES,
+        key: envelope::hex(&blob_id.0),
         reason: e.to_string(),
     })
 }
@@ -365,23 +444,22 @@ impl Store {
         now_unix_ms: u64,
     ) -> Result<(), StoreError> {
         let _guard = self.lock(blob_id);
-        let state = self.stored_state(blob_id)?.unwrap_or_default();
+        let state = self.stored_state(blob_id)?;
         let status = state.status(self.current_epoch()?);
-        if matches!(
-            status,
-            BlobStatus::Expired { .. } | BlobStatus::Deleted { .. } | BlobStatus::Invalid { .. }
-        ) {
-            // Its data was (or will be) collected; taking it again would
-            // leave bytes no index points at.
+        if matches!(status, BlobStatus::Invalid { .. }) {
+            // Proven inconsistently encoded: no registration can make it
+            // readable.
             return Err(StoreError::BlobGone {
                 blob_id: *blob_id,
                 status: status.name(),
             });
         }
+        // An expired or deleted blob may be stored again: that is a new
+        // registration, pending until its own certificate.
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
-        let certified = state.has_certificate();
-        if !certified && self.get(PENDING, &blob_id.0)?.is_none() {
+        let live = matches!(status, BlobStatus::Certified { .. });
+        if !live && self.get(PENDING, &blob_id.0)?.is_none() {
             // The first arrival counts: re-sent metadata does not extend the deadline.
             batch.put_cf(
                 self.cf(PENDING)?,
@@ -593,37 +671,90 @@ impl Store {
         Ok(out)
     }
 
-    /// Syncs this blob's pairs to disk, if every pair of this node's shards
-    /// is stored, and returns the token that lets the node confirm it.
-    pub fn make_durable(&self, blob_id: &BlobId) -> Result<DurableBlob, StoreError> {
+    /// Records the promise a storage confirmation makes and syncs it with
+    /// the blob's pairs, if every pair of this node's shards is stored and
+    /// the blob may be confirmed; returns the token that lets the node sign
+    /// exactly that confirmation.
+    ///
+    /// Refused: a blob proven invalid, and a deletable registration whose
+    /// owner already deleted it in this epoch or later (it would be born
+    /// deleted). An expired or deleted blob whose data was stored again is
+    /// confirmed: that is a new registration.
+    pub fn promise(
+        &self,
+        message: ProtocolMessage<StorageConfirmation>,
+    ) -> Result<DurableBlob, StoreError> {
+        let blob_id = message.body.blob_id;
         // Under the blob's lock, so garbage collection cannot remove the
-        // pairs between the check and the sync.
-        let _guard = self.lock(blob_id);
-        let missing = self.missing_pairs(blob_id)?;
-        if !missing.is_empty() {
-            return Err(StoreError::MissingPairs {
-                blob_id: *blob_id,
-                missing,
-            });
+        // pairs between the check and the promise.
+        let _guard = self.lock(&blob_id);
+        let state = self.stored_state(&blob_id)?;
+        let refuse = |reason: String| StoreError::NotConfirmable { blob_id, reason };
+        if let BlobStatus::Invalid { certificate } = state.status(message.epoch) {
+            return Err(refuse(format!(
+                "it was proven invalid (certificate of epoch {})",
+                certificate.message.epoch
+            )));
         }
-        // Pair files were synced before they were recorded; the records and
-        // the small pairs are in the WAL, which the sync covers.
+        if let Some(owner) = message.body.owner.filter(|_| message.body.deletable) {
+            if let Some(deleted_in) = state.deletion_by(&owner).filter(|d| *d >= message.epoch) {
+                return Err(refuse(format!(
+                    "its owner {owner} deleted it in epoch {deleted_in}; a registration confirmed in epoch {} would be born deleted",
+                    message.epoch
+                )));
+            }
+        }
+        let missing = self.missing_pairs(&blob_id)?;
+        if !missing.is_empty() {
+            return Err(StoreError::MissingPairs { blob_id, missing });
+        }
+        if matches!(
+            state.status(message.epoch),
+            BlobStatus::Expired { .. } | BlobStatus::Deleted { .. }
+        ) && self.get(PENDING, &blob_id.0)?.is_none()
+        {
+            // Data of an ended registration, still here only until garbage
+            // collection: a new registration needs the data sent again.
+            return Err(refuse(format!(
+                "it is {}; store its data again to register it anew",
+                state.status(message.epoch).name()
+            )));
+        }
+        let mut promise = self.promised(&blob_id)?.unwrap_or_default();
+        let before = promise.clone();
+        promise.add(message.epoch, &message.body);
+        if promise != before {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(PROMISES)?, blob_id.0, encode(&promise));
+            self.write(PROMISES, batch, false)?;
+        }
+        // Pair files were synced before they were recorded; the records,
+        // the small pairs and the promise are in the WAL, which this syncs.
         self.db.flush_wal(true).map_err(StoreError::db(SLIVERS))?;
-        Ok(DurableBlob { blob_id: *blob_id })
+        Ok(DurableBlob { message })
+    }
+
+    /// What this node's confirmations of a blob promise, if it signed any.
+    pub fn promised(&self, blob_id: &BlobId) -> Result<Option<Promise>, StoreError> {
+        self.get(PROMISES, &blob_id.0)?
+            .map(|v| decode(PROMISES, &blob_id.0, &v))
+            .transpose()
     }
 
     // ---- states ----
 
-    fn stored_state(&self, blob_id: &BlobId) -> Result<Option<BlobState>, StoreError> {
-        self.get(STATES, &blob_id.0)?
-            .map(|v| decode(STATES, &blob_id.0, &v))
-            .transpose()
+    /// The stored proofs of a blob (unknown if none).
+    fn stored_state(&self, blob_id: &BlobId) -> Result<BlobState, StoreError> {
+        match self.get(STATES, &blob_id.0)? {
+            Some(stored) => decode_state(blob_id, &stored),
+            None => Ok(BlobState::unknown(*blob_id)),
+        }
     }
 
     /// What this node knows of a blob: its stored proofs, and `pending` if
     /// it holds the metadata.
     pub fn state(&self, blob_id: &BlobId) -> Result<BlobState, StoreError> {
-        let mut state = self.stored_state(blob_id)?.unwrap_or_default();
+        let mut state = self.stored_state(blob_id)?;
         if self.get(METADATA, &blob_id.0)?.is_some() {
             state.mark_pending();
         }
@@ -638,23 +769,61 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(BlobId, BlobState)>, StoreError> {
         self.scan_by_blob_id(STATES, after, limit, |blob_id, value| {
-            Ok((blob_id, decode(STATES, &blob_id.0, value)?))
+            Ok((blob_id, decode_state(&blob_id, value)?))
         })
     }
 
     /// Joins a verified fact into the blob's state and syncs it to disk
     /// before returning; maintains the expiry, garbage and drift indexes.
-    pub fn record_fact(&self, fact: VerifiedFact, current: Epoch) -> Result<BlobState, StoreError> {
+    /// Returns the stored state before and after (equal if the fact added
+    /// nothing): a fact can also make others redundant, which leave it.
+    pub fn record_fact(
+        &self,
+        fact: VerifiedFact,
+        current: Epoch,
+    ) -> Result<(BlobState, BlobState), StoreError> {
+        self.record(fact, current, true)
+    }
+
+    /// [`Store::record_fact`] for many facts, synced to disk once at the
+    /// end (a page of anti-entropy): what it returns is durable, what it
+    /// had written before an error may not be.
+    pub fn record_facts(
+        &self,
+        facts: impl IntoIterator<Item = VerifiedFact>,
+        current: Epoch,
+    ) -> Result<Vec<(BlobState, BlobState)>, StoreError> {
+        let recorded = facts
+            .into_iter()
+            .map(|fact| self.record(fact, current, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.sync()?;
+        Ok(recorded)
+    }
+
+    fn record(
+        &self,
+        fact: VerifiedFact,
+        current: Epoch,
+        sync: bool,
+    ) -> Result<(BlobState, BlobState), StoreError> {
         let blob_id = fact.fact().blob_id();
         let _guard = self.lock(&blob_id);
-        let before = self.stored_state(&blob_id)?.unwrap_or_default();
+        let before = self.stored_state(&blob_id)?;
         let mut after = before.clone();
-        after.apply(fact);
+        after.apply(fact).map_err(|e| StoreError::Fact {
+            blob_id,
+            reason: e.to_string(),
+        })?;
         if after == before {
-            return Ok(after);
+            return Ok((before, after));
         }
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(STATES)?, blob_id.0, encode(&after));
+        batch.put_cf(
+            self.cf(STATES)?,
+            blob_id.0,
+            envelope::seal_parts_as(envelope::FORMAT_STATE, &[&after.to_bytes()]),
+        );
         let (old_end, new_end) = (before.available_until(), after.available_until());
         if old_end != new_end {
             if let Some(end) = old_end {
@@ -664,16 +833,21 @@ impl Store {
                 batch.put_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id), []);
             }
         }
-        if new_end.is_some() {
-            // Certified: no longer a pending upload.
+        let status = after.status(current);
+        if matches!(status, BlobStatus::Certified { .. }) {
+            // Certified and live: no longer a pending upload (an upload of
+            // an expired or deleted blob stays pending until its own
+            // certificate).
             batch.delete_cf(self.cf(PENDING)?, blob_id.0);
         }
-        let status = after.status(current);
         if matches!(
             status,
             BlobStatus::Deleted { .. } | BlobStatus::Invalid { .. }
         ) {
             batch.put_cf(self.cf(GARBAGE)?, blob_id.0, []);
+        } else {
+            // Stored again and certified anew after a deletion.
+            batch.delete_cf(self.cf(GARBAGE)?, blob_id.0);
         }
         let drifting =
             matches!(status, BlobStatus::Certified { .. }) && !self.holds_all_pairs(&blob_id)?;
@@ -682,14 +856,14 @@ impl Store {
         } else {
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
         }
-        self.write(STATES, batch, true)?;
+        self.write(STATES, batch, sync)?;
         let mut drift = self.drift_set();
         if drifting {
             drift.insert(blob_id);
         } else {
             drift.remove(&blob_id);
         }
-        Ok(after)
+        Ok((before, after))
     }
 
     // ---- drift ----
@@ -751,30 +925,43 @@ impl Store {
 
     // ---- garbage ----
 
-    /// Why a blob's data may be collected now, if it may.
+    /// Why a blob's data may be collected now, if it may. Never while a
+    /// confirmation this node signed still binds, nor while an upload that
+    /// arrived after `pending_deadline_ms` waits for its certificate (also
+    /// for a blob stored again after it expired or was deleted).
     fn garbage_reason(
         &self,
         blob_id: &BlobId,
         current: Epoch,
         pending_deadline_ms: u64,
     ) -> Result<Option<GarbageReason>, StoreError> {
-        Ok(
-            match self
-                .stored_state(blob_id)?
-                .unwrap_or_default()
-                .status(current)
-            {
-                BlobStatus::Expired { .. } => Some(GarbageReason::Expired),
-                BlobStatus::Deleted { .. } => Some(GarbageReason::Deleted),
-                BlobStatus::Invalid { .. } => Some(GarbageReason::Invalid),
-                BlobStatus::Certified { .. } => None,
-                BlobStatus::Unknown | BlobStatus::Pending => match self.get(PENDING, &blob_id.0)? {
-                    Some(value) => (self.arrival(blob_id, &value)? < pending_deadline_ms)
-                        .then_some(GarbageReason::StalePending),
-                    None => None,
-                },
-            },
-        )
+        let state = self.stored_state(blob_id)?;
+        let status = state.status(current);
+        match status {
+            BlobStatus::Invalid { .. } => return Ok(Some(GarbageReason::Invalid)),
+            BlobStatus::Certified { .. } => return Ok(None),
+            _ => {}
+        }
+        if self
+            .promised(blob_id)?
+            .is_some_and(|promise| promise.binds(&state, current))
+        {
+            return Ok(None);
+        }
+        let stale_upload = match self.get(PENDING, &blob_id.0)? {
+            Some(value) => {
+                if self.arrival(blob_id, &value)? >= pending_deadline_ms {
+                    return Ok(None);
+                }
+                true
+            }
+            None => false,
+        };
+        Ok(match status {
+            BlobStatus::Expired { .. } => Some(GarbageReason::Expired),
+            BlobStatus::Deleted { .. } => Some(GarbageReason::Deleted),
+            _ => stale_upload.then_some(GarbageReason::StalePending),
+        })
     }
 
     fn arrival(&self, blob_id: &BlobId, value: &[u8]) -> Result<u64, StoreError> {
@@ -872,10 +1059,8 @@ impl Store {
             batch.delete_cf(self.cf(GARBAGE)?, blob_id.0);
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
             batch.delete_cf(self.cf(PENDING)?, blob_id.0);
-            if let Some(end) = self
-                .stored_state(&blob_id)?
-                .and_then(|s| s.available_until())
-            {
+            batch.delete_cf(self.cf(PROMISES)?, blob_id.0);
+            if let Some(end) = self.stored_state(&blob_id)?.available_until() {
                 batch.delete_cf(self.cf(EXPIRY)?, time_key(end.0, &blob_id));
             }
             // Synced before the files go: a crash (or power loss) then leaves
@@ -1036,7 +1221,7 @@ impl Store {
         let _guard = self.lock(blob_id);
         let mut batch = WriteBatch::default();
         self.unrecord_pair(&mut batch, shard, blob_id)?;
-        let state = self.stored_state(blob_id)?.unwrap_or_default();
+        let state = self.stored_state(blob_id)?;
         let drifting = matches!(
             state.status(self.current_epoch()?),
             BlobStatus::Certified { .. }

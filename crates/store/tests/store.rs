@@ -4,7 +4,7 @@
 mod common;
 
 use floe_codec::{Axis, ShardIndex};
-use floe_consensus::{BlobStatus, Epoch, ProtocolMessage, StorageConfirmation};
+use floe_consensus::{BlobStatus, Epoch};
 use floe_store::{GarbageReason, Store, StoreError};
 
 fn my_shards() -> Vec<ShardIndex> {
@@ -104,7 +104,7 @@ fn refuses_foreign_shards_and_confirms_only_when_durable() {
     store
         .put_sliver_pair(ShardIndex(1), &blob.blob_id, blob.pair_for(ShardIndex(1)))
         .unwrap();
-    match store.make_durable(&blob.blob_id) {
+    match store.promise(common::confirmation(blob.blob_id, 100)) {
         Err(StoreError::MissingPairs { missing, .. }) => {
             assert_eq!(missing, vec![ShardIndex(5), ShardIndex(9)])
         }
@@ -115,25 +115,16 @@ fn refuses_foreign_shards_and_confirms_only_when_durable() {
             .put_sliver_pair(shard, &blob.blob_id, blob.pair_for(shard))
             .unwrap();
     }
-    let durable = store.make_durable(&blob.blob_id).unwrap();
-    let body = StorageConfirmation {
-        blob_id: blob.blob_id,
-        end_epoch: Epoch(4),
-        deletable: false,
-        owner: None,
-    };
-    let signed = durable
-        .sign_confirmation(&world.keys[1], ProtocolMessage::new(Epoch(0), body.clone()))
+    let durable = store
+        .promise(common::confirmation(blob.blob_id, 4))
         .unwrap();
+    let signed = durable.sign_confirmation(&world.keys[1]);
     signed.verify().unwrap();
-    let other = StorageConfirmation {
-        blob_id: common::blob(3, 10).blob_id,
-        ..body
-    };
-    assert!(matches!(
-        durable.sign_confirmation(&world.keys[1], ProtocolMessage::new(Epoch(0), other)),
-        Err(StoreError::WrongBlob { .. })
-    ));
+    assert_eq!(signed.message, common::confirmation(blob.blob_id, 4));
+    assert_eq!(
+        store.promised(&blob.blob_id).unwrap().unwrap().permanent,
+        Some(Epoch(4))
+    );
 }
 
 #[test]
@@ -332,15 +323,9 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
     );
     assert!(store.garbage(now_epoch, 5_000, 100).unwrap().is_empty());
 
-    // Data of a collected blob is not taken again, and slivers need metadata.
+    // Slivers of a collected blob need its metadata again; data of a blob
+    // proven invalid is not taken again.
     store.set_current_epoch(now_epoch).unwrap();
-    assert!(matches!(
-        store.put_metadata(&expired.blob_id, &expired.metadata, 9_999),
-        Err(StoreError::BlobGone {
-            status: "expired",
-            ..
-        })
-    ));
     assert!(matches!(
         store.put_sliver_pair(
             ShardIndex(1),
@@ -348,6 +333,13 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
             expired.pair_for(ShardIndex(1))
         ),
         Err(StoreError::MissingMetadata { .. })
+    ));
+    assert!(matches!(
+        store.put_metadata(&invalid.blob_id, &invalid.metadata, 9_999),
+        Err(StoreError::BlobGone {
+            status: "invalid",
+            ..
+        })
     ));
 }
 
@@ -468,7 +460,7 @@ fn a_certificate_arriving_after_garbage_was_listed_wins() {
     let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
     assert_eq!(report.blobs, 0);
     assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
-    assert!(store.make_durable(&blob.blob_id).is_ok());
+    assert!(store.promise(common::confirmation(blob.blob_id, 100)).is_ok());
 }
 
 /// Large pairs go to files of their own, synced before they are recorded;
@@ -489,7 +481,7 @@ fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
         let direct = {
             let store = Store::open(dir.path(), my_shards()).unwrap();
             store_all(&store, &blob);
-            store.make_durable(&blob.blob_id).unwrap();
+            store.promise(common::confirmation(blob.blob_id, 100)).unwrap();
             store.direct_io()
         };
         let store = Store::open(dir.path(), my_shards()).unwrap();
@@ -591,7 +583,7 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
         store.missing_pairs(&blob.blob_id).unwrap(),
         [ShardIndex(1), ShardIndex(5)]
     );
-    assert!(store.make_durable(&blob.blob_id).is_err());
+    assert!(store.promise(common::confirmation(blob.blob_id, 100)).is_err());
     assert!(!flipped.exists() && !cut.exists());
     assert_eq!(store.pair_file_bytes(), file_bytes(ShardIndex(9)));
     // The undamaged pair still reads back.
@@ -648,4 +640,103 @@ fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
             .unwrap(),
         blob.pair_for(ShardIndex(9))
     );
+}
+
+/// A confirmation the node signed keeps the pairs past the pending window,
+/// so a certificate delivered late finds them; an owner's deletion
+/// releases what was confirmed to that owner.
+#[test]
+fn a_confirmation_keeps_its_pairs_until_its_end_epoch_or_a_deletion_it_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = common::world();
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    let (kept, released) = (common::blob(400, 3_000), common::blob(401, 3_000));
+    store_all(&store, &kept); // arrived at 1 000 ms
+    store_all(&store, &released);
+    store
+        .promise(common::confirmation(kept.blob_id, 9))
+        .unwrap();
+    let mut deletable = common::confirmation(released.blob_id, 9);
+    deletable.body.deletable = true;
+    deletable.body.owner = Some(world.owner.public());
+    store.promise(deletable.clone()).unwrap();
+    // The pending window passes with no certificate: both are kept.
+    assert_eq!(store.garbage(Epoch(0), 5_000, 10).unwrap(), vec![]);
+    assert_eq!(store.collect_garbage(Epoch(0), 5_000, 10).unwrap().blobs, 0);
+    // The certificate arrives late: readable here, no drift.
+    store
+        .record_fact(world.certified(kept.blob_id, 9, false), Epoch(1))
+        .unwrap();
+    assert!(store.holds_all_pairs(&kept.blob_id).unwrap());
+    assert_eq!(store.drift_count(), 0);
+    // Past its end epoch the promise no longer binds.
+    assert!(store
+        .garbage(Epoch(9), 5_000, 10)
+        .unwrap()
+        .contains(&(kept.blob_id, GarbageReason::Expired)));
+    // The owner deletes what it registered: the promise made to it is released.
+    store
+        .record_fact(world.deleted(released.blob_id, 9), Epoch(0))
+        .unwrap();
+    assert_eq!(
+        store.garbage(Epoch(0), 5_000, 10).unwrap(),
+        vec![(released.blob_id, GarbageReason::Deleted)]
+    );
+    // And a registration of that owner's confirmed now would be born deleted.
+    assert!(matches!(
+        store.promise(deletable),
+        Err(StoreError::NotConfirmable { .. })
+    ));
+}
+
+/// Content whose registration expired or was deleted can be stored again
+/// as a new registration; proven-invalid content cannot.
+#[test]
+fn deleted_content_is_stored_again_and_invalid_content_is_not_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = common::world();
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    let blob = common::blob(402, 5_000);
+    store_all(&store, &blob);
+    store
+        .record_fact(world.certified(blob.blob_id, 9, true), Epoch(0))
+        .unwrap();
+    store
+        .record_fact(world.deleted(blob.blob_id, 9), Epoch(0))
+        .unwrap();
+    assert_eq!(store.collect_garbage(Epoch(1), 0, 10).unwrap().blobs, 1);
+    assert_eq!(store.metadata(&blob.blob_id).unwrap(), None);
+    // Stored again, permanently, by anyone: the upload is taken and kept
+    // while it waits for its certificate.
+    store
+        .put_metadata(&blob.blob_id, &blob.metadata, 9_000)
+        .unwrap();
+    for &shard in store.shards() {
+        store
+            .put_sliver_pair(shard, &blob.blob_id, blob.pair_for(shard))
+            .unwrap();
+    }
+    assert_eq!(store.garbage(Epoch(1), 5_000, 10).unwrap(), vec![]);
+    store
+        .promise(common::confirmation(blob.blob_id, 20))
+        .unwrap();
+    let (_, after) = store
+        .record_fact(world.certified(blob.blob_id, 20, false), Epoch(1))
+        .unwrap();
+    assert_eq!(after.status(Epoch(1)).name(), "certified");
+    assert_eq!(store.garbage(Epoch(1), u64::MAX, 10).unwrap(), vec![]);
+    assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
+
+    // Invalid: neither stored again nor confirmed.
+    let bad = common::blob(403, 500);
+    store_all(&store, &bad);
+    store.record_fact(world.invalid(bad.blob_id), Epoch(0)).unwrap();
+    assert!(matches!(
+        store.promise(common::confirmation(bad.blob_id, 9)),
+        Err(StoreError::NotConfirmable { .. })
+    ));
+    assert!(matches!(
+        store.put_metadata(&bad.blob_id, &bad.metadata, 9_000),
+        Err(StoreError::BlobGone { .. })
+    ));
 }

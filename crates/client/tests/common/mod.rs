@@ -30,11 +30,20 @@ impl std::ops::DerefMut for Cluster {
 impl Cluster {
     /// `nodes` nodes holding `shards` shards round-robin.
     pub async fn start(nodes: usize, shards: u16) -> Cluster {
+        Self::start_with(
+            nodes,
+            shards,
+            Limits {
+                max_blob_size: 64 << 20,
+                ..Limits::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Cluster::start`] with the nodes' limits.
+    pub async fn start_with(nodes: usize, shards: u16, limits: Limits) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            max_blob_size: 64 << 20,
-            ..Limits::default()
-        };
         let tasks = Tasks::brisk();
         let inner =
             floe_node::local::Cluster::start(dir.path(), nodes, shards, 3_600_000, limits, tasks)
@@ -61,6 +70,12 @@ impl Cluster {
 
     pub async fn restart(&mut self, i: usize) {
         self.inner.restart(i).await.unwrap();
+    }
+
+    /// Restarts node `i` as a hostile member that lies as `lies` says.
+    pub async fn make_hostile(&mut self, i: usize, lies: floe_node::Byzantine) {
+        self.configs[i].byzantine = Some(lies);
+        self.restart(i).await;
     }
 
     pub fn database(&self, i: usize) -> PathBuf {

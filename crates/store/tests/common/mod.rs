@@ -113,3 +113,16 @@ impl World {
         .unwrap()
     }
 }
+
+/// A permanent storage confirmation of `blob_id` until `end_epoch`, signed in epoch 0.
+pub fn confirmation(blob_id: BlobId, end_epoch: u64) -> ProtocolMessage<StorageConfirmation> {
+    ProtocolMessage::new(
+        Epoch(0),
+        StorageConfirmation {
+            blob_id,
+            end_epoch: Epoch(end_epoch),
+            deletable: false,
+            owner: None,
+        },
+    )
+}

@@ -1,0 +1,284 @@
+//! A hostile member (a real node with its real key and real QUIC, told to
+//! lie) cannot bend a blob's state: answers are bound to the blob asked
+//! about, and a confirmation is a promise to keep the data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use floe_client::{ClientError, ReadOptions, Status, StoreOptions};
+use floe_codec::BlobId;
+use floe_consensus::{
+    CertificateBuilder, Fact, InvalidBlobAttestation, KeyPair, ProtocolMessage, Signed,
+};
+use floe_node::{Byzantine, Limits};
+
+const LIAR: usize = 3;
+
+/// Waits until node `i` knows `blob_id` as `status`.
+async fn until_node_knows(cluster: &Cluster, i: usize, blob_id: BlobId, status: &str) {
+    eventually(Duration::from_secs(20), &format!("node {i} knows {blob_id} as {status}"), async || {
+        let epoch = cluster.file.clock.epoch_at(now_ms());
+        cluster
+            .node(i)
+            .store()
+            .state(&blob_id)
+            .is_ok_and(|s| s.status(epoch).name() == status)
+    })
+    .await;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_certificate_does_not_stop_an_upload_and_its_sender_is_named() {
+    let mut cluster = Cluster::start(7, 100).await;
+    // Something certified the liar can show in place of the blob asked about.
+    let shown = store_and_read_back(&cluster.client(), Bytes::from(blob(10_000, 1))).await;
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                foreign_proofs: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    until_node_knows(&cluster, LIAR, shown.blob_id, "certified").await;
+
+    let client = cluster.client();
+    let data = Bytes::from(blob(30_000, 2));
+    let outcome = client
+        .store(data.clone(), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        outcome.newly_certified,
+        "the upload was skipped on a certificate of another blob"
+    );
+    assert_eq!(outcome.certificate.message.body.blob_id, outcome.blob_id);
+    let read = client
+        .read(outcome.blob_id, ReadOptions::default())
+        .await
+        .unwrap();
+    assert!(read == data);
+    // The liar is ranked last.
+    let liar_key = cluster.file.committee.members()[LIAR].network_key;
+    let health = client.health();
+    let liar = health.iter().find(|h| h.peer.key == liar_key).unwrap();
+    assert!(liar.misbehaviours > 0 && liar.penalized, "{liar:?}");
+
+    // With too few honest shards to answer, the failure names the liar.
+    for i in [5, 6] {
+        cluster.stop(i).await;
+    }
+    match cluster.client().status(BlobId([0xab; 32])).await {
+        Err(ClientError::NotEnoughShards { failures, .. }) => {
+            let liar_id = &cluster.file.committee.members()[LIAR].node_id.0;
+            assert!(
+                failures
+                    .iter()
+                    .any(|(node, why)| node == liar_id && why.contains("another blob")),
+                "{failures:?}"
+            );
+        }
+        other => panic!("expected too few shards, naming the liar: {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_invalid_blob_certificate_does_not_fail_a_read() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    // An invalid-blob certificate of some other blob, as anyone could get
+    // by uploading an inconsistent encoding, known to every node.
+    let epoch = client.epoch();
+    let committee = client.committee(epoch);
+    let other = BlobId([0x77; 32]);
+    let message = ProtocolMessage::new(epoch, InvalidBlobAttestation { blob_id: other });
+    let mut builder = CertificateBuilder::new(&committee, message.clone());
+    for key in &cluster.protocol_keys {
+        if builder.is_complete() {
+            break;
+        }
+        builder.add(&Signed::sign(message.clone(), key)).unwrap();
+    }
+    client
+        .deliver(Fact::Invalid(builder.certificate().unwrap()))
+        .await;
+    let data = Bytes::from(blob(50_000, 3));
+    let stored = store_and_read_back(&client, data.clone()).await;
+
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                foreign_invalid: true,
+                flip_slivers: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    until_node_knows(&cluster, LIAR, other, "invalid").await;
+    let client = cluster.client();
+    match client.status(stored.blob_id).await.unwrap() {
+        Status::Certified { certificate, .. } => {
+            assert_eq!(certificate.message.body.blob_id, stored.blob_id)
+        }
+        other => panic!("a foreign invalid-blob certificate changed the status: {other:?}"),
+    }
+    let read = client
+        .read(stored.blob_id, ReadOptions::default())
+        .await
+        .unwrap();
+    assert!(read == data);
+    cluster.shutdown().await;
+}
+
+/// Every node confirms, the pending window passes with no certificate, and
+/// the certificate is delivered late: the data is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_delivered_late_finds_the_data_it_vouches_for() {
+    let cluster = Cluster::start_with(
+        7,
+        100,
+        Limits {
+            pending_upload_secs: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let client = cluster.client();
+    let data = blob(200_000, 4);
+    let encoding = client.committee(client.epoch()).encoding();
+    let (metadata, blob_id, pairs) = floe_codec::encode(&encoding, &data).unwrap();
+    let outcome = client
+        .certify_encoded(metadata, pairs, 5, StoreOptions::default())
+        .await
+        .unwrap();
+    // The nodes that confirmed (at least a quorum's worth; the tail may
+    // have cut the others short).
+    let confirmed: Vec<usize> = (0..7)
+        .filter(|&i| cluster.node(i).store().promised(&blob_id).unwrap().is_some())
+        .collect();
+    let weight: usize = confirmed.iter().map(|&i| cluster.shards(i)).sum();
+    assert!(weight >= 67, "only nodes {confirmed:?} confirmed");
+    // Twice the pending window, and garbage collection (every second) runs.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    for &i in &confirmed {
+        assert!(
+            cluster.node(i).store().holds_all_pairs(&blob_id).unwrap(),
+            "node {i} collected data it had confirmed"
+        );
+    }
+    client.deliver(Fact::Certified(outcome.certificate)).await;
+    eventually(Duration::from_secs(20), "every node holds the certificate", async || {
+        (0..7).all(|i| {
+            cluster.node(i).store().state(&blob_id).is_ok_and(|s| s.has_certificate())
+        })
+    })
+    .await;
+    for &i in &confirmed {
+        assert_eq!(cluster.node(i).drift(), 0, "node {i} confirmed, yet drifts");
+    }
+    eventually(Duration::from_secs(30), "no node drifts", async || {
+        (0..7).all(|i| cluster.node(i).drift() == 0)
+    })
+    .await;
+    let read = client.read(blob_id, ReadOptions::default()).await.unwrap();
+    assert!(read == data);
+    cluster.shutdown().await;
+}
+
+/// Content someone registered as deletable and deleted can be stored again
+/// by anyone, permanently, and is then readable on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_content_can_be_stored_again() {
+    let cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let squatter = KeyPair::from_seed(&[42; 32]);
+    let data = Bytes::from(blob(40_000, 5));
+    let first = client
+        .store(
+            data.clone(),
+            5,
+            StoreOptions {
+                owner: Some(squatter.public()),
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    client.delete(first.blob_id, &squatter).await.unwrap();
+    for i in 0..7 {
+        until_node_knows(&cluster, i, first.blob_id, "deleted").await;
+    }
+    // Garbage collection (every second) removes the deleted data.
+    eventually(Duration::from_secs(20), "the deleted data is collected", async || {
+        (0..7).all(|i| cluster.node(i).store().metadata(&first.blob_id).unwrap().is_none())
+    })
+    .await;
+
+    let again = client
+        .store(data.clone(), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.blob_id, first.blob_id);
+    assert!(again.newly_certified && !again.certificate.message.body.deletable);
+    match client.status(again.blob_id).await.unwrap() {
+        Status::Certified { .. } => {}
+        other => panic!("stored again, the blob is {other:?}"),
+    }
+    eventually(Duration::from_secs(30), "every node holds its pairs again", async || {
+        (0..7).all(|i| {
+            cluster.node(i).store().holds_all_pairs(&again.blob_id).unwrap()
+                && cluster.node(i).drift() == 0
+        })
+    })
+    .await;
+    let read = client
+        .read(again.blob_id, ReadOptions::default())
+        .await
+        .unwrap();
+    assert!(read == data);
+    cluster.shutdown().await;
+}
+
+/// A member that holds every answer back for far longer than a repair
+/// takes: a wiped node repairs around it, and the slow member is ranked
+/// last rather than waited on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_trickles_cannot_hold_repair_back() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let stored = store_and_read_back(&client, Bytes::from(blob(300_000, 6))).await;
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                delay_ms: 45_000,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    let wiped = 0;
+    cluster.stop(wiped).await;
+    std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
+    cluster.restart(wiped).await;
+    // Well under the slow member's delay: waiting on it even once fails.
+    eventually(Duration::from_secs(30), "the wiped node is repaired", async || {
+        let node = cluster.node(wiped);
+        node.store().holds_all_pairs(&stored.blob_id).unwrap_or(false) && node.drift() == 0
+    })
+    .await;
+    cluster.shutdown().await;
+}

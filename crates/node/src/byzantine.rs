@@ -1,0 +1,108 @@
+//! LAB ONLY: the lies of a hostile member (`[byzantine]` in `node.toml`).
+//! The honest handler answers first; these functions bend the answer. A
+//! node without the section never reaches them.
+
+use floe_api::{BlobStatusAnswer, ReconcileResponse, StatusReport};
+use floe_codec::{BlobId, RecoverySymbol, Sliver};
+use floe_consensus::{BlobStatus, ItemId, Prefix, ReconcileMessage};
+use rand::Rng as _;
+
+use crate::Inner;
+
+/// A status answer that lies, if this node is told to.
+pub(crate) fn status(inner: &Inner, asked: &BlobId) -> Option<BlobStatusAnswer> {
+    let lies = inner.byzantine.as_ref()?;
+    let epoch = inner.epoch();
+    if lies.withhold_facts {
+        return Some(BlobStatusAnswer {
+            epoch,
+            status: StatusReport::Unknown,
+        });
+    }
+    let invalid_first = lies.foreign_invalid && (!lies.foreign_proofs || rand::random::<bool>());
+    if !(lies.foreign_proofs || lies.foreign_invalid) {
+        return None;
+    }
+    // A real proof, about another blob this node knows.
+    let states = inner.store.states(None, 4096).ok()?;
+    let mut certified = None;
+    for (blob_id, state) in states.iter().filter(|(id, _)| id != asked) {
+        match state.status(epoch) {
+            BlobStatus::Invalid { certificate } if lies.foreign_invalid => {
+                let report = StatusReport::Invalid {
+                    certificate: certificate.clone(),
+                };
+                if invalid_first {
+                    return Some(BlobStatusAnswer {
+                        epoch,
+                        status: report,
+                    });
+                }
+                certified.get_or_insert((*blob_id, report));
+            }
+            BlobStatus::Certified { certificate } if lies.foreign_proofs => {
+                let report = StatusReport::Certified {
+                    certificate: certificate.clone(),
+                };
+                if !invalid_first {
+                    return Some(BlobStatusAnswer {
+                        epoch,
+                        status: report,
+                    });
+                }
+                certified.get_or_insert((*blob_id, report));
+            }
+            _ => {}
+        }
+    }
+    certified.map(|(_, status)| BlobStatusAnswer { epoch, status })
+}
+
+/// A sliver with one byte flipped, if this node is told to.
+pub(crate) fn sliver(inner: &Inner, mut sliver: Sliver) -> Sliver {
+    if inner.byzantine.as_ref().is_some_and(|l| l.flip_slivers) && !sliver.data.is_empty() {
+        let mut data = sliver.data.to_vec();
+        let at = rand::thread_rng().gen_range(0..data.len());
+        data[at] ^= 0x5a;
+        sliver.data = data.into();
+    }
+    sliver
+}
+
+/// Recovery symbols with a byte flipped in each, if this node is told to.
+pub(crate) fn symbols(inner: &Inner, symbols: Vec<RecoverySymbol>) -> Vec<RecoverySymbol> {
+    if !inner.byzantine.as_ref().is_some_and(|l| l.flip_slivers) {
+        return symbols;
+    }
+    symbols
+        .into_iter()
+        .map(|mut symbol| {
+            if !symbol.data.is_empty() {
+                let mut data = symbol.data.to_vec();
+                data[0] ^= 0x5a;
+                symbol.data = data.into();
+            }
+            symbol
+        })
+        .collect()
+}
+
+/// An anti-entropy answer padded with a listing of made-up items, if this
+/// node is told to.
+pub(crate) fn reconcile(inner: &Inner, mut response: ReconcileResponse) -> ReconcileResponse {
+    let count = inner.byzantine.as_ref().map_or(0, |l| l.oversized_listings);
+    if count > 0 {
+        let mut rng = rand::thread_rng();
+        let items = (0..count)
+            .map(|_| ItemId {
+                blob_id: BlobId(rng.gen()),
+                fact: rng.gen(),
+            })
+            .collect();
+        response.messages.push(ReconcileMessage::Listing {
+            prefix: Prefix::ROOT,
+            items,
+        });
+    }
+    response
+}
