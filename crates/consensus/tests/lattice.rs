@@ -83,22 +83,10 @@ fn pool() -> &'static Pool {
         // Registrations of later epochs with crossing end epochs (some
         // supersede others, some do not), a deletion that ends only some of
         // them, and two proofs sharing one deletion.
-        let later = |owner: &KeyPair, epoch: u64, end: u64| {
-            let message = ProtocolMessage::new(
-                Epoch(epoch),
-                StorageConfirmation {
-                    blob_id: BLOB,
-                    end_epoch: Epoch(end),
-                    deletable: true,
-                    owner: Some(owner.public()),
-                },
-            );
-            t.certify_enough(&message)
-        };
         let crossing = [
-            later(&owners[0], 2, 6),  // 16
-            later(&owners[0], 3, 4),  // 17
-            later(&owners[0], 1, 12), // 18
+            deletable_cert(&t, &owners[0], 2, 6),  // 16
+            deletable_cert(&t, &owners[0], 3, 4),  // 17
+            deletable_cert(&t, &owners[0], 1, 12), // 18
         ];
         for cert in &crossing {
             facts.push(Fact::Certified(cert.clone()));
@@ -114,7 +102,7 @@ fn pool() -> &'static Pool {
                 certificate: carried.clone(),
             })));
         }
-        facts.push(Fact::Certified(later(&owners[1], 3, 7))); // 21
+        facts.push(Fact::Certified(deletable_cert(&t, &owners[1], 3, 7))); // 21
         let facts = facts
             .into_iter()
             .map(|f| {
@@ -347,7 +335,12 @@ fn a_state_refuses_facts_about_another_blob() {
 }
 
 /// One owner's registration certified in `epoch` until `end`.
-fn deletable(t: &common::TestCommittee, owner: &KeyPair, epoch: u64, end: u64) -> VerifiedFact {
+fn deletable_cert(
+    t: &common::TestCommittee,
+    owner: &KeyPair,
+    epoch: u64,
+    end: u64,
+) -> BlobCertificate {
     let message = ProtocolMessage::new(
         Epoch(epoch),
         StorageConfirmation {
@@ -357,7 +350,12 @@ fn deletable(t: &common::TestCommittee, owner: &KeyPair, epoch: u64, end: u64) -
             owner: Some(owner.public()),
         },
     );
-    Fact::Certified(t.certify_enough(&message))
+    t.certify_enough(&message)
+}
+
+/// The same, verified.
+fn deletable(t: &common::TestCommittee, owner: &KeyPair, epoch: u64, end: u64) -> VerifiedFact {
+    Fact::Certified(deletable_cert(t, owner, epoch, end))
         .verify(&t.committee.at_epoch(Epoch(epoch)))
         .unwrap()
 }

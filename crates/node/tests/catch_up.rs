@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use floe_node::{local, Limits, Tasks};
 
-/// More facts than one anti-entropy message may carry (in bytes and in
-/// items), so the exchange must page.
-const FACTS: usize = 20_000;
+/// More facts than one anti-entropy message may carry, in bytes and in
+/// items, and more than the largest message of the method: the exchange
+/// must page (in one message, the facts would be refused as too large).
+const FACTS: usize = 48_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_learns_every_fact_in_pages() {
@@ -26,7 +27,7 @@ async fn a_wiped_node_learns_every_fact_in_pages() {
         .map(|f| floe_consensus::canonical_bytes(f.fact()).len())
         .sum();
     assert!(
-        fact_bytes > floe_api::RECONCILE_FACT_BYTES && FACTS > floe_api::RECONCILE_MAX_ITEMS,
+        fact_bytes > floe_api::MAX_FACTS_FRAME as usize && FACTS > floe_api::RECONCILE_MAX_ITEMS,
         "{fact_bytes} bytes of facts fit in one message: the test would not page"
     );
     // Node 6 is the wiped one: its database starts empty.
