@@ -183,6 +183,9 @@ pub struct Tally {
     pub max_shards_down: u32,
     /// Hostile members for the whole run.
     pub hostile_members: u64,
+    /// Answers the workload's client proved false and reported (a proof
+    /// about another blob, a sliver failing its metadata, ...).
+    pub lies_named: u64,
 }
 
 impl Tally {
@@ -359,6 +362,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
     tally.blobs_verified = verified;
     tally.blobs_lost = lost;
     tally.hostile_members = hostile.len() as u64;
+    tally.lies_named = client.health().iter().map(|h| h.misbehaviours).sum();
     tally.max_shards_down = tally.max_shards_down.max(hostile_weight);
     Ok(tally)
 }

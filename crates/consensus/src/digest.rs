@@ -108,6 +108,12 @@ impl Prefix {
             .collect()
     }
 
+    /// Whether the prefix is one [`Prefix::of`] makes: at most
+    /// [`MAX_DEPTH`] nibbles, and no bit set past them.
+    pub fn is_canonical(&self) -> bool {
+        self.depth <= MAX_DEPTH && Prefix::of(&BlobId(self.prefix), self.depth) == *self
+    }
+
     /// Whether `blob_id` is in this range.
     pub fn contains(&self, blob_id: &BlobId) -> bool {
         Prefix::of(blob_id, self.depth) == *self
@@ -302,7 +308,7 @@ impl DigestIndex {
         for message in incoming {
             match message {
                 ReconcileMessage::Summaries(theirs) => {
-                    for their in theirs {
+                    for their in theirs.iter().filter(|s| s.prefix.is_canonical()) {
                         let mine = self.summary(&their.prefix);
                         if (mine.count, mine.digest) == (their.count, their.digest) {
                             continue;
@@ -322,7 +328,7 @@ impl DigestIndex {
                         }
                     }
                 }
-                ReconcileMessage::Listing { prefix, items } => {
+                ReconcileMessage::Listing { prefix, items } if prefix.is_canonical() => {
                     // An honest side lists a range only when both sides
                     // hold a few items in it (or at the deepest level);
                     // a larger listing would make this side diff, and
@@ -346,6 +352,10 @@ impl DigestIndex {
                         .missing_there
                         .extend(mine.iter().filter(|i| !theirs.contains(i)));
                 }
+                // A prefix with bits set past its depth names no range an
+                // honest side would: it is dropped (it would otherwise
+                // look empty here yet list everything below its bits).
+                ReconcileMessage::Listing { .. } => {}
             }
         }
         if !summaries.is_empty() {

@@ -109,3 +109,35 @@ fn index_updates_keep_summaries_consistent() {
     assert!(prefix.contains(&items[0].blob_id));
     assert!(index.items_in(&prefix).contains(&items[0]));
 }
+
+/// A hostile peer's messages cannot make a node list or diff much of what
+/// it holds: listings beyond a few items, and prefixes with bits set past
+/// their depth, are not answered.
+#[test]
+fn hostile_ranges_and_listings_are_not_answered() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let held = DigestIndex::from_items(random_items(&mut rng, 5_000));
+    // Depth 0 with a stray bit: looks empty here, but covers everything.
+    let mut stray = Prefix::ROOT;
+    stray.prefix[31] = 1;
+    assert!(!stray.is_canonical() && Prefix::ROOT.is_canonical());
+    let reply = held.respond(&[
+        ReconcileMessage::Summaries(vec![RangeSummary {
+            prefix: stray,
+            count: 0,
+            digest: [0; 32],
+        }]),
+        ReconcileMessage::Listing {
+            prefix: stray,
+            items: Vec::new(),
+        },
+    ]);
+    assert_eq!(reply, Reply::default());
+    // A listing of the whole set at the root, made up or not.
+    let made_up = random_items(&mut rng, 1_000);
+    let reply = held.respond(&[ReconcileMessage::Listing {
+        prefix: Prefix::ROOT,
+        items: made_up,
+    }]);
+    assert!(reply.missing_here.is_empty() && reply.missing_there.is_empty());
+}

@@ -155,10 +155,8 @@ async fn sync_once(inner: Arc<Inner>) {
     match tokio::time::timeout(SYNC_DEADLINE, sync_with(&inner, peer)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(%peer, error = %e, "anti-entropy round failed"),
-        Err(_) => {
-            inner.pool.report_slow(&peer);
-            debug!(%peer, "anti-entropy exchange cut off at its deadline; the next resumes");
-        }
+        // A single request that timed out has ranked the peer down already.
+        Err(_) => debug!(%peer, "anti-entropy exchange cut off at its deadline; the next resumes"),
     }
 }
 
@@ -633,22 +631,19 @@ async fn gather_symbols(
         let (pool, request) = (Arc::clone(&inner.pool), request.clone());
         calls.spawn(async move { (peer, pool.call::<GetRecoverySymbols>(&peer, &request).await) });
     };
-    let mut waiting: BTreeSet<PublicKey> = BTreeSet::new();
+    // When each peer still answering was asked.
+    let mut waiting: BTreeMap<PublicKey, std::time::Instant> = BTreeMap::new();
     for peer in peers.by_ref().take(REPAIR_FANOUT) {
         ask(&mut calls, peer);
-        waiting.insert(peer);
+        waiting.insert(peer, std::time::Instant::now());
     }
     while !enough(&have) {
         let joined = tokio::select! {
             joined = calls.join_next() => joined,
             () = tokio::time::sleep(REPAIR_HEDGE) => {
-                // Every peer asked is slow: each is ranked last for a while.
-                for peer in &waiting {
-                    inner.pool.report_slow(peer);
-                }
                 if let Some(peer) = peers.next() {
                     ask(&mut calls, peer);
-                    waiting.insert(peer);
+                    waiting.insert(peer, std::time::Instant::now());
                 }
                 continue;
             }
@@ -658,7 +653,7 @@ async fn gather_symbols(
             match peers.next() {
                 Some(peer) => {
                     ask(&mut calls, peer);
-                    waiting.insert(peer);
+                    waiting.insert(peer, std::time::Instant::now());
                     continue;
                 }
                 None => break,
@@ -667,7 +662,7 @@ async fn gather_symbols(
         if calls.len() < REPAIR_FANOUT {
             if let Some(peer) = peers.next() {
                 ask(&mut calls, peer);
-                waiting.insert(peer);
+                waiting.insert(peer, std::time::Instant::now());
             }
         }
         let Ok((peer, answer)) = joined else { continue };
@@ -701,8 +696,16 @@ async fn gather_symbols(
             }
         }
     }
-    // Calls still running are cancelled here: they are no longer needed.
+    // Calls still running are cancelled here: they are no longer needed. A
+    // peer that held its answer back for several hedges while others
+    // answered is ranked down, as if it had timed out: cancelling it must
+    // not leave its record clean.
     drop(calls);
+    for (peer, asked) in &waiting {
+        if asked.elapsed() >= 4 * REPAIR_HEDGE {
+            inner.pool.report_slow(peer);
+        }
+    }
     if !enough(&have) {
         return Err("not enough peers answered with valid recovery symbols".into());
     }

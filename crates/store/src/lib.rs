@@ -456,11 +456,19 @@ impl Store {
         }
         // An expired or deleted blob may be stored again: that is a new
         // registration, pending until its own certificate.
+        // Live in the next epoch too: the recorded epoch may trail the clock.
+        let current = self.current_epoch()?;
+        let live = matches!(
+            state.status(Epoch(current.0.saturating_add(1))),
+            BlobStatus::Certified { .. }
+        );
+        let arrived = self.get(METADATA, &blob_id.0)?.is_none();
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
-        let live = matches!(status, BlobStatus::Certified { .. });
-        if !live && self.get(PENDING, &blob_id.0)?.is_none() {
-            // The first arrival counts: re-sent metadata does not extend the deadline.
+        if !live && (arrived || self.get(PENDING, &blob_id.0)?.is_none()) {
+            // Data that arrives counts from now (it may be a new
+            // registration of content that expired or was deleted); re-sent
+            // metadata does not extend the deadline.
             batch.put_cf(
                 self.cf(PENDING)?,
                 blob_id.0,
