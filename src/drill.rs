@@ -240,6 +240,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
     // Faults, from this task, among honest nodes: hostile ones count as down.
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5eed);
     let mut down: BTreeSet<usize> = BTreeSet::new();
+    let mut repairing: BTreeSet<usize> = BTreeSet::new();
     let end = Instant::now() + config.duration;
     while Instant::now() < end {
         tokio::time::sleep(config.fault_every).await;
@@ -249,9 +250,29 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
             down.remove(&node);
             continue;
         }
-        let down_weight: u32 = down.iter().map(|n| weight(*n)).sum::<u32>() + hostile_weight;
+        // A wiped node is faulty until it has repaired what it lost: two
+        // wiped at once with hostile members would be more than f shards
+        // missing, which no protocol survives.
+        let mut still_repairing = BTreeSet::new();
+        for &node in &repairing {
+            let member = &committee.members()[node];
+            if !client.info(member).await.is_ok_and(|i| i.drift == 0) {
+                still_repairing.insert(node);
+            }
+        }
+        repairing = still_repairing;
+        let down_weight: u32 = down
+            .union(&repairing)
+            .map(|n| weight(*n))
+            .sum::<u32>()
+            + hostile_weight;
         let candidates: Vec<usize> = (0..testnet.nodes())
-            .filter(|n| !down.contains(n) && !hostile.contains(n) && down_weight + weight(*n) <= f)
+            .filter(|n| {
+                !down.contains(n)
+                    && !repairing.contains(n)
+                    && !hostile.contains(n)
+                    && down_weight + weight(*n) <= f
+            })
             .collect();
         if candidates.is_empty() {
             continue;
@@ -276,6 +297,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
             }
             _ => {
                 tokio::task::block_in_place(|| testnet.wipe(node))?;
+                repairing.insert(node);
                 t.wipes += 1;
             }
         }

@@ -329,10 +329,19 @@ fn take_first(set: &mut BTreeSet<ItemId>, n: usize) -> Vec<ItemId> {
 /// Reconcile facts with `peer` until both sides hold the same set, in
 /// requests of bounded size.
 pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(), String> {
+    // The digest's lock may be held across a database read (see
+    // `Inner::refresh_digest`): taken on the blocking pool.
+    let open = on_blocking(inner, |inner| {
+        inner
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .open()
+    })
+    .await
+    .ok_or("anti-entropy task failed")?;
     let mut exchange = Exchange::default();
-    exchange
-        .messages
-        .push_back(inner.digest.lock().map_err(|e| e.to_string())?.open());
+    exchange.messages.push_back(open);
     for _ in 0..MAX_SYNC_REQUESTS {
         if exchange.is_done() {
             break;
