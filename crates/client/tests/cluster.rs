@@ -84,12 +84,8 @@ async fn a_certificate_given_to_one_node_reaches_all() {
     let cluster = Cluster::start(7, 100).await;
     let client = cluster.client();
     let data = blob(100_000, 9);
-    let encoding = client.committee(client.epoch()).encoding();
-    let (metadata, blob_id, pairs) = floe_codec::encode(&encoding, &data).unwrap();
-    let outcome = client
-        .certify_encoded(metadata, pairs, 5, StoreOptions::default())
-        .await
-        .unwrap();
+    let outcome = certify_undelivered(&client, &data).await;
+    let blob_id = outcome.blob_id;
     let pool = cluster.pool();
     let first = client.members()[0].network_key;
     let answer = pool

@@ -159,12 +159,8 @@ async fn a_certificate_delivered_late_finds_the_data_it_vouches_for() {
     .await;
     let client = cluster.client();
     let data = blob(200_000, 4);
-    let encoding = client.committee(client.epoch()).encoding();
-    let (metadata, blob_id, pairs) = floe_codec::encode(&encoding, &data).unwrap();
-    let outcome = client
-        .certify_encoded(metadata, pairs, 5, StoreOptions::default())
-        .await
-        .unwrap();
+    let outcome = certify_undelivered(&client, &data).await;
+    let blob_id = outcome.blob_id;
     // The nodes that confirmed (at least a quorum's worth; the tail may
     // have cut the others short).
     let confirmed: Vec<usize> = (0..7)

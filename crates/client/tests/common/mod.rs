@@ -146,3 +146,14 @@ pub async fn store_and_read_back(client: &Client, data: bytes::Bytes) -> floe_cl
     );
     outcome
 }
+
+/// Encodes `data`, uploads it and gathers its certificate from a quorum,
+/// without delivering the certificate to the nodes.
+pub async fn certify_undelivered(client: &Client, data: &[u8]) -> floe_client::StoreOutcome {
+    let encoding = client.committee(client.epoch()).encoding();
+    let (metadata, _, pairs) = floe_codec::encode(&encoding, data).unwrap();
+    client
+        .certify_encoded(metadata, pairs, 5, floe_client::StoreOptions::default())
+        .await
+        .unwrap()
+}
