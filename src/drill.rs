@@ -202,10 +202,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
     let committee = testnet.file().committee.clone();
     let f = u32::from(committee.n_shards().saturating_sub(1) / 3);
     let weight = |node: usize| committee.members()[node].shards.len() as u32;
-    let hostile: BTreeSet<usize> = (0..testnet.nodes())
-        .rev()
-        .take(config.byzantine)
-        .collect();
+    let hostile: BTreeSet<usize> = (0..testnet.nodes()).rev().take(config.byzantine).collect();
     let hostile_weight: u32 = hostile.iter().map(|n| weight(*n)).sum();
     if hostile.len() < config.byzantine || hostile_weight > f {
         return Err(DrillError::Failed(format!(
@@ -261,11 +258,8 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
             }
         }
         repairing = still_repairing;
-        let down_weight: u32 = down
-            .union(&repairing)
-            .map(|n| weight(*n))
-            .sum::<u32>()
-            + hostile_weight;
+        let down_weight: u32 =
+            down.union(&repairing).map(|n| weight(*n)).sum::<u32>() + hostile_weight;
         let candidates: Vec<usize> = (0..testnet.nodes())
             .filter(|n| {
                 !down.contains(n)

@@ -155,7 +155,10 @@ async fn a_short_chaos_run_loses_nothing() {
     assert!(tally.kills + tally.restarts + tally.wipes > 0, "{tally:?}");
     assert!(tally.max_shards_down <= 33, "{tally:?}");
     assert_eq!(tally.hostile_members, 1, "{tally:?}");
-    assert!(tally.lies_named > 0, "the hostile member was never caught lying: {tally:?}");
+    assert!(
+        tally.lies_named > 0,
+        "the hostile member was never caught lying: {tally:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,15 +68,19 @@ async fn catch_up(count: usize) -> Result<SyncRecord> {
         bail!("node 0 did not start");
     };
     let served = |cluster: &local::Cluster| -> (u64, u64) {
-        cluster.nodes.iter().flatten().fold((0, 0), |(bytes, requests), node| {
-            let stats = node.server_stats();
-            (
-                bytes
-                    + stats.bytes_in.load(Ordering::Relaxed)
-                    + stats.bytes_out.load(Ordering::Relaxed),
-                requests + stats.ok.load(Ordering::Relaxed),
-            )
-        })
+        cluster
+            .nodes
+            .iter()
+            .flatten()
+            .fold((0, 0), |(bytes, requests), node| {
+                let stats = node.server_stats();
+                (
+                    bytes
+                        + stats.bytes_in.load(Ordering::Relaxed)
+                        + stats.bytes_out.load(Ordering::Relaxed),
+                    requests + stats.ok.load(Ordering::Relaxed),
+                )
+            })
     };
     let (bytes_before, requests_before) = served(&cluster);
     let started = Instant::now();

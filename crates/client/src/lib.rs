@@ -548,8 +548,10 @@ impl Client {
                         // A confirmation of another message, or one that
                         // does not verify: a lie, not a failure.
                         let lie = format!("answered with a bad storage confirmation: {e}");
-                        self.pool
-                            .report_misbehaviour(&self.base.members()[member].network_key, lie.clone());
+                        self.pool.report_misbehaviour(
+                            &self.base.members()[member].network_key,
+                            lie.clone(),
+                        );
                         failures.push((self.base.members()[member].node_id.0.clone(), lie));
                     }
                     progress.report(Progress::Confirmed {

@@ -44,10 +44,14 @@ async fn digests_converge_on_the_facts_states_keep() {
     // A node restarts and rebuilds its digest from its states.
     cluster.restart(2).await;
 
-    eventually(Duration::from_secs(30), "every digest holds the 2 facts kept", async || {
-        let roots: Vec<_> = (0..7).map(|i| cluster.node(i).digest_root()).collect();
-        roots.iter().all(|root| *root == roots[0]) && roots[0].0 == 2
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every digest holds the 2 facts kept",
+        async || {
+            let roots: Vec<_> = (0..7).map(|i| cluster.node(i).digest_root()).collect();
+            roots.iter().all(|root| *root == roots[0]) && roots[0].0 == 2
+        },
+    )
     .await;
     cluster.shutdown().await;
 }

@@ -20,14 +20,18 @@ const LIAR: usize = 3;
 
 /// Waits until node `i` knows `blob_id` as `status`.
 async fn until_node_knows(cluster: &Cluster, i: usize, blob_id: BlobId, status: &str) {
-    eventually(Duration::from_secs(20), &format!("node {i} knows {blob_id} as {status}"), async || {
-        let epoch = cluster.file.clock.epoch_at(now_ms());
-        cluster
-            .node(i)
-            .store()
-            .state(&blob_id)
-            .is_ok_and(|s| s.status(epoch).name() == status)
-    })
+    eventually(
+        Duration::from_secs(20),
+        &format!("node {i} knows {blob_id} as {status}"),
+        async || {
+            let epoch = cluster.file.clock.epoch_at(now_ms());
+            cluster
+                .node(i)
+                .store()
+                .state(&blob_id)
+                .is_ok_and(|s| s.status(epoch).name() == status)
+        },
+    )
     .await;
 }
 
@@ -164,7 +168,14 @@ async fn a_certificate_delivered_late_finds_the_data_it_vouches_for() {
     // The nodes that confirmed (at least a quorum's worth; the tail may
     // have cut the others short).
     let confirmed: Vec<usize> = (0..7)
-        .filter(|&i| cluster.node(i).store().promised(&blob_id).unwrap().is_some())
+        .filter(|&i| {
+            cluster
+                .node(i)
+                .store()
+                .promised(&blob_id)
+                .unwrap()
+                .is_some()
+        })
         .collect();
     let weight: usize = confirmed.iter().map(|&i| cluster.shards(i)).sum();
     assert!(weight >= 67, "only nodes {confirmed:?} confirmed");
@@ -177,11 +188,19 @@ async fn a_certificate_delivered_late_finds_the_data_it_vouches_for() {
         );
     }
     client.deliver(Fact::Certified(outcome.certificate)).await;
-    eventually(Duration::from_secs(20), "every node holds the certificate", async || {
-        (0..7).all(|i| {
-            cluster.node(i).store().state(&blob_id).is_ok_and(|s| s.has_certificate())
-        })
-    })
+    eventually(
+        Duration::from_secs(20),
+        "every node holds the certificate",
+        async || {
+            (0..7).all(|i| {
+                cluster
+                    .node(i)
+                    .store()
+                    .state(&blob_id)
+                    .is_ok_and(|s| s.has_certificate())
+            })
+        },
+    )
     .await;
     for &i in &confirmed {
         assert_eq!(cluster.node(i).drift(), 0, "node {i} confirmed, yet drifts");
@@ -219,9 +238,20 @@ async fn deleted_content_can_be_stored_again() {
         until_node_knows(&cluster, i, first.blob_id, "deleted").await;
     }
     // Garbage collection (every second) removes the deleted data.
-    eventually(Duration::from_secs(20), "the deleted data is collected", async || {
-        (0..7).all(|i| cluster.node(i).store().metadata(&first.blob_id).unwrap().is_none())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the deleted data is collected",
+        async || {
+            (0..7).all(|i| {
+                cluster
+                    .node(i)
+                    .store()
+                    .metadata(&first.blob_id)
+                    .unwrap()
+                    .is_none()
+            })
+        },
+    )
     .await;
 
     let again = client
@@ -234,12 +264,20 @@ async fn deleted_content_can_be_stored_again() {
         Status::Certified { .. } => {}
         other => panic!("stored again, the blob is {other:?}"),
     }
-    eventually(Duration::from_secs(30), "every node holds its pairs again", async || {
-        (0..7).all(|i| {
-            cluster.node(i).store().holds_all_pairs(&again.blob_id).unwrap()
-                && cluster.node(i).drift() == 0
-        })
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every node holds its pairs again",
+        async || {
+            (0..7).all(|i| {
+                cluster
+                    .node(i)
+                    .store()
+                    .holds_all_pairs(&again.blob_id)
+                    .unwrap()
+                    && cluster.node(i).drift() == 0
+            })
+        },
+    )
     .await;
     let read = client
         .read(again.blob_id, ReadOptions::default())
@@ -271,10 +309,17 @@ async fn a_peer_that_trickles_cannot_hold_repair_back() {
     std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
     cluster.restart(wiped).await;
     // Well under the slow member's delay: waiting on it even once fails.
-    eventually(Duration::from_secs(30), "the wiped node is repaired", async || {
-        let node = cluster.node(wiped);
-        node.store().holds_all_pairs(&stored.blob_id).unwrap_or(false) && node.drift() == 0
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the wiped node is repaired",
+        async || {
+            let node = cluster.node(wiped);
+            node.store()
+                .holds_all_pairs(&stored.blob_id)
+                .unwrap_or(false)
+                && node.drift() == 0
+        },
+    )
     .await;
     cluster.shutdown().await;
 }

@@ -242,9 +242,9 @@ impl OwnerRecord {
             return;
         }
         self.live.retain(|kept| !supersedes(cert, kept));
-        let at = self
-            .live
-            .partition_point(|kept| (kept.message.epoch, cert_order(kept, cert)) < (cert.message.epoch, Ordering::Equal));
+        let at = self.live.partition_point(|kept| {
+            (kept.message.epoch, cert_order(kept, cert)) < (cert.message.epoch, Ordering::Equal)
+        });
         self.live.insert(at, cert.clone());
     }
 
@@ -538,18 +538,16 @@ impl BlobState {
     /// holding a proof about another blob. Proofs are not verified again:
     /// only bytes this node wrote after verifying them belong here.
     pub fn from_bytes(blob_id: BlobId, bytes: &[u8]) -> Result<Self, StateDecodeError> {
-        let proofs: Proofs =
-            floe_codec::from_canonical_bytes(bytes)
-                .map_err(|e| StateDecodeError::Malformed(e.to_string()))?;
+        let proofs: Proofs = floe_codec::from_canonical_bytes(bytes)
+            .map_err(|e| StateDecodeError::Malformed(e.to_string()))?;
         Self::checked(blob_id, proofs)
     }
 
     /// A state of `blob_id` from bytes in the layout before superseded
     /// certificates were dropped (databases written by earlier versions).
     pub fn from_legacy_bytes(blob_id: BlobId, bytes: &[u8]) -> Result<Self, StateDecodeError> {
-        let legacy: LegacyProofs =
-            floe_codec::from_canonical_bytes(bytes)
-                .map_err(|e| StateDecodeError::Malformed(e.to_string()))?;
+        let legacy: LegacyProofs = floe_codec::from_canonical_bytes(bytes)
+            .map_err(|e| StateDecodeError::Malformed(e.to_string()))?;
         let mut proofs = Proofs {
             pending: legacy.pending,
             permanent: legacy.permanent,
@@ -559,12 +557,13 @@ impl BlobState {
         for (owner, old) in legacy.owners {
             let mut record = OwnerRecord {
                 live: Vec::new(),
-                deletion: old.deletion.zip(old.deleted).map(|(deletion, certificate)| {
-                    DeletionProof {
+                deletion: old
+                    .deletion
+                    .zip(old.deleted)
+                    .map(|(deletion, certificate)| DeletionProof {
                         deletion,
                         certificate,
-                    }
-                }),
+                    }),
             };
             for cert in old.live.values() {
                 record.add_live(cert);

@@ -367,7 +367,9 @@ fn renewals_replace_what_they_renew_and_deletions_keep_only_their_proof() {
     let mut state = BlobState::unknown(BLOB);
     // Forty renewals, each a later epoch and a later end: one fact remains.
     for epoch in 0..40u64 {
-        state.apply(deletable(&t, &owner, epoch, epoch + 10)).unwrap();
+        state
+            .apply(deletable(&t, &owner, epoch, epoch + 10))
+            .unwrap();
         assert_eq!(state.facts().len(), 1, "after the renewal in epoch {epoch}");
     }
     // A shorter registration certified later is not superseded: a deletion
@@ -425,7 +427,11 @@ fn legacy_states_read_back_as_their_facts_join() {
     let mut owners: BTreeMap<PublicKey, LegacyOwner> = BTreeMap::new();
     owners.insert(
         proof.deletion.signer,
-        (BTreeMap::new(), Some(proof.deletion.clone()), Some(proof.certificate.clone())),
+        (
+            BTreeMap::new(),
+            Some(proof.deletion.clone()),
+            Some(proof.certificate.clone()),
+        ),
     );
     let owner1 = cert(5);
     owners.insert(

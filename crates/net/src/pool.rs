@@ -253,7 +253,9 @@ impl Pool {
         let mut health = lock(&slot.health);
         health.misbehaviours += 1;
         health.last_misbehaviour = Some(what);
-        let doublings = u32::try_from(health.misbehaviours - 1).unwrap_or(u32::MAX).min(8);
+        let doublings = u32::try_from(health.misbehaviours - 1)
+            .unwrap_or(u32::MAX)
+            .min(8);
         health.penalize(LIE_PENALTY.saturating_mul(1 << doublings));
     }
 

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use floe_codec::ShardIndex;
 use floe_consensus::{
-    BlobState, Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member, MemberIndex,
+    BlobState, Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member,
+    MemberIndex,
 };
 use floe_net::{Members, NetConfig, Pool, Server, TlsIdentity};
 use floe_store::Store;
@@ -172,14 +173,20 @@ impl Inner {
     /// facts the store holds for it now: a fact that a newer one superseded
     /// leaves it. Read under the digest's lock, so of two updates racing
     /// the last always sees the last state written.
-    pub(crate) fn refresh_digest(&self, blob_id: &floe_codec::BlobId) -> Result<(), floe_store::StoreError> {
+    pub(crate) fn refresh_digest(
+        &self,
+        blob_id: &floe_codec::BlobId,
+    ) -> Result<(), floe_store::StoreError> {
         let mut digest = self
             .digest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let held = digest_items(&self.store.state(blob_id)?);
         let listed: std::collections::BTreeSet<ItemId> = digest
-            .items_in(&floe_consensus::Prefix::of(blob_id, floe_consensus::MAX_DEPTH))
+            .items_in(&floe_consensus::Prefix::of(
+                blob_id,
+                floe_consensus::MAX_DEPTH,
+            ))
             .into_iter()
             .collect();
         for item in listed.difference(&held) {

@@ -277,8 +277,13 @@ pub fn certified_facts(
     count: usize,
     epochs: u64,
 ) -> Result<Vec<floe_consensus::VerifiedFact>, floe_consensus::FactError> {
-    use floe_consensus::{Certificate, Fact, MemberIndex, ProtocolMessage, Signed, StorageConfirmation};
-    let committee = local.file.committee.at_epoch(local.file.clock.epoch_at(now_ms()));
+    use floe_consensus::{
+        Certificate, Fact, MemberIndex, ProtocolMessage, Signed, StorageConfirmation,
+    };
+    let committee = local
+        .file
+        .committee
+        .at_epoch(local.file.clock.epoch_at(now_ms()));
     // The first members that hold a quorum of shards sign everything.
     let mut signers = Vec::new();
     let mut weight = 0;
@@ -306,7 +311,8 @@ pub fn certified_facts(
                 let key = &local.protocol_keys[m.as_usize()];
                 (*m, Signed::sign(message.clone(), key).signature)
             });
-            let certificate = Certificate::from_signatures(&committee, message.clone(), signatures)?;
+            let certificate =
+                Certificate::from_signatures(&committee, message.clone(), signatures)?;
             Fact::Certified(certificate).verify(&committee)
         })
         .collect()

@@ -508,8 +508,7 @@ fn reconcile(
     wanted.extend(reply.missing_there);
     wanted.sort_unstable();
     wanted.dedup();
-    let (facts, mut unsent) =
-        crate::tasks::facts_within(inner, &wanted, RECONCILE_FACT_BYTES)?;
+    let (facts, mut unsent) = crate::tasks::facts_within(inner, &wanted, RECONCILE_FACT_BYTES)?;
     // Beyond this the caller finds them again in a later exchange.
     unsent.truncate(RECONCILE_MAX_ITEMS);
     let mut want = reply.missing_here;

@@ -216,7 +216,12 @@ impl Promise {
             None => self.permanent = self.permanent.max(Some(end)),
         }
         if self.deletable.len() > MAX_PROMISED_OWNERS {
-            let latest = self.deletable.values().flatten().map(|&(_, until)| until).max();
+            let latest = self
+                .deletable
+                .values()
+                .flatten()
+                .map(|&(_, until)| until)
+                .max();
             self.permanent = self.permanent.max(latest);
             self.deletable.clear();
         }

@@ -77,7 +77,9 @@ fn crash_child() {
         } else {
             store_pairs(&store);
             // What a storage confirmation is signed on.
-            store.promise(common::confirmation(blob.blob_id, 100)).unwrap();
+            store
+                .promise(common::confirmation(blob.blob_id, 100))
+                .unwrap();
             println!("CONFIRMED {}", blob.blob_id);
             // Some confirmed uploads never get their certificate.
             if next % 3 == 1 {

@@ -460,7 +460,9 @@ fn a_certificate_arriving_after_garbage_was_listed_wins() {
     let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
     assert_eq!(report.blobs, 0);
     assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
-    assert!(store.promise(common::confirmation(blob.blob_id, 100)).is_ok());
+    assert!(store
+        .promise(common::confirmation(blob.blob_id, 100))
+        .is_ok());
 }
 
 /// Large pairs go to files of their own, synced before they are recorded;
@@ -481,7 +483,9 @@ fn confirmed_large_pairs_survive_reopen_with_or_without_direct_io() {
         let direct = {
             let store = Store::open(dir.path(), my_shards()).unwrap();
             store_all(&store, &blob);
-            store.promise(common::confirmation(blob.blob_id, 100)).unwrap();
+            store
+                .promise(common::confirmation(blob.blob_id, 100))
+                .unwrap();
             store.direct_io()
         };
         let store = Store::open(dir.path(), my_shards()).unwrap();
@@ -583,7 +587,9 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
         store.missing_pairs(&blob.blob_id).unwrap(),
         [ShardIndex(1), ShardIndex(5)]
     );
-    assert!(store.promise(common::confirmation(blob.blob_id, 100)).is_err());
+    assert!(store
+        .promise(common::confirmation(blob.blob_id, 100))
+        .is_err());
     assert!(!flipped.exists() && !cut.exists());
     assert_eq!(store.pair_file_bytes(), file_bytes(ShardIndex(9)));
     // The undamaged pair still reads back.
@@ -723,7 +729,9 @@ fn deleted_content_is_stored_again_and_invalid_content_is_not_confirmed() {
     // Invalid: neither stored again nor confirmed.
     let bad = common::blob(403, 500);
     store_all(&store, &bad);
-    store.record_fact(world.invalid(bad.blob_id), Epoch(0)).unwrap();
+    store
+        .record_fact(world.invalid(bad.blob_id), Epoch(0))
+        .unwrap();
     assert!(matches!(
         store.promise(common::confirmation(bad.blob_id, 9)),
         Err(StoreError::NotConfirmable { .. })
