@@ -204,29 +204,7 @@ impl Exchange {
 
     /// The next request: the first page of everything still to do.
     fn next_request(&mut self, inner: &Inner) -> Result<ReconcileRequest, ApiError> {
-        use floe_consensus::ReconcileMessage;
-        let mut messages = Vec::new();
-        let mut ranges = 0;
-        while ranges < RECONCILE_MAX_RANGES {
-            let Some(message) = self.messages.pop_front() else {
-                break;
-            };
-            match message {
-                ReconcileMessage::Summaries(mut summaries) => {
-                    let room = RECONCILE_MAX_RANGES - ranges;
-                    if summaries.len() > room {
-                        let rest = summaries.split_off(room);
-                        self.messages.push_front(ReconcileMessage::Summaries(rest));
-                    }
-                    ranges += summaries.len();
-                    messages.push(ReconcileMessage::Summaries(summaries));
-                }
-                listing => {
-                    ranges += 1;
-                    messages.push(listing);
-                }
-            }
-        }
+        let messages = take_ranges(&mut self.messages, RECONCILE_MAX_RANGES);
         let push = take_first(&mut self.push, RECONCILE_MAX_ITEMS);
         let (facts, left) = facts_within(inner, &push, RECONCILE_FACT_BYTES)?;
         self.push.extend(left);
@@ -294,26 +272,34 @@ pub(crate) fn cap_ranges(
     messages: Vec<floe_consensus::ReconcileMessage>,
     max: usize,
 ) -> Vec<floe_consensus::ReconcileMessage> {
+    take_ranges(&mut messages.into(), max)
+}
+
+/// Takes from the front of `queue` messages holding at most `max` ranges,
+/// splitting a summaries message if need be (its rest stays in front).
+fn take_ranges(
+    queue: &mut std::collections::VecDeque<floe_consensus::ReconcileMessage>,
+    max: usize,
+) -> Vec<floe_consensus::ReconcileMessage> {
     use floe_consensus::ReconcileMessage;
+    let mut taken = Vec::new();
     let mut ranges = 0;
-    let mut kept = Vec::new();
-    for message in messages {
-        if ranges >= max {
+    while ranges < max {
+        let Some(message) = queue.pop_front() else {
             break;
-        }
-        match message {
-            ReconcileMessage::Summaries(mut summaries) => {
-                summaries.truncate(max - ranges);
-                ranges += summaries.len();
-                kept.push(ReconcileMessage::Summaries(summaries));
+        };
+        let message = match message {
+            ReconcileMessage::Summaries(mut summaries) if summaries.len() > max - ranges => {
+                let rest = summaries.split_off(max - ranges);
+                queue.push_front(ReconcileMessage::Summaries(rest));
+                ReconcileMessage::Summaries(summaries)
             }
-            listing => {
-                ranges += 1;
-                kept.push(listing);
-            }
-        }
+            message => message,
+        };
+        ranges += ranges_in(&message);
+        taken.push(message);
     }
-    kept
+    taken
 }
 
 /// The first `n` items of a set, removed from it.

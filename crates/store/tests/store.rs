@@ -741,3 +741,36 @@ fn deleted_content_is_stored_again_and_invalid_content_is_not_confirmed() {
         Err(StoreError::BlobGone { .. })
     ));
 }
+
+/// Anyone may ask for confirmations naming any owner: past
+/// `MAX_PROMISED_OWNERS` owners the deletable promises fold into one that
+/// no deletion releases, so nobody is refused and no promise is cut short.
+#[test]
+fn confirmations_naming_many_owners_fold_into_one_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = common::world();
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    let blob = common::blob(404, 3_000);
+    store_all(&store, &blob);
+    for i in 0..=floe_store::MAX_PROMISED_OWNERS {
+        let mut message = common::confirmation(blob.blob_id, 10 + i as u64);
+        message.body.deletable = true;
+        message.body.owner = Some(floe_consensus::KeyPair::from_seed(&[i as u8 + 1; 32]).public());
+        store.promise(message).unwrap();
+    }
+    let promise = store.promised(&blob.blob_id).unwrap().unwrap();
+    assert!(promise.deletable.is_empty(), "{promise:?}");
+    assert_eq!(
+        promise.permanent,
+        Some(Epoch(10 + floe_store::MAX_PROMISED_OWNERS as u64))
+    );
+    // No deletion releases it now: the data stays until the latest end.
+    store
+        .record_fact(world.deleted(blob.blob_id, 9), Epoch(0))
+        .unwrap();
+    assert_eq!(store.garbage(Epoch(20), 5_000, 10).unwrap(), vec![]);
+    assert_eq!(
+        store.garbage(Epoch(26), 5_000, 10).unwrap(),
+        vec![(blob.blob_id, GarbageReason::Deleted)]
+    );
+}
