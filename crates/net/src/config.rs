@@ -31,8 +31,38 @@ pub struct NetConfig {
     /// Concurrent request streams a peer may open on one connection.
     pub max_streams_per_connection: u32,
     /// Bytes of request and response bodies held at once, across all
-    /// connections of a server or pool. Callers wait (backpressure) beyond it.
+    /// connections of a pool, or across the committee members' connections
+    /// of a server. Callers wait (backpressure) beyond it.
     pub max_inflight_bytes: u32,
+    /// Server: bytes of request and response bodies held at once for callers
+    /// that are not committee members, apart from the members' budget, so
+    /// that no client can make a member's request wait.
+    pub client_inflight_bytes: u32,
+    /// Server: bytes one connection's requests and responses may hold at
+    /// once. At least the largest request a method accepts.
+    pub connection_inflight_bytes: u32,
+    /// Server: requests served at once for members, and for everyone else.
+    pub member_requests: u32,
+    /// See [`NetConfig::member_requests`].
+    pub client_requests: u32,
+    /// Server: concurrent request streams on a connection that is not a
+    /// member's (members get [`NetConfig::max_streams_per_connection`]).
+    pub client_streams_per_connection: u32,
+    /// Server: connections held at once by callers that are not members;
+    /// more are closed right after the handshake with a "busy" code.
+    pub max_client_connections: u32,
+    /// Server: connections held at once under one member's key.
+    pub max_connections_per_member: u32,
+    /// Server: handshakes in progress at once. From half of it on, a caller
+    /// whose address is not validated is asked to prove it (QUIC Retry);
+    /// beyond it, new connections are refused.
+    pub max_handshakes: u32,
+    /// Server: how long a request waits for budget (bytes or a request slot)
+    /// before it is answered "busy, retry".
+    pub budget_wait: Duration,
+    /// Server: how long writing one answer may take; a caller that does not
+    /// read its answer loses it (and the budget it held) after this.
+    pub response_write_timeout: Duration,
     /// Flow-control window per stream. Multi-MiB slivers need more than the
     /// internet-tuned default to keep the pipe full.
     pub stream_window: u32,
@@ -67,6 +97,16 @@ impl Default for NetConfig {
             alpn: ALPN.to_vec(),
             max_streams_per_connection: 256,
             max_inflight_bytes: 512 << 20,
+            client_inflight_bytes: 512 << 20,
+            connection_inflight_bytes: 288 << 20,
+            member_requests: 1024,
+            client_requests: 512,
+            client_streams_per_connection: 64,
+            max_client_connections: 512,
+            max_connections_per_member: 8,
+            max_handshakes: 64,
+            budget_wait: Duration::from_secs(5),
+            response_write_timeout: Duration::from_secs(30),
             stream_window: 16 << 20,
             connection_window: 64 << 20,
             idle_timeout: Duration::from_secs(30),

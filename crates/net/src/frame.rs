@@ -31,6 +31,11 @@ pub mod codes {
     pub const REFUSED: VarInt = VarInt::from_u32(2);
     /// The server is shutting down.
     pub const SHUTDOWN: VarInt = VarInt::from_u32(3);
+    /// The server has no room for this connection or request now; retry
+    /// later or on another node.
+    pub const BUSY: VarInt = VarInt::from_u32(4);
+    /// The caller did not read the answer within the server's deadline.
+    pub const TOO_SLOW: VarInt = VarInt::from_u32(5);
 }
 
 /// The outcome class carried in a response header.

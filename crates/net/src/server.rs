@@ -6,14 +6,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use floe_consensus::PublicKey;
 use quinn::crypto::rustls::QuicServerConfig;
-use quinn::{Endpoint, RecvStream, SendStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use quinn::{Endpoint, RecvStream, SendStream, VarInt};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::NetConfig;
@@ -131,7 +132,23 @@ struct Route {
     name: &'static str,
     access: Access,
     max_request: u32,
+    max_response: u32,
+    /// How long the handler may run: twice the method's caller timeout, by
+    /// which time any caller using the default has given up.
+    deadline: Duration,
     handler: Handler,
+}
+
+impl Route {
+    /// The largest body this route may answer with under `status`: the
+    /// same limits the caller enforces.
+    fn response_limit(&self, status: Status) -> u32 {
+        match status {
+            Status::Ok => self.max_response,
+            Status::Failed => self.max_response.max(frame::MAX_ERROR_BYTES),
+            Status::Refused | Status::BadRequest | Status::Unavailable => frame::MAX_TEXT_BYTES,
+        }
+    }
 }
 
 /// Typed handlers by request kind.
@@ -200,6 +217,8 @@ impl Router {
             name: M::NAME,
             access: M::ACCESS,
             max_request: M::MAX_REQUEST_BYTES,
+            max_response: M::MAX_RESPONSE_BYTES,
+            deadline: M::TIMEOUT.saturating_mul(2),
             handler: wrapped,
         };
         if let Some(previous) = self.routes.insert(M::KIND, route) {
@@ -235,6 +254,18 @@ pub struct ServerStats {
     pub bytes_in: AtomicU64,
     /// Response body bytes sent.
     pub bytes_out: AtomicU64,
+    /// Requests answered "busy": no budget or request slot within
+    /// [`NetConfig::budget_wait`].
+    pub busy: AtomicU64,
+    /// Connections refused or closed at once: too many handshakes, too many
+    /// client connections, or too many under one member's key.
+    pub connections_refused: AtomicU64,
+    /// Connection attempts asked to validate their address (QUIC Retry).
+    pub retries: AtomicU64,
+    /// Answers abandoned because the caller did not read them in time.
+    pub write_timeouts: AtomicU64,
+    /// Handlers stopped at their deadline.
+    pub handler_timeouts: AtomicU64,
 }
 
 impl ServerStats {
@@ -272,15 +303,206 @@ impl StatsHandle {
     }
 }
 
+/// What one class of callers shares: bytes of bodies and requests in flight.
+struct Allowance {
+    bytes: Arc<Semaphore>,
+    requests: Arc<Semaphore>,
+    capacity: u32,
+    slots: u32,
+}
+
+impl Allowance {
+    fn new(bytes: u32, requests: u32) -> Self {
+        Self {
+            bytes: Arc::new(Semaphore::new(bytes as usize)),
+            requests: Arc::new(Semaphore::new(requests as usize)),
+            capacity: bytes,
+            slots: requests,
+        }
+    }
+}
+
+/// The two classes of callers, each with its own [`Allowance`]: nothing a
+/// client does makes a member's request wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Members,
+    Clients,
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Members => "committee members'",
+            Self::Clients => "clients'",
+        })
+    }
+}
+
+/// Why a request found no room: each says what the caller can do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Busy {
+    #[error("this connection already holds {limit} bytes of requests and answers in flight; wait for them before sending more")]
+    Connection { limit: u32 },
+    #[error("the node is holding its {limit} bytes for {class} requests; retry shortly or ask another node")]
+    Bytes { class: Class, limit: u32 },
+    #[error("the node is serving its {limit} {class} requests at once; retry shortly or ask another node")]
+    Requests { class: Class, limit: u32 },
+}
+
+/// The budget one request holds: bytes from its connection and its class,
+/// and a request slot while its handler runs. Dropping it gives all back.
+#[derive(Default)]
+struct Charge {
+    slot: Option<OwnedSemaphorePermit>,
+    class: Option<OwnedSemaphorePermit>,
+    connection: Option<OwnedSemaphorePermit>,
+}
+
+impl Charge {
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        self.class
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Give back all but `keep` bytes.
+    fn shrink_to(&mut self, keep: usize) {
+        for permit in [&mut self.class, &mut self.connection]
+            .into_iter()
+            .flatten()
+        {
+            let excess = permit.num_permits().saturating_sub(keep);
+            drop(permit.split(excess));
+        }
+    }
+}
+
+fn merge(into: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) {
+    match into {
+        Some(held) => held.merge(permit),
+        None => *into = Some(permit),
+    }
+}
+
+tokio::task_local! {
+    /// The budget of the request whose handler is running on this task.
+    static HELD: Arc<Charge>;
+}
+
+/// Run blocking work for the request being served, inside its budget: the
+/// request's bytes and slot stay taken until the work ends, even when the
+/// caller cancels and the handler is dropped, so abandoned work cannot pile
+/// up beyond the server's limits. Outside a handler it is
+/// [`tokio::task::spawn_blocking`].
+pub fn spawn_blocking<F, R>(work: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let held = HELD.try_with(Arc::clone).ok();
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(held);
+        out
+    })
+}
+
+/// One connection's view of the server: its own byte cap beside its class's.
+struct Lane {
+    connection: Arc<Semaphore>,
+    connection_limit: u32,
+}
+
 struct Shared {
     router: Router,
     members: Members,
     config: NetConfig,
-    budget: Semaphore,
+    member_allowance: Allowance,
+    client_allowance: Allowance,
     stats: ServerStats,
     shutting_down: watch::Receiver<bool>,
     inflight: AtomicUsize,
     idle: Notify,
+    handshakes: AtomicUsize,
+    client_connections: AtomicUsize,
+    member_connections: Mutex<HashMap<PublicKey, usize>>,
+}
+
+impl Shared {
+    fn allowance(&self, class: Class) -> &Allowance {
+        match class {
+            Class::Members => &self.member_allowance,
+            Class::Clients => &self.client_allowance,
+        }
+    }
+
+    /// Take a request slot for `class`, waiting until `deadline` at most.
+    async fn take_slot(
+        &self,
+        class: Class,
+        charge: &mut Charge,
+        deadline: Instant,
+    ) -> Result<(), Busy> {
+        let allowance = self.allowance(class);
+        let slot =
+            tokio::time::timeout_at(deadline, Arc::clone(&allowance.requests).acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or(Busy::Requests {
+                    class,
+                    limit: allowance.slots,
+                })?;
+        charge.slot = Some(slot);
+        Ok(())
+    }
+
+    /// Add `bytes` to `charge`, from the connection's cap and the class's
+    /// budget, waiting until `deadline` at most.
+    async fn charge(
+        &self,
+        lane: &Lane,
+        class: Class,
+        charge: &mut Charge,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<(), Busy> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let connection = tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&lane.connection).acquire_many_owned(permits),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(Busy::Connection {
+            limit: lane.connection_limit,
+        })?;
+        let allowance = self.allowance(class);
+        let shared = tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&allowance.bytes).acquire_many_owned(permits),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(Busy::Bytes {
+            class,
+            limit: allowance.capacity,
+        })?;
+        merge(&mut charge.connection, connection);
+        merge(&mut charge.class, shared);
+        Ok(())
+    }
+
+    fn budget_deadline(&self) -> Instant {
+        Instant::now() + self.config.budget_wait
+    }
 }
 
 /// A running server.
@@ -320,12 +542,16 @@ impl Server {
         let shared = Arc::new(Shared {
             router,
             members,
-            budget: Semaphore::new(config.max_inflight_bytes as usize),
+            member_allowance: Allowance::new(config.max_inflight_bytes, config.member_requests),
+            client_allowance: Allowance::new(config.client_inflight_bytes, config.client_requests),
             config,
             stats: ServerStats::default(),
             shutting_down,
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),
+            handshakes: AtomicUsize::new(0),
+            client_connections: AtomicUsize::new(0),
+            member_connections: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         info!(address = ?endpoint.local_addr().ok(), key = %identity.public(), "floe-net server listening");
@@ -397,31 +623,145 @@ impl Server {
     }
 }
 
+/// Decrements a counter when dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A member connection's place in the per-key count.
+struct MemberSeat<'a> {
+    shared: &'a Shared,
+    key: PublicKey,
+}
+
+impl Drop for MemberSeat<'_> {
+    fn drop(&mut self) {
+        let mut seats = lock(&self.shared.member_connections);
+        if let Some(count) = seats.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                seats.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A connection's place among the member or client connections.
+#[allow(dead_code)] // held for its drop
+enum Seat<'a> {
+    Member(MemberSeat<'a>),
+    Client(Counted<'a>),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
+        let handshaking = shared.handshakes.load(Ordering::Acquire);
+        let limit = shared.config.max_handshakes as usize;
+        if handshaking >= limit {
+            shared
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %incoming.remote_address(), handshaking, "too many handshakes; connection refused");
+            incoming.refuse();
+            continue;
+        }
+        if handshaking >= limit / 2 && !incoming.remote_address_validated() && incoming.may_retry()
+        {
+            // Under load, a caller must show it receives at the address it
+            // claims before the handshake costs the server anything.
+            shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+            let _ = incoming.retry();
+            continue;
+        }
+        shared.handshakes.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(serve_connection(incoming, Arc::clone(&shared)));
     }
 }
 
 async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(e) => {
+    let handshake = {
+        let _handshaking = Counted(&shared.handshakes);
+        tokio::time::timeout(shared.config.connect_timeout, incoming).await
+    };
+    let connection = match handshake {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
             debug!(peer = %remote, error = %e, "handshake failed");
             return;
         }
+        Err(_) => {
+            debug!(peer = %remote, "handshake not finished in time");
+            return;
+        }
+    };
+    let key = tls::peer_key(&connection);
+    let member = key.filter(|key| shared.members.contains(key));
+    let refuse = |reason: &str| {
+        shared
+            .stats
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %remote, key = ?key, reason, "connection refused");
+        connection.close(codes::BUSY, reason.as_bytes());
+    };
+    // Held for the connection's life.
+    let _seat = match member {
+        Some(key) => {
+            let mut seats = lock(&shared.member_connections);
+            let count = seats.entry(key).or_insert(0);
+            if *count >= shared.config.max_connections_per_member as usize {
+                drop(seats);
+                refuse("too many connections under this member's key");
+                return;
+            }
+            *count += 1;
+            drop(seats);
+            Seat::Member(MemberSeat {
+                shared: &shared,
+                key,
+            })
+        }
+        None => {
+            let held = shared.client_connections.fetch_add(1, Ordering::AcqRel);
+            let seat = Seat::Client(Counted(&shared.client_connections));
+            if held >= shared.config.max_client_connections as usize {
+                refuse("the node holds as many client connections as it serves; retry later or use another node");
+                return;
+            }
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(
+                shared.config.client_streams_per_connection,
+            ));
+            seat
+        }
     };
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    let key = tls::peer_key(&connection);
     debug!(peer = %remote, key = ?key, "connection accepted");
+    let lane = Arc::new(Lane {
+        connection: Arc::new(Semaphore::new(
+            shared.config.connection_inflight_bytes as usize,
+        )),
+        connection_limit: shared.config.connection_inflight_bytes,
+    });
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
                 let shared = Arc::clone(&shared);
+                let lane = Arc::clone(&lane);
                 tokio::spawn(async move {
                     shared.inflight.fetch_add(1, Ordering::AcqRel);
-                    serve_stream(&shared, key, remote, send, recv).await;
+                    serve_stream(&shared, &lane, key, remote, send, recv).await;
                     if shared.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
                         shared.idle.notify_waiters();
                     }
@@ -437,26 +777,42 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
 
 async fn serve_stream(
     shared: &Shared,
+    lane: &Lane,
     key: Option<PublicKey>,
     remote: SocketAddr,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let Some(reply) = exchange(shared, key, remote, &mut send, &mut recv).await else {
+    let Some((mut reply, mut charge, class)) =
+        exchange(shared, lane, key, remote, &mut send, &mut recv).await
+    else {
         shared.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    // The answer holds bytes for exactly its length while it is written.
+    let length = reply.body.len();
+    if length > charge.bytes() {
+        let more = length - charge.bytes();
+        if let Err(busy) = shared
+            .charge(lane, class, &mut charge, more, shared.budget_deadline())
+            .await
+        {
+            shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+            reply = Reply::text(Status::Unavailable, busy.to_string());
+        }
+    }
+    charge.shrink_to(reply.body.len());
     shared.stats.count(reply.status);
     let length = reply.body.len();
-    let permit = shared
-        .budget
-        .acquire_many(budget_permits(length, &shared.config))
-        .await;
     let header = frame::response_header(reply.status, u32::try_from(length).unwrap_or(u32::MAX));
-    let written = send.write_all_chunks(&mut [header, reply.body]).await;
-    drop(permit);
+    let written = tokio::time::timeout(
+        shared.config.response_write_timeout,
+        send.write_all_chunks(&mut [header, reply.body]),
+    )
+    .await;
+    drop(charge);
     match written {
-        Ok(()) => {
+        Ok(Ok(())) => {
             shared
                 .stats
                 .bytes_out
@@ -464,9 +820,19 @@ async fn serve_stream(
             let _ = send.finish();
             // Stay in flight until the caller has the whole answer, so that a
             // shutdown waiting for this request does not cut it off.
-            let _ = tokio::time::timeout(shared.config.request_read_timeout, send.stopped()).await;
+            let _ =
+                tokio::time::timeout(shared.config.response_write_timeout, send.stopped()).await;
         }
-        Err(e) => debug!(peer = %remote, error = %e, "response not delivered"),
+        Ok(Err(e)) => debug!(peer = %remote, error = %e, "response not delivered"),
+        Err(_) => {
+            shared.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+            let _ = send.reset(codes::TOO_SLOW);
+            debug!(
+                peer = %remote,
+                timeout = ?shared.config.response_write_timeout,
+                "the caller did not read its answer in time; abandoned"
+            );
+        }
     }
 }
 
@@ -478,29 +844,124 @@ pub(crate) fn budget_permits(length: usize, config: &NetConfig) -> u32 {
         .min(config.max_inflight_bytes)
 }
 
+/// The smallest buffer a multi-chunk body starts with.
+const MIN_BODY_BUFFER: usize = 64 << 10;
+
+/// Why a request body was not read.
+enum BodyError {
+    Frame(frame::FrameError),
+    Busy(Busy),
+}
+
+/// Read a body of exactly `length` bytes, then the end of the stream,
+/// charging its buffer to `charge` as it grows: a header that announces a
+/// large body costs nothing until the bytes arrive, and the buffer never
+/// exceeds twice what has arrived.
+async fn read_charged_body(
+    shared: &Shared,
+    lane: &Lane,
+    class: Class,
+    charge: &mut Charge,
+    recv: &mut RecvStream,
+    length: usize,
+) -> Result<Bytes, BodyError> {
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut got = 0;
+    while got < length {
+        let chunk = recv
+            .read_chunk(length - got, true)
+            .await
+            .map_err(|e| BodyError::Frame(e.into()))?
+            .ok_or(BodyError::Frame(frame::FrameError::Truncated {
+                got,
+                expected: length,
+            }))?;
+        let bytes = chunk.bytes;
+        if got == 0 && bytes.len() == length {
+            // The whole body in one piece: kept as it is, without a copy.
+            shared
+                .charge(lane, class, charge, length, shared.budget_deadline())
+                .await
+                .map_err(BodyError::Busy)?;
+            if recv
+                .read_chunk(1, true)
+                .await
+                .map_err(|e| BodyError::Frame(e.into()))?
+                .is_some()
+            {
+                return Err(BodyError::Frame(frame::FrameError::TrailingBytes));
+            }
+            return Ok(bytes);
+        }
+        let needed = got + bytes.len();
+        if needed > buffer.capacity() {
+            let grow_to = needed
+                .max(buffer.capacity().saturating_mul(2))
+                .max(MIN_BODY_BUFFER)
+                .min(length);
+            shared
+                .charge(
+                    lane,
+                    class,
+                    charge,
+                    grow_to - buffer.capacity(),
+                    shared.budget_deadline(),
+                )
+                .await
+                .map_err(BodyError::Busy)?;
+            buffer.reserve_exact(grow_to - buffer.len());
+        }
+        buffer.extend_from_slice(&bytes);
+        got = needed;
+    }
+    if recv
+        .read_chunk(1, true)
+        .await
+        .map_err(|e| BodyError::Frame(e.into()))?
+        .is_some()
+    {
+        return Err(BodyError::Frame(frame::FrameError::TrailingBytes));
+    }
+    Ok(Bytes::from(buffer))
+}
+
+/// The largest share of a method's response limit reserved before its
+/// handler runs; a larger answer takes the rest before it is written.
+const RESPONSE_RESERVE: u32 = 4 << 20;
+
 /// Read one request and run its handler. `None`: the caller went away.
+/// The answer comes with the budget it holds and the class it was charged to.
 async fn exchange(
     shared: &Shared,
+    lane: &Lane,
     key: Option<PublicKey>,
     remote: SocketAddr,
     send: &mut SendStream,
     recv: &mut RecvStream,
-) -> Option<Reply> {
+) -> Option<(Reply, Charge, Class)> {
     let refuse = |recv: &mut RecvStream, status: Status, text: String| {
         let _ = recv.stop(codes::REFUSED);
         debug!(peer = %remote, %text, "request refused");
-        Some(Reply::text(status, text))
+        Some((Reply::text(status, text), Charge::default(), Class::Clients))
     };
     if *shared.shutting_down.borrow() {
         let _ = recv.stop(codes::SHUTDOWN);
-        return Some(Reply::text(
-            Status::Unavailable,
-            "the node is shutting down; retry on another node",
+        return Some((
+            Reply::text(
+                Status::Unavailable,
+                "the node is shutting down; retry on another node",
+            ),
+            Charge::default(),
+            Class::Clients,
         ));
     }
     let timeout = shared.config.request_read_timeout;
-    let header = match tokio::time::timeout(timeout, frame::read_header::<REQUEST_HEADER_LEN>(recv))
-        .await
+    let read_deadline = Instant::now() + timeout;
+    let header = match tokio::time::timeout_at(
+        read_deadline,
+        frame::read_header::<REQUEST_HEADER_LEN>(recv),
+    )
+    .await
     {
         Ok(Ok(header)) => header,
         Ok(Err(e)) => return refuse(recv, Status::BadRequest, format!("bad request header: {e}")),
@@ -537,6 +998,10 @@ async fn exchange(
             address: remote,
         },
     };
+    let class = match caller {
+        Caller::Member { .. } => Class::Members,
+        Caller::Client { .. } => Class::Clients,
+    };
     if route.access == Access::PeerOnly && caller.member().is_none() {
         let text = format!(
             "`{}` is served to committee members only, and the {caller} is not one",
@@ -544,13 +1009,41 @@ async fn exchange(
         );
         return refuse(recv, Status::Refused, text);
     }
-    let permit = shared
-        .budget
-        .acquire_many(budget_permits(length as usize, &shared.config))
-        .await;
-    let body = match tokio::time::timeout(timeout, frame::read_body(recv, length as usize)).await {
+    let busy = |recv: &mut RecvStream, busy: Busy| {
+        shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+        let _ = recv.stop(codes::BUSY);
+        debug!(peer = %remote, method = route.name, %busy, "request turned away");
+        Some((
+            Reply::text(Status::Unavailable, busy.to_string()),
+            Charge::default(),
+            class,
+        ))
+    };
+    // A request slot, and room for a typical answer, before anything is
+    // read or built.
+    let mut charge = Charge::default();
+    if let Err(e) = shared
+        .take_slot(class, &mut charge, shared.budget_deadline())
+        .await
+    {
+        return busy(recv, e);
+    }
+    let reserve = route.max_response.min(RESPONSE_RESERVE) as usize;
+    if let Err(e) = shared
+        .charge(lane, class, &mut charge, reserve, shared.budget_deadline())
+        .await
+    {
+        return busy(recv, e);
+    }
+    let body = match tokio::time::timeout_at(
+        read_deadline,
+        read_charged_body(shared, lane, class, &mut charge, recv, length as usize),
+    )
+    .await
+    {
         Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
+        Ok(Err(BodyError::Busy(e))) => return busy(recv, e),
+        Ok(Err(BodyError::Frame(e))) => {
             return refuse(
                 recv,
                 Status::BadRequest,
@@ -572,11 +1065,47 @@ async fn exchange(
         .stats
         .bytes_in
         .fetch_add(u64::from(length), Ordering::Relaxed);
+    // The handler, and any blocking work it starts through
+    // [`spawn_blocking`], runs inside the request's budget.
+    let held = Arc::new(charge);
+    let work = HELD.scope(Arc::clone(&held), (route.handler)(caller, body));
     let stopped = send.stopped();
-    let reply = tokio::select! {
-        reply = (route.handler)(caller, body) => Some(reply),
-        _ = stopped => None,
+    let mut reply = tokio::select! {
+        reply = tokio::time::timeout(route.deadline, work) => match reply {
+            Ok(reply) => reply,
+            Err(_) => {
+                shared.stats.handler_timeouts.fetch_add(1, Ordering::Relaxed);
+                warn!(peer = %remote, method = route.name, deadline = ?route.deadline, "handler stopped at its deadline");
+                Reply::text(
+                    Status::Unavailable,
+                    format!(
+                        "`{}` did not finish within {:?} on this node; retry or ask another node",
+                        route.name, route.deadline
+                    ),
+                )
+            }
+        },
+        _ = stopped => return None,
     };
-    drop(permit);
-    reply
+    // Work the handler left behind keeps its share; the answer takes anew.
+    let mut charge = Arc::try_unwrap(held).unwrap_or_default();
+    charge.slot = None;
+    let limit = route.response_limit(reply.status);
+    if reply.body.len() > limit as usize {
+        warn!(
+            method = route.name,
+            length = reply.body.len(),
+            limit,
+            "answer over the method's limit withheld"
+        );
+        reply = Reply::text(
+            Status::Unavailable,
+            format!(
+                "this node's `{}` answer of {} bytes exceeds the method's limit of {limit} bytes; report this bug to the node's operator",
+                route.name,
+                reply.body.len()
+            ),
+        );
+    }
+    Some((reply, charge, class))
 }

@@ -261,17 +261,19 @@ async fn broken_frames_fail_their_stream_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversize_response_is_refused_by_the_caller() {
+async fn an_oversize_response_is_withheld_by_the_server() {
     let server = serve(1, 0, &[], NetConfig::default());
     let pool = pool(None, &server, NetConfig::default());
     let peer = server.key.public();
     assert_eq!(pool.call::<Fill>(&peer, &4096).await.unwrap().0.len(), 4096);
+    // The server holds its answers to the method's limit, as the caller
+    // would: it says so instead of sending what the caller must refuse.
     match pool.call::<Fill>(&peer, &4097).await {
-        Err(RpcError::Protocol { violation, .. }) => assert!(
-            violation.contains("response of 4097 bytes exceeds"),
-            "{violation}"
+        Err(RpcError::Unavailable { reason, .. }) => assert!(
+            reason.contains("answer of 4097 bytes exceeds the method's limit of 4096"),
+            "{reason}"
         ),
-        other => panic!("expected a protocol violation, got {other:?}"),
+        other => panic!("expected the server to withhold the answer, got {other:?}"),
     }
     // An oversize request is refused before it is sent.
     match pool

@@ -98,6 +98,20 @@ impl Method for Slow {
     type Error = TestError;
 }
 
+/// Blocks a thread of the blocking pool for the given milliseconds, inside
+/// the request's budget.
+pub struct Block;
+impl Method for Block {
+    const KIND: u16 = 7;
+    const NAME: &'static str = "block";
+    const ACCESS: Access = Access::Public;
+    const MAX_REQUEST_BYTES: u32 = 16;
+    const MAX_RESPONSE_BYTES: u32 = 16;
+    type Request = u64;
+    type Response = u64;
+    type Error = TestError;
+}
+
 /// Counts handler futures dropped before they finished (cancelled calls).
 #[derive(Default)]
 pub struct Counters {
@@ -138,6 +152,12 @@ pub fn router(counters: Arc<Counters>) -> Router {
         .route::<Fill, _, _>(|_, n: u32| async move { Ok(Raw(vec![7u8; n as usize].into())) })
         .route::<Slow, _, _>(|_, ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .route::<Block, _, _>(|_, ms: u64| async move {
+            floe_net::spawn_blocking(move || std::thread::sleep(Duration::from_millis(ms)))
+                .await
+                .map_err(|e| TestError::NotFound(e.to_string()))?;
             Ok(ms)
         })
 }
