@@ -523,6 +523,15 @@ impl Pool {
                     reason: "the node is shutting down".into(),
                 }
             }
+            FrameError::Stream(ReadError::Reset(code)) if code == codes::TOO_SLOW => {
+                RpcError::Unavailable {
+                    peer: peer(),
+                    method: M::NAME,
+                    reason: "the node gave up writing an answer this side did not read in time; \
+                             read answers promptly or ask for less at once"
+                        .into(),
+                }
+            }
             e => protocol(format!("{what}: {e}")),
         };
         let header = frame::read_header::<RESPONSE_HEADER_LEN>(&mut stream.recv)
