@@ -1019,22 +1019,7 @@ async fn exchange(
             class,
         ))
     };
-    // A request slot, and room for a typical answer, before anything is
-    // read or built.
     let mut charge = Charge::default();
-    if let Err(e) = shared
-        .take_slot(class, &mut charge, shared.budget_deadline())
-        .await
-    {
-        return busy(recv, e);
-    }
-    let reserve = route.max_response.min(RESPONSE_RESERVE) as usize;
-    if let Err(e) = shared
-        .charge(lane, class, &mut charge, reserve, shared.budget_deadline())
-        .await
-    {
-        return busy(recv, e);
-    }
     let body = match tokio::time::timeout_at(
         read_deadline,
         read_charged_body(shared, lane, class, &mut charge, recv, length as usize),
@@ -1065,6 +1050,22 @@ async fn exchange(
         .stats
         .bytes_in
         .fetch_add(u64::from(length), Ordering::Relaxed);
+    // A request slot, and room for a typical answer, once the request is
+    // whole and before its answer is built: a stream that only announces a
+    // body holds neither.
+    if let Err(e) = shared
+        .take_slot(class, &mut charge, shared.budget_deadline())
+        .await
+    {
+        return busy(recv, e);
+    }
+    let reserve = route.max_response.min(RESPONSE_RESERVE) as usize;
+    if let Err(e) = shared
+        .charge(lane, class, &mut charge, reserve, shared.budget_deadline())
+        .await
+    {
+        return busy(recv, e);
+    }
     // The handler, and any blocking work it starts through
     // [`spawn_blocking`], runs inside the request's budget.
     let held = Arc::new(charge);

@@ -197,7 +197,12 @@ async fn a_connection_flood_is_refused_cleanly_and_members_still_connect() {
         }
         pools.push(pool);
     }
-    eprintln!("{flood} connection attempts: {open} open, {turned_away} turned away");
+    let stats = server.server.stats();
+    eprintln!(
+        "{flood} connection attempts: {open} open, {turned_away} turned away ({} refused or closed busy, {} asked to validate their address)",
+        stats.connections_refused.load(Ordering::Relaxed),
+        stats.retries.load(Ordering::Relaxed),
+    );
     assert!(
         open <= 16,
         "{open} client connections held, over the cap of 16"

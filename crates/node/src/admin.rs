@@ -231,6 +231,36 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         &counter(&wire.bytes_out),
     );
     metric(
+        "floe_net_busy_total",
+        "counter",
+        "Requests answered busy: no budget or request slot in time.",
+        &counter(&wire.busy),
+    );
+    metric(
+        "floe_net_connections_refused_total",
+        "counter",
+        "Connections refused or closed at once (too many handshakes, client connections, or connections under one member key).",
+        &counter(&wire.connections_refused),
+    );
+    metric(
+        "floe_net_retries_total",
+        "counter",
+        "Connection attempts asked to validate their address (QUIC Retry).",
+        &counter(&wire.retries),
+    );
+    metric(
+        "floe_net_write_timeouts_total",
+        "counter",
+        "Answers abandoned because the caller did not read them in time.",
+        &counter(&wire.write_timeouts),
+    );
+    metric(
+        "floe_net_handler_timeouts_total",
+        "counter",
+        "Requests stopped at their handler deadline.",
+        &counter(&wire.handler_timeouts),
+    );
+    metric(
         "floe_net_inflight_requests",
         "gauge",
         "Requests being served.",

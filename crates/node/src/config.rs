@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// Background work.
     #[serde(default)]
     pub tasks: Tasks,
+    /// What one caller may hold of the protocol server.
+    #[serde(default)]
+    pub server: ServerLimits,
     /// LAB ONLY: make this node a hostile member that lies in the ways
     /// chosen (see [`Byzantine`]). For fault drills and tests; a node with
     /// this section logs a warning at start.
@@ -96,6 +99,85 @@ impl Default for Limits {
             max_blob_size: 1 << 30,
             pending_upload_secs: 3600,
             max_epochs_ahead: 1000,
+        }
+    }
+}
+
+/// What callers may hold of the protocol server (`[server]`): committee
+/// members and everyone else draw from separate budgets, so that no client
+/// can make a member's request wait.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerLimits {
+    /// MiB of request and response bodies held at once for members.
+    pub member_budget_mib: u32,
+    /// MiB of request and response bodies held at once for everyone else.
+    pub client_budget_mib: u32,
+    /// MiB one connection may hold at once; at least the largest request
+    /// (256 MiB of pairs).
+    pub connection_budget_mib: u32,
+    /// Requests served at once for members.
+    pub member_requests: u32,
+    /// Requests served at once for everyone else.
+    pub client_requests: u32,
+    /// Concurrent requests on one client connection.
+    pub client_streams: u32,
+    /// Client connections held at once; more are turned away "busy".
+    pub max_client_connections: u32,
+    /// Connections held at once under one member's key.
+    pub max_connections_per_member: u32,
+    /// Handshakes at once; from half of it on, callers must validate their
+    /// address (QUIC Retry); beyond it, connections are refused.
+    pub max_handshakes: u32,
+    /// How long a request waits for budget before it is answered "busy".
+    pub budget_wait_ms: u64,
+    /// How long a request may take to arrive once its stream opens.
+    pub request_read_secs: u64,
+    /// How long writing an answer may take before it is abandoned.
+    pub response_write_secs: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self::from_net(&floe_net::NetConfig::default())
+    }
+}
+
+impl ServerLimits {
+    fn from_net(net: &floe_net::NetConfig) -> Self {
+        Self {
+            member_budget_mib: net.max_inflight_bytes >> 20,
+            client_budget_mib: net.client_inflight_bytes >> 20,
+            connection_budget_mib: net.connection_inflight_bytes >> 20,
+            member_requests: net.member_requests,
+            client_requests: net.client_requests,
+            client_streams: net.client_streams_per_connection,
+            max_client_connections: net.max_client_connections,
+            max_connections_per_member: net.max_connections_per_member,
+            max_handshakes: net.max_handshakes,
+            budget_wait_ms: net.budget_wait.as_millis() as u64,
+            request_read_secs: net.request_read_timeout.as_secs(),
+            response_write_secs: net.response_write_timeout.as_secs(),
+        }
+    }
+
+    /// The transport configuration with these limits.
+    pub fn net_config(&self) -> floe_net::NetConfig {
+        let mib = |n: u32| n.saturating_mul(1 << 20);
+        floe_net::NetConfig {
+            max_inflight_bytes: mib(self.member_budget_mib),
+            client_inflight_bytes: mib(self.client_budget_mib),
+            connection_inflight_bytes: mib(self.connection_budget_mib),
+            member_requests: self.member_requests,
+            client_requests: self.client_requests,
+            client_streams_per_connection: self.client_streams,
+            max_client_connections: self.max_client_connections,
+            max_connections_per_member: self.max_connections_per_member,
+            max_handshakes: self.max_handshakes,
+            budget_wait: std::time::Duration::from_millis(self.budget_wait_ms),
+            request_read_timeout: std::time::Duration::from_secs(self.request_read_secs),
+            response_write_timeout: std::time::Duration::from_secs(self.response_write_secs),
+            ..floe_net::NetConfig::default()
         }
     }
 }
@@ -240,4 +322,47 @@ pub fn write_key(path: &Path, key: &KeyPair) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     writeln!(file, "{}", hex::encode(key.seed()))?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The shipped config parses, and its `[server]` section is the
+    /// transport's defaults, written out: an operator reading it sees what
+    /// the node runs with.
+    #[test]
+    fn the_shipped_config_states_the_server_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd/node.toml");
+        let config = NodeConfig::load(&path).unwrap();
+        let shipped = config.server.net_config();
+        let defaults = floe_net::NetConfig::default();
+        assert_eq!(shipped.max_inflight_bytes, defaults.max_inflight_bytes);
+        assert_eq!(
+            shipped.client_inflight_bytes,
+            defaults.client_inflight_bytes
+        );
+        assert_eq!(
+            shipped.connection_inflight_bytes,
+            defaults.connection_inflight_bytes
+        );
+        assert_eq!(shipped.client_requests, defaults.client_requests);
+        assert_eq!(
+            shipped.max_client_connections,
+            defaults.max_client_connections
+        );
+        assert_eq!(shipped.budget_wait, defaults.budget_wait);
+        assert_eq!(
+            shipped.response_write_timeout,
+            defaults.response_write_timeout
+        );
+        let tighter: NodeConfig = toml::from_str(
+            &std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("client_budget_mib = 512", "client_budget_mib = 64"),
+        )
+        .unwrap();
+        assert_eq!(tighter.server.net_config().client_inflight_bytes, 64 << 20);
+    }
 }

@@ -24,13 +24,13 @@ use floe_consensus::{
     BlobState, Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member,
     MemberIndex,
 };
-use floe_net::{Members, NetConfig, Pool, Server, TlsIdentity};
+use floe_net::{Members, Pool, Server, TlsIdentity};
 use floe_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-pub use config::{Byzantine, ConfigError, Limits, NodeConfig, Tasks};
+pub use config::{Byzantine, ConfigError, Limits, NodeConfig, ServerLimits, Tasks};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +274,7 @@ impl Node {
             &identity,
             members,
             router,
-            NetConfig::default(),
+            config.server.net_config(),
         )?;
         let pool = Pool::with_endpoint(
             server.endpoint().clone(),

@@ -8,7 +8,7 @@ use floe_consensus::{
     Committee, CommitteeError, CommitteeFile, Epoch, EpochClock, KeyPair, Member, NodeId,
 };
 
-use crate::config::{write_key, Limits, NodeConfig, Tasks};
+use crate::config::{write_key, Limits, NodeConfig, ServerLimits, Tasks};
 use crate::now_ms;
 
 /// What [`generate`] wrote.
@@ -149,6 +149,7 @@ pub fn generate_with(
             committee: committee_path.clone(),
             limits: limits.clone(),
             tasks: tasks.clone(),
+            server: ServerLimits::default(),
             byzantine: None,
         });
     }
