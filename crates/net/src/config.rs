@@ -51,12 +51,21 @@ pub struct NetConfig {
     /// Server: connections held at once by callers that are not members;
     /// more are closed right after the handshake with a "busy" code.
     pub max_client_connections: u32,
+    /// Server: client connections held at once from one IP address.
+    pub max_client_connections_per_ip: u32,
     /// Server: connections held at once under one member's key.
     pub max_connections_per_member: u32,
-    /// Server: handshakes in progress at once. From half of it on, a caller
-    /// whose address is not validated is asked to prove it (QUIC Retry);
-    /// beyond it, new connections are refused.
+    /// Server: the flow-control window of a connection that is not a
+    /// member's (members get [`NetConfig::connection_window`]): what QUIC
+    /// buffers for a client before the server reads it.
+    pub client_connection_window: u32,
+    /// Server: handshakes in progress at once. From an eighth of it on, a
+    /// caller whose address is not validated is asked to prove it (QUIC
+    /// Retry); beyond it, or beyond [`NetConfig::max_handshakes_per_ip`]
+    /// from one address, new connections are refused.
     pub max_handshakes: u32,
+    /// Server: handshakes in progress at once from one IP address.
+    pub max_handshakes_per_ip: u32,
     /// Server: how long a request waits for budget (bytes or a request slot)
     /// before it is answered "busy, retry".
     pub budget_wait: Duration,
@@ -99,12 +108,17 @@ impl Default for NetConfig {
             max_inflight_bytes: 512 << 20,
             client_inflight_bytes: 512 << 20,
             connection_inflight_bytes: 288 << 20,
-            member_requests: 1024,
-            client_requests: 512,
+            // Below tokio's 512 blocking threads together, so that clients
+            // cannot take every thread members' handlers need.
+            member_requests: 256,
+            client_requests: 128,
             client_streams_per_connection: 64,
-            max_client_connections: 512,
+            max_client_connections: 256,
+            max_client_connections_per_ip: 32,
             max_connections_per_member: 8,
+            client_connection_window: 16 << 20,
             max_handshakes: 64,
+            max_handshakes_per_ip: 8,
             budget_wait: Duration::from_secs(5),
             response_write_timeout: Duration::from_secs(30),
             stream_window: 16 << 20,
@@ -122,6 +136,19 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
+    /// The QUIC transport parameters a server offers every caller before it
+    /// knows who calls: a client's streams and window. A member's are
+    /// raised once its handshake proves its key.
+    pub fn server_transport(&self) -> Arc<TransportConfig> {
+        let mut config = self.clone();
+        config.max_streams_per_connection = self
+            .client_streams_per_connection
+            .min(self.max_streams_per_connection);
+        config.connection_window = self.client_connection_window.min(self.connection_window);
+        config.stream_window = self.stream_window.min(config.connection_window);
+        config.transport()
+    }
+
     /// The QUIC transport parameters for these limits.
     pub fn transport(&self) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
@@ -178,7 +205,7 @@ impl NetConfig {
         effective.stream_window = effective.stream_window.min(effective.connection_window);
         let server = server.map(|crypto| {
             let mut config = quinn::ServerConfig::with_crypto(crypto);
-            config.transport_config(effective.transport());
+            config.transport_config(effective.server_transport());
             config
         });
         let mut endpoint = EndpointConfig::default();

@@ -379,6 +379,36 @@ impl Charge {
     }
 }
 
+/// `permits` from `semaphore` by `deadline`: small charges queue in order,
+/// large ones poll so they never stand in front of small ones.
+async fn acquire(
+    semaphore: &Arc<Semaphore>,
+    permits: u32,
+    deadline: Instant,
+) -> Option<OwnedSemaphorePermit> {
+    if (permits as usize) < BIG_CHARGE {
+        return tokio::time::timeout_at(
+            deadline,
+            Arc::clone(semaphore).acquire_many_owned(permits),
+        )
+        .await
+        .ok()?
+        .ok();
+    }
+    loop {
+        match Arc::clone(semaphore).try_acquire_many_owned(permits) {
+            Ok(permit) => return Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(BIG_CHARGE_POLL).await;
+            }
+        }
+    }
+}
+
 fn merge(into: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) {
     match into {
         Some(held) => held.merge(permit),
@@ -386,16 +416,32 @@ fn merge(into: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) 
     }
 }
 
+/// The budget of the request being served, shared by its handler and the
+/// blocking work it starts, with what it needs to take more.
+struct Held {
+    charge: Mutex<Charge>,
+    class: Class,
+    allowance_bytes: Arc<Semaphore>,
+    allowance_limit: u32,
+    lane: Arc<Lane>,
+    wait: Duration,
+}
+
 tokio::task_local! {
     /// The budget of the request whose handler is running on this task.
-    static HELD: Arc<Charge>;
+    static HELD: Arc<Held>;
+}
+
+thread_local! {
+    /// The budget of the request whose blocking work runs on this thread.
+    static HELD_HERE: std::cell::RefCell<Option<Arc<Held>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Run blocking work for the request being served, inside its budget: the
 /// request's bytes and slot stay taken until the work ends, even when the
 /// caller cancels and the handler is dropped, so abandoned work cannot pile
-/// up beyond the server's limits. Outside a handler it is
-/// [`tokio::task::spawn_blocking`].
+/// up beyond the server's limits; the work may [`reserve_answer`]. Outside
+/// a handler it is [`tokio::task::spawn_blocking`].
 pub fn spawn_blocking<F, R>(work: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
@@ -403,16 +449,80 @@ where
 {
     let held = HELD.try_with(Arc::clone).ok();
     tokio::task::spawn_blocking(move || {
+        HELD_HERE.with(|here| *here.borrow_mut() = held);
         let out = work();
-        drop(held);
+        HELD_HERE.with(|here| here.borrow_mut().take());
         out
     })
 }
 
-/// One connection's view of the server: its own byte cap beside its class's.
+/// Take budget for an answer of up to `bytes` before building it, from
+/// blocking work started with [`spawn_blocking`] by a handler: a handler
+/// whose answer may be far larger than the method's typical one (a sliver)
+/// says so before it reads it, so that answers are paid for before they
+/// take memory. Waits up to the server's budget wait; the error says why
+/// there is no room. Outside a handler's blocking work it does nothing.
+pub fn reserve_answer(bytes: usize) -> Result<(), String> {
+    let Some(held) = HELD_HERE.with(|here| here.borrow().clone()) else {
+        return Ok(());
+    };
+    let missing = bytes.saturating_sub(lock(&held.charge).bytes());
+    if missing == 0 {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + held.wait;
+    let permits = u32::try_from(missing).unwrap_or(u32::MAX);
+    let take = |semaphore: &Arc<Semaphore>| loop {
+        match Arc::clone(semaphore).try_acquire_many_owned(permits) {
+            Ok(permit) => return Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if std::time::Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(BIG_CHARGE_POLL);
+            }
+        }
+    };
+    let connection = take(&held.lane.bytes).ok_or_else(|| {
+        Busy::Connection {
+            limit: held.lane.limit,
+        }
+        .to_string()
+    })?;
+    let shared = take(&held.allowance_bytes).ok_or_else(|| {
+        Busy::Bytes {
+            class: held.class,
+            limit: held.allowance_limit,
+        }
+        .to_string()
+    })?;
+    let mut charge = lock(&held.charge);
+    merge(&mut charge.connection, connection);
+    merge(&mut charge.class, shared);
+    Ok(())
+}
+
+/// Charges above this size poll for room instead of queueing, so that one
+/// large request never holds up the small ones behind it (the semaphore
+/// serves its queue in order).
+const BIG_CHARGE: usize = 1 << 20;
+/// How often a large charge looks for room.
+const BIG_CHARGE_POLL: Duration = Duration::from_millis(5);
+
+/// What one member key, or one client address, may hold across all its
+/// connections, and how many connections it has.
 struct Lane {
-    connection: Arc<Semaphore>,
-    connection_limit: u32,
+    bytes: Arc<Semaphore>,
+    limit: u32,
+    connections: AtomicUsize,
+}
+
+/// Whose lane: a member's key, or a client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LaneKey {
+    Member(PublicKey),
+    Client(std::net::IpAddr),
 }
 
 struct Shared {
@@ -426,8 +536,9 @@ struct Shared {
     inflight: AtomicUsize,
     idle: Notify,
     handshakes: AtomicUsize,
+    handshakes_by_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     client_connections: AtomicUsize,
-    member_connections: Mutex<HashMap<PublicKey, usize>>,
+    lanes: Mutex<HashMap<LaneKey, std::sync::Weak<Lane>>>,
 }
 
 impl Shared {
@@ -459,8 +570,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Add `bytes` to `charge`, from the connection's cap and the class's
-    /// budget, waiting until `deadline` at most.
+    /// Add `bytes` to `charge`, from the lane's cap and the class's budget,
+    /// waiting until `deadline` at most.
     async fn charge(
         &self,
         lane: &Lane,
@@ -473,31 +584,36 @@ impl Shared {
             return Ok(());
         }
         let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let connection = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&lane.connection).acquire_many_owned(permits),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or(Busy::Connection {
-            limit: lane.connection_limit,
-        })?;
+        let connection = acquire(&lane.bytes, permits, deadline)
+            .await
+            .ok_or(Busy::Connection { limit: lane.limit })?;
         let allowance = self.allowance(class);
-        let shared = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&allowance.bytes).acquire_many_owned(permits),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or(Busy::Bytes {
-            class,
-            limit: allowance.capacity,
-        })?;
+        let shared = acquire(&allowance.bytes, permits, deadline)
+            .await
+            .ok_or(Busy::Bytes {
+                class,
+                limit: allowance.capacity,
+            })?;
         merge(&mut charge.connection, connection);
         merge(&mut charge.class, shared);
         Ok(())
+    }
+
+    /// The lane of `key`, made on first use.
+    fn lane(&self, key: LaneKey) -> Arc<Lane> {
+        let mut lanes = lock(&self.lanes);
+        if let Some(lane) = lanes.get(&key).and_then(std::sync::Weak::upgrade) {
+            return lane;
+        }
+        lanes.retain(|_, lane| lane.strong_count() > 0);
+        let limit = self.config.connection_inflight_bytes;
+        let lane = Arc::new(Lane {
+            bytes: Arc::new(Semaphore::new(limit as usize)),
+            limit,
+            connections: AtomicUsize::new(0),
+        });
+        lanes.insert(key, Arc::downgrade(&lane));
+        lane
     }
 
     fn budget_deadline(&self) -> Instant {
@@ -550,8 +666,9 @@ impl Server {
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),
             handshakes: AtomicUsize::new(0),
+            handshakes_by_ip: Mutex::new(HashMap::new()),
             client_connections: AtomicUsize::new(0),
-            member_connections: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         info!(address = ?endpoint.local_addr().ok(), key = %identity.public(), "floe-net server listening");
@@ -632,29 +749,23 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// A member connection's place in the per-key count.
-struct MemberSeat<'a> {
-    shared: &'a Shared,
-    key: PublicKey,
+/// A handshake in progress, counted in total and per address.
+struct Handshaking {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
 }
 
-impl Drop for MemberSeat<'_> {
+impl Drop for Handshaking {
     fn drop(&mut self) {
-        let mut seats = lock(&self.shared.member_connections);
-        if let Some(count) = seats.get_mut(&self.key) {
+        self.shared.handshakes.fetch_sub(1, Ordering::AcqRel);
+        let mut by_ip = lock(&self.shared.handshakes_by_ip);
+        if let Some(count) = by_ip.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                seats.remove(&self.key);
+                by_ip.remove(&self.ip);
             }
         }
     }
-}
-
-/// A connection's place among the member or client connections.
-#[allow(dead_code)] // held for its drop
-enum Seat<'a> {
-    Member(MemberSeat<'a>),
-    Client(Counted<'a>),
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -663,20 +774,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The longest a handshake may hold its place.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let ip = remote.ip();
         let handshaking = shared.handshakes.load(Ordering::Acquire);
         let limit = shared.config.max_handshakes as usize;
-        if handshaking >= limit {
+        let from_ip = lock(&shared.handshakes_by_ip)
+            .get(&ip)
+            .copied()
+            .unwrap_or(0);
+        if handshaking >= limit || from_ip >= shared.config.max_handshakes_per_ip as usize {
             shared
                 .stats
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
-            debug!(peer = %incoming.remote_address(), handshaking, "too many handshakes; connection refused");
+            debug!(peer = %remote, handshaking, from_ip, "too many handshakes; connection refused");
             incoming.refuse();
             continue;
         }
-        if handshaking >= limit / 2 && !incoming.remote_address_validated() && incoming.may_retry()
+        if handshaking >= (limit / 8).max(1)
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
         {
             // Under load, a caller must show it receives at the address it
             // claims before the handshake costs the server anything.
@@ -685,16 +807,24 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
             continue;
         }
         shared.handshakes.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(serve_connection(incoming, Arc::clone(&shared)));
+        *lock(&shared.handshakes_by_ip).entry(ip).or_insert(0) += 1;
+        let handshaking = Handshaking {
+            shared: Arc::clone(&shared),
+            ip,
+        };
+        tokio::spawn(serve_connection(incoming, handshaking));
     }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
+async fn serve_connection(incoming: quinn::Incoming, handshaking: Handshaking) {
     let remote = incoming.remote_address();
-    let handshake = {
-        let _handshaking = Counted(&shared.handshakes);
-        tokio::time::timeout(shared.config.connect_timeout, incoming).await
-    };
+    let shared = Arc::clone(&handshaking.shared);
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT.min(shared.config.connect_timeout),
+        incoming,
+    )
+    .await;
+    drop(handshaking);
     let connection = match handshake {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
@@ -716,44 +846,43 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         debug!(peer = %remote, key = ?key, reason, "connection refused");
         connection.close(codes::BUSY, reason.as_bytes());
     };
-    // Held for the connection's life.
-    let _seat = match member {
-        Some(key) => {
-            let mut seats = lock(&shared.member_connections);
-            let count = seats.entry(key).or_insert(0);
-            if *count >= shared.config.max_connections_per_member as usize {
-                drop(seats);
+    // The lane (one per member key, one per client address) and the seats
+    // are held for the connection's life.
+    let lane = shared.lane(match member {
+        Some(key) => LaneKey::Member(key),
+        None => LaneKey::Client(remote.ip()),
+    });
+    let on_lane = lane.connections.fetch_add(1, Ordering::AcqRel);
+    let _lane_seat = Counted(&lane.connections);
+    let _client_seat = match member {
+        Some(_) => {
+            if on_lane >= shared.config.max_connections_per_member as usize {
                 refuse("too many connections under this member's key");
                 return;
             }
-            *count += 1;
-            drop(seats);
-            Seat::Member(MemberSeat {
-                shared: &shared,
-                key,
-            })
+            // Proven a member: the full window and stream count.
+            connection.set_receive_window(VarInt::from_u32(shared.config.connection_window));
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(
+                shared.config.max_streams_per_connection,
+            ));
+            None
         }
         None => {
             let held = shared.client_connections.fetch_add(1, Ordering::AcqRel);
-            let seat = Seat::Client(Counted(&shared.client_connections));
+            let seat = Counted(&shared.client_connections);
+            if on_lane >= shared.config.max_client_connections_per_ip as usize {
+                refuse("too many connections from this address; reuse one connection");
+                return;
+            }
             if held >= shared.config.max_client_connections as usize {
                 refuse("the node holds as many client connections as it serves; retry later or use another node");
                 return;
             }
-            connection.set_max_concurrent_bi_streams(VarInt::from_u32(
-                shared.config.client_streams_per_connection,
-            ));
-            seat
+            Some(seat)
         }
     };
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     debug!(peer = %remote, key = ?key, "connection accepted");
-    let lane = Arc::new(Lane {
-        connection: Arc::new(Semaphore::new(
-            shared.config.connection_inflight_bytes as usize,
-        )),
-        connection_limit: shared.config.connection_inflight_bytes,
-    });
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
@@ -777,7 +906,7 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
 
 async fn serve_stream(
     shared: &Shared,
-    lane: &Lane,
+    lane: &Arc<Lane>,
     key: Option<PublicKey>,
     remote: SocketAddr,
     mut send: SendStream,
@@ -789,9 +918,11 @@ async fn serve_stream(
         shared.stats.cancelled.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    // The answer holds bytes for exactly its length while it is written.
+    // The answer holds bytes for exactly its length until the caller has
+    // acknowledged it (QUIC keeps it buffered until then), or the write
+    // deadline passes. A refusal's short text is sent as it is.
     let length = reply.body.len();
-    if length > charge.bytes() {
+    if matches!(reply.status, Status::Ok | Status::Failed) && length > charge.bytes() {
         let more = length - charge.bytes();
         if let Err(busy) = shared
             .charge(lane, class, &mut charge, more, shared.budget_deadline())
@@ -802,15 +933,13 @@ async fn serve_stream(
         }
     }
     charge.shrink_to(reply.body.len());
+    charge.slot = None;
     shared.stats.count(reply.status);
     let length = reply.body.len();
     let header = frame::response_header(reply.status, u32::try_from(length).unwrap_or(u32::MAX));
-    let written = tokio::time::timeout(
-        shared.config.response_write_timeout,
-        send.write_all_chunks(&mut [header, reply.body]),
-    )
-    .await;
-    drop(charge);
+    let deadline = Instant::now() + shared.config.response_write_timeout;
+    let written =
+        tokio::time::timeout_at(deadline, send.write_all_chunks(&mut [header, reply.body])).await;
     match written {
         Ok(Ok(())) => {
             shared
@@ -820,8 +949,13 @@ async fn serve_stream(
             let _ = send.finish();
             // Stay in flight until the caller has the whole answer, so that a
             // shutdown waiting for this request does not cut it off.
-            let _ =
-                tokio::time::timeout(shared.config.response_write_timeout, send.stopped()).await;
+            if tokio::time::timeout_at(deadline, send.stopped())
+                .await
+                .is_err()
+            {
+                shared.stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+                let _ = send.reset(codes::TOO_SLOW);
+            }
         }
         Ok(Err(e)) => debug!(peer = %remote, error = %e, "response not delivered"),
         Err(_) => {
@@ -834,6 +968,7 @@ async fn serve_stream(
             );
         }
     }
+    drop(charge);
 }
 
 /// Permits a body of `length` bytes takes from a budget; never more than the
@@ -933,7 +1068,7 @@ const RESPONSE_RESERVE: u32 = 4 << 20;
 /// The answer comes with the budget it holds and the class it was charged to.
 async fn exchange(
     shared: &Shared,
-    lane: &Lane,
+    lane: &Arc<Lane>,
     key: Option<PublicKey>,
     remote: SocketAddr,
     send: &mut SendStream,
@@ -1068,7 +1203,15 @@ async fn exchange(
     }
     // The handler, and any blocking work it starts through
     // [`spawn_blocking`], runs inside the request's budget.
-    let held = Arc::new(charge);
+    let allowance = shared.allowance(class);
+    let held = Arc::new(Held {
+        charge: Mutex::new(charge),
+        class,
+        allowance_bytes: Arc::clone(&allowance.bytes),
+        allowance_limit: allowance.capacity,
+        lane: Arc::clone(lane),
+        wait: shared.config.budget_wait,
+    });
     let work = HELD.scope(Arc::clone(&held), (route.handler)(caller, body));
     let stopped = send.stopped();
     let mut reply = tokio::select! {
@@ -1089,8 +1232,13 @@ async fn exchange(
         _ = stopped => return None,
     };
     // Work the handler left behind keeps its share; the answer takes anew.
-    let mut charge = Arc::try_unwrap(held).unwrap_or_default();
-    charge.slot = None;
+    let charge = Arc::try_unwrap(held)
+        .map(|held| {
+            held.charge
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+        .unwrap_or_default();
     let limit = route.response_limit(reply.status);
     if reply.body.len() > limit as usize {
         warn!(

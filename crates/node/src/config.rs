@@ -124,11 +124,18 @@ pub struct ServerLimits {
     pub client_streams: u32,
     /// Client connections held at once; more are turned away "busy".
     pub max_client_connections: u32,
+    /// Client connections held at once from one IP address.
+    pub max_client_connections_per_ip: u32,
     /// Connections held at once under one member's key.
     pub max_connections_per_member: u32,
-    /// Handshakes at once; from half of it on, callers must validate their
-    /// address (QUIC Retry); beyond it, connections are refused.
+    /// MiB QUIC buffers for one client connection before the node reads it
+    /// (members get the full window).
+    pub client_window_mib: u32,
+    /// Handshakes at once; from an eighth of it on, callers must validate
+    /// their address (QUIC Retry); beyond it, connections are refused.
     pub max_handshakes: u32,
+    /// Handshakes at once from one IP address.
+    pub max_handshakes_per_ip: u32,
     /// How long a request waits for budget before it is answered "busy".
     pub budget_wait_ms: u64,
     /// How long a request may take to arrive once its stream opens.
@@ -153,30 +160,42 @@ impl ServerLimits {
             client_requests: net.client_requests,
             client_streams: net.client_streams_per_connection,
             max_client_connections: net.max_client_connections,
+            max_client_connections_per_ip: net.max_client_connections_per_ip,
             max_connections_per_member: net.max_connections_per_member,
+            client_window_mib: net.client_connection_window >> 20,
             max_handshakes: net.max_handshakes,
+            max_handshakes_per_ip: net.max_handshakes_per_ip,
             budget_wait_ms: net.budget_wait.as_millis() as u64,
             request_read_secs: net.request_read_timeout.as_secs(),
             response_write_secs: net.response_write_timeout.as_secs(),
         }
     }
 
-    /// The transport configuration with these limits.
+    /// The transport configuration with these limits. Values that cannot
+    /// work are raised or lowered to the nearest that can: a connection
+    /// holds at least the largest request (256 MiB), every count is at
+    /// least 1, and waits are at most 10 minutes.
     pub fn net_config(&self) -> floe_net::NetConfig {
-        let mib = |n: u32| n.saturating_mul(1 << 20);
+        use std::time::Duration;
+        let mib = |n: u32| n.clamp(1, 4095).saturating_mul(1 << 20);
+        let count = |n: u32| n.max(1);
+        let largest_request = floe_api::MAX_SLIVER_FRAME >> 20;
         floe_net::NetConfig {
-            max_inflight_bytes: mib(self.member_budget_mib),
-            client_inflight_bytes: mib(self.client_budget_mib),
-            connection_inflight_bytes: mib(self.connection_budget_mib),
-            member_requests: self.member_requests,
-            client_requests: self.client_requests,
-            client_streams_per_connection: self.client_streams,
-            max_client_connections: self.max_client_connections,
-            max_connections_per_member: self.max_connections_per_member,
-            max_handshakes: self.max_handshakes,
-            budget_wait: std::time::Duration::from_millis(self.budget_wait_ms),
-            request_read_timeout: std::time::Duration::from_secs(self.request_read_secs),
-            response_write_timeout: std::time::Duration::from_secs(self.response_write_secs),
+            max_inflight_bytes: mib(self.member_budget_mib.max(largest_request)),
+            client_inflight_bytes: mib(self.client_budget_mib.max(largest_request)),
+            connection_inflight_bytes: mib(self.connection_budget_mib.max(largest_request)),
+            member_requests: count(self.member_requests),
+            client_requests: count(self.client_requests),
+            client_streams_per_connection: count(self.client_streams),
+            max_client_connections: count(self.max_client_connections),
+            max_client_connections_per_ip: count(self.max_client_connections_per_ip),
+            max_connections_per_member: count(self.max_connections_per_member),
+            client_connection_window: mib(self.client_window_mib),
+            max_handshakes: count(self.max_handshakes),
+            max_handshakes_per_ip: count(self.max_handshakes_per_ip),
+            budget_wait: Duration::from_millis(self.budget_wait_ms.clamp(1, 600_000)),
+            request_read_timeout: Duration::from_secs(self.request_read_secs.clamp(1, 600)),
+            response_write_timeout: Duration::from_secs(self.response_write_secs.clamp(1, 600)),
             ..floe_net::NetConfig::default()
         }
     }
@@ -363,6 +382,25 @@ mod tests {
                 .replace("client_budget_mib = 512", "client_budget_mib = 64"),
         )
         .unwrap();
-        assert_eq!(tighter.server.net_config().client_inflight_bytes, 64 << 20);
+        assert_eq!(
+            tighter.server.net_config().client_inflight_bytes,
+            256 << 20,
+            "raised to the largest request"
+        );
+        let absurd = ServerLimits {
+            connection_budget_mib: 1,
+            max_handshakes: 0,
+            budget_wait_ms: u64::MAX,
+            request_read_secs: u64::MAX,
+            ..ServerLimits::default()
+        }
+        .net_config();
+        assert_eq!(absurd.connection_inflight_bytes, floe_api::MAX_SLIVER_FRAME);
+        assert_eq!(absurd.max_handshakes, 1);
+        assert_eq!(absurd.budget_wait, std::time::Duration::from_secs(600));
+        assert_eq!(
+            absurd.request_read_timeout,
+            std::time::Duration::from_secs(600)
+        );
     }
 }
