@@ -229,3 +229,60 @@ async fn a_connection_flood_is_refused_cleanly_and_members_still_connect() {
     );
     drop(pools);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_cannot_take_the_members_budget_from_the_others() {
+    let greedy = key(9);
+    let other = key(10);
+    // Budgets scaled down from the defaults (512 MiB for members, 288 MiB
+    // for one lane) so the test moves less data; the proportions are kept.
+    let config = NetConfig {
+        max_inflight_bytes: 128 << 20,
+        connection_inflight_bytes: 64 << 20,
+        ..NetConfig::default()
+    };
+    let server = serve(1, 0, &[&greedy, &other], config);
+    let peer = server.key.public();
+    // The greedy member sends most of nine 15 MiB bodies on three
+    // connections and never finishes them: 126 MiB arriving, 135 MiB
+    // announced, more than the members' whole budget of 128 MiB.
+    let started = Instant::now();
+    let mut held = Vec::new();
+    let mut pools = Vec::new();
+    for _ in 0..3 {
+        let pool = pool(Some(&greedy), &server, NetConfig::default());
+        let connection = pool.connection(&peer).await.unwrap();
+        for _ in 0..3 {
+            let (mut send, recv) = connection.open_bi().await.unwrap();
+            let partial = [
+                frame::request_header(Echo::KIND, 15 << 20).to_vec(),
+                vec![1u8; 14 << 20],
+            ]
+            .concat();
+            // Flow control stops the writes the server does not take in.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(300), send.write_all(&partial)).await;
+            held.push((send, recv));
+        }
+        pools.push(pool);
+    }
+    eprintln!("greedy member's bodies sent in {:?}", started.elapsed());
+    // Another member's calls, small and large, still find room.
+    let others = pool(Some(&other), &server, NetConfig::default());
+    let latencies = member_calls(&others, &peer, 20).await;
+    let body = vec![5u8; 8 << 20];
+    let echoed = others
+        .call::<Echo>(&peer, &Raw(body.clone().into()))
+        .await
+        .unwrap();
+    assert!(echoed.0 == body);
+    eprintln!("other member served by {:?}", started.elapsed());
+    eprintln!(
+        "another member's calls while one member holds its lane: p50 {:?} p99 {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    assert!(percentile(&latencies, 0.99) < Duration::from_secs(2));
+    drop(held);
+    drop(pools);
+}
