@@ -19,7 +19,10 @@ use floe_consensus::{
 use floe_net::{Access, Method, WireError};
 use serde::{Deserialize, Serialize};
 
+mod bounded;
 mod pair_frame;
+
+pub use pair_frame::PutPairsFrame;
 
 /// Largest request or response that carries a sliver pair or a sliver
 /// (a 64 MiB-class blob on a small committee has multi-MiB slivers).
@@ -40,6 +43,13 @@ pub const RECONCILE_MAX_ITEMS: usize = 16_384;
 /// most: an answer splits each into at most 16, so it stays far below
 /// [`MAX_FACTS_FRAME`] with its facts.
 pub const RECONCILE_MAX_RANGES: usize = 2_048;
+/// Ranges one anti-entropy answer carries at most: each range asked about
+/// is answered with at most 16.
+pub const RECONCILE_MAX_REPLY_RANGES: usize = 16 * RECONCILE_MAX_RANGES;
+/// Bytes of digest messages (summaries and listings) one anti-entropy
+/// answer carries at most: with its facts and item IDs it stays within
+/// [`MAX_FACTS_FRAME`].
+pub const RECONCILE_MESSAGE_BYTES: usize = 8 << 20;
 
 /// What went wrong, as a node tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -271,29 +281,55 @@ pub struct RecoveryRequest {
     pub targets: Vec<(Axis, SliverIndex)>,
 }
 
+/// A proof that a blob is inconsistently encoded, as
+/// [`SubmitInconsistency`] carries it: the frame is the proof's BCS, and
+/// decoding refuses more than [`floe_codec::MAX_N_SHARDS`] symbols (one per
+/// shard at most) before allocating for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitInconsistencyRequest {
+    /// The proof.
+    #[serde(deserialize_with = "bounded::inconsistency_proof")]
+    pub proof: InconsistencyProof,
+}
+
 /// One round of the anti-entropy exchange of facts.
+///
+/// Decoding refuses, before allocating for them, more than
+/// [`RECONCILE_MAX_RANGES`] ranges of messages, more than
+/// [`RECONCILE_MAX_ITEMS`] facts, wanted items or items of one listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileRequest {
     /// The caller's digest messages.
+    #[serde(deserialize_with = "bounded::request_messages")]
     pub messages: Vec<ReconcileMessage>,
     /// Facts the caller pushes (the callee lacks them).
+    #[serde(deserialize_with = "bounded::facts")]
     pub facts: Vec<Fact>,
     /// Facts the caller wants (it lacks them).
+    #[serde(deserialize_with = "bounded::items")]
     pub want: Vec<ItemId>,
 }
 
 /// The callee's side of one round.
+///
+/// Decoding refuses, before allocating for them, more than
+/// [`RECONCILE_MAX_REPLY_RANGES`] ranges of messages, more than
+/// [`RECONCILE_MAX_ITEMS`] facts, wanted, unsent or listed items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileResponse {
     /// The callee's digest messages; empty when the callee is done.
+    #[serde(deserialize_with = "bounded::reply_messages")]
     pub messages: Vec<ReconcileMessage>,
     /// Facts the callee holds and the caller lacks or asked for.
+    #[serde(deserialize_with = "bounded::facts")]
     pub facts: Vec<Fact>,
     /// Facts the callee wants pushed.
+    #[serde(deserialize_with = "bounded::items")]
     pub want: Vec<ItemId>,
     /// Facts the callee holds that the caller asked for or lacks, left out
     /// of `facts` to keep the answer within [`RECONCILE_FACT_BYTES`]: the
     /// caller wants them in a later round.
+    #[serde(deserialize_with = "bounded::items")]
     pub unsent: Vec<ItemId>,
 }
 
@@ -338,7 +374,7 @@ method!(
 method!(
     /// Submit a proof that a blob is inconsistently encoded; the node checks
     /// it and answers its signed attestation.
-    SubmitInconsistency, 10, Access::PeerOnly, InconsistencyProof => Signed<InvalidBlobAttestation>, MAX_SLIVER_FRAME, MAX_SMALL_FRAME, LONG
+    SubmitInconsistency, 10, Access::PeerOnly, SubmitInconsistencyRequest => Signed<InvalidBlobAttestation>, MAX_SLIVER_FRAME, MAX_SMALL_FRAME, LONG
 );
 method!(
     /// One round of anti-entropy over facts.

@@ -13,11 +13,13 @@
 //! more on the client and once more on the node.
 
 use bytes::Bytes;
-use floe_codec::{Axis, BlobId, ShardIndex, Sliver, SliverIndex, SliverPair, SliverPairIndex};
+use floe_codec::{
+    Axis, BlobId, ShardIndex, Sliver, SliverIndex, SliverPair, SliverPairIndex, MAX_N_SHARDS,
+};
 use floe_net::WireError;
 use serde::de::DeserializeOwned;
 
-use crate::PutPairsRequest;
+use crate::{ApiError, PutPairsRequest};
 
 /// Bytes of the blob ID.
 const BLOB_ID: usize = 32;
@@ -65,41 +67,111 @@ fn checked_length(length: usize, what: &str) -> Result<u64, WireError> {
     Ok(length)
 }
 
-/// Parses a frame; the slivers' bytes are views of `frame`.
+/// A [`PutPairsRequest`] frame whose head (the blob ID and the number of
+/// pairs) has been read, and its pairs not yet. A node decodes the pairs
+/// with [`PutPairsFrame::decode`], passing the number of pairs its
+/// committee allows: a count beyond it is refused, naming the blob, before
+/// anything is reserved for the pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutPairsFrame {
+    blob_id: BlobId,
+    count: usize,
+    /// The whole frame; the pairs start at `pairs_at`.
+    frame: Bytes,
+    pairs_at: usize,
+}
+
+impl PutPairsFrame {
+    /// The blob the pairs are of.
+    pub fn blob_id(&self) -> BlobId {
+        self.blob_id
+    }
+
+    /// How many pairs the frame says it carries.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The pairs, if there are at most `max_pairs` of them (the shards of
+    /// the committee: a request holds at most one pair per shard) and the
+    /// frame is well formed. The slivers' bytes are views of the frame.
+    pub fn decode(self, max_pairs: usize) -> Result<PutPairsRequest, ApiError> {
+        let blob_id = self.blob_id;
+        let count = self.count;
+        if count > max_pairs {
+            return Err(ApiError::Limit(format!(
+                "blob {blob_id}: the request carries {count} sliver pairs; \
+                 one request carries at most {max_pairs}, one per shard of the committee"
+            )));
+        }
+        let rejected = |e: WireError| ApiError::Rejected {
+            blob_id,
+            reason: format!("malformed sliver pairs: {e}"),
+        };
+        let mut reader = Reader {
+            frame: self.frame,
+            at: self.pairs_at,
+        };
+        // Each pair takes at least its heads: a count the frame cannot hold
+        // is refused before anything is allocated for it.
+        let least = PAIR_HEAD + 2 * (SLIVER_HEAD + 1);
+        let left = reader.frame.len() - reader.at;
+        if count > left / least {
+            return Err(rejected(WireError(format!(
+                "{count} pairs cannot fit in the {left} bytes left of the frame"
+            ))));
+        }
+        let mut pairs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (shard, index): (ShardIndex, SliverPairIndex) =
+                reader.fixed(PAIR_HEAD).map_err(rejected)?;
+            let primary = reader.sliver().map_err(rejected)?;
+            let secondary = reader.sliver().map_err(rejected)?;
+            pairs.push((
+                shard,
+                SliverPair {
+                    index,
+                    primary,
+                    secondary,
+                },
+            ));
+        }
+        if reader.at != reader.frame.len() {
+            return Err(rejected(WireError(format!(
+                "{} bytes after the sliver pairs",
+                reader.frame.len() - reader.at
+            ))));
+        }
+        Ok(PutPairsRequest { blob_id, pairs })
+    }
+}
+
+impl floe_net::Wire for PutPairsFrame {
+    fn to_frame(&self) -> Result<Bytes, WireError> {
+        Ok(self.frame.clone())
+    }
+
+    /// Reads the head only: the blob ID and the pair count.
+    fn from_frame(frame: Bytes) -> Result<Self, WireError> {
+        let mut reader = Reader { frame, at: 0 };
+        let blob_id: BlobId = reader.fixed(BLOB_ID)?;
+        let count = reader.length()?;
+        Ok(PutPairsFrame {
+            blob_id,
+            count,
+            pairs_at: reader.at,
+            frame: reader.frame,
+        })
+    }
+}
+
+/// Parses a frame of at most [`MAX_N_SHARDS`] pairs (no committee has more
+/// shards); the slivers' bytes are views of `frame`.
 pub(crate) fn decode(frame: Bytes) -> Result<PutPairsRequest, WireError> {
-    let mut reader = Reader { frame, at: 0 };
-    let blob_id: BlobId = reader.fixed(BLOB_ID)?;
-    let count = reader.length()?;
-    // Each pair takes at least its heads: a count the frame cannot hold is
-    // refused before anything is allocated for it.
-    let least = PAIR_HEAD + 2 * (SLIVER_HEAD + 1);
-    if count > (reader.frame.len() - reader.at) / least {
-        return Err(WireError(format!(
-            "{count} pairs cannot fit in the {} bytes left of the frame",
-            reader.frame.len() - reader.at
-        )));
-    }
-    let mut pairs = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (shard, index): (ShardIndex, SliverPairIndex) = reader.fixed(PAIR_HEAD)?;
-        let primary = reader.sliver()?;
-        let secondary = reader.sliver()?;
-        pairs.push((
-            shard,
-            SliverPair {
-                index,
-                primary,
-                secondary,
-            },
-        ));
-    }
-    if reader.at != reader.frame.len() {
-        return Err(WireError(format!(
-            "{} bytes after the sliver pairs",
-            reader.frame.len() - reader.at
-        )));
-    }
-    Ok(PutPairsRequest { blob_id, pairs })
+    use floe_net::Wire as _;
+    PutPairsFrame::from_frame(frame)?
+        .decode(usize::from(MAX_N_SHARDS))
+        .map_err(|e| WireError(e.to_string()))
 }
 
 fn write_uleb128(out: &mut Vec<u8>, mut value: u64) {
@@ -258,13 +330,51 @@ mod tests {
             .unwrap_err()
             .0
             .contains("frame ends"));
-        // A count far beyond what the frame holds.
+        // A count far beyond what the frame holds, within the pairs a
+        // committee may have.
         let mut many = frame[..BLOB_ID].to_vec();
-        many.extend([0xff, 0xff, 0xff, 0xff, 0x07]);
+        write_uleb128(&mut many, u64::from(MAX_N_SHARDS));
         many.extend(&frame[BLOB_ID + 1..]);
         assert!(PutPairsRequest::from_frame(many.into())
             .unwrap_err()
             .0
             .contains("cannot fit"));
+    }
+
+    #[test]
+    fn a_count_beyond_the_committee_is_refused_naming_the_blob() {
+        let request = request(300, 3);
+        let frame = request.to_frame().unwrap();
+        let head = PutPairsFrame::from_frame(frame.clone()).unwrap();
+        assert_eq!((head.blob_id(), head.count()), (request.blob_id, 3));
+        assert_eq!(head.to_frame().unwrap(), frame);
+        assert_eq!(head.clone().decode(3).unwrap(), request);
+        let ApiError::Limit(reason) = head.decode(2).unwrap_err() else {
+            panic!("not a limit");
+        };
+        assert!(
+            reason.contains(&request.blob_id.to_string())
+                && reason.contains("3 sliver pairs")
+                && reason.contains("at most 2"),
+            "{reason}"
+        );
+        // No committee has more than MAX_N_SHARDS shards: a larger count
+        // is refused whatever the frame holds after it.
+        let mut many = frame[..BLOB_ID].to_vec();
+        write_uleb128(&mut many, u64::from(MAX_N_SHARDS) + 1);
+        many.extend(vec![0; 12 * (usize::from(MAX_N_SHARDS) + 1)]);
+        let error = PutPairsRequest::from_frame(many.into()).unwrap_err().0;
+        assert!(error.contains("at most 4096"), "{error}");
+        // A malformed pair names the blob.
+        let mut bad_axis = frame.to_vec();
+        bad_axis[BLOB_ID + 1 + PAIR_HEAD] = 9;
+        let error = PutPairsFrame::from_frame(bad_axis.into())
+            .unwrap()
+            .decode(8)
+            .unwrap_err();
+        assert!(
+            matches!(error, ApiError::Rejected { blob_id, .. } if blob_id == request.blob_id),
+            "{error}"
+        );
     }
 }

@@ -46,7 +46,8 @@ async fn blocking<T: Send + 'static>(
         slot.get()
             .ok_or_else(|| ApiError::Internal("the node is starting".into()))?,
     );
-    tokio::task::spawn_blocking(move || work(&inner))
+    // Inside the request's budget: a cancelled call keeps it until the work ends.
+    floe_net::spawn_blocking(move || work(&inner))
         .await
         .map_err(|e| ApiError::Internal(format!("handler failed: {e}")))?
 }
@@ -85,7 +86,7 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = Router::new();
     let router = route!(router, GetInfo, info);
     let router = route!(router, PutMetadata, put_metadata);
-    let router = route!(router, PutPairs, put_pairs);
+    let router = route!(router, PutPairsByFrame, put_pairs);
     let router = route!(router, GetMetadata, get_metadata);
     let router = route!(router, GetSliver, get_sliver);
     let router = route!(router, GetConfirmation, confirm);
@@ -136,19 +137,46 @@ fn put_metadata(inner: &Inner, _: Caller, request: PutMetadataRequest) -> Result
         .map_err(store_error)
 }
 
-/// Checks every pair (a shard of this node, the pair that shard holds,
-/// slivers matching the metadata) before storing any.
-fn put_pairs(inner: &Inner, _: Caller, request: PutPairsRequest) -> Result<(), ApiError> {
-    let PutPairsRequest { blob_id, pairs } = request;
+/// [`PutPairs`] as this node serves it: the same request on the wire, its
+/// frame's pairs decoded by the handler, which knows how many shards the
+/// committee has, so a pair count beyond them is refused before anything
+/// is reserved for the pairs.
+#[derive(Debug)]
+struct PutPairsByFrame;
+
+impl floe_net::Method for PutPairsByFrame {
+    const KIND: u16 = <PutPairs as floe_net::Method>::KIND;
+    const NAME: &'static str = <PutPairs as floe_net::Method>::NAME;
+    const ACCESS: floe_net::Access = <PutPairs as floe_net::Method>::ACCESS;
+    const MAX_REQUEST_BYTES: u32 = <PutPairs as floe_net::Method>::MAX_REQUEST_BYTES;
+    const MAX_RESPONSE_BYTES: u32 = <PutPairs as floe_net::Method>::MAX_RESPONSE_BYTES;
+    const TIMEOUT: std::time::Duration = <PutPairs as floe_net::Method>::TIMEOUT;
+    type Request = PutPairsFrame;
+    type Response = <PutPairs as floe_net::Method>::Response;
+    type Error = <PutPairs as floe_net::Method>::Error;
+}
+
+/// Checks every pair (at most one per shard of the committee, a shard of
+/// this node, the pair that shard holds, slivers matching the metadata)
+/// before storing any.
+fn put_pairs(inner: &Inner, _: Caller, frame: PutPairsFrame) -> Result<(), ApiError> {
+    let PutPairsRequest { blob_id, pairs } = frame.decode(usize::from(inner.n_shards))?;
     if pairs.is_empty() {
         return Err(ApiError::Rejected {
             blob_id,
             reason: "the request carries no sliver pairs".into(),
         });
     }
+    let mut seen = std::collections::BTreeSet::new();
     for &(shard, _) in &pairs {
         if inner.my_shards().binary_search(&shard).is_err() {
             return Err(ApiError::NotMyShard { blob_id, shard });
+        }
+        if !seen.insert(shard) {
+            return Err(ApiError::Rejected {
+                blob_id,
+                reason: format!("the request carries shard {shard}'s pair twice"),
+            });
         }
     }
     let metadata = inner
@@ -298,16 +326,21 @@ pub(crate) fn accept_fact(inner: &Inner, fact: Fact) -> Result<bool, ApiError> {
 /// that verify, synced once; returns how many changed what this node knows.
 /// Facts already held are skipped before any signature is checked. If any
 /// fact does not verify, the others are still recorded and the first
-/// failure is returned.
+/// failure is returned. A fact given twice is verified once.
 pub(crate) fn accept_facts(inner: &Inner, facts: Vec<Fact>) -> Result<usize, ApiError> {
     let mut verified = Vec::with_capacity(facts.len());
     let mut refused = None;
+    // A fact sent twice is verified once.
+    let mut seen = std::collections::HashSet::with_capacity(facts.len());
     for fact in facts {
         let blob_id = fact.blob_id();
         let item = ItemId {
             blob_id,
             fact: fact.digest(),
         };
+        if !seen.insert(item) {
+            continue;
+        }
         if inner
             .digest
             .lock()
@@ -464,8 +497,9 @@ fn recovery_symbols(
 fn attest_inconsistency(
     inner: &Inner,
     caller: Caller,
-    proof: floe_codec::InconsistencyProof,
+    request: SubmitInconsistencyRequest,
 ) -> Result<Signed<InvalidBlobAttestation>, ApiError> {
+    let SubmitInconsistencyRequest { proof } = request;
     let blob_id = proof.blob_id;
     let metadata = stored_metadata(inner, &blob_id)?;
     proof.verify(&metadata).map_err(|e| ApiError::Rejected {
@@ -479,6 +513,11 @@ fn attest_inconsistency(
     ))
 }
 
+/// One round of anti-entropy with a peer. Decoding bounded the request to
+/// a page ([`RECONCILE_MAX_RANGES`] ranges, [`RECONCILE_MAX_ITEMS`] facts
+/// and items); here a range or fact sent twice is handled once, only items
+/// this node holds are looked up, and the answer is capped like the request
+/// (see `tasks::cap_reply`).
 fn reconcile(
     inner: &Inner,
     _: Caller,
@@ -486,14 +525,11 @@ fn reconcile(
 ) -> Result<ReconcileResponse, ApiError> {
     let ReconcileRequest {
         messages,
-        mut facts,
-        mut want,
+        facts,
+        want,
     } = request;
-    facts.truncate(RECONCILE_MAX_ITEMS);
-    // An honest caller pages its requests: what is beyond a page is not
-    // answered (it asks again).
-    let messages = crate::tasks::cap_ranges(messages, RECONCILE_MAX_RANGES);
-    want.truncate(RECONCILE_MAX_ITEMS);
+    let messages =
+        crate::tasks::distinct_ranges(crate::tasks::cap_ranges(messages, RECONCILE_MAX_RANGES));
     let learned = accept_facts(inner, facts)?;
     inner
         .metrics
@@ -508,15 +544,22 @@ fn reconcile(
     wanted.extend(reply.missing_there);
     wanted.sort_unstable();
     wanted.dedup();
-    let (facts, mut unsent) = crate::tasks::facts_within(inner, &wanted, RECONCILE_FACT_BYTES)?;
+    // What this node does not hold is not looked up.
+    if let Ok(digest) = inner.digest.lock() {
+        wanted.retain(|item| digest.contains(item));
+    }
+    let (facts, mut unsent) =
+        crate::tasks::facts_within(inner, &wanted, RECONCILE_FACT_BYTES, RECONCILE_MAX_ITEMS)?;
     // Beyond this the caller finds them again in a later exchange.
     unsent.truncate(RECONCILE_MAX_ITEMS);
     let mut want = reply.missing_here;
+    want.sort_unstable();
+    want.dedup();
     want.truncate(RECONCILE_MAX_ITEMS);
     Ok(crate::byzantine::reconcile(
         inner,
         ReconcileResponse {
-            messages: reply.messages,
+            messages: crate::tasks::cap_reply(reply.messages),
             facts,
             want,
             unsent,

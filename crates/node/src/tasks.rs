@@ -92,13 +92,15 @@ pub(crate) fn push_fact(inner: &Inner, fact: Fact) {
 }
 
 /// The facts this node holds for `items`, in item order, within `budget`
-/// bytes (at least one, so a single large fact still travels), and the
-/// items left out for a later round. Items this node does not hold (any
-/// more: a newer fact superseded them) are skipped.
+/// bytes (at least one, so a single large fact still travels) and at most
+/// `max_facts` of them, and the items left out for a later round. Items
+/// this node does not hold (any more: a newer fact superseded them) are
+/// skipped.
 pub(crate) fn facts_within(
     inner: &Inner,
     items: &[ItemId],
     budget: usize,
+    max_facts: usize,
 ) -> Result<(Vec<Fact>, Vec<ItemId>), ApiError> {
     let mut by_blob: BTreeMap<BlobId, BTreeSet<[u8; 32]>> = BTreeMap::new();
     for item in items {
@@ -106,7 +108,7 @@ pub(crate) fn facts_within(
     }
     let (mut facts, mut left, mut bytes) = (Vec::new(), Vec::new(), 0usize);
     for (blob_id, wanted) in by_blob {
-        if bytes >= budget {
+        if bytes >= budget || facts.len() >= max_facts {
             left.extend(wanted.into_iter().map(|fact| ItemId { blob_id, fact }));
             continue;
         }
@@ -117,7 +119,7 @@ pub(crate) fn facts_within(
                 continue;
             }
             let size = floe_consensus::canonical_bytes(&fact).len();
-            if bytes > 0 && bytes + size > budget {
+            if (bytes > 0 && bytes + size > budget) || facts.len() >= max_facts {
                 left.push(ItemId {
                     blob_id,
                     fact: digest,
@@ -206,7 +208,7 @@ impl Exchange {
     fn next_request(&mut self, inner: &Inner) -> Result<ReconcileRequest, ApiError> {
         let messages = take_ranges(&mut self.messages, RECONCILE_MAX_RANGES);
         let push = take_first(&mut self.push, RECONCILE_MAX_ITEMS);
-        let (facts, left) = facts_within(inner, &push, RECONCILE_FACT_BYTES)?;
+        let (facts, left) = facts_within(inner, &push, RECONCILE_FACT_BYTES, RECONCILE_MAX_ITEMS)?;
         self.push.extend(left);
         let want = take_first(&mut self.want, RECONCILE_MAX_ITEMS);
         Ok(ReconcileRequest {
@@ -228,7 +230,7 @@ impl Exchange {
         // An honest peer answers a page with at most 16 ranges per range
         // asked about and pages of items: anything beyond is dropped, so a
         // lying peer cannot make this side hold or compute more.
-        let messages = cap_ranges(messages, 16 * RECONCILE_MAX_RANGES);
+        let messages = distinct_ranges(cap_ranges(messages, RECONCILE_MAX_REPLY_RANGES));
         want.truncate(RECONCILE_MAX_ITEMS);
         unsent.truncate(RECONCILE_MAX_ITEMS);
         let learned = accept_facts(inner, facts)?;
@@ -242,10 +244,11 @@ impl Exchange {
             .map(|d| d.respond(&messages))
             .unwrap_or_default();
         let queued: usize = self.messages.iter().map(ranges_in).sum();
-        self.messages.extend(cap_ranges(
-            reply.messages,
-            MAX_EXCHANGE_RANGES.saturating_sub(queued),
-        ));
+        self.messages.extend(
+            cap_ranges(reply.messages, MAX_EXCHANGE_RANGES.saturating_sub(queued))
+                .into_iter()
+                .filter(is_sendable),
+        );
         let room = MAX_EXCHANGE_ITEMS.saturating_sub(self.push.len());
         self.push
             .extend(reply.missing_there.into_iter().chain(want).take(room));
@@ -273,6 +276,99 @@ pub(crate) fn cap_ranges(
     max: usize,
 ) -> Vec<floe_consensus::ReconcileMessage> {
     take_ranges(&mut messages.into(), max)
+}
+
+/// `messages` with each range summarized, and each range listed, once: the
+/// first of each is kept (an honest side never repeats one; a hostile one
+/// would make this side answer it again and again).
+pub(crate) fn distinct_ranges(
+    messages: Vec<floe_consensus::ReconcileMessage>,
+) -> Vec<floe_consensus::ReconcileMessage> {
+    use floe_consensus::ReconcileMessage;
+    let (mut summarized, mut listed) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    messages
+        .into_iter()
+        .filter_map(|message| match message {
+            ReconcileMessage::Summaries(summaries) => {
+                let summaries: Vec<_> = summaries
+                    .into_iter()
+                    .filter(|s| summarized.insert(s.prefix))
+                    .collect();
+                (!summaries.is_empty()).then_some(ReconcileMessage::Summaries(summaries))
+            }
+            ReconcileMessage::Listing { prefix, items } => listed
+                .insert(prefix)
+                .then_some(ReconcileMessage::Listing { prefix, items }),
+        })
+        .collect()
+}
+
+/// Whether a peer's decoder takes `message`: a listing of more than
+/// [`RECONCILE_MAX_ITEMS`] items (a blob with thousands of facts) is not
+/// sent; that range is not reconciled by listing.
+fn is_sendable(message: &floe_consensus::ReconcileMessage) -> bool {
+    match message {
+        floe_consensus::ReconcileMessage::Summaries(_) => true,
+        floe_consensus::ReconcileMessage::Listing { items, .. } => {
+            items.len() <= RECONCILE_MAX_ITEMS
+        }
+    }
+}
+
+/// Bytes of a summary on the wire: prefix (33), count (8), digest (32).
+const SUMMARY_BYTES: usize = 33 + 8 + 32;
+/// Bytes of an item ID on the wire.
+const ITEM_BYTES: usize = 64;
+
+/// Bytes of `message` on the wire, at most (lengths counted as 5 bytes).
+fn wire_bytes(message: &floe_consensus::ReconcileMessage) -> usize {
+    match message {
+        floe_consensus::ReconcileMessage::Summaries(summaries) => {
+            1 + 5 + SUMMARY_BYTES * summaries.len()
+        }
+        floe_consensus::ReconcileMessage::Listing { items, .. } => {
+            1 + 33 + 5 + ITEM_BYTES * items.len()
+        }
+    }
+}
+
+/// The digest messages of an answer, capped as a caller's decoder takes
+/// them: at most [`RECONCILE_MAX_REPLY_RANGES`] ranges and
+/// [`RECONCILE_MESSAGE_BYTES`] bytes (summaries cut short, listings left
+/// out past it), no listing of more than [`RECONCILE_MAX_ITEMS`] items.
+/// What is left out is found again by a later exchange.
+pub(crate) fn cap_reply(
+    messages: Vec<floe_consensus::ReconcileMessage>,
+) -> Vec<floe_consensus::ReconcileMessage> {
+    use floe_consensus::ReconcileMessage;
+    let mut bytes = 0usize;
+    let mut kept = Vec::new();
+    for message in cap_ranges(messages, RECONCILE_MAX_REPLY_RANGES) {
+        if !is_sendable(&message) {
+            continue;
+        }
+        let room = RECONCILE_MESSAGE_BYTES.saturating_sub(bytes);
+        let message = match message {
+            message if wire_bytes(&message) <= room => message,
+            ReconcileMessage::Summaries(mut summaries) => {
+                summaries.truncate(
+                    room.saturating_sub(wire_bytes(&ReconcileMessage::Summaries(Vec::new())))
+                        / SUMMARY_BYTES,
+                );
+                if summaries.is_empty() {
+                    continue;
+                }
+                ReconcileMessage::Summaries(summaries)
+            }
+            ReconcileMessage::Listing { .. } => continue,
+        };
+        bytes += wire_bytes(&message);
+        kept.push(message);
+    }
+    kept
 }
 
 /// Takes from the front of `queue` messages holding at most `max` ranges,
@@ -726,8 +822,11 @@ async fn certify_invalid(
         .map_err(|e| e.to_string())?;
     let mut calls = tokio::task::JoinSet::new();
     for peer in peer_keys(inner) {
-        let (pool, proof) = (Arc::clone(&inner.pool), proof.clone());
-        calls.spawn(async move { pool.call::<SubmitInconsistency>(&peer, &proof).await });
+        let pool = Arc::clone(&inner.pool);
+        let request = SubmitInconsistencyRequest {
+            proof: proof.clone(),
+        };
+        calls.spawn(async move { pool.call::<SubmitInconsistency>(&peer, &request).await });
     }
     while let Some(joined) = calls.join_next().await {
         if let Ok(Ok(attestation)) = joined {
@@ -749,4 +848,77 @@ async fn certify_invalid(
     info!(blob = %blob_id, "blob certified invalid");
     push_fact(inner, fact);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use floe_codec::BlobId;
+    use floe_consensus::{Prefix, RangeSummary, ReconcileMessage};
+
+    use super::*;
+
+    fn listing(i: u32, items: usize) -> ReconcileMessage {
+        let blob_id = BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        ReconcileMessage::Listing {
+            prefix: Prefix::of(&blob_id, 64),
+            items: vec![
+                ItemId {
+                    blob_id,
+                    fact: [0; 32]
+                };
+                items
+            ],
+        }
+    }
+
+    #[test]
+    fn an_answer_is_capped_in_ranges_bytes_and_listing_size() {
+        let summary = RangeSummary {
+            prefix: Prefix::ROOT,
+            count: 1,
+            digest: [0; 32],
+        };
+        let ranges =
+            |messages: &[ReconcileMessage]| -> usize { messages.iter().map(ranges_in).sum() };
+        let many = vec![ReconcileMessage::Summaries(vec![summary; 40_000])];
+        assert_eq!(ranges(&cap_reply(many)), RECONCILE_MAX_REPLY_RANGES);
+        // A listing the caller's decoder would refuse is left out.
+        let kept = cap_reply(vec![listing(0, RECONCILE_MAX_ITEMS + 1), listing(1, 3)]);
+        assert_eq!(kept, vec![listing(1, 3)]);
+        // 2048 listings of 100 items (13 MiB) are cut at the byte budget.
+        let kept = cap_reply((0..2048).map(|i| listing(i, 100)).collect());
+        let bytes: usize = kept.iter().map(wire_bytes).sum();
+        assert!(
+            bytes <= RECONCILE_MESSAGE_BYTES && kept.len() < 2048,
+            "{bytes}"
+        );
+        assert!(kept.iter().map(|m| canonical_len(m)).sum::<usize>() <= bytes);
+    }
+
+    fn canonical_len(message: &ReconcileMessage) -> usize {
+        floe_consensus::canonical_bytes(message).len()
+    }
+
+    #[test]
+    fn repeated_ranges_are_answered_once() {
+        let summary = |depth| RangeSummary {
+            prefix: Prefix::of(&BlobId([7; 32]), depth),
+            count: 1,
+            digest: [0; 32],
+        };
+        let messages = vec![
+            ReconcileMessage::Summaries(vec![summary(1), summary(2), summary(1)]),
+            listing(5, 2),
+            ReconcileMessage::Summaries(vec![summary(2)]),
+            listing(5, 9),
+        ];
+        assert_eq!(
+            distinct_ranges(messages),
+            vec![
+                ReconcileMessage::Summaries(vec![summary(1), summary(2)]),
+                listing(5, 2),
+            ]
+        );
+    }
 }
