@@ -110,6 +110,10 @@ pub enum ApiError {
     /// The node failed internally (its disk, for example); try another node.
     #[error("internal error on the node: {0}; try another node")]
     Internal(String),
+    /// The node has no room for this answer now (its budget for answers is
+    /// taken); retry shortly or ask another node.
+    #[error("the node is busy: {0}")]
+    Busy(String),
 }
 
 impl ApiError {
@@ -124,6 +128,7 @@ impl ApiError {
             ApiError::BadCertificate { .. } => "bad_certificate",
             ApiError::Limit(_) => "limit",
             ApiError::Internal(_) => "internal",
+            ApiError::Busy(_) => "busy",
         }
     }
 }

@@ -31,7 +31,9 @@ pub use config::NetConfig;
 pub use error::{PeerRef, Refusal, RpcError};
 pub use method::{Access, Method, Raw, Wire, WireError};
 pub use pool::{PeerHealth, Pool};
-pub use server::{spawn_blocking, Caller, Members, Router, Server, ServerStats, StatsHandle};
+pub use server::{
+    reserve_answer, spawn_blocking, Caller, Members, Router, Server, ServerStats, StatsHandle,
+};
 pub use tls::{TlsIdentity, ALPN};
 
 /// Failures setting up a server or pool.

@@ -286,3 +286,39 @@ async fn one_member_cannot_take_the_members_budget_from_the_others() {
     drop(held);
     drop(pools);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_is_paid_for_before_it_is_built() {
+    let config = NetConfig {
+        client_inflight_bytes: 48 << 20,
+        budget_wait: Duration::from_millis(100),
+        ..NetConfig::default()
+    };
+    let server = serve(1, 0, &[], config);
+    let peer = server.key.public();
+    let client = std::sync::Arc::new(pool(None, &server, NetConfig::default()));
+    // Two answers of 32 MiB do not fit in 48 MiB at once: the second
+    // handler is told so before it builds anything.
+    let first = {
+        let client = std::sync::Arc::clone(&client);
+        tokio::spawn(async move { client.call::<Reserve>(&peer, &(32 << 20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match client.call::<Reserve>(&peer, &(32 << 20)).await {
+        Err(RpcError::Remote { error, .. }) => {
+            assert!(error.to_string().contains("clients' requests"), "{error}")
+        }
+        other => panic!("a second 32 MiB answer was built beside the first: {other:?}"),
+    }
+    assert_eq!(first.await.unwrap().unwrap().0.len(), 32 << 20);
+    // Once the first is delivered, its room is free again.
+    assert_eq!(
+        client
+            .call::<Reserve>(&peer, &(32 << 20))
+            .await
+            .unwrap()
+            .0
+            .len(),
+        32 << 20
+    );
+}

@@ -232,6 +232,13 @@ fn stored_metadata(inner: &Inner, blob_id: &BlobId) -> Result<floe_codec::BlobMe
         })
 }
 
+/// The most an answer of `symbols` symbols of a blob takes on the wire:
+/// each symbol with its proof (a path of 32-byte hashes) and framing.
+fn answer_bound(metadata: &floe_codec::BlobMetadata, symbols: usize) -> usize {
+    const PROOF_AND_FRAMING: usize = 32 * 16 + 64;
+    symbols.saturating_mul(metadata.symbol_size().saturating_add(PROOF_AND_FRAMING))
+}
+
 /// Refuse to serve data of blobs that are invalid, deleted or expired.
 fn check_servable(inner: &Inner, blob_id: &BlobId) -> Result<(), ApiError> {
     let state = inner.store.state(blob_id).map_err(store_error)?;
@@ -262,6 +269,10 @@ fn get_sliver(
     if inner.my_shards().binary_search(&shard).is_err() {
         return Err(ApiError::NotMyShard { blob_id, shard });
     }
+    // Paid for before it is read: a sliver has at most one symbol per shard.
+    let metadata = stored_metadata(inner, &blob_id)?;
+    floe_net::reserve_answer(answer_bound(&metadata, usize::from(inner.n_shards)))
+        .map_err(ApiError::Busy)?;
     let sliver = inner
         .store
         .sliver(shard, &blob_id, axis)
@@ -447,6 +458,14 @@ fn recovery_symbols(
     // What the caller can use: per target, no more symbols than a recovery
     // needs, and no more bytes than the answer may carry.
     let budget = <GetRecoverySymbols as floe_net::Method>::MAX_RESPONSE_BYTES as usize / 2;
+    // Paid for before the slivers are read: one symbol per target and shard
+    // held (and the last symbols past the byte budget).
+    let symbols_at_most = targets.len().saturating_mul(inner.my_shards().len());
+    floe_net::reserve_answer(
+        answer_bound(&metadata, symbols_at_most)
+            .min(budget.saturating_add(answer_bound(&metadata, targets.len()))),
+    )
+    .map_err(ApiError::Busy)?;
     let mut bytes = 0usize;
     let mut per_target: std::collections::BTreeMap<(Axis, floe_codec::SliverIndex), usize> =
         Default::default();

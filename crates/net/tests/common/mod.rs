@@ -112,6 +112,20 @@ impl Method for Block {
     type Error = TestError;
 }
 
+/// Reserves room for an answer of the given size before building it,
+/// holds it for 300 ms, then answers with that many bytes.
+pub struct Reserve;
+impl Method for Reserve {
+    const KIND: u16 = 8;
+    const NAME: &'static str = "reserve";
+    const ACCESS: Access = Access::Public;
+    const MAX_REQUEST_BYTES: u32 = 16;
+    const MAX_RESPONSE_BYTES: u32 = 64 << 20;
+    type Request = u32;
+    type Response = Raw;
+    type Error = TestError;
+}
+
 /// Counts handler futures dropped before they finished (cancelled calls).
 #[derive(Default)]
 pub struct Counters {
@@ -153,6 +167,15 @@ pub fn router(counters: Arc<Counters>) -> Router {
         .route::<Slow, _, _>(|_, ms: u64| async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(ms)
+        })
+        .route::<Reserve, _, _>(|_, n: u32| async move {
+            floe_net::spawn_blocking(move || {
+                floe_net::reserve_answer(n as usize).map_err(TestError::NotFound)?;
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(Raw(vec![1u8; n as usize].into()))
+            })
+            .await
+            .map_err(|e| TestError::NotFound(e.to_string()))?
         })
         .route::<Block, _, _>(|_, ms: u64| async move {
             floe_net::spawn_blocking(move || std::thread::sleep(Duration::from_millis(ms)))
