@@ -110,9 +110,25 @@ enum Command {
         /// Largest blob a `PUT` may carry, in bytes.
         #[arg(long, default_value_t = 256 << 20)]
         max_body_bytes: u64,
-        /// Requests handled at once.
+        /// Requests handled at once; more are refused with 429 and
+        /// `Retry-After` instead of waiting.
         #[arg(long, default_value_t = 64)]
         max_concurrent_requests: usize,
+        /// Most epochs a `PUT` may store for: the nodes' `[limits]
+        /// max_epochs_ahead`. More is refused with 400 before the upload.
+        #[arg(long, default_value_t = 1000)]
+        max_epochs_ahead: u64,
+        /// Seconds a connection has to send a whole request head (idle
+        /// connections are closed after it too).
+        #[arg(long, default_value_t = 30)]
+        header_timeout_secs: u64,
+        /// Seconds a `PUT` has to send its whole body (408 after).
+        #[arg(long, default_value_t = 300)]
+        body_timeout_secs: u64,
+        /// Longest a cache in front may keep a deletable blob's bytes, in
+        /// seconds (it may serve them this long after a deletion).
+        #[arg(long, default_value_t = 60)]
+        deletable_max_age_secs: u64,
         /// Print the OpenAPI document and exit.
         #[arg(long)]
         openapi: bool,
@@ -521,6 +537,10 @@ async fn with_client(
             aggregator,
             max_body_bytes,
             max_concurrent_requests,
+            max_epochs_ahead,
+            header_timeout_secs,
+            body_timeout_secs,
+            deletable_max_age_secs,
             openapi: _,
         } => {
             let both = !publisher && !aggregator;
@@ -533,6 +553,10 @@ async fn with_client(
                 aggregator: aggregator || both,
                 max_body_bytes,
                 max_concurrent_requests,
+                max_epochs_ahead,
+                header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
+                body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
+                deletable_max_age: Duration::from_secs(deletable_max_age_secs),
                 ..GatewayConfig::default()
             };
             let roles = match (config.publisher, config.aggregator) {
@@ -546,7 +570,8 @@ async fn with_client(
                 .map_err(|e| Failure::Other(format!("cannot listen on {listen}: {e}")))?;
             let address = listener.local_addr().unwrap_or(listen);
             eprintln!("floe gateway ({roles}) listening on http://{address} (OpenAPI at /v1/api, metrics at /metrics); Ctrl-C or SIGTERM stops it");
-            floe_gateway::serve(listener, gateway.router(), shutdown_signal())
+            gateway
+                .serve(listener, shutdown_signal())
                 .await
                 .map_err(|e| Failure::Other(format!("gateway stopped: {e}")))?;
             eprintln!("floe gateway stopped");

@@ -349,6 +349,11 @@ impl Client {
         self.clock.epoch_at(now_ms())
     }
 
+    /// The committee's epoch clock: when each epoch begins.
+    pub fn clock(&self) -> EpochClock {
+        self.clock
+    }
+
     /// The committee as of `epoch`.
     pub fn committee(&self, epoch: Epoch) -> Committee {
         self.base.at_epoch(epoch)

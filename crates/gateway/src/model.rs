@@ -283,7 +283,11 @@ impl StatusResponse {
     }
 }
 
-/// An error, shaped like a google.rpc `Status` as Walrus daemons answer.
+/// An error, shaped like the `Status` body Walrus publishers and aggregators
+/// answer with (google.rpc `Status`, AIP-193): `error.code` is the HTTP
+/// status code, `error.status` its general class, `error.message` what
+/// happened and what to do, and `error.details` holds one [`ErrorInfo`] that
+/// says the same for programs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorResponse {
     /// The error.
@@ -296,12 +300,36 @@ pub struct ErrorResponse {
 pub struct ErrorDetail {
     /// The HTTP status code.
     pub code: u16,
-    /// A stable name: NOT_FOUND, GONE, INVALID_BLOB, UNAVAILABLE,
-    /// PAYLOAD_TOO_LARGE, BAD_REQUEST, FORBIDDEN, RANGE_NOT_SATISFIABLE.
+    /// The general class of the error, UPPER_SNAKE_CASE. Where Walrus names
+    /// the class, the name and code are Walrus's: INVALID_ARGUMENT and
+    /// FAILED_PRECONDITION (400), PERMISSION_DENIED (403), NOT_FOUND (404),
+    /// RANGE_NOT_SATISFIABLE (416), RESOURCE_EXHAUSTED (429), INTERNAL
+    /// (500), UNAVAILABLE (503). Floe's own: REQUEST_TIMEOUT (408), GONE
+    /// (410), PAYLOAD_TOO_LARGE (413), INVALID_BLOB (422).
     pub status: String,
     /// The message, naming the blob and what to do next.
     pub message: String,
+    /// Machine-readable details: always one [`ErrorInfo`].
+    pub details: Vec<ErrorInfo>,
     /// The blob's state, when the error is about one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blob_status: Option<Box<StatusResponse>>,
+}
+
+/// The machine-readable form of an error (google.rpc `ErrorInfo`): the pair
+/// (`domain`, `reason`) names the error, `metadata` carries every value the
+/// message mentions, so programs never parse the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorInfo {
+    /// The detail's type: always `ErrorInfo`.
+    #[serde(rename = "@type")]
+    pub kind: String,
+    /// The error, UPPER_SNAKE_CASE, unique within the domain (for example
+    /// `EPOCHS_OVER_LIMIT`, `BLOB_NOT_CERTIFIED`, `OVERLOADED`).
+    pub reason: String,
+    /// Who raised it: `gateway.floe`.
+    pub domain: String,
+    /// The values the message mentions (blob ID, limit, parameter, ...).
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }

@@ -45,13 +45,13 @@ async fn setup(max_body_bytes: u64) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(floe_gateway::serve(
-        listener,
-        gateway.router(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    tokio::spawn(async move {
+        gateway
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
     Setup {
         _dir: dir,
         cluster,

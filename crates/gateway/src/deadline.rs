@@ -1,0 +1,254 @@
+//! Deadlines on what clients send: request heads and request bodies.
+//!
+//! A connection waiting for a request head (just accepted, or idle after an
+//! answer) must deliver the whole head within the header timeout, counted
+//! from when the wait began or the answer's last byte was written; a client
+//! that trickles a head, or holds an idle connection open, is disconnected.
+//! While a request is being handled there is no such deadline: the handler
+//! bounds its own work (a body must arrive within the body timeout).
+//!
+//! [`TimedListener`] wraps each accepted connection in a [`TimedIo`] that
+//! enforces the head deadline on reads; the router learns of each request
+//! through the [`Connection`] handed to it as connect info, and tells the
+//! connection when a request begins and when its answer is ready.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, HttpBody};
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+
+use crate::GatewayError;
+
+/// Whether a connection waits for a request head, and since when.
+#[derive(Debug, Default)]
+struct Phase {
+    /// `Some(since)`: waiting for a head since then; `None`: a request is
+    /// being handled.
+    waiting_since: Mutex<Option<Instant>>,
+}
+
+impl Phase {
+    fn waiting_since(&self) -> Option<Instant> {
+        self.waiting_since.lock().ok().and_then(|since| *since)
+    }
+
+    fn set(&self, since: Option<Instant>) {
+        if let Ok(mut phase) = self.waiting_since.lock() {
+            *phase = since;
+        }
+    }
+
+    /// An answer's bytes went out: the wait for the next head restarts.
+    fn touch(&self) {
+        if let Ok(mut phase) = self.waiting_since.lock() {
+            if phase.is_some() {
+                *phase = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// One accepted connection, as the router sees it (connect info).
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    phase: Arc<Phase>,
+}
+
+impl Connection {
+    fn new() -> Self {
+        let phase = Phase::default();
+        phase.set(Some(Instant::now()));
+        Self {
+            phase: Arc::new(phase),
+        }
+    }
+
+    /// A request's head arrived: no head deadline while it is handled.
+    pub(crate) fn request_started(&self) {
+        self.phase.set(None);
+    }
+
+    /// The request's answer is ready: the next head is awaited from now
+    /// (and from each write of the answer's bytes).
+    pub(crate) fn request_answered(&self) {
+        self.phase.set(Some(Instant::now()));
+    }
+}
+
+impl Connected<IncomingStream<'_, TimedListener>> for Connection {
+    fn connect_info(stream: IncomingStream<'_, TimedListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP listener whose connections enforce the head deadline.
+#[derive(Debug)]
+pub(crate) struct TimedListener {
+    listener: TcpListener,
+    header_timeout: Duration,
+}
+
+impl TimedListener {
+    pub(crate) fn new(listener: TcpListener, header_timeout: Duration) -> Self {
+        Self {
+            listener,
+            header_timeout,
+        }
+    }
+}
+
+impl Listener for TimedListener {
+    type Io = TimedIo;
+    type Addr = Connection;
+
+    async fn accept(&mut self) -> (TimedIo, Connection) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let connection = Connection::new();
+                    let io = TimedIo {
+                        stream,
+                        phase: Arc::clone(&connection.phase),
+                        header_timeout: self.header_timeout,
+                        sleep: Box::pin(tokio::time::sleep(self.header_timeout)),
+                    };
+                    return (io, connection);
+                }
+                // A connection that failed before it was accepted: the next.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionRefused
+                    ) => {}
+                // Out of file descriptors, say: wait for some to close.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Connection> {
+        self.listener.local_addr().map(|_| Connection::new())
+    }
+}
+
+/// A connection that fails its reads once a request head is overdue.
+#[derive(Debug)]
+pub(crate) struct TimedIo {
+    stream: TcpStream,
+    phase: Arc<Phase>,
+    header_timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(result) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            return Poll::Ready(result);
+        }
+        let Some(since) = this.phase.waiting_since() else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(since + this.header_timeout);
+        if this.sleep.deadline() != deadline {
+            this.sleep.as_mut().reset(deadline);
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no complete request head within the header timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.phase.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.phase.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Reads `body` whole within `timeout`, refusing it with `too_large` once it
+/// passes `limit` bytes. `announced` (the `Content-Length`, already checked
+/// against the limit) sizes the buffer.
+pub(crate) async fn read_body(
+    mut body: Body,
+    limit: u64,
+    announced: Option<u64>,
+    timeout: Duration,
+    too_large: GatewayError,
+) -> Result<Bytes, GatewayError> {
+    let read = async move {
+        let capacity = announced.unwrap_or(0).min(limit).min(64 << 20);
+        let mut buffer = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| GatewayError::BadBody(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if (buffer.len() as u64).saturating_add(data.len() as u64) > limit {
+                    return Err(too_large);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        Ok(buffer.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| GatewayError::BodyTimeout { timeout })?
+}
