@@ -122,6 +122,8 @@ impl Listener for TimedListener {
                         phase: Arc::clone(&connection.phase),
                         header_timeout: self.header_timeout,
                         sleep: Box::pin(tokio::time::sleep(self.header_timeout)),
+                        write_stalled_since: None,
+                        write_sleep: Box::pin(tokio::time::sleep(self.header_timeout)),
                     };
                     return (io, connection);
                 }
@@ -147,13 +149,51 @@ impl Listener for TimedListener {
     }
 }
 
-/// A connection that fails its reads once a request head is overdue.
+/// A connection that fails its reads once a request head is overdue, and
+/// its writes once the client has taken no byte of its answer for the
+/// header timeout (a client that never reads cannot pin an answer's memory).
 #[derive(Debug)]
 pub(crate) struct TimedIo {
     stream: TcpStream,
     phase: Arc<Phase>,
     header_timeout: Duration,
     sleep: Pin<Box<Sleep>>,
+    write_stalled_since: Option<Instant>,
+    write_sleep: Pin<Box<Sleep>>,
+}
+
+impl TimedIo {
+    /// Pass on a write's outcome, failing it once writes have made no
+    /// progress for the header timeout.
+    fn watch_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Pending => {
+                let since = *self.write_stalled_since.get_or_insert_with(Instant::now);
+                let deadline = tokio::time::Instant::from_std(since + self.header_timeout);
+                if self.write_sleep.deadline() != deadline {
+                    self.write_sleep.as_mut().reset(deadline);
+                }
+                match self.write_sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took no byte of its answer within the header timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.write_stalled_since = None;
+                if matches!(ready, Poll::Ready(Ok(n)) if n > 0) {
+                    self.phase.touch();
+                }
+                ready
+            }
+        }
+    }
 }
 
 impl AsyncRead for TimedIo {
@@ -191,10 +231,7 @@ impl AsyncWrite for TimedIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.phase.touch();
-        }
-        result
+        this.watch_write(cx, result)
     }
 
     fn poll_write_vectored(
@@ -204,10 +241,7 @@ impl AsyncWrite for TimedIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.phase.touch();
-        }
-        result
+        this.watch_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -234,7 +268,9 @@ pub(crate) async fn read_body(
     too_large: GatewayError,
 ) -> Result<Bytes, GatewayError> {
     let read = async move {
-        let capacity = announced.unwrap_or(0).min(limit).min(64 << 20);
+        // Grown as bytes arrive: an announced length costs nothing until
+        // the body comes.
+        let capacity = announced.unwrap_or(0).min(limit).min(1 << 20);
         let mut buffer = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
@@ -251,4 +287,34 @@ pub(crate) async fn read_body(
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| GatewayError::BodyTimeout { timeout })?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A client that never reads its answer: once no byte has gone out for
+    /// the header timeout, the write fails and the answer's memory is freed.
+    #[tokio::test]
+    async fn an_answer_nobody_reads_is_abandoned() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut timed = TimedListener::new(listener, Duration::from_millis(500));
+        let reader = TcpStream::connect(address).await.unwrap();
+        let (mut io, connection) = timed.accept().await;
+        connection.request_started();
+        connection.request_answered();
+        let answer = vec![0u8; 256 << 20];
+        let started = Instant::now();
+        let written = tokio::time::timeout(Duration::from_secs(30), io.write_all(&answer)).await;
+        match written {
+            Ok(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}"),
+            Ok(Ok(())) => panic!("256 MiB went into socket buffers of a client that never reads"),
+            Err(_) => panic!("the write hung for 30 s"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(20));
+        drop(reader);
+    }
 }
