@@ -8,6 +8,8 @@
 //!   then checks that nothing certified was lost.
 //! * `bench [codec|consensus|store|net|e2e]`: run the benchmarks, print a table, write
 //!   `target/bench/<name>.json`.
+//! * `fuzz [--duration S] [TARGET]`: run the floe-fuzz targets, print
+//!   executions per target, save failing inputs under `target/fuzz/crashes/`.
 
 mod bench;
 mod bench_consensus;
@@ -15,12 +17,18 @@ mod bench_e2e;
 mod bench_net;
 mod bench_store;
 mod bench_sync;
+mod fuzz;
 mod rss;
 mod testnet;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use floe::drill::ChaosConfig;
+
+/// Counts allocations per thread for `fuzz` (a pass-through to the system
+/// allocator for every other task).
+#[global_allocator]
+static ALLOC: floe_fuzz::CountingAlloc = floe_fuzz::CountingAlloc;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Floe developer tasks")]
@@ -96,6 +104,19 @@ enum Task {
         #[arg(long, value_name = "CASE")]
         only: Vec<String>,
     },
+    /// Fuzz the parsers of untrusted bytes (all targets, the time split
+    /// evenly, or one); exits non-zero on any panic, property violation or
+    /// allocation beyond its bound.
+    Fuzz {
+        /// Total time, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Seed of the random inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only this target.
+        target: Option<String>,
+    },
     /// One codec case, measured in a fresh process so its peak memory is
     /// its own (run by `bench codec`).
     #[command(hide = true)]
@@ -142,6 +163,11 @@ fn main() -> Result<()> {
             quick,
             only,
         } => bench::run(name.as_deref(), runs.max(1), quick, &only),
+        Task::Fuzz {
+            duration,
+            seed,
+            target,
+        } => fuzz::run(target.as_deref(), duration, seed),
         Task::BenchCodecCase {
             shards,
             bytes,

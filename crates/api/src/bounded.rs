@@ -16,6 +16,9 @@ use floe_codec::{Axis, BlobId, InconsistencyProof, RecoverySymbol, SliverIndex, 
 use floe_consensus::{Fact, ItemId, Prefix, RangeSummary, ReconcileMessage};
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, Error as _, SeqAccess, Visitor};
 
+/// The most a decoder reserves up front for a sequence, whatever count it
+/// announces; the vector grows with the elements that actually arrive.
+const PREALLOCATE_BYTES: usize = 64 << 10;
 use crate::{RECONCILE_MAX_ITEMS, RECONCILE_MAX_RANGES, RECONCILE_MAX_REPLY_RANGES};
 
 /// A sequence of at most `max` elements, named `what` in errors.
@@ -47,7 +50,10 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Bounded<T> {
         if claimed > self.max {
             return Err(too_many::<A::Error>(claimed, self.max, self.what));
         }
-        let mut out = Vec::with_capacity(claimed);
+        // Reserved for what may arrive, not for what is claimed: a count
+        // costs nothing until its elements come.
+        let mut out =
+            Vec::with_capacity(claimed.min(PREALLOCATE_BYTES / std::mem::size_of::<T>().max(1)));
         while let Some(element) = seq.next_element()? {
             if out.len() == self.max {
                 return Err(too_many::<A::Error>(self.max + 1, self.max, self.what));
@@ -132,7 +138,10 @@ impl<'de> Visitor<'de> for Messages {
                 "digest messages",
             ));
         }
-        let mut out = Vec::with_capacity(claimed);
+        // Reserved for what may arrive, not for what is claimed.
+        let mut out = Vec::with_capacity(
+            claimed.min(PREALLOCATE_BYTES / std::mem::size_of::<MessageOnWire>().max(1)),
+        );
         let mut ranges = 0usize;
         while let Some(message) = seq.next_element::<MessageOnWire>()? {
             ranges += match &message {

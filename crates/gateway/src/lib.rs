@@ -929,6 +929,10 @@ pub fn requested_range(
     let Ok(parsed) = http_range_header::parse_range_header(value) else {
         return Ok(None);
     };
+    // An empty blob has no byte to range over (RFC 9110 §14.1.2).
+    if length == 0 {
+        return Err(GatewayError::RangeNotSatisfiable { blob_id, length });
+    }
     let ranges = parsed
         .validate(length)
         .map_err(|_| GatewayError::RangeNotSatisfiable { blob_id, length })?;

@@ -52,9 +52,10 @@
 //!   (probed at open): each sliver byte is written once, straight to the
 //!   device, instead of being copied into the page cache and written back.
 
-mod envelope;
+pub mod envelope;
 mod error;
 mod pair_files;
+pub mod records;
 
 use std::{
     collections::BTreeSet,
@@ -65,7 +66,7 @@ use std::{
     },
 };
 
-use floe_codec::{Axis, BlobId, BlobMetadata, ShardIndex, Sliver, SliverIndex, SliverPair};
+use floe_codec::{Axis, BlobId, BlobMetadata, ShardIndex, Sliver, SliverPair};
 use floe_consensus::{
     BlobState, BlobStatus, Epoch, KeyPair, ProtocolMessage, Signed, StorageConfirmation,
     VerifiedFact,
@@ -76,6 +77,7 @@ use rocksdb::{
 };
 
 pub use error::StoreError;
+use records::{decode, decode_state, file_place};
 
 /// The tables, in a fixed order.
 pub const TABLES: [&str; 10] = [
@@ -289,39 +291,6 @@ fn blob_id_from(key: &[u8], table: &'static str) -> Result<BlobId, StoreError> {
             key: envelope::hex(key),
             reason: "key is not a blob ID".into(),
         })
-}
-
-fn decode<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    key: &[u8],
-    stored: &[u8],
-) -> Result<T, StoreError> {
-    let payload = envelope::open(table, key, stored)?;
-    floe_codec::from_canonical_bytes(payload).map_err(|e| StoreError::Corrupt {
-        table,
-        key: envelope::hex(key),
-        reason: e.to_string(),
-    })
-}
-
-/// A stored blob state, in either layout.
-fn decode_state(blob_id: &BlobId, stored: &[u8]) -> Result<BlobState, StoreError> {
-    let (format, payload) = envelope::open_as(
-        &[envelope::FORMAT_STATE, envelope::FORMAT],
-        STATES,
-        &blob_id.0,
-        stored,
-    )?;
-    let state = if format == envelope::FORMAT_STATE {
-        BlobState::from_bytes(*blob_id, payload)
-    } else {
-        BlobState::from_legacy_bytes(*blob_id, payload)
-    };
-    state.map_err(|e| StoreError::Corrupt {
-        table: STATES,
-        key: envelope::hex(&blob_id.0),
-        reason: e.to_string(),
-    })
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -978,14 +947,7 @@ impl Store {
     }
 
     fn arrival(&self, blob_id: &BlobId, value: &[u8]) -> Result<u64, StoreError> {
-        let arrival = envelope::open(PENDING, &blob_id.0, value)?;
-        Ok(u64::from_le_bytes(arrival.try_into().map_err(|_| {
-            StoreError::Corrupt {
-                table: PENDING,
-                key: envelope::hex(&blob_id.0),
-                reason: "arrival time is not 8 bytes".into(),
-            }
-        })?))
+        records::decode_arrival(blob_id, value)
     }
 
     /// Up to `limit` blobs whose data may be collected in epoch `current`:
@@ -1178,20 +1140,6 @@ impl Store {
     }
 }
 
-/// The record of a sliver kept in a pair file at `offset`: its index,
-/// where it is, and the checksum of its bytes.
-fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
-    envelope::seal_parts_as(
-        envelope::FORMAT_IN_FILE,
-        &[
-            &sliver.index.0.to_le_bytes(),
-            &offset.to_le_bytes(),
-            &(sliver.data.len() as u64).to_le_bytes(),
-            &envelope::checksum(&sliver.data),
-        ],
-    )
-}
-
 impl Store {
     /// [`Store::load_sliver`], or `None` if the blob was collected between
     /// reading its record and reading its file. A pair whose file is gone
@@ -1254,58 +1202,49 @@ impl Store {
     /// A sliver from its record: the bytes themselves, or where they are in
     /// a pair file (read and checked against the recorded checksum).
     fn load_sliver(&self, key: &[u8], axis: Axis, stored: &[u8]) -> Result<Sliver, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            table: SLIVERS,
-            key: envelope::hex(key),
-            reason,
-        };
-        let (format, payload) = envelope::open_as(
-            &[envelope::FORMAT, envelope::FORMAT_IN_FILE],
-            SLIVERS,
-            key,
-            stored,
-        )?;
-        if payload.len() < 2 {
-            return Err(corrupt("no sliver index".into()));
-        }
-        let index = SliverIndex(u16::from_le_bytes([payload[0], payload[1]]));
-        let data = if format == envelope::FORMAT {
-            bytes::Bytes::copy_from_slice(&payload[2..])
-        } else {
-            let place: &[u8; 16 + envelope::CHECKSUM] = payload[2..]
-                .try_into()
-                .map_err(|_| corrupt(format!("a pair-file record of {} bytes", payload.len())))?;
-            let [offset, len] = [0, 8].map(|at| {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(&place[at..at + 8]);
-                u64::from_le_bytes(word)
-            });
-            let len = usize::try_from(len).map_err(|e| corrupt(e.to_string()))?;
-            let shard = ShardIndex(u16::from_be_bytes([key[0], key[1]]));
-            let blob_id = blob_id_from(&key[2..34], SLIVERS)?;
-            let lost = |reason: String| StoreError::PairLost {
-                blob_id,
-                shard,
-                reason,
-            };
-            let data = match self.files.read(&blob_id, shard, offset, len) {
-                Err(StoreError::File { source, path, .. })
-                    if matches!(
-                        source.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
-                    return Err(lost(format!("{}: {source}", path.display())))
-                }
-                read => read?,
-            };
-            if envelope::checksum(&data)[..] != place[16..] {
-                return Err(lost(format!(
-                    "fails its checksum over {len} bytes at offset {offset} of {}",
-                    self.files.path(&blob_id, shard).display()
-                )));
+        let (index, data) = match records::decode_sliver_record(key, stored)? {
+            records::SliverRecord::Inline { index, data } => {
+                (index, bytes::Bytes::copy_from_slice(data))
             }
-            bytes::Bytes::from(data)
+            records::SliverRecord::InFile(place) => {
+                let corrupt = |reason: String| StoreError::Corrupt {
+                    table: SLIVERS,
+                    key: envelope::hex(key),
+                    reason,
+                };
+                let (offset, len) = (place.offset, place.length);
+                let len = usize::try_from(len).map_err(|e| corrupt(e.to_string()))?;
+                let (shard, blob_id) = match key {
+                    [s0, s1, blob_id @ ..] if blob_id.len() >= 32 => (
+                        ShardIndex(u16::from_be_bytes([*s0, *s1])),
+                        blob_id_from(&blob_id[..32], SLIVERS)?,
+                    ),
+                    _ => return Err(corrupt("key is not a sliver key".into())),
+                };
+                let lost = |reason: String| StoreError::PairLost {
+                    blob_id,
+                    shard,
+                    reason,
+                };
+                let data = match self.files.read(&blob_id, shard, offset, len) {
+                    Err(StoreError::File { source, path, .. })
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                        ) =>
+                    {
+                        return Err(lost(format!("{}: {source}", path.display())))
+                    }
+                    read => read?,
+                };
+                if envelope::checksum(&data) != place.checksum {
+                    return Err(lost(format!(
+                        "fails its checksum over {len} bytes at offset {offset} of {}",
+                        self.files.path(&blob_id, shard).display()
+                    )));
+                }
+                (place.index, bytes::Bytes::from(data))
+            }
         };
         Ok(Sliver { axis, index, data })
     }

@@ -1,0 +1,198 @@
+//! The values the tables hold, decoded without the database: every read
+//! of the store goes through these functions, so they can be checked (and
+//! fuzzed) against arbitrary bytes on their own.
+
+use floe_codec::{BlobId, Sliver, SliverIndex};
+use floe_consensus::BlobState;
+
+use crate::envelope::{self, CHECKSUM};
+use crate::error::StoreError;
+
+/// The value of a table of BCS values (`metadata`, `promises`): the
+/// envelope is checked, then the payload parsed as `T`.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: &[u8],
+    stored: &[u8],
+) -> Result<T, StoreError> {
+    let payload = envelope::open(table, key, stored)?;
+    floe_codec::from_canonical_bytes(payload).map_err(|e| StoreError::Corrupt {
+        table,
+        key: envelope::hex(key),
+        reason: e.to_string(),
+    })
+}
+
+/// A stored blob state, in either layout ([`envelope::FORMAT_STATE`] or
+/// the earlier [`envelope::FORMAT`]).
+pub fn decode_state(blob_id: &BlobId, stored: &[u8]) -> Result<BlobState, StoreError> {
+    let (format, payload) = envelope::open_as(
+        &[envelope::FORMAT_STATE, envelope::FORMAT],
+        crate::STATES,
+        &blob_id.0,
+        stored,
+    )?;
+    let state = if format == envelope::FORMAT_STATE {
+        BlobState::from_bytes(*blob_id, payload)
+    } else {
+        BlobState::from_legacy_bytes(*blob_id, payload)
+    };
+    state.map_err(|e| StoreError::Corrupt {
+        table: crate::STATES,
+        key: envelope::hex(&blob_id.0),
+        reason: e.to_string(),
+    })
+}
+
+/// The first arrival (Unix ms) a `pending` value records.
+pub fn decode_arrival(blob_id: &BlobId, stored: &[u8]) -> Result<u64, StoreError> {
+    let arrival = envelope::open(crate::PENDING, &blob_id.0, stored)?;
+    Ok(u64::from_le_bytes(arrival.try_into().map_err(|_| {
+        StoreError::Corrupt {
+            table: crate::PENDING,
+            key: envelope::hex(&blob_id.0),
+            reason: "arrival time is not 8 bytes".into(),
+        }
+    })?))
+}
+
+/// Where a sliver kept in a pair file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePlace {
+    /// The sliver's index.
+    pub index: SliverIndex,
+    /// Its first byte in the pair file.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub length: u64,
+    /// The checksum of its bytes ([`envelope::checksum`]).
+    pub checksum: [u8; CHECKSUM],
+}
+
+/// A `slivers` value: the sliver's bytes, or where they are in a pair file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliverRecord<'a> {
+    /// The bytes themselves ([`envelope::FORMAT`]).
+    Inline {
+        /// The sliver's index.
+        index: SliverIndex,
+        /// Its symbols.
+        data: &'a [u8],
+    },
+    /// A place in a pair file ([`envelope::FORMAT_IN_FILE`]).
+    InFile(FilePlace),
+}
+
+impl SliverRecord<'_> {
+    /// The stored value (envelope included).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            SliverRecord::Inline { index, data } => {
+                envelope::seal_parts(&[&index.0.to_le_bytes(), data])
+            }
+            SliverRecord::InFile(place) => envelope::seal_parts_as(
+                envelope::FORMAT_IN_FILE,
+                &[
+                    &place.index.0.to_le_bytes(),
+                    &place.offset.to_le_bytes(),
+                    &place.length.to_le_bytes(),
+                    &place.checksum,
+                ],
+            ),
+        }
+    }
+}
+
+/// The record of a sliver kept in a pair file at `offset`.
+pub fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
+    SliverRecord::InFile(FilePlace {
+        index: sliver.index,
+        offset,
+        length: sliver.data.len() as u64,
+        checksum: envelope::checksum(&sliver.data),
+    })
+    .to_bytes()
+}
+
+/// Parses a `slivers` value stored under `key` (named in errors).
+pub fn decode_sliver_record<'a>(
+    key: &[u8],
+    stored: &'a [u8],
+) -> Result<SliverRecord<'a>, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        table: crate::SLIVERS,
+        key: envelope::hex(key),
+        reason,
+    };
+    let (format, payload) = envelope::open_as(
+        &[envelope::FORMAT, envelope::FORMAT_IN_FILE],
+        crate::SLIVERS,
+        key,
+        stored,
+    )?;
+    let Some((index, rest)) = payload.split_first_chunk::<2>() else {
+        return Err(corrupt("no sliver index".into()));
+    };
+    let index = SliverIndex(u16::from_le_bytes(*index));
+    if format == envelope::FORMAT {
+        return Ok(SliverRecord::Inline { index, data: rest });
+    }
+    let place: &[u8; 16 + CHECKSUM] = rest
+        .try_into()
+        .map_err(|_| corrupt(format!("a pair-file record of {} bytes", payload.len())))?;
+    let word = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&place[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let mut checksum = [0u8; CHECKSUM];
+    checksum.copy_from_slice(&place[16..]);
+    Ok(SliverRecord::InFile(FilePlace {
+        index,
+        offset: word(0),
+        length: word(8),
+        checksum,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use floe_codec::Axis;
+
+    use super::*;
+
+    #[test]
+    fn sliver_records_parse_back() {
+        let sliver = Sliver {
+            axis: Axis::Primary,
+            index: SliverIndex(7),
+            data: Bytes::from_static(b"some symbols"),
+        };
+        let stored = file_place(&sliver, 4096);
+        let record = decode_sliver_record(b"k", &stored).unwrap();
+        assert_eq!(
+            record,
+            SliverRecord::InFile(FilePlace {
+                index: SliverIndex(7),
+                offset: 4096,
+                length: 12,
+                checksum: envelope::checksum(b"some symbols"),
+            })
+        );
+        assert_eq!(record.to_bytes(), stored);
+        let inline = SliverRecord::Inline {
+            index: SliverIndex(3),
+            data: b"abc",
+        };
+        assert_eq!(
+            decode_sliver_record(b"k", &inline.to_bytes()).unwrap(),
+            inline
+        );
+        // A pair-file record one byte short, and an envelope with no index.
+        let mut short = stored[envelope::HEADER..stored.len() - 1].to_vec();
+        short = envelope::seal_parts_as(envelope::FORMAT_IN_FILE, &[&short]);
+        assert!(decode_sliver_record(b"k", &short).is_err());
+        assert!(decode_sliver_record(b"k", &envelope::seal(&[1])).is_err());
+    }
+}
