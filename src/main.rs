@@ -110,10 +110,16 @@ enum Command {
         /// Largest blob a `PUT` may carry, in bytes.
         #[arg(long, default_value_t = 256 << 20)]
         max_body_bytes: u64,
-        /// Requests handled at once; more are refused with 429 and
-        /// `Retry-After` instead of waiting.
+        /// Requests handled at once (stores and reads each); more are
+        /// refused with 429 and `Retry-After` instead of waiting.
         #[arg(long, default_value_t = 64)]
         max_concurrent_requests: usize,
+        /// Connections held at once; more are closed as accepted.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Connections held at once from one IP address.
+        #[arg(long, default_value_t = 64)]
+        max_connections_per_ip: usize,
         /// Most epochs a `PUT` may store for: the nodes' `[limits]
         /// max_epochs_ahead`. More is refused with 400 before the upload.
         #[arg(long, default_value_t = 1000)]
@@ -537,6 +543,8 @@ async fn with_client(
             aggregator,
             max_body_bytes,
             max_concurrent_requests,
+            max_connections,
+            max_connections_per_ip,
             max_epochs_ahead,
             header_timeout_secs,
             body_timeout_secs,
@@ -553,6 +561,8 @@ async fn with_client(
                 aggregator: aggregator || both,
                 max_body_bytes,
                 max_concurrent_requests,
+                max_connections,
+                max_connections_per_ip,
                 max_epochs_ahead,
                 header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(body_timeout_secs.max(1)),

@@ -91,18 +91,74 @@ impl Connected<IncomingStream<'_, TimedListener>> for Connection {
     }
 }
 
-/// A TCP listener whose connections enforce the head deadline.
+/// Connections held, in all and per address.
+#[derive(Debug, Default)]
+struct Held {
+    by_ip: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place among those held; given back when dropped.
+#[derive(Debug)]
+struct Seat {
+    held: Arc<Held>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Ok(mut by_ip) = self.held.by_ip.lock() {
+            if let Some(count) = by_ip.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    by_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Held {
+    /// A seat for a connection from `ip`, unless that would pass `total`
+    /// connections in all or `per_ip` from the address.
+    fn seat(self: &Arc<Self>, ip: std::net::IpAddr, total: usize, per_ip: usize) -> Option<Seat> {
+        let mut by_ip = self.by_ip.lock().ok()?;
+        let all: usize = by_ip.values().sum();
+        let from_ip = by_ip.get(&ip).copied().unwrap_or(0);
+        if all >= total || from_ip >= per_ip {
+            return None;
+        }
+        *by_ip.entry(ip).or_insert(0) += 1;
+        Some(Seat {
+            held: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// A TCP listener whose connections enforce the head deadline, with caps on
+/// the connections held in all and from one address.
 #[derive(Debug)]
 pub(crate) struct TimedListener {
     listener: TcpListener,
     header_timeout: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    held: Arc<Held>,
 }
 
 impl TimedListener {
-    pub(crate) fn new(listener: TcpListener, header_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        listener: TcpListener,
+        header_timeout: Duration,
+        max_connections: usize,
+        max_connections_per_ip: usize,
+    ) -> Self {
         Self {
             listener,
             header_timeout,
+            max_connections: max_connections.max(1),
+            max_connections_per_ip: max_connections_per_ip.max(1),
+            held: Arc::default(),
         }
     }
 }
@@ -114,7 +170,17 @@ impl Listener for TimedListener {
     async fn accept(&mut self) -> (TimedIo, Connection) {
         loop {
             match self.listener.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, remote)) => {
+                    let Some(seat) = self.held.seat(
+                        remote.ip(),
+                        self.max_connections,
+                        self.max_connections_per_ip,
+                    ) else {
+                        // Over a cap: closed at once, before it costs more.
+                        tracing::debug!(peer = %remote, "connection over the gateway's caps closed");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let connection = Connection::new();
                     let io = TimedIo {
@@ -124,6 +190,7 @@ impl Listener for TimedListener {
                         sleep: Box::pin(tokio::time::sleep(self.header_timeout)),
                         write_stalled_since: None,
                         write_sleep: Box::pin(tokio::time::sleep(self.header_timeout)),
+                        _seat: seat,
                     };
                     return (io, connection);
                 }
@@ -160,6 +227,7 @@ pub(crate) struct TimedIo {
     sleep: Pin<Box<Sleep>>,
     write_stalled_since: Option<Instant>,
     write_sleep: Pin<Box<Sleep>>,
+    _seat: Seat,
 }
 
 impl TimedIo {
@@ -301,7 +369,7 @@ mod tests {
     async fn an_answer_nobody_reads_is_abandoned() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let mut timed = TimedListener::new(listener, Duration::from_millis(500));
+        let mut timed = TimedListener::new(listener, Duration::from_millis(500), 8, 8);
         let reader = TcpStream::connect(address).await.unwrap();
         let (mut io, connection) = timed.accept().await;
         connection.request_started();
@@ -316,5 +384,44 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_secs(20));
         drop(reader);
+    }
+
+    /// Connections past the cap from one address are closed as accepted;
+    /// one closing frees its place.
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut timed = TimedListener::new(listener, Duration::from_secs(30), 100, 2);
+        let first = TcpStream::connect(address).await.unwrap();
+        let second = TcpStream::connect(address).await.unwrap();
+        let mut third = TcpStream::connect(address).await.unwrap();
+        let mut fourth = TcpStream::connect(address).await.unwrap();
+        let (a, _) = timed.accept().await;
+        let (b, _) = timed.accept().await;
+        drop(first);
+        drop(second);
+        // The third and fourth wait behind the cap and are closed; after
+        // the first two are dropped, the next connection is accepted.
+        let accepting = tokio::spawn(async move {
+            let accepted = timed.accept().await;
+            (timed, accepted)
+        });
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte))
+            .await
+            .unwrap();
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        let closed = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut byte))
+            .await
+            .unwrap();
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        drop((a, b));
+        let _fifth = TcpStream::connect(address).await.unwrap();
+        let (_timed, _accepted) = tokio::time::timeout(Duration::from_secs(5), accepting)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

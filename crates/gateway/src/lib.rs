@@ -93,10 +93,17 @@ pub struct GatewayConfig {
     pub aggregator: bool,
     /// Largest body a `PUT` may carry (413 beyond it).
     pub max_body_bytes: u64,
-    /// Requests on the blob routes handled at once; more are refused with
-    /// 429 and `Retry-After` instead of waiting. `/metrics` and `/v1/api`
-    /// are not counted.
+    /// Requests on the blob routes handled at once, counted apart for
+    /// stores (`PUT`, `DELETE`) and for reads, so that slow uploads cannot
+    /// starve reads; more are refused with 429 and `Retry-After` instead of
+    /// waiting. A request holds its slot until its answer's last byte is
+    /// sent. `/metrics` and `/v1/api` are not counted.
     pub max_concurrent_requests: usize,
+    /// Connections held at once, and from one IP address; more are closed
+    /// as soon as they are accepted.
+    pub max_connections: usize,
+    /// See [`GatewayConfig::max_connections`].
+    pub max_connections_per_ip: usize,
     /// Epochs a blob is stored for when `PUT` gives no `epochs`.
     pub default_epochs: u64,
     /// Most epochs ahead a `PUT` may store for: the committee's limit, the
@@ -121,6 +128,8 @@ impl Default for GatewayConfig {
             aggregator: true,
             max_body_bytes: 256 << 20,
             max_concurrent_requests: 64,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
             default_epochs: 1,
             max_epochs_ahead: 1000,
             header_timeout: Duration::from_secs(30),
@@ -135,7 +144,8 @@ pub struct Gateway {
     client: Arc<Client>,
     owner: Option<KeyPair>,
     config: GatewayConfig,
-    slots: Arc<Semaphore>,
+    store_slots: Arc<Semaphore>,
+    read_slots: Arc<Semaphore>,
     metrics: metrics::Metrics,
 }
 
@@ -151,12 +161,13 @@ impl Gateway {
     /// A gateway storing and reading through `client`. `owner` owns the
     /// blobs stored with `deletable=true` (without it those are refused).
     pub fn new(client: Arc<Client>, owner: Option<KeyPair>, config: GatewayConfig) -> Arc<Self> {
-        let slots = Arc::new(Semaphore::new(config.max_concurrent_requests.max(1)));
+        let slots = || Arc::new(Semaphore::new(config.max_concurrent_requests.max(1)));
         Arc::new(Self {
             client,
             owner,
+            store_slots: slots(),
+            read_slots: slots(),
             config,
-            slots,
             metrics: metrics::Metrics::default(),
         })
     }
@@ -199,7 +210,12 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = TimedListener::new(listener, self.config.header_timeout);
+        let listener = TimedListener::new(
+            listener,
+            self.config.header_timeout,
+            self.config.max_connections,
+            self.config.max_connections_per_ip,
+        );
         axum::serve(
             listener,
             self.router()
@@ -925,6 +941,11 @@ pub fn requested_range(
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
+    // One range is served; a list of them is ignored before it is parsed
+    // (checking a list for overlaps costs the square of its length).
+    if value.contains(',') || value.len() > 64 {
+        return Ok(None);
+    }
     // A header that does not parse is ignored (RFC 9110 §14.2).
     let Ok(parsed) = http_range_header::parse_range_header(value) else {
         return Ok(None);
@@ -977,15 +998,51 @@ async fn get_status(
 // ---- slots, deadlines and metrics ----
 
 /// Takes a request slot for the request, or refuses it with 429 when all
-/// are busy: a saturated gateway answers at once instead of queueing.
+/// are busy: a saturated gateway answers at once instead of queueing. The
+/// slot goes with the answer's body, so a blob's bytes count until they are
+/// sent, and stores and reads have slots of their own.
 async fn admit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let Ok(_slot) = Arc::clone(&gateway.slots).try_acquire_owned() else {
+    let slots = match *request.method() {
+        axum::http::Method::PUT | axum::http::Method::POST | axum::http::Method::DELETE => {
+            &gateway.store_slots
+        }
+        _ => &gateway.read_slots,
+    };
+    let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
         return GatewayError::Overloaded {
             slots: gateway.config.max_concurrent_requests.max(1),
         }
         .into_response();
     };
-    next.run(request).await
+    next.run(request)
+        .await
+        .map(|body| axum::body::Body::new(SlotBody { body, _slot: slot }))
+}
+
+/// An answer's body with the request slot it holds until it is sent.
+struct SlotBody {
+    body: axum::body::Body,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl axum::body::HttpBody for SlotBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 // ---- metrics ----

@@ -159,8 +159,9 @@ pub(crate) fn read_params(pairs: &[(String, String)]) -> Result<ReadParams, Gate
 }
 
 fn check_unique(pairs: &[(String, String)]) -> Result<(), GatewayError> {
-    for (i, (name, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    for (name, _) in pairs {
+        if !seen.insert(name.as_str()) {
             return Err(GatewayError::BadParameter {
                 name: name.clone(),
                 message: format!("{name} is given more than once; give it once"),

@@ -611,33 +611,37 @@ async fn slow_clients_time_out_and_saturation_is_429() {
     .expect("an idle connection stays open");
     assert!(idle.starts_with("HTTP/1.1 200"), "{idle}");
 
-    // A body that stalls holds the only slot: other requests get 429 at
-    // once, with Retry-After, and the stalled one gets 408.
-    let stall = || {
-        tokio::spawn(raw_exchange(
-            address,
-            "PUT /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
-            &[7u8; 1000],
-        ))
-    };
-    let mut stalled = stall();
+    // A body that stalls holds the only store slot: other stores get 429
+    // at once, with Retry-After, and the stalled one gets 408; reads have
+    // slots of their own and are still served.
+    let stalled = tokio::spawn(raw_exchange(
+        address,
+        "PUT /v1/blobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        &[7u8; 1000],
+    ));
+    // Its head arrives first and takes the slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut refused = None;
     for _ in 0..200 {
-        if stalled.is_finished() {
-            // The stalled PUT came while a read held the slot, and was
-            // refused itself: send it again.
-            let answer = stalled.await.unwrap().unwrap_or_default();
-            assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
-            stalled = stall();
-        }
-        let response = setup.http.get(&status_url).send().await.unwrap();
+        let response = setup
+            .http
+            .put(format!("{url}/v1/blobs"))
+            .body(vec![1u8; 10])
+            .send()
+            .await
+            .unwrap();
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             refused = Some(response);
             break;
         }
-        assert_eq!(response.status(), StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let response = setup.http.get(&status_url).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a stalled upload starved the reads"
+    );
     let refused = refused.expect("a saturated gateway answers 429");
     assert!(refused.headers().contains_key("retry-after"));
     let error = walrus_error(refused, 429, "RESOURCE_EXHAUSTED").await;
