@@ -1018,14 +1018,7 @@ async fn read_charged_body(
                 .charge(lane, class, charge, length, shared.budget_deadline())
                 .await
                 .map_err(BodyError::Busy)?;
-            if recv
-                .read_chunk(1, true)
-                .await
-                .map_err(|e| BodyError::Frame(e.into()))?
-                .is_some()
-            {
-                return Err(BodyError::Frame(frame::FrameError::TrailingBytes));
-            }
+            expect_end(recv).await?;
             return Ok(bytes);
         }
         let needed = got + bytes.len();
@@ -1049,15 +1042,17 @@ async fn read_charged_body(
         buffer.extend_from_slice(&bytes);
         got = needed;
     }
-    if recv
-        .read_chunk(1, true)
-        .await
-        .map_err(|e| BodyError::Frame(e.into()))?
-        .is_some()
-    {
-        return Err(BodyError::Frame(frame::FrameError::TrailingBytes));
-    }
+    expect_end(recv).await?;
     Ok(Bytes::from(buffer))
+}
+
+/// The stream ends where the body does.
+async fn expect_end(recv: &mut RecvStream) -> Result<(), BodyError> {
+    match recv.read_chunk(1, true).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(BodyError::Frame(frame::FrameError::TrailingBytes)),
+        Err(e) => Err(BodyError::Frame(e.into())),
+    }
 }
 
 /// The largest share of a method's response limit reserved before its
