@@ -228,7 +228,7 @@ pub(crate) fn inconsistency_proof<'de, D: Deserializer<'de>>(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use floe_codec::BlobId;
-    use floe_net::Wire;
+    use floe_wire::Wire;
 
     use crate::{ReconcileRequest, ReconcileResponse};
 

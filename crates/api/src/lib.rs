@@ -1,6 +1,6 @@
 //! floe-api: the protocol between Floe clients and nodes, and between nodes.
 //!
-//! Each request kind is a [`floe_net::Method`]: its kind number, request and
+//! Each request kind is a [`floe_wire::Method`]: its kind number, request and
 //! response types, size limits and who may call. Bodies are canonical BCS
 //! (see `docs/protocol.md`). Every method answers failures with [`ApiError`],
 //! which names the blob, shard or field concerned.
@@ -16,7 +16,7 @@ use floe_consensus::{
     BlobCertificate, Epoch, Fact, InvalidBlobAttestation, InvalidBlobCertificate, ItemId,
     PublicKey, ReconcileMessage, Signed, StorageConfirmation,
 };
-use floe_net::{Access, Method, WireError};
+use floe_wire::{Access, Method, WireError};
 use serde::{Deserialize, Serialize};
 
 mod bounded;
@@ -238,7 +238,7 @@ pub struct PutPairsRequest {
     pub pairs: Vec<(ShardIndex, SliverPair)>,
 }
 
-impl floe_net::Wire for PutPairsRequest {
+impl floe_wire::Wire for PutPairsRequest {
     fn to_frame(&self) -> Result<Bytes, WireError> {
         Ok(self.to_chunks()?.concat().into())
     }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use floe_codec::{
     Axis, BlobId, ShardIndex, Sliver, SliverIndex, SliverPair, SliverPairIndex, MAX_N_SHARDS,
 };
-use floe_net::WireError;
+use floe_wire::WireError;
 use serde::de::DeserializeOwned;
 
 use crate::{ApiError, PutPairsRequest};
@@ -146,7 +146,7 @@ impl PutPairsFrame {
     }
 }
 
-impl floe_net::Wire for PutPairsFrame {
+impl floe_wire::Wire for PutPairsFrame {
     fn to_frame(&self) -> Result<Bytes, WireError> {
         Ok(self.frame.clone())
     }
@@ -168,7 +168,7 @@ impl floe_net::Wire for PutPairsFrame {
 /// Parses a frame of at most [`MAX_N_SHARDS`] pairs (no committee has more
 /// shards); the slivers' bytes are views of `frame`.
 pub(crate) fn decode(frame: Bytes) -> Result<PutPairsRequest, WireError> {
-    use floe_net::Wire as _;
+    use floe_wire::Wire as _;
     PutPairsFrame::from_frame(frame)?
         .decode(usize::from(MAX_N_SHARDS))
         .map_err(|e| WireError(e.to_string()))
@@ -243,7 +243,7 @@ impl Reader {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use floe_codec::{encode as encode_blob, EncodingConfig};
-    use floe_net::Wire;
+    use floe_wire::Wire;
 
     use super::*;
 

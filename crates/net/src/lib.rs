@@ -15,12 +15,12 @@
 //! - **Health.** The [`Pool`] reconnects with backoff and keeps
 //!   [`PeerHealth`] for metrics and for choosing whom to ask first.
 //!
-//! The crate is generic over the protocol: `floe-api` defines the methods.
+//! The crate is generic over the protocol: `floe-wire` says what a method
+//! is, `floe-api` defines Floe's methods.
 
 pub mod config;
 pub mod error;
 pub mod frame;
-pub mod method;
 pub mod pool;
 pub mod server;
 pub mod tls;
@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 
 pub use config::NetConfig;
 pub use error::{PeerRef, Refusal, RpcError};
-pub use method::{Access, Method, Raw, Wire, WireError};
+pub use floe_wire::{Access, Method, Raw, Wire, WireError};
 pub use pool::{PeerHealth, Pool};
 pub use server::{
     reserve_answer, spawn_blocking, Caller, Members, Router, Server, ServerStats, StatsHandle,

@@ -17,10 +17,10 @@ use tracing::debug;
 use crate::config::NetConfig;
 use crate::error::{PeerRef, Refusal, RpcError};
 use crate::frame::{self, codes, FrameError, Status, RESPONSE_HEADER_LEN};
-use crate::method::{Method, Wire};
 use crate::server::budget_permits;
 use crate::tls::{self, TlsIdentity, SERVER_NAME};
 use crate::NetError;
+use floe_wire::{Method, Wire};
 
 /// What the pool knows of one peer's health.
 #[derive(Debug, Clone, PartialEq, Eq)]

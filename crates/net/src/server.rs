@@ -19,9 +19,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::NetConfig;
 use crate::frame::{self, codes, Status, REQUEST_HEADER_LEN};
-use crate::method::{Access, Method, Wire};
 use crate::tls::{self, TlsIdentity};
 use crate::NetError;
+use floe_wire::{Access, Method, Wire};
 
 /// Who made a request, as proven by the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]

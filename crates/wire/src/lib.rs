@@ -1,5 +1,8 @@
-//! What travels: a [`Method`] names one request kind, its request, response
-//! and error types, and its limits. The transport never looks inside.
+//! floe-wire: what travels, without any I/O. A [`Method`] names one request
+//! kind, its request, response and error types, who may call it and its
+//! limits; [`Wire`] is how a value becomes a frame body. The protocol
+//! (floe-api) is written against this crate alone; the transport (floe-net)
+//! carries any [`Method`] and never looks inside.
 
 use std::time::Duration;
 
