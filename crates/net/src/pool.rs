@@ -17,7 +17,6 @@ use tracing::debug;
 use crate::config::NetConfig;
 use crate::error::{PeerRef, Refusal, RpcError};
 use crate::frame::{self, codes, FrameError, Status, RESPONSE_HEADER_LEN};
-use crate::server::budget_permits;
 use crate::tls::{self, TlsIdentity, SERVER_NAME};
 use crate::NetError;
 use floe_wire::{Method, Wire};
@@ -657,4 +656,12 @@ fn classify(error: &ConnectionError, alpn: &[u8]) -> Dial {
         }),
         e => Dial::Failed(e.to_string()),
     }
+}
+
+/// Permits a body of `length` bytes takes from a budget; never more than the
+/// whole budget, so one large body waits for the others instead of forever.
+fn budget_permits(length: usize, config: &NetConfig) -> u32 {
+    u32::try_from(length)
+        .unwrap_or(u32::MAX)
+        .min(config.max_inflight_bytes)
 }
