@@ -21,6 +21,52 @@ use tracing::{debug, info, warn};
 use crate::service::{accept_fact, accept_facts, store_error};
 use crate::{now_ms, Inner};
 
+/// Why one step of a background task failed. Logged; the task tries again
+/// on its next pass.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TaskError {
+    /// The local store failed.
+    #[error("the store failed: {0}")]
+    Store(#[from] floe_store::StoreError),
+    /// A request could not be made, or a peer's answer was refused.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A peer did not answer usefully.
+    #[error("peer {peer}: {reason}")]
+    Peer {
+        /// The peer.
+        peer: PublicKey,
+        /// What failed.
+        reason: String,
+    },
+    /// No peer served metadata that matches the blob ID.
+    #[error("blob {0}: no peer served valid metadata")]
+    NoMetadata(BlobId),
+    /// Too few valid recovery symbols came back.
+    #[error("blob {0}: not enough peers answered with valid recovery symbols")]
+    NotEnoughSymbols(BlobId),
+    /// A sliver could not be rebuilt.
+    #[error("blob {blob_id}: {source}")]
+    Recovery {
+        /// The blob.
+        blob_id: BlobId,
+        /// Why.
+        source: RecoveryError,
+    },
+    /// No invalid-blob certificate could be formed.
+    #[error("blob {blob_id}: no invalid-blob certificate: {source}")]
+    Certificate {
+        /// The blob.
+        blob_id: BlobId,
+        /// Why.
+        source: floe_consensus::BuildError,
+    },
+    /// Work on the blocking pool stopped before it finished (the node is
+    /// shutting down, or the work panicked).
+    #[error("{0} stopped before it finished")]
+    Interrupted(&'static str),
+}
+
 pub(crate) fn spawn_all(
     inner: &Arc<Inner>,
     shutdown: watch::Receiver<bool>,
@@ -410,7 +456,7 @@ fn take_first(set: &mut BTreeSet<ItemId>, n: usize) -> Vec<ItemId> {
 
 /// Reconcile facts with `peer` until both sides hold the same set, in
 /// requests of bounded size.
-pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(), String> {
+pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(), TaskError> {
     // The digest's lock may be held across a database read (see
     // `Inner::refresh_digest`): taken on the blocking pool.
     let open = on_blocking(inner, |inner| {
@@ -421,7 +467,7 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(),
             .open()
     })
     .await
-    .ok_or("anti-entropy task failed")?;
+    .ok_or(TaskError::Interrupted("anti-entropy"))?;
     let mut exchange = Exchange::default();
     exchange.messages.push_back(open);
     for _ in 0..MAX_SYNC_REQUESTS {
@@ -433,21 +479,24 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(),
             (request, exchange)
         })
         .await
-        .ok_or("anti-entropy task failed")?;
+        .ok_or(TaskError::Interrupted("anti-entropy"))?;
         exchange = back;
-        let request = request.map_err(|e| e.to_string())?;
+        let request = request?;
         let response = inner
             .pool
             .call_with_timeout::<Reconcile>(&peer, &request, SYNC_REQUEST_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TaskError::Peer {
+                peer,
+                reason: e.to_string(),
+            })?;
         inner.metrics.sync_rounds.fetch_add(1, Ordering::Relaxed);
         let (absorbed, back) = on_blocking(inner, move |inner| {
             let absorbed = exchange.absorb(inner, response);
             (absorbed, exchange)
         })
         .await
-        .ok_or("anti-entropy task failed")?;
+        .ok_or(TaskError::Interrupted("anti-entropy"))?;
         exchange = back;
         if let Err(e) = absorbed {
             if matches!(e, ApiError::BadCertificate { .. }) {
@@ -455,7 +504,7 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PublicKey) -> Result<(),
                     .pool
                     .report_misbehaviour(&peer, format!("sent a fact that does not verify: {e}"));
             }
-            return Err(e.to_string());
+            return Err(e.into());
         }
     }
     Ok(())
@@ -565,8 +614,8 @@ const PAIRS_PER_ROUND: usize = 8;
 async fn metadata_for(
     inner: &Arc<Inner>,
     blob_id: BlobId,
-) -> Result<floe_codec::BlobMetadata, String> {
-    if let Some(metadata) = inner.store.metadata(&blob_id).map_err(|e| e.to_string())? {
+) -> Result<floe_codec::BlobMetadata, TaskError> {
+    if let Some(metadata) = inner.store.metadata(&blob_id)? {
         return Ok(metadata);
     }
     let mut peers = inner.pool.rank(&peer_keys(inner)).into_iter();
@@ -594,7 +643,7 @@ async fn metadata_for(
                     ask(&mut calls, peer);
                     continue;
                 }
-                None => return Err("no peer served valid metadata".into()),
+                None => return Err(TaskError::NoMetadata(blob_id)),
             }
         };
         let Ok((peer, answer)) = joined else { continue };
@@ -613,19 +662,15 @@ async fn metadata_for(
         inner.store.put_metadata(&blob_id, &stored, now_ms())
     })
     .await
-    .ok_or("storing metadata failed")?
-    .map_err(|e| e.to_string())?;
+    .ok_or(TaskError::Interrupted("storing metadata"))??;
     Ok(metadata)
 }
 
 /// Rebuild this node's missing pairs of `blob_id` from peers' recovery symbols.
-pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(), String> {
+pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(), TaskError> {
     let metadata = metadata_for(inner, blob_id).await?;
     let n = inner.n_shards;
-    let missing = inner
-        .store
-        .missing_pairs(&blob_id)
-        .map_err(|e| e.to_string())?;
+    let missing = inner.store.missing_pairs(&blob_id)?;
     for shards in missing.chunks(PAIRS_PER_ROUND) {
         let mut targets = Vec::new();
         for shard in shards {
@@ -642,7 +687,7 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
                 let (axis, index) = (*axis, *index);
                 tokio::task::spawn_blocking(move || recover_sliver(&metadata, axis, index, theirs))
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|_| TaskError::Interrupted("rebuilding a sliver"))?
             };
             match recovered {
                 Ok(sliver) => {
@@ -656,7 +701,7 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
                     warn!(blob = %blob_id, "repair proved the blob inconsistently encoded");
                     return certify_invalid(inner, *proof).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(source) => return Err(TaskError::Recovery { blob_id, source }),
             }
         }
         for shard in shards {
@@ -677,8 +722,7 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
                 inner.store.put_sliver_pair(shard, &blob_id, &pair)
             })
             .await
-            .ok_or("storing a repaired pair failed")?
-            .map_err(|e| e.to_string())?;
+            .ok_or(TaskError::Interrupted("storing a repaired pair"))??;
             inner
                 .metrics
                 .slivers_repaired
@@ -703,7 +747,7 @@ async fn gather_symbols(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
     targets: &[(Axis, SliverIndex)],
-) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, String> {
+) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, TaskError> {
     let blob_id = metadata.blob_id();
     let mut have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>> =
         BTreeMap::new();
@@ -798,7 +842,7 @@ async fn gather_symbols(
         }
     }
     if !enough(&have) {
-        return Err("not enough peers answered with valid recovery symbols".into());
+        return Err(TaskError::NotEnoughSymbols(blob_id));
     }
     Ok(have
         .into_iter()
@@ -811,15 +855,16 @@ async fn gather_symbols(
 async fn certify_invalid(
     inner: &Arc<Inner>,
     proof: floe_codec::InconsistencyProof,
-) -> Result<(), String> {
+) -> Result<(), TaskError> {
     let blob_id = proof.blob_id;
     let epoch = inner.epoch();
     let committee = inner.committee(epoch);
     let message = ProtocolMessage::new(epoch, InvalidBlobAttestation { blob_id });
     let mut builder = CertificateBuilder::new(&committee, message.clone());
+    let certificate_error = |source| TaskError::Certificate { blob_id, source };
     builder
         .add(&Signed::sign(message, &inner.protocol_key))
-        .map_err(|e| e.to_string())?;
+        .map_err(certificate_error)?;
     let mut calls = tokio::task::JoinSet::new();
     for peer in peer_keys(inner) {
         let pool = Arc::clone(&inner.pool);
@@ -836,15 +881,17 @@ async fn certify_invalid(
             break;
         }
     }
-    let certificate = builder.certificate().map_err(|e| e.to_string())?;
+    let certificate = builder.certificate().map_err(certificate_error)?;
     let fact = Fact::Invalid(certificate);
     let accepted = {
         let fact = fact.clone();
         on_blocking(inner, move |inner| accept_fact(inner, fact))
             .await
-            .ok_or("recording failed")?
+            .ok_or(TaskError::Interrupted(
+                "recording the invalid-blob certificate",
+            ))?
     };
-    accepted.map_err(|e| e.to_string())?;
+    accepted?;
     info!(blob = %blob_id, "blob certified invalid");
     push_fact(inner, fact);
     Ok(())
