@@ -1,0 +1,399 @@
+//! Metadata, sliver pairs and the files that hold large ones.
+
+use super::*;
+
+impl Store {
+    /// Stores a blob's metadata (already verified against its ID) and, if the
+    /// blob has no certificate yet, records it as a pending upload that
+    /// arrived at `now_unix_ms`.
+    pub fn put_metadata(
+        &self,
+        blob_id: &BlobId,
+        metadata: &BlobMetadata,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock(blob_id);
+        let state = self.stored_state(blob_id)?;
+        let status = state.status(self.current_epoch()?);
+        if matches!(status, BlobStatus::Invalid { .. }) {
+            // Proven inconsistently encoded: no registration can make it
+            // readable.
+            return Err(StoreError::BlobGone {
+                blob_id: *blob_id,
+                status: status.name(),
+            });
+        }
+        // An expired or deleted blob may be stored again: that is a new
+        // registration, pending until its own certificate.
+        // Live in the next epoch too: the recorded epoch may trail the clock.
+        let current = self.current_epoch()?;
+        let live = matches!(
+            state.status(Epoch(current.0.saturating_add(1))),
+            BlobStatus::Certified { .. }
+        );
+        let arrived = self.get(METADATA, &blob_id.0)?.is_none();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
+        if !live && (arrived || self.get(PENDING, &blob_id.0)?.is_none()) {
+            // Data that arrives counts from now (it may be a new
+            // registration of content that expired or was deleted); re-sent
+            // metadata does not extend the deadline.
+            batch.put_cf(
+                self.cf(PENDING)?,
+                blob_id.0,
+                envelope::seal(&now_unix_ms.to_le_bytes()),
+            );
+        }
+        self.write(METADATA, batch, false)
+    }
+
+    /// A blob's metadata.
+    pub fn metadata(&self, blob_id: &BlobId) -> Result<Option<BlobMetadata>, StoreError> {
+        self.get(METADATA, &blob_id.0)?
+            .map(|v| decode(METADATA, &blob_id.0, &v))
+            .transpose()
+    }
+
+    // ---- slivers ----
+
+    /// Stores the sliver pair of `shard` (already verified against the
+    /// metadata). Refuses shards this node does not hold.
+    ///
+    /// A pair of [`FILE_MIN_PAIR_BYTES`] or more goes to a file of its own,
+    /// written and synced before the database records where it is (see
+    /// `pair_files`); smaller ones go into the database with the WAL. Either
+    /// way, a recorded pair is complete once the WAL is synced.
+    pub fn put_sliver_pair(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+        pair: &SliverPair,
+    ) -> Result<(), StoreError> {
+        if self.shards.binary_search(&shard).is_err() {
+            return Err(StoreError::NotMyShard {
+                blob_id: *blob_id,
+                shard,
+            });
+        }
+        let slivers = [&pair.primary, &pair.secondary];
+        let in_file = pair.byte_len() >= FILE_MIN_PAIR_BYTES;
+        // The slow part, before the blob's lock: the file written and synced.
+        let staged = in_file.then(|| self.files.stage(pair)).transpose()?;
+        let values: Vec<Vec<u8>> = if in_file {
+            let mut offset = 0u64;
+            slivers
+                .iter()
+                .map(|sliver| {
+                    let place = file_place(sliver, offset);
+                    offset += sliver.data.len() as u64;
+                    place
+                })
+                .collect()
+        } else {
+            slivers
+                .iter()
+                .map(|sliver| envelope::seal_parts(&[&sliver.index.0.to_le_bytes(), &sliver.data]))
+                .collect()
+        };
+        let _guard = self.lock(blob_id);
+        if self.get(METADATA, &blob_id.0)?.is_none() {
+            return Err(StoreError::MissingMetadata { blob_id: *blob_id });
+        }
+        if let Some(staged) = staged {
+            self.files.place(staged, blob_id, shard)?;
+        }
+        // Sized up front: a batch grows by doubling, and each doubling
+        // copies every sliver byte already in it again.
+        let mut batch = WriteBatch::with_capacity_bytes(
+            values.iter().map(Vec::len).sum::<usize>() + BATCH_OVERHEAD_BYTES,
+        );
+        let cf = self.cf(SLIVERS)?;
+        for (sliver, value) in slivers.iter().zip(values) {
+            batch.put_cf(cf, sliver_key(shard, blob_id, sliver.axis), value);
+        }
+        batch.put_cf(self.cf(PAIRS)?, pair_key(blob_id, shard), []);
+        let resolves_drift =
+            self.drift_set().contains(blob_id) && self.missing_pairs(blob_id)? == [shard];
+        if resolves_drift {
+            batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
+        }
+        self.write(SLIVERS, batch, false)?;
+        if resolves_drift {
+            self.drift_set().remove(blob_id);
+        }
+        Ok(())
+    }
+
+    /// One sliver of `shard`'s pair for a blob.
+    pub fn sliver(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+        axis: Axis,
+    ) -> Result<Option<Sliver>, StoreError> {
+        let key = sliver_key(shard, blob_id, axis);
+        match self.get(SLIVERS, &key)? {
+            Some(stored) => self.load_recorded(&key, axis, &stored),
+            None => Ok(None),
+        }
+    }
+
+    /// `shard`'s sliver pair for a blob.
+    pub fn sliver_pair(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+    ) -> Result<Option<SliverPair>, StoreError> {
+        let (Some(primary), Some(secondary)) = (
+            self.sliver(shard, blob_id, Axis::Primary)?,
+            self.sliver(shard, blob_id, Axis::Secondary)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(SliverPair {
+            index: primary.index.to_pair_index(Axis::Primary, 0),
+            primary,
+            secondary,
+        }))
+    }
+
+    /// The shards whose pair of this blob is stored.
+    pub fn stored_shards(&self, blob_id: &BlobId) -> Result<Vec<ShardIndex>, StoreError> {
+        let cf = self.cf(PAIRS)?;
+        let mut shards = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&blob_id.0, Direction::Forward))
+        {
+            let (key, _) = item.map_err(StoreError::db(PAIRS))?;
+            if key.len() != 34 || key[..32] != blob_id.0 {
+                break;
+            }
+            shards.push(ShardIndex(u16::from_be_bytes([key[32], key[33]])));
+        }
+        Ok(shards)
+    }
+
+    /// This node's shards whose pair of this blob is not stored.
+    pub fn missing_pairs(&self, blob_id: &BlobId) -> Result<Vec<ShardIndex>, StoreError> {
+        let stored = self.stored_shards(blob_id)?;
+        Ok(self
+            .shards
+            .iter()
+            .copied()
+            .filter(|s| stored.binary_search(s).is_err())
+            .collect())
+    }
+
+    /// Whether every pair of this node's shards for the blob is stored.
+    pub fn holds_all_pairs(&self, blob_id: &BlobId) -> Result<bool, StoreError> {
+        Ok(self.missing_pairs(blob_id)?.is_empty())
+    }
+
+    /// Up to `limit` pairs of `shard`, in blob-ID order, after `after`.
+    pub fn scan_shard(
+        &self,
+        shard: ShardIndex,
+        after: Option<&BlobId>,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, SliverPair)>, StoreError> {
+        let cf = self.cf(SLIVERS)?;
+        let start = match after {
+            Some(blob_id) => sliver_key(shard, blob_id, Axis::Secondary).to_vec(),
+            None => shard.0.to_be_bytes().to_vec(),
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound((u32::from(shard.0) + 1).to_be_bytes()[2..].to_vec());
+        let mut out: Vec<(BlobId, SliverPair)> = Vec::new();
+        let mut primary: Option<(BlobId, Sliver)> = None;
+        for item in
+            self.db
+                .iterator_cf_opt(cf, options, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, value) = item.map_err(StoreError::db(SLIVERS))?;
+            if key.len() != 35 || key[..2] != shard.0.to_be_bytes() {
+                break;
+            }
+            let blob_id = blob_id_from(&key[2..34], SLIVERS)?;
+            if after == Some(&blob_id) {
+                continue;
+            }
+            match key[34] {
+                0 => {
+                    primary = self
+                        .load_recorded(&key, Axis::Primary, &value)?
+                        .map(|sliver| (blob_id, sliver))
+                }
+                _ => {
+                    let Some(secondary) = self.load_recorded(&key, Axis::Secondary, &value)? else {
+                        continue;
+                    };
+                    if let Some((id, primary)) = primary.take().filter(|(id, _)| *id == blob_id) {
+                        let index = primary.index.to_pair_index(Axis::Primary, 0);
+                        out.push((
+                            id,
+                            SliverPair {
+                                index,
+                                primary,
+                                secondary,
+                            },
+                        ));
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Store::load_sliver`], or `None` if the blob was collected between
+    /// reading its record and reading its file. A pair whose file is gone
+    /// or damaged is dropped (see [`StoreError::PairLost`]).
+    pub(crate) fn load_recorded(
+        &self,
+        key: &[u8],
+        axis: Axis,
+        stored: &[u8],
+    ) -> Result<Option<Sliver>, StoreError> {
+        match self.load_sliver(key, axis, stored) {
+            Err(StoreError::PairLost { .. }) if self.get(SLIVERS, key)?.is_none() => Ok(None),
+            Err(lost @ StoreError::PairLost { blob_id, shard, .. }) => {
+                self.drop_lost_pair(shard, &blob_id)?;
+                Err(lost)
+            }
+            loaded => loaded.map(Some),
+        }
+    }
+
+    /// Adds to `batch` the deletion of `shard`'s pair of a blob: both
+    /// slivers' records and the pair entry.
+    pub(crate) fn unrecord_pair(
+        &self,
+        batch: &mut WriteBatch,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+    ) -> Result<(), StoreError> {
+        for axis in [Axis::Primary, Axis::Secondary] {
+            batch.delete_cf(self.cf(SLIVERS)?, sliver_key(shard, blob_id, axis));
+        }
+        batch.delete_cf(self.cf(PAIRS)?, pair_key(blob_id, shard));
+        Ok(())
+    }
+
+    /// Unrecords a pair whose file is gone or damaged, removes what is left
+    /// of the file, and marks a certified blob as drifting: repair then
+    /// rebuilds the pair as it does for any missing one.
+    pub(crate) fn drop_lost_pair(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock(blob_id);
+        let mut batch = WriteBatch::default();
+        self.unrecord_pair(&mut batch, shard, blob_id)?;
+        let state = self.stored_state(blob_id)?;
+        let drifting = matches!(
+            state.status(self.current_epoch()?),
+            BlobStatus::Certified { .. }
+        );
+        if drifting {
+            batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
+        }
+        // Synced before the file goes, as in garbage collection.
+        self.write(SLIVERS, batch, true)?;
+        if drifting {
+            self.drift_set().insert(*blob_id);
+        }
+        self.files.remove(blob_id, shard);
+        Ok(())
+    }
+
+    /// A sliver from its record: the bytes themselves, or where they are in
+    /// a pair file (read and checked against the recorded checksum).
+    pub(crate) fn load_sliver(
+        &self,
+        key: &[u8],
+        axis: Axis,
+        stored: &[u8],
+    ) -> Result<Sliver, StoreError> {
+        let (index, data) = match records::decode_sliver_record(key, stored)? {
+            records::SliverRecord::Inline { index, data } => {
+                (index, bytes::Bytes::copy_from_slice(data))
+            }
+            records::SliverRecord::InFile(place) => {
+                let corrupt = |reason: String| StoreError::Corrupt {
+                    table: SLIVERS,
+                    key: envelope::hex(key),
+                    reason,
+                };
+                let (offset, len) = (place.offset, place.length);
+                let len = usize::try_from(len).map_err(|e| corrupt(e.to_string()))?;
+                let (shard, blob_id) = match key {
+                    [s0, s1, blob_id @ ..] if blob_id.len() >= 32 => (
+                        ShardIndex(u16::from_be_bytes([*s0, *s1])),
+                        blob_id_from(&blob_id[..32], SLIVERS)?,
+                    ),
+                    _ => return Err(corrupt("key is not a sliver key".into())),
+                };
+                let lost = |reason: String| StoreError::PairLost {
+                    blob_id,
+                    shard,
+                    reason,
+                };
+                let data = match self.files.read(&blob_id, shard, offset, len) {
+                    Err(StoreError::File { source, path, .. })
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                        ) =>
+                    {
+                        return Err(lost(format!("{}: {source}", path.display())))
+                    }
+                    read => read?,
+                };
+                if envelope::checksum(&data) != place.checksum {
+                    return Err(lost(format!(
+                        "fails its checksum over {len} bytes at offset {offset} of {}",
+                        self.files.path(&blob_id, shard).display()
+                    )));
+                }
+                (place.index, bytes::Bytes::from(data))
+            }
+        };
+        Ok(Sliver { axis, index, data })
+    }
+
+    /// Removes pair files the database does not record (a crash between
+    /// placing a file and recording it, or between unrecording a blob and
+    /// removing its files), and counts the bytes of the others.
+    pub(crate) fn remove_unrecorded_pair_files(&self) -> Result<(), StoreError> {
+        let mut bytes = 0;
+        for (blob_id, shard, len) in self.files.list()? {
+            let key = sliver_key(shard, &blob_id, Axis::Primary);
+            let recorded = self
+                .get(SLIVERS, &key)?
+                .is_some_and(|stored| stored.first() == Some(&envelope::FORMAT_IN_FILE));
+            if recorded {
+                bytes += len;
+            } else {
+                self.files.remove_orphan(&blob_id, shard);
+            }
+        }
+        self.files.set_bytes(bytes);
+        Ok(())
+    }
+
+    /// Bytes of sliver pairs kept in files of their own.
+    pub fn pair_file_bytes(&self) -> u64 {
+        self.files.bytes()
+    }
+
+    /// Bytes on disk: every table's files and the pair files.
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let tables = self.table_stats()?;
+        let in_tables: u64 = tables.iter().map(|t| t.sst_bytes + t.blob_file_bytes).sum();
+        Ok(in_tables + self.pair_file_bytes())
+    }
+}
