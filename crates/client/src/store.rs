@@ -1,0 +1,352 @@
+//! Storing: encoding, the upload pipeline to every node, confirmations
+//! gathered to a certificate, and the certificate delivered.
+
+use super::*;
+
+impl Client {
+    /// Store `blob` for `epochs` epochs from now and return its certificate.
+    pub async fn store(
+        &self,
+        blob: Bytes,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<StoreOutcome, ClientError> {
+        let epoch = self.epoch();
+        let end_epoch = Epoch(epoch.0 + epochs.max(1));
+        let committee = self.committee(epoch);
+        let encoding = committee.encoding();
+        if blob.len() as u64 > encoding.max_blob_size() {
+            return Err(ClientError::Rejected(format!(
+                "a blob of {} bytes exceeds the {} bytes this committee can encode",
+                blob.len(),
+                encoding.max_blob_size()
+            )));
+        }
+        options.progress.report(Progress::Encoding {
+            bytes: blob.len() as u64,
+        });
+        let (metadata, blob_id, pairs) =
+            tokio::task::spawn_blocking(move || encode(&encoding, &blob))
+                .await
+                .map_err(|e| ClientError::Rejected(format!("encoding failed: {e}")))?
+                .map_err(|e| ClientError::Rejected(format!("encoding failed: {e}")))?;
+
+        if let Ok(Status::Certified {
+            certificate,
+            end_epoch: existing_end,
+            ..
+        }) = self.status(blob_id).await
+        {
+            if existing_end >= end_epoch {
+                return Ok(StoreOutcome {
+                    blob_id,
+                    certificate,
+                    end_epoch: existing_end,
+                    newly_certified: false,
+                });
+            }
+        }
+        self.store_encoded(metadata, pairs, epochs, options).await
+    }
+
+    /// Upload an already encoded blob, certify it and deliver the
+    /// certificate to every node.
+    pub async fn store_encoded(
+        &self,
+        metadata: BlobMetadata,
+        pairs: Vec<SliverPair>,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<StoreOutcome, ClientError> {
+        let (outcome, mut tail) = self
+            .certify_at_quorum(metadata, pairs, epochs, options)
+            .await?;
+        // The tail window and the delivery overlap: nodes still receiving
+        // their slivers finish while the certificate reaches the others.
+        tokio::join!(
+            self.deliver(Fact::Certified(outcome.certificate.clone())),
+            tail.finish()
+        );
+        Ok(outcome)
+    }
+
+    /// Upload an already encoded blob and gather its certificate from a
+    /// quorum of shards, without delivering the certificate (nodes learn it
+    /// from [`Client::deliver`], or from each other).
+    pub async fn certify_encoded(
+        &self,
+        metadata: BlobMetadata,
+        pairs: Vec<SliverPair>,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<StoreOutcome, ClientError> {
+        let (outcome, mut tail) = self
+            .certify_at_quorum(metadata, pairs, epochs, options)
+            .await?;
+        tail.finish().await;
+        Ok(outcome)
+    }
+
+    /// Uploads until shards forming a quorum confirmed and returns the
+    /// certificate with the uploads still running (the tail).
+    pub(crate) async fn certify_at_quorum(
+        &self,
+        metadata: BlobMetadata,
+        pairs: Vec<SliverPair>,
+        epochs: u64,
+        options: StoreOptions,
+    ) -> Result<(StoreOutcome, Tail), ClientError> {
+        let blob_id = metadata.blob_id();
+        let epoch = self.epoch();
+        let end_epoch = Epoch(epoch.0 + epochs.max(1));
+        let committee = self.committee(epoch);
+        let n = self.base.n_shards();
+        let mut by_member: BTreeMap<usize, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
+        for pair in pairs {
+            let shard = pair.index.to_shard_index(n, &blob_id);
+            let holder = self
+                .holder(shard)
+                .ok_or_else(|| ClientError::Rejected(format!("shard {shard} has no holder")))?;
+            by_member.entry(holder).or_default().push((shard, pair));
+        }
+        let request = ConfirmationRequest {
+            blob_id,
+            end_epoch,
+            deletable: options.owner.is_some(),
+            owner: options.owner,
+        };
+        let message = ProtocolMessage::new(
+            epoch,
+            StorageConfirmation {
+                blob_id,
+                end_epoch,
+                deletable: request.deletable,
+                owner: request.owner,
+            },
+        );
+        let mut builder = CertificateBuilder::new(&committee, message);
+        let progress = options.progress.clone();
+        let total: u64 = by_member
+            .values()
+            .flatten()
+            .map(|(_, pair)| pair.byte_len() as u64)
+            .sum();
+        progress.report(Progress::Encoded { total });
+        let upload = Upload {
+            pool: Arc::clone(&self.pool),
+            blob_id,
+            metadata,
+            request,
+            budget: Arc::new(Semaphore::new(self.config.max_upload_bytes_in_flight)),
+            budget_total: self.config.max_upload_bytes_in_flight,
+            uploaded: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            total,
+            progress: progress.clone(),
+        };
+        let mut uploads = JoinSet::new();
+        for (member, pairs) in by_member {
+            let key = self.base.members()[member].network_key;
+            let upload = upload.clone();
+            uploads.spawn(async move { (member, upload.send_to(key, pairs).await) });
+        }
+        let mut failures = Vec::new();
+        while !builder.is_complete() {
+            let Some(joined) = uploads.join_next().await else {
+                break;
+            };
+            let Ok((member, outcome)) = joined else {
+                continue;
+            };
+            match outcome {
+                Ok(confirmation) => {
+                    if let Err(e) = builder.add(&confirmation) {
+                        // A confirmation of another message, or one that
+                        // does not verify: a lie, not a failure.
+                        let lie = format!("answered with a bad storage confirmation: {e}");
+                        self.pool.report_misbehaviour(
+                            &self.base.members()[member].network_key,
+                            lie.clone(),
+                        );
+                        failures.push((self.base.members()[member].node_id.0.clone(), lie));
+                    }
+                    progress.report(Progress::Confirmed {
+                        shards: builder.weight(),
+                        needed: committee.quorum_threshold(),
+                        total: n,
+                    });
+                }
+                Err(e) => failures.push((self.base.members()[member].node_id.0.clone(), e)),
+            }
+        }
+        if !builder.is_complete() {
+            return Err(ClientError::NotEnoughShards {
+                blob_id,
+                what: "certifying storage",
+                needed: committee.quorum_threshold(),
+                got: builder.weight(),
+                failures,
+            });
+        }
+        let certificate = builder
+            .certificate()
+            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        let outcome = StoreOutcome {
+            blob_id,
+            certificate,
+            end_epoch,
+            newly_certified: true,
+        };
+        let tail = Tail {
+            uploads,
+            deadline: tokio::time::Instant::now() + self.config.tail_window,
+        };
+        Ok((outcome, tail))
+    }
+
+    /// Give `fact` to every node. Returns once shards forming a quorum have
+    /// accepted it (or every node has answered), with the number of nodes
+    /// that accepted so far; the remaining deliveries go on in the background.
+    pub async fn deliver(&self, fact: Fact) -> usize {
+        let mut calls = JoinSet::new();
+        for (index, member) in self.base.members().iter().enumerate() {
+            let (pool, key, fact) = (Arc::clone(&self.pool), member.network_key, fact.clone());
+            calls.spawn(async move { (index, pool.call::<PutFact>(&key, &fact).await.is_ok()) });
+        }
+        let quorum = self.committee(fact.epoch()).quorum_threshold();
+        let (mut accepted, mut weight) = (0, 0);
+        while let Some(joined) = calls.join_next().await {
+            if let Ok((index, true)) = joined {
+                accepted += 1;
+                weight += self.weight(index);
+            }
+            // Shards forming a quorum hold the fact: the caller can go on.
+            // The other deliveries finish in the background (and anti-entropy
+            // covers any that fail).
+            if weight >= quorum {
+                calls.detach_all();
+                break;
+            }
+        }
+        accepted
+    }
+}
+
+/// Uploads still running once a quorum confirmed: given until a deadline
+/// so more nodes end up holding their slivers, then abandoned (repair covers
+/// the rest).
+pub(crate) struct Tail {
+    uploads: JoinSet<(usize, Result<Signed<StorageConfirmation>, String>)>,
+    deadline: tokio::time::Instant,
+}
+
+impl Tail {
+    async fn finish(&mut self) {
+        while join_next_before(&mut self.uploads, Some(self.deadline))
+            .await
+            .is_some()
+        {}
+        self.uploads.abort_all();
+    }
+}
+
+/// Pairs smaller than this go to a node together, in requests of up to
+/// this many bytes: a small blob's pairs cost a node one request instead of
+/// one each. A larger pair travels alone.
+pub(crate) const PAIRS_REQUEST_BYTES: usize = 1 << 20;
+
+/// `pairs` in order, grouped into requests of at most
+/// [`PAIRS_REQUEST_BYTES`] (or one pair, if larger).
+pub(crate) fn batches(pairs: Vec<(ShardIndex, SliverPair)>) -> Vec<Vec<(ShardIndex, SliverPair)>> {
+    let mut batches: Vec<Vec<(ShardIndex, SliverPair)>> = Vec::new();
+    let mut bytes = 0;
+    for (shard, pair) in pairs {
+        let size = pair.byte_len();
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= PAIRS_REQUEST_BYTES => {
+                bytes += size;
+                batch.push((shard, pair));
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![(shard, pair)]);
+            }
+        }
+    }
+    batches
+}
+
+/// What every node's upload of one blob shares.
+#[derive(Clone)]
+pub(crate) struct Upload {
+    pool: Arc<Pool>,
+    blob_id: BlobId,
+    metadata: BlobMetadata,
+    request: ConfirmationRequest,
+    /// Bytes in flight across all nodes, and the budget's size.
+    budget: Arc<Semaphore>,
+    budget_total: usize,
+    /// Bytes acknowledged so far, and where to report them.
+    uploaded: Arc<std::sync::atomic::AtomicU64>,
+    total: u64,
+    progress: ProgressSink,
+}
+
+impl Upload {
+    /// Sends one node its metadata and pairs, then asks for its confirmation.
+    async fn send_to(
+        self,
+        key: PublicKey,
+        pairs: Vec<(ShardIndex, SliverPair)>,
+    ) -> Result<Signed<StorageConfirmation>, String> {
+        let blob_id = self.blob_id;
+        let metadata = self.metadata.clone();
+        self.pool
+            .call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sends = JoinSet::new();
+        for batch in batches(pairs) {
+            let size: usize = batch.iter().map(|(_, pair)| pair.byte_len()).sum();
+            let permit = Arc::clone(&self.budget)
+                .acquire_many_owned(
+                    u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let this = self.clone();
+            sends.spawn(async move {
+                let shards: Vec<String> =
+                    batch.iter().map(|(shard, _)| shard.to_string()).collect();
+                let outcome = this
+                    .pool
+                    .call::<PutPairs>(
+                        &key,
+                        &PutPairsRequest {
+                            blob_id,
+                            pairs: batch,
+                        },
+                    )
+                    .await;
+                drop(permit);
+                if outcome.is_ok() {
+                    let bytes = this
+                        .uploaded
+                        .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed)
+                        + size as u64;
+                    this.progress.report(Progress::Uploaded {
+                        bytes,
+                        total: this.total,
+                    });
+                }
+                outcome.map_err(|e| format!("pairs of shards {}: {e}", shards.join(", ")))
+            });
+        }
+        while let Some(joined) = sends.join_next().await {
+            joined.map_err(|e| e.to_string())??;
+        }
+        self.pool
+            .call::<GetConfirmation>(&key, &self.request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
