@@ -6,7 +6,17 @@ use super::*;
 impl Client {
     /// Read a certified blob, verifying every sliver against its ID.
     pub async fn read(&self, blob_id: BlobId, options: ReadOptions) -> Result<Bytes, ClientError> {
-        let metadata = self.readable_metadata(blob_id).await?;
+        Ok(self.read_with_status(blob_id, options).await?.0)
+    }
+
+    /// [`Client::read`], with the status that let the blob be read (its
+    /// certificate names its end epoch): one status query serves both.
+    pub async fn read_with_status(
+        &self,
+        blob_id: BlobId,
+        options: ReadOptions,
+    ) -> Result<(Bytes, Status), ClientError> {
+        let (metadata, status) = self.readable_metadata(blob_id).await?;
         let slivers = self
             .primary_slivers(blob_id, &metadata, &options.progress)
             .await?;
@@ -20,31 +30,36 @@ impl Client {
             tokio::task::spawn_blocking(move || decode(&blob_id, &metadata, &slivers, check))
                 .await
                 .map_err(|e| ClientError::Rejected(format!("decoding failed: {e}")))?;
-        decoded
+        let bytes = decoded
             .map(Bytes::from)
-            .map_err(|e| ClientError::Rejected(format!("blob {blob_id}: {e}")))
+            .map_err(|e| ClientError::Rejected(format!("blob {blob_id}: {e}")))?;
+        Ok((bytes, status))
     }
 
     /// The size of a certified blob, from its verified metadata, without
     /// reading its slivers.
     pub async fn length(&self, blob_id: BlobId) -> Result<u64, ClientError> {
-        Ok(self.readable_metadata(blob_id).await?.unencoded_length())
+        Ok(self.length_with_status(blob_id).await?.0)
     }
 
-    /// The verified metadata of a blob whose status lets it be read; the
-    /// typed state error (not certified, invalid, deleted, expired) otherwise.
+    /// [`Client::length`], with the status that let the blob be read.
+    pub async fn length_with_status(&self, blob_id: BlobId) -> Result<(u64, Status), ClientError> {
+        let (metadata, status) = self.readable_metadata(blob_id).await?;
+        Ok((metadata.unencoded_length(), status))
+    }
+
+    /// The verified metadata of a blob whose status lets it be read, with
+    /// that status; the typed state error (not certified, invalid, deleted,
+    /// expired) otherwise.
     pub(crate) async fn readable_metadata(
         &self,
         blob_id: BlobId,
-    ) -> Result<BlobMetadata, ClientError> {
-        if let Some(error) = self
-            .status(blob_id)
-            .await?
-            .unreadable(blob_id, self.base.n_shards())
-        {
+    ) -> Result<(BlobMetadata, Status), ClientError> {
+        let status = self.status(blob_id).await?;
+        if let Some(error) = status.clone().unreadable(blob_id, self.base.n_shards()) {
             return Err(error);
         }
-        self.metadata(blob_id).await
+        Ok((self.metadata(blob_id).await?, status))
     }
 
     pub(crate) async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {

@@ -226,9 +226,9 @@ impl Gateway {
     }
 
     /// The `Cache-Control` of a blob's bytes given its status, now.
-    fn blob_cache_control(&self, status: Option<&Status>) -> HeaderValue {
+    fn blob_cache_control(&self, status: &Status) -> HeaderValue {
         let lifetime = match status {
-            Some(Status::Certified { certificate, .. }) => Some(cache::Lifetime {
+            Status::Certified { certificate, .. } => Some(cache::Lifetime {
                 ends_unix_ms: self
                     .client
                     .clock()
@@ -842,14 +842,10 @@ async fn get_blob(
         strict: params.strict,
         ..ReadOptions::default()
     };
-    // The status names the certificate, whose end epoch bounds caching; it
-    // runs beside the read, which takes longer anyway.
-    let (status, blob) = tokio::join!(
-        gateway.client.status(blob_id),
-        gateway.client.read(blob_id, options)
-    );
-    let blob = blob?;
-    let cache_control = gateway.blob_cache_control(status.as_ref().ok());
+    // The status that let the blob be read names its certificate, whose
+    // end epoch bounds caching.
+    let (blob, status) = gateway.client.read_with_status(blob_id, options).await?;
+    let cache_control = gateway.blob_cache_control(&status);
     let length = blob.len() as u64;
     match requested_range(&headers, blob_id, length)? {
         Some(range) => {
@@ -896,12 +892,8 @@ async fn head_blob(
 ) -> Result<Response, GatewayError> {
     let blob_id = parse_blob_id(&blob_id)?;
     query::read_params(&query_pairs(query)?)?;
-    let (status, length) = tokio::join!(
-        gateway.client.status(blob_id),
-        gateway.client.length(blob_id)
-    );
-    let length = length?;
-    let cache_control = gateway.blob_cache_control(status.as_ref().ok());
+    let (length, status) = gateway.client.length_with_status(blob_id).await?;
+    let cache_control = gateway.blob_cache_control(&status);
     let mut response = blob_response(StatusCode::OK, blob_id, Bytes::new(), cache_control);
     response
         .headers_mut()
