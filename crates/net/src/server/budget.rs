@@ -109,10 +109,11 @@ pub(super) async fn acquire(
     }
 }
 
-pub(super) fn merge(into: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) {
-    match into {
-        Some(held) => held.merge(permit),
-        None => *into = Some(permit),
+pub(super) fn merge(into: &mut Option<OwnedSemaphorePermit>, permit: Option<OwnedSemaphorePermit>) {
+    match (into.as_mut(), permit) {
+        (Some(held), Some(permit)) => held.merge(permit),
+        (None, permit) => *into = permit,
+        (Some(_), None) => {}
     }
 }
 
@@ -170,36 +171,50 @@ pub fn reserve_answer(bytes: usize) -> Result<(), String> {
     if missing == 0 {
         return Ok(());
     }
-    let deadline = std::time::Instant::now() + held.wait;
-    let permits = u32::try_from(missing).unwrap_or(u32::MAX);
-    let take = |semaphore: &Arc<Semaphore>| loop {
-        match Arc::clone(semaphore).try_acquire_many_owned(permits) {
-            Ok(permit) => return Some(permit),
-            Err(tokio::sync::TryAcquireError::Closed) => return None,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                if std::time::Instant::now() >= deadline {
-                    return None;
-                }
-                std::thread::sleep(BIG_CHARGE_POLL);
-            }
-        }
-    };
-    let connection = take(&held.lane.bytes).ok_or_else(|| {
-        Busy::Connection {
-            limit: held.lane.limit,
-        }
-        .to_string()
-    })?;
-    let shared = take(&held.allowance_bytes).ok_or_else(|| {
-        Busy::Bytes {
-            class: held.class,
-            limit: held.allowance_limit,
-        }
-        .to_string()
-    })?;
+    // Blocking work runs on the blocking pool, where the runtime may be
+    // waited on: the same charge as the server's own, queue and all.
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    let mut more = Charge::default();
+    runtime
+        .block_on(take_bytes(
+            &mut more,
+            &held.lane,
+            held.class,
+            &held.allowance_bytes,
+            held.allowance_limit,
+            missing,
+            Instant::now() + held.wait,
+        ))
+        .map_err(|busy| busy.to_string())?;
     let mut charge = lock(&held.charge);
-    merge(&mut charge.connection, connection);
-    merge(&mut charge.class, shared);
+    merge(&mut charge.connection, more.connection);
+    merge(&mut charge.class, more.class);
+    Ok(())
+}
+
+/// Add `bytes` to `charge`: from `lane`'s cap, then from the class's
+/// `allowance` (`limit` bytes in all), waiting until `deadline` at most.
+pub(super) async fn take_bytes(
+    charge: &mut Charge,
+    lane: &Lane,
+    class: Class,
+    allowance: &Arc<Semaphore>,
+    limit: u32,
+    bytes: usize,
+    deadline: Instant,
+) -> Result<(), Busy> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+    let connection = acquire(&lane.bytes, permits, deadline)
+        .await
+        .ok_or(Busy::Connection { limit: lane.limit })?;
+    let shared = acquire(allowance, permits, deadline)
+        .await
+        .ok_or(Busy::Bytes { class, limit })?;
+    merge(&mut charge.connection, Some(connection));
+    merge(&mut charge.class, Some(shared));
     Ok(())
 }
 
@@ -264,23 +279,17 @@ impl Shared {
         bytes: usize,
         deadline: Instant,
     ) -> Result<(), Busy> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let connection = acquire(&lane.bytes, permits, deadline)
-            .await
-            .ok_or(Busy::Connection { limit: lane.limit })?;
         let allowance = self.allowance(class);
-        let shared = acquire(&allowance.bytes, permits, deadline)
-            .await
-            .ok_or(Busy::Bytes {
-                class,
-                limit: allowance.capacity,
-            })?;
-        merge(&mut charge.connection, connection);
-        merge(&mut charge.class, shared);
-        Ok(())
+        take_bytes(
+            charge,
+            lane,
+            class,
+            &allowance.bytes,
+            allowance.capacity,
+            bytes,
+            deadline,
+        )
+        .await
     }
 
     /// The lane of `key`, made on first use.
