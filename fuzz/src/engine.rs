@@ -81,6 +81,19 @@ pub struct Crash {
 }
 
 impl Crash {
+    /// A property of the run itself that failed (no panic, no allocation):
+    /// `site` groups it, `message` says what failed.
+    fn violation(target: &'static str, input: Vec<u8>, message: String, site: &str) -> Self {
+        Self {
+            target,
+            kind: CrashKind::Violation,
+            input,
+            message,
+            backtrace: String::new(),
+            site: site.into(),
+        }
+    }
+
     /// Groups failures that are the same bug (so are kept once, and a
     /// smaller input replaces a larger one while shrinking).
     fn key(&self) -> (CrashKind, String) {
@@ -213,7 +226,12 @@ pub fn execute(target: &Target, input: &[u8]) -> (Result<Outcome, Crash>, usize)
         }
         Ok(Err(violation)) => {
             let site = violation.lines().next().unwrap_or_default().to_string();
-            Err(crash(CrashKind::Violation, violation, String::new(), site))
+            Err(Crash::violation(
+                target.name,
+                input.to_vec(),
+                violation,
+                &site,
+            ))
         }
         Err(_) => {
             let info = LAST_PANIC.with(|p| p.borrow_mut().take());
@@ -342,14 +360,7 @@ pub fn fuzz(target: &Target, config: &FuzzConfig) -> Report {
             keep(
                 &mut report,
                 &mut kept,
-                Crash {
-                    target: target.name,
-                    kind: CrashKind::Violation,
-                    input: Vec::new(),
-                    message: format!("no seeds: {e}"),
-                    backtrace: String::new(),
-                    site: "seeds".into(),
-                },
+                Crash::violation(target.name, Vec::new(), format!("no seeds: {e}"), "seeds"),
             );
             report.elapsed = started.elapsed();
             return report;
@@ -376,14 +387,7 @@ pub fn fuzz(target: &Target, config: &FuzzConfig) -> Report {
                 keep(
                     &mut report,
                     &mut kept,
-                    Crash {
-                        target: target.name,
-                        kind: CrashKind::Violation,
-                        input: seed,
-                        message,
-                        backtrace: String::new(),
-                        site: "seed rejected".into(),
-                    },
+                    Crash::violation(target.name, seed, message, "seed rejected"),
                 );
             }
             Err(crash) => keep(&mut report, &mut kept, crash),
