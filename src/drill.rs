@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use floe_api::StatusReport;
+use floe_api::BlobStatus;
 use floe_client::{Client, ClientConfig, ReadOptions, StoreOptions};
 use floe_codec::BlobId;
 use rand::{Rng, SeedableRng};
@@ -329,7 +329,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
             for (blob_id, _) in &blobs {
                 let certified_here = matches!(
                     client.node_status(member, *blob_id).await.map(|a| a.status),
-                    Ok(StatusReport::Certified { .. })
+                    Ok(BlobStatus::Certified { .. })
                 );
                 if !certified_here {
                     converged = false;
@@ -362,7 +362,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
         for member in &members {
             ok &= matches!(
                 client.node_status(member, *blob_id).await.map(|a| a.status),
-                Ok(StatusReport::Certified { .. })
+                Ok(BlobStatus::Certified { .. })
             );
         }
         if ok {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use floe::drill::{self, ChaosConfig};
 use floe::testnet::Testnet;
-use floe_api::StatusReport;
+use floe_api::BlobStatus;
 use floe_client::{Client, ClientConfig};
 
 /// `cargo test --workspace` builds `floe-node` beside `floe` (floe-node's
@@ -105,7 +105,7 @@ async fn testnet_up_store_read_kill_restart_wipe_down() {
         async || {
             let certified = matches!(
                 client.node_status(&member, id).await.map(|a| a.status),
-                Ok(StatusReport::Certified { .. })
+                Ok(BlobStatus::Certified { .. })
             );
             let info = client.info(&member).await;
             certified && info.is_ok_and(|i| i.drift == 0)

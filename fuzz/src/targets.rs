@@ -13,15 +13,15 @@ use floe_api::{
     ApiError, BlobStatusAnswer, ConfirmationRequest, GetConfirmation, GetInfo, GetMetadata,
     GetRecoverySymbols, GetSliver, GetSliverRequest, GetStatus, NodeInfo, PutFact, PutMetadata,
     PutMetadataRequest, PutPairs, PutPairsRequest, Reconcile, ReconcileRequest, ReconcileResponse,
-    RecoveryRequest, StatusReport, SubmitInconsistency,
+    RecoveryRequest, SubmitInconsistency,
 };
 use floe_codec::{
     canonical_bytes, recover_sliver, Axis, BlobId, BlobMetadata, InconsistencyProof,
     RecoverySymbol, ShardIndex, Sliver, SliverIndex,
 };
 use floe_consensus::{
-    BlobCertificate, BlobDeletion, BlobState, CommitteeFile, Epoch, Fact, InvalidBlobAttestation,
-    InvalidBlobCertificate, ReconcileMessage, Signed, StorageConfirmation,
+    BlobCertificate, BlobDeletion, BlobState, BlobStatus, CommitteeFile, Epoch, Fact,
+    InvalidBlobAttestation, InvalidBlobCertificate, ReconcileMessage, Signed, StorageConfirmation,
 };
 use floe_net::frame::{self, Status};
 use floe_net::{Method, Wire};
@@ -324,12 +324,12 @@ impl<T: floe_consensus::MessageBody> Deep for Signed<T> {
 impl Deep for BlobStatusAnswer {
     fn deep(&self, fx: &Fixtures) {
         match &self.status {
-            StatusReport::Certified { certificate } | StatusReport::Expired { certificate } => {
+            BlobStatus::Certified { certificate } | BlobStatus::Expired { certificate } => {
                 certificate.deep(fx)
             }
-            StatusReport::Deleted { proof } => proof.deep(fx),
-            StatusReport::Invalid { certificate } => certificate.deep(fx),
-            StatusReport::Unknown | StatusReport::Pending => {}
+            BlobStatus::Deleted { proof } => Fact::Deleted(proof.clone()).deep(fx),
+            BlobStatus::Invalid { certificate } => certificate.deep(fx),
+            BlobStatus::Unknown | BlobStatus::Pending => {}
         }
     }
 }
@@ -669,28 +669,28 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
         (
             PutFact::KIND,
             false,
-            encoded(&answer(StatusReport::Certified {
+            encoded(&answer(BlobStatus::Certified {
                 certificate: fx.certificate.clone(),
             }))?,
         ),
         (
             GetStatus::KIND,
             false,
-            encoded(&answer(StatusReport::Deleted {
-                proof: Fact::Deleted(Box::new(fx.deletion.clone())),
+            encoded(&answer(BlobStatus::Deleted {
+                proof: Box::new(fx.deletion.clone()),
             }))?,
         ),
         (
             GetStatus::KIND,
             false,
-            encoded(&answer(StatusReport::Invalid {
+            encoded(&answer(BlobStatus::Invalid {
                 certificate: fx.invalid.clone(),
             }))?,
         ),
         (
             GetStatus::KIND,
             false,
-            encoded(&answer(StatusReport::Pending))?,
+            encoded(&answer(BlobStatus::Pending))?,
         ),
         (GetRecoverySymbols::KIND, false, encoded(&symbols)?),
         (SubmitInconsistency::KIND, false, encoded(&fx.attestation)?),

@@ -13,8 +13,8 @@ use floe_codec::{
     SliverIndex, SliverPair,
 };
 use floe_consensus::{
-    BlobCertificate, Epoch, Fact, InvalidBlobAttestation, InvalidBlobCertificate, ItemId,
-    PublicKey, ReconcileMessage, Signed, StorageConfirmation,
+    Epoch, Fact, InvalidBlobAttestation, ItemId, PublicKey, ReconcileMessage, Signed,
+    StorageConfirmation,
 };
 use floe_wire::{Access, Method, WireError};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 mod bounded;
 mod pair_frame;
 
+pub use floe_consensus::BlobStatus;
 pub use pair_frame::PutPairsFrame;
 
 /// Largest request or response that carries a sliver pair or a sliver
@@ -154,42 +155,13 @@ pub struct NodeInfo {
     pub max_blob_size: u64,
 }
 
-/// The status of a blob on one node, with its proof.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StatusReport {
-    /// The node knows nothing of it.
-    Unknown,
-    /// It holds data but has seen no certificate.
-    Pending,
-    /// Certified, available until `certificate`'s end epoch.
-    Certified {
-        /// The certificate with the latest end epoch.
-        certificate: BlobCertificate,
-    },
-    /// Its end epoch has passed.
-    Expired {
-        /// The certificate with the latest end epoch.
-        certificate: BlobCertificate,
-    },
-    /// Deleted by its owner.
-    Deleted {
-        /// The deletion with the registration it ended.
-        proof: Fact,
-    },
-    /// Proven inconsistently encoded.
-    Invalid {
-        /// The invalid-blob certificate.
-        certificate: InvalidBlobCertificate,
-    },
-}
-
 /// The status with the epoch it was judged in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobStatusAnswer {
     /// The node's current epoch.
     pub epoch: Epoch,
     /// The status and its proof.
-    pub status: StatusReport,
+    pub status: BlobStatus,
 }
 
 macro_rules! method {

@@ -16,14 +16,17 @@ use floe_codec::{
     decode, encode, Axis, BlobId, BlobMetadata, DecodeCheck, ShardIndex, Sliver, SliverIndex,
     SliverPair,
 };
-use floe_consensus::{
-    BlobCertificate, BlobDeletion, BlobState, BlobStatus, CertificateBuilder, Committee,
-    CommitteeFile, DeletionProof, Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member,
-    MemberIndex, ProtocolMessage, PublicKey, Signed, StorageConfirmation,
+use floe_consensus::quorum::{
+    AllSucceed, DeliveryTally, Failure, MetadataTally, Observed, Pacing, QuorumStatus, Shortfall,
+    SignatureTally, SliverTally, StatusTally,
 };
-use floe_net::{NetConfig, Pool, RpcError};
+use floe_consensus::{
+    BlobCertificate, BlobDeletion, BlobStatus, CertificateBuilder, Committee, CommitteeFile,
+    DeletionProof, Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member, MemberIndex,
+    ProtocolMessage, PublicKey, Signed, StorageConfirmation,
+};
+use floe_net::{FanOut, NetConfig, Pool, RpcError};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tracing::debug;
 
 mod error;
@@ -70,6 +73,25 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status shards forming a quorum answered for.
+    fn from_quorum(quorum: QuorumStatus) -> Status {
+        match quorum.status {
+            BlobStatus::Certified { certificate } => Status::Certified {
+                end_epoch: certificate.message.body.end_epoch,
+                certificate,
+                epoch: quorum.epoch,
+            },
+            BlobStatus::Invalid { certificate } => Status::Invalid { certificate },
+            BlobStatus::Expired { certificate } => Status::Expired { certificate },
+            BlobStatus::Deleted { proof } => Status::Deleted {
+                proof: Fact::Deleted(proof),
+            },
+            BlobStatus::Unknown | BlobStatus::Pending => Status::Unknown {
+                answered: quorum.answered,
+            },
+        }
+    }
+
     /// The error a read of a blob with this status ends in, if it cannot be read.
     fn unreadable(self, blob_id: BlobId, n_shards: u16) -> Option<ClientError> {
         Some(match self {
@@ -319,111 +341,73 @@ impl Client {
         self.base.members()
     }
 
-    fn holder(&self, shard: ShardIndex) -> Option<usize> {
-        self.base.shard_holder(shard).map(MemberIndex::as_usize)
-    }
-
-    fn weight(&self, member: usize) -> u32 {
-        self.base.weight(MemberIndex(member as u16))
-    }
-
     /// The blob's definite status, with its proof verified.
     pub async fn status(&self, blob_id: BlobId) -> Result<Status, ClientError> {
-        let mut calls = JoinSet::new();
-        for (index, member) in self.base.members().iter().enumerate() {
-            let (pool, key) = (Arc::clone(&self.pool), member.network_key);
-            calls.spawn(async move { (index, pool.call::<GetStatus>(&key, &blob_id).await) });
-        }
         let epoch = self.epoch();
-        // Built for this blob: a proof about any other is refused.
-        let mut state = BlobState::unknown(blob_id);
-        let mut answered = 0u32;
-        let mut failures = Vec::new();
-        let quorum = self.committee(epoch).quorum_threshold();
-        let mut grace_deadline = None;
-        loop {
-            // Once shards forming a quorum have answered, slow or dead nodes
-            // get a short grace period, not the full call timeout.
-            if grace_deadline.is_none() && answered >= quorum {
-                grace_deadline = Some(tokio::time::Instant::now() + STATUS_GRACE);
+        // Built for this blob: a proof about any other is a lie.
+        let mut tally = StatusTally::new(&self.base, blob_id, epoch, STATUS_GRACE);
+        FanOut::new(self.member_indices(), Pacing::ALL)
+            .run(&mut tally, |member| {
+                let (pool, key) = (Arc::clone(&self.pool), self.network_key(member));
+                async move {
+                    let answer = pool.call::<GetStatus>(&key, &blob_id).await;
+                    answer.map(|a| a.status).map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        self.report_lies(tally.failures(), |member| Some(self.network_key(*member)));
+        let status = tally.finish().map_err(|shortfall| {
+            self.not_enough(blob_id, "a definite status", shortfall, |member| {
+                self.node_name(*member)
+            })
+        })?;
+        Ok(Status::from_quorum(status))
+    }
+
+    fn member_indices(&self) -> Vec<MemberIndex> {
+        (0..self.base.members().len())
+            .map(|i| MemberIndex(i as u16))
+            .collect()
+    }
+
+    fn network_key(&self, member: MemberIndex) -> PublicKey {
+        self.base.members()[member.as_usize()].network_key
+    }
+
+    fn node_name(&self, member: MemberIndex) -> String {
+        self.base
+            .member(member)
+            .map(|m| m.node_id.0.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ranks down every peer whose answer was a lie.
+    fn report_lies<K>(&self, failures: &[(K, Failure)], key: impl Fn(&K) -> Option<PublicKey>) {
+        for (peer, failure) in failures.iter().filter(|(_, f)| f.is_lie()) {
+            if let Some(key) = key(peer) {
+                self.pool.report_misbehaviour(&key, failure.to_string());
             }
-            let next = join_next_before(&mut calls, grace_deadline).await;
-            let Some(Ok((index, answer))) = next else {
-                if next.is_none() {
-                    break;
-                }
-                continue;
-            };
-            let node = self.base.members()[index].node_id.0.clone();
-            let report = match answer {
-                Ok(answer) => answer.status,
-                Err(e) => {
-                    failures.push((node, e.to_string()));
-                    continue;
-                }
-            };
-            let fact = match report {
-                StatusReport::Unknown | StatusReport::Pending => None,
-                StatusReport::Certified { certificate } | StatusReport::Expired { certificate } => {
-                    Some(Fact::Certified(certificate))
-                }
-                StatusReport::Invalid { certificate } => Some(Fact::Invalid(certificate)),
-                StatusReport::Deleted { proof } => Some(proof),
-            };
-            if let Some(fact) = fact {
-                let committee = self.committee(fact.epoch());
-                let applied = fact
-                    .verify(&committee)
-                    .map_err(|e| format!("answered with a proof that does not verify: {e}"))
-                    .and_then(|verified| {
-                        state.apply(verified).map_err(|e| {
-                            format!("answered with a proof about another blob, a lie: {e}")
-                        })
-                    });
-                if let Err(lie) = applied {
-                    let key = self.base.members()[index].network_key;
-                    self.pool.report_misbehaviour(&key, lie.clone());
-                    failures.push((node, lie));
-                    continue;
-                }
-            }
-            answered += self.weight(index);
         }
-        match state.status(epoch) {
-            BlobStatus::Certified { certificate } => Ok(Status::Certified {
-                certificate: certificate.clone(),
-                end_epoch: certificate.message.body.end_epoch,
-                epoch,
-            }),
-            BlobStatus::Invalid { certificate } => Ok(Status::Invalid {
-                certificate: certificate.clone(),
-            }),
-            BlobStatus::Expired { certificate } => Ok(Status::Expired {
-                certificate: certificate.clone(),
-            }),
-            BlobStatus::Deleted {
-                deletion,
-                certificate,
-            } => Ok(Status::Deleted {
-                proof: Fact::Deleted(Box::new(DeletionProof {
-                    deletion: deletion.clone(),
-                    certificate: certificate.clone(),
-                })),
-            }),
-            BlobStatus::Unknown | BlobStatus::Pending => {
-                let committee = self.committee(epoch);
-                if committee.is_quorum(answered) {
-                    Ok(Status::Unknown { answered })
-                } else {
-                    Err(ClientError::NotEnoughShards {
-                        blob_id,
-                        what: "a definite status",
-                        needed: committee.quorum_threshold(),
-                        got: answered,
-                        failures,
-                    })
-                }
-            }
+    }
+
+    /// The error for `what` when too few shards answered usably.
+    fn not_enough<K>(
+        &self,
+        blob_id: BlobId,
+        what: &'static str,
+        shortfall: Shortfall<K>,
+        name: impl Fn(&K) -> String,
+    ) -> ClientError {
+        ClientError::NotEnoughShards {
+            blob_id,
+            what,
+            needed: shortfall.needed,
+            got: shortfall.got,
+            failures: shortfall
+                .failures
+                .iter()
+                .map(|(peer, failure)| (name(peer), failure.to_string()))
+                .collect(),
         }
     }
 
@@ -469,19 +453,5 @@ impl Client {
             });
         }
         Ok(fact)
-    }
-}
-
-/// The next finished task, or `None` when all are done or `deadline` passed.
-async fn join_next_before<T: 'static>(
-    set: &mut JoinSet<T>,
-    deadline: Option<tokio::time::Instant>,
-) -> Option<Result<T, tokio::task::JoinError>> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, set.join_next())
-            .await
-            .ok()
-            .flatten(),
-        None => set.join_next().await,
     }
 }

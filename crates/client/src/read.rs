@@ -64,33 +64,40 @@ impl Client {
 
     pub(crate) async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {
         let keys: Vec<PublicKey> = self.base.members().iter().map(|m| m.network_key).collect();
-        let mut failures = Vec::new();
-        for key in self.pool.rank(&keys) {
-            let node = self
-                .base
-                .member_by_network_key(&key)
-                .and_then(|index| self.base.member(index))
-                .map(|m| m.node_id.0.clone())
-                .unwrap_or_default();
-            match self.pool.call::<GetMetadata>(&key, &blob_id).await {
-                Ok(metadata) => match metadata.verify(&blob_id) {
-                    Ok(()) => return Ok(metadata),
-                    Err(e) => {
-                        let lie = format!("served metadata that does not match: {e}");
-                        self.pool.report_misbehaviour(&key, lie.clone());
-                        failures.push((node, lie))
-                    }
-                },
-                Err(e) => failures.push((node, e.to_string())),
-            }
-        }
-        Err(ClientError::NotEnoughShards {
-            blob_id,
-            what: "reading metadata",
-            needed: 1,
-            got: 0,
-            failures,
+        // One node at a time, healthiest first, until one's answer matches
+        // the blob ID.
+        let mut tally = MetadataTally::new(blob_id);
+        FanOut::new(self.pool.rank(&keys), Pacing::window(1, None))
+            .run(&mut tally, |key| {
+                let pool = Arc::clone(&self.pool);
+                async move {
+                    let answer = pool.call::<GetMetadata>(&key, &blob_id).await;
+                    answer.map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        self.report_lies(tally.failures(), |key| Some(*key));
+        tally.finish().map_err(|shortfall| {
+            self.not_enough(blob_id, "reading metadata", shortfall, |key| {
+                self.base
+                    .member_by_network_key(key)
+                    .map(|member| self.node_name(member))
+                    .unwrap_or_default()
+            })
         })
+    }
+
+    /// The member holding primary sliver `index` of `blob_id`.
+    fn sliver_holder(
+        &self,
+        blob_id: &BlobId,
+        index: SliverIndex,
+    ) -> Option<(MemberIndex, ShardIndex)> {
+        let n = self.base.n_shards();
+        let shard = index
+            .to_pair_index(Axis::Primary, n)
+            .to_shard_index(n, blob_id);
+        Some((self.base.shard_holder(shard)?, shard))
     }
 
     /// Enough verified primary slivers to decode: systematic ones first;
@@ -104,91 +111,63 @@ impl Client {
     ) -> Result<Vec<Sliver>, ClientError> {
         let n = self.base.n_shards();
         let needed = usize::from(metadata.config().primary_source_symbols());
-        let mut candidates = (0..n).map(SliverIndex);
-        let mut got: Vec<Sliver> = Vec::with_capacity(needed);
-        let mut failures = Vec::new();
-        let mut running = JoinSet::new();
-        let launch = |running: &mut JoinSet<_>, index: SliverIndex| {
-            let pair = index.to_pair_index(Axis::Primary, n);
-            let shard = pair.to_shard_index(n, &blob_id);
-            let Some(holder) = self.holder(shard) else {
-                return;
-            };
-            let (pool, key, metadata) = (
-                Arc::clone(&self.pool),
-                self.base.members()[holder].network_key,
-                metadata.clone(),
-            );
-            let node = self.base.members()[holder].node_id.0.clone();
-            running.spawn(async move {
-                let request = GetSliverRequest {
-                    blob_id,
-                    shard,
-                    axis: Axis::Primary,
-                };
-                let result = match pool.call::<GetSliver>(&key, &request).await {
-                    Ok(sliver) if sliver.axis == Axis::Primary && sliver.index == index => {
-                        sliver.verify(&metadata).map(|()| sliver).map_err(|e| {
-                            let lie = format!("served a sliver that fails verification: {e}");
-                            pool.report_misbehaviour(&key, lie.clone());
-                            lie
-                        })
-                    }
-                    Ok(_) => {
-                        let lie = "served another sliver than the one asked for".to_string();
-                        pool.report_misbehaviour(&key, lie.clone());
-                        Err(lie)
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                (node, result)
-            });
-        };
-        let concurrency = self.config.read_concurrency.max(1);
-        let mut bytes = 0u64;
-        while got.len() < needed {
-            while got.len() + running.len() < needed && running.len() < concurrency {
-                let Some(index) = candidates.next() else {
-                    break;
-                };
-                launch(&mut running, index);
+        let candidates: Vec<SliverIndex> = (0..n)
+            .map(SliverIndex)
+            .filter(|index| self.sliver_holder(&blob_id, *index).is_some())
+            .collect();
+        let mut reported = 0;
+        let mut tally = Observed::new(SliverTally::new(needed), |tally: &SliverTally| {
+            let (slivers, needed, bytes) = tally.progress();
+            if slivers > reported {
+                reported = slivers;
+                progress.report(Progress::Downloaded {
+                    slivers: slivers as u32,
+                    needed: needed as u32,
+                    bytes,
+                });
             }
-            if running.is_empty() {
-                break;
-            }
-            match tokio::time::timeout(self.config.read_hedge_after, running.join_next()).await {
-                Ok(Some(Ok((_, Ok(sliver))))) => {
-                    bytes += sliver.data.len() as u64;
-                    got.push(sliver);
-                    progress.report(Progress::Downloaded {
-                        slivers: got.len() as u32,
-                        needed: needed as u32,
-                        bytes,
-                    });
-                }
-                Ok(Some(Ok((node, Err(e))))) => {
-                    debug!(blob = %blob_id, %node, error = %e, "sliver unavailable");
-                    failures.push((node, e));
-                }
-                Ok(_) => {}
-                // A stall: ask one more node without waiting for the slow ones.
-                Err(_) => {
-                    if let Some(index) = candidates.next() {
-                        launch(&mut running, index);
+        });
+        let pacing = Pacing::window(
+            self.config.read_concurrency,
+            Some(self.config.read_hedge_after),
+        );
+        FanOut::new(candidates, pacing)
+            .run(&mut tally, |index| {
+                let (pool, metadata) = (Arc::clone(&self.pool), metadata.clone());
+                let (holder, shard) = self
+                    .sliver_holder(&blob_id, index)
+                    .unwrap_or((MemberIndex(0), ShardIndex(0)));
+                let key = self.network_key(holder);
+                async move {
+                    let request = GetSliverRequest {
+                        blob_id,
+                        shard,
+                        axis: Axis::Primary,
+                    };
+                    match pool.call::<GetSliver>(&key, &request).await {
+                        Ok(sliver) => SliverTally::check(&metadata, index, sliver),
+                        Err(e) => Err(Failure::Unanswered(e.to_string())),
                     }
                 }
-            }
+            })
+            .await;
+        let tally = tally.into_inner();
+        let holder_of = |index: &SliverIndex| self.sliver_holder(&blob_id, *index).map(|h| h.0);
+        for (index, failure) in tally.failures() {
+            let node = holder_of(index)
+                .map(|m| self.node_name(m))
+                .unwrap_or_default();
+            debug!(blob = %blob_id, %node, sliver = %index, error = %failure, "sliver unavailable");
         }
-        running.abort_all();
-        if got.len() < needed {
-            return Err(ClientError::NotEnoughShards {
-                blob_id,
-                what: "reading the blob",
-                needed: needed as u32,
-                got: got.len() as u32,
-                failures,
-            });
-        }
-        Ok(got)
+        self.report_lies(tally.failures(), |index| {
+            holder_of(index).map(|m| self.network_key(m))
+        });
+        tally.finish().map_err(|shortfall| {
+            self.not_enough(blob_id, "reading the blob", shortfall, |index| {
+                holder_of(index)
+                    .map(|m| self.node_name(m))
+                    .unwrap_or_default()
+            })
+        })
     }
 }

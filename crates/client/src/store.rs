@@ -101,11 +101,12 @@ impl Client {
         let end_epoch = Epoch(epoch.0 + epochs.max(1));
         let committee = self.committee(epoch);
         let n = self.base.n_shards();
-        let mut by_member: BTreeMap<usize, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
+        let mut by_member: BTreeMap<MemberIndex, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
         for pair in pairs {
             let shard = pair.index.to_shard_index(n, &blob_id);
             let holder = self
-                .holder(shard)
+                .base
+                .shard_holder(shard)
                 .ok_or_else(|| ClientError::Rejected(format!("shard {shard} has no holder")))?;
             by_member.entry(holder).or_default().push((shard, pair));
         }
@@ -124,7 +125,6 @@ impl Client {
                 owner: request.owner,
             },
         );
-        let mut builder = CertificateBuilder::new(&committee, message);
         let progress = options.progress.clone();
         let total: u64 = by_member
             .values()
@@ -143,53 +143,33 @@ impl Client {
             total,
             progress: progress.clone(),
         };
-        let mut uploads = JoinSet::new();
-        for (member, pairs) in by_member {
-            let key = self.base.members()[member].network_key;
-            let upload = upload.clone();
-            uploads.spawn(async move { (member, upload.send_to(key, pairs).await) });
-        }
-        let mut failures = Vec::new();
-        while !builder.is_complete() {
-            let Some(joined) = uploads.join_next().await else {
-                break;
-            };
-            let Ok((member, outcome)) = joined else {
-                continue;
-            };
-            match outcome {
-                Ok(confirmation) => {
-                    if let Err(e) = builder.add(&confirmation) {
-                        // A confirmation of another message, or one that
-                        // does not verify: a lie, not a failure.
-                        let lie = format!("answered with a bad storage confirmation: {e}");
-                        self.pool.report_misbehaviour(
-                            &self.base.members()[member].network_key,
-                            lie.clone(),
-                        );
-                        failures.push((self.base.members()[member].node_id.0.clone(), lie));
-                    }
-                    progress.report(Progress::Confirmed {
-                        shards: builder.weight(),
-                        needed: committee.quorum_threshold(),
-                        total: n,
-                    });
-                }
-                Err(e) => failures.push((self.base.members()[member].node_id.0.clone(), e)),
-            }
-        }
-        if !builder.is_complete() {
-            return Err(ClientError::NotEnoughShards {
-                blob_id,
-                what: "certifying storage",
-                needed: committee.quorum_threshold(),
-                got: builder.weight(),
-                failures,
-            });
-        }
-        let certificate = builder
-            .certificate()
-            .map_err(|e| ClientError::Rejected(e.to_string()))?;
+        let (needed, total_shards) = (committee.quorum_threshold(), n);
+        let mut tally = Observed::new(
+            SignatureTally::new(CertificateBuilder::new(&committee, message)),
+            |tally: &SignatureTally<'_, StorageConfirmation, MemberIndex>| {
+                progress.report(Progress::Confirmed {
+                    shards: tally.weight(),
+                    needed,
+                    total: total_shards,
+                })
+            },
+        );
+        let mut uploads = FanOut::new(by_member.keys().copied().collect::<Vec<_>>(), Pacing::ALL);
+        uploads
+            .run(&mut tally, |member| {
+                let pairs = by_member.remove(&member).unwrap_or_default();
+                upload.clone().send_to(self.network_key(member), pairs)
+            })
+            .await;
+        let tally = tally.into_inner();
+        // A confirmation of another message, or one that does not verify, is
+        // a lie, not a failure.
+        self.report_lies(tally.failures(), |member| Some(self.network_key(*member)));
+        let certificate = tally.finish().map_err(|shortfall| {
+            self.not_enough(blob_id, "certifying storage", shortfall, |member| {
+                self.node_name(*member)
+            })
+        })?;
         let outcome = StoreOutcome {
             blob_id,
             certificate,
@@ -198,7 +178,7 @@ impl Client {
         };
         let tail = Tail {
             uploads,
-            deadline: tokio::time::Instant::now() + self.config.tail_window,
+            deadline: std::time::Instant::now() + self.config.tail_window,
         };
         Ok((outcome, tail))
     }
@@ -207,27 +187,23 @@ impl Client {
     /// accepted it (or every node has answered), with the number of nodes
     /// that accepted so far; the remaining deliveries go on in the background.
     pub async fn deliver(&self, fact: Fact) -> usize {
-        let mut calls = JoinSet::new();
-        for (index, member) in self.base.members().iter().enumerate() {
-            let (pool, key, fact) = (Arc::clone(&self.pool), member.network_key, fact.clone());
-            calls.spawn(async move { (index, pool.call::<PutFact>(&key, &fact).await.is_ok()) });
-        }
-        let quorum = self.committee(fact.epoch()).quorum_threshold();
-        let (mut accepted, mut weight) = (0, 0);
-        while let Some(joined) = calls.join_next().await {
-            if let Ok((index, true)) = joined {
-                accepted += 1;
-                weight += self.weight(index);
-            }
-            // Shards forming a quorum hold the fact: the caller can go on.
-            // The other deliveries finish in the background (and anti-entropy
-            // covers any that fail).
-            if weight >= quorum {
-                calls.detach_all();
-                break;
-            }
-        }
-        accepted
+        let mut tally = DeliveryTally::new(&self.base, fact.epoch());
+        let mut calls = FanOut::new(self.member_indices(), Pacing::ALL);
+        calls
+            .run(&mut tally, |member| {
+                let (pool, key, fact) = (
+                    Arc::clone(&self.pool),
+                    self.network_key(member),
+                    fact.clone(),
+                );
+                async move { pool.call::<PutFact>(&key, &fact).await.is_ok() }
+            })
+            .await;
+        // Shards forming a quorum hold the fact: the caller can go on. The
+        // other deliveries finish in the background (and anti-entropy covers
+        // any that fail).
+        calls.detach();
+        tally.accepted()
     }
 }
 
@@ -235,17 +211,13 @@ impl Client {
 /// so more nodes end up holding their slivers, then abandoned (repair covers
 /// the rest).
 pub(crate) struct Tail {
-    uploads: JoinSet<(usize, Result<Signed<StorageConfirmation>, String>)>,
-    deadline: tokio::time::Instant,
+    uploads: FanOut<MemberIndex, Result<Signed<StorageConfirmation>, String>>,
+    deadline: std::time::Instant,
 }
 
 impl Tail {
     async fn finish(&mut self) {
-        while join_next_before(&mut self.uploads, Some(self.deadline))
-            .await
-            .is_some()
-        {}
-        self.uploads.abort_all();
+        self.uploads.finish_by(self.deadline).await;
     }
 }
 
@@ -292,6 +264,39 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
+    /// Sends one request of pairs, once the upload budget has room for it.
+    async fn send_batch(
+        self,
+        key: PublicKey,
+        batch: Vec<(ShardIndex, SliverPair)>,
+    ) -> Result<(), String> {
+        let size: usize = batch.iter().map(|(_, pair)| pair.byte_len()).sum();
+        let permit = Arc::clone(&self.budget)
+            .acquire_many_owned(
+                u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let shards: Vec<String> = batch.iter().map(|(shard, _)| shard.to_string()).collect();
+        let request = PutPairsRequest {
+            blob_id: self.blob_id,
+            pairs: batch,
+        };
+        let outcome = self.pool.call::<PutPairs>(&key, &request).await;
+        drop(permit);
+        if outcome.is_ok() {
+            let bytes = self
+                .uploaded
+                .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed)
+                + size as u64;
+            self.progress.report(Progress::Uploaded {
+                bytes,
+                total: self.total,
+            });
+        }
+        outcome.map_err(|e| format!("pairs of shards {}: {e}", shards.join(", ")))
+    }
+
     /// Sends one node its metadata and pairs, then asks for its confirmation.
     async fn send_to(
         self,
@@ -304,46 +309,16 @@ impl Upload {
             .call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
             .await
             .map_err(|e| e.to_string())?;
-        let mut sends = JoinSet::new();
-        for batch in batches(pairs) {
-            let size: usize = batch.iter().map(|(_, pair)| pair.byte_len()).sum();
-            let permit = Arc::clone(&self.budget)
-                .acquire_many_owned(
-                    u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let this = self.clone();
-            sends.spawn(async move {
-                let shards: Vec<String> =
-                    batch.iter().map(|(shard, _)| shard.to_string()).collect();
-                let outcome = this
-                    .pool
-                    .call::<PutPairs>(
-                        &key,
-                        &PutPairsRequest {
-                            blob_id,
-                            pairs: batch,
-                        },
-                    )
-                    .await;
-                drop(permit);
-                if outcome.is_ok() {
-                    let bytes = this
-                        .uploaded
-                        .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed)
-                        + size as u64;
-                    this.progress.report(Progress::Uploaded {
-                        bytes,
-                        total: this.total,
-                    });
-                }
-                outcome.map_err(|e| format!("pairs of shards {}: {e}", shards.join(", ")))
-            });
-        }
-        while let Some(joined) = sends.join_next().await {
-            joined.map_err(|e| e.to_string())??;
-        }
+        let mut batches: Vec<Option<_>> = batches(pairs).into_iter().map(Some).collect();
+        let mut sends = FanOut::new(0..batches.len(), Pacing::ALL);
+        let mut tally = AllSucceed::default();
+        sends
+            .run(&mut tally, |i| {
+                let batch = batches[i].take().unwrap_or_default();
+                self.clone().send_batch(key, batch)
+            })
+            .await;
+        tally.finish().map_err(|(_, e)| e)?;
         self.pool
             .call::<GetConfirmation>(&key, &self.request)
             .await

@@ -97,7 +97,7 @@ async fn a_certificate_given_to_one_node_reaches_all() {
         .unwrap();
     assert!(matches!(
         answer.status,
-        floe_api::StatusReport::Certified { .. }
+        floe_api::BlobStatus::Certified { .. }
     ));
     for member in client.members() {
         let key = member.network_key;
@@ -109,7 +109,7 @@ async fn a_certificate_given_to_one_node_reaches_all() {
                     pool.call::<floe_api::GetStatus>(&key, &blob_id)
                         .await
                         .map(|a| a.status),
-                    Ok(floe_api::StatusReport::Certified { .. })
+                    Ok(floe_api::BlobStatus::Certified { .. })
                 )
             },
         )

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use floe_api::{
-    ApiError, GetInfo, GetSliver, GetSliverRequest, GetStatus, PutMetadata, PutMetadataRequest,
-    PutPairs, PutPairsRequest, StatusReport,
+    ApiError, BlobStatus, GetInfo, GetSliver, GetSliverRequest, GetStatus, PutMetadata,
+    PutMetadataRequest, PutPairs, PutPairsRequest,
 };
 use floe_client::{ClientError, ReadOptions, StoreOptions};
 use floe_codec::{Axis, BlobMetadata, ShardIndex, SliverPairHashes, SliverPairIndex};
@@ -57,7 +57,7 @@ async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
             .route::<GetStatus, _, _>(|_, _| async {
                 Ok::<_, ApiError>(floe_api::BlobStatusAnswer {
                     epoch: floe_consensus::Epoch(0),
-                    status: StatusReport::Unknown,
+                    status: BlobStatus::Unknown,
                 })
             })
     };
@@ -201,7 +201,7 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
                 .await
                 .map(|a| a.status)
             {
-                Ok(StatusReport::Invalid { certificate }) => {
+                Ok(BlobStatus::Invalid { certificate }) => {
                     let committee = client.committee(certificate.message.epoch);
                     certificate.verify(&committee).is_ok()
                 }

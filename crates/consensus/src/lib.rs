@@ -62,6 +62,7 @@ mod error;
 pub mod file;
 mod keys;
 mod messages;
+pub mod quorum;
 mod state;
 
 pub use certificate::{

@@ -284,9 +284,14 @@ pub struct BlobState {
     proofs: Proofs,
 }
 
-/// A blob's state as a user sees it, with its proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlobStatus<'a> {
+/// A blob's state as a user sees it, with its proof: the one status type,
+/// from a node's state over the wire to the client, the gateway and the
+/// command line.
+// Certificates carry an owner key (a decompressed point); a status is
+// built once per answer, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobStatus {
     /// Nothing is known: no data, no certificate.
     Unknown,
     /// This node holds data but has seen no certificate.
@@ -294,28 +299,26 @@ pub enum BlobStatus<'a> {
     /// Available until `certificate.message.body.end_epoch`.
     Certified {
         /// The quorum certificate with the latest end epoch.
-        certificate: &'a BlobCertificate,
+        certificate: BlobCertificate,
     },
     /// Was available until an end epoch that has passed.
     Expired {
         /// The certificate with the latest end epoch.
-        certificate: &'a BlobCertificate,
+        certificate: BlobCertificate,
     },
     /// Every registration was deleted by its owner (or had expired).
     Deleted {
-        /// The owner's signed deletion.
-        deletion: &'a Signed<BlobDeletion>,
-        /// The registration it ended.
-        certificate: &'a BlobCertificate,
+        /// The owner's signed deletion with the registration it ended.
+        proof: Box<DeletionProof>,
     },
     /// Proven inconsistently encoded.
     Invalid {
         /// The invalid-blob certificate.
-        certificate: &'a InvalidBlobCertificate,
+        certificate: InvalidBlobCertificate,
     },
 }
 
-impl BlobStatus<'_> {
+impl BlobStatus {
     /// A short name: `unknown`, `pending`, `certified`, `expired`, `deleted`, `invalid`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -325,6 +328,20 @@ impl BlobStatus<'_> {
             BlobStatus::Expired { .. } => "expired",
             BlobStatus::Deleted { .. } => "deleted",
             BlobStatus::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// The fact that proves this status (none for unknown and pending: no
+    /// proof of absence exists). An expired blob's proof is its certificate,
+    /// whose end epoch has passed.
+    pub fn fact(&self) -> Option<Fact> {
+        match self {
+            BlobStatus::Unknown | BlobStatus::Pending => None,
+            BlobStatus::Certified { certificate } | BlobStatus::Expired { certificate } => {
+                Some(Fact::Certified(certificate.clone()))
+            }
+            BlobStatus::Invalid { certificate } => Some(Fact::Invalid(certificate.clone())),
+            BlobStatus::Deleted { proof } => Some(Fact::Deleted(proof.clone())),
         }
     }
 }
@@ -493,13 +510,17 @@ impl BlobState {
     }
 
     /// What this state says about the blob in epoch `current`, with proof.
-    pub fn status(&self, current: Epoch) -> BlobStatus<'_> {
+    pub fn status(&self, current: Epoch) -> BlobStatus {
         if let Some(certificate) = &self.proofs.invalid {
-            return BlobStatus::Invalid { certificate };
+            return BlobStatus::Invalid {
+                certificate: certificate.clone(),
+            };
         }
         let live = self.best_live();
         if let Some(certificate) = live.filter(|c| c.message.body.end_epoch > current) {
-            return BlobStatus::Certified { certificate };
+            return BlobStatus::Certified {
+                certificate: certificate.clone(),
+            };
         }
         let deleted = self
             .proofs
@@ -509,12 +530,13 @@ impl BlobState {
             .max_by(|a, b| cert_order(&a.certificate, &b.certificate));
         if let Some(proof) = deleted {
             return BlobStatus::Deleted {
-                deletion: &proof.deletion,
-                certificate: &proof.certificate,
+                proof: Box::new(proof.clone()),
             };
         }
         if let Some(certificate) = live {
-            return BlobStatus::Expired { certificate };
+            return BlobStatus::Expired {
+                certificate: certificate.clone(),
+            };
         }
         if self.proofs.pending {
             BlobStatus::Pending
@@ -526,7 +548,10 @@ impl BlobState {
     /// Whether this node may serve and must keep the blob's slivers in
     /// epoch `current`.
     pub fn is_available(&self, current: Epoch) -> bool {
-        matches!(self.status(current), BlobStatus::Certified { .. })
+        self.proofs.invalid.is_none()
+            && self
+                .best_live()
+                .is_some_and(|c| c.message.body.end_epoch > current)
     }
 
     /// The canonical bytes of the state (for storing it).

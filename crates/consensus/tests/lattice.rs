@@ -168,7 +168,19 @@ proptest! {
         // What it stores reads back as the same state.
         prop_assert_eq!(BlobState::from_bytes(BLOB, &reference.to_bytes()).unwrap(), reference.clone());
         for epoch in 0..12 {
-            prop_assert_eq!(replica.status(Epoch(epoch)), reference.status(Epoch(epoch)));
+            let status = reference.status(Epoch(epoch));
+            prop_assert_eq!(&replica.status(Epoch(epoch)), &status);
+            // The shortcut the store uses agrees with the status it stands for.
+            prop_assert_eq!(
+                reference.is_available(Epoch(epoch)),
+                matches!(status, BlobStatus::Certified { .. })
+            );
+            // A status's proof rebuilds a state with the same status.
+            if let Some(fact) = status.fact() {
+                let committee = pool().committee.at_epoch(fact.epoch());
+                let proven = BlobState::from_fact(fact.verify(&committee).unwrap());
+                prop_assert_eq!(proven.status(Epoch(epoch)).name(), status.name());
+            }
         }
     }
 }
@@ -216,12 +228,15 @@ fn a_deletion_ends_only_its_owners_registrations() {
     assert_eq!(state.status(Epoch(1)).name(), "certified");
     state.apply(fact(10)).unwrap();
     match state.status(Epoch(1)) {
-        BlobStatus::Deleted {
-            deletion,
-            certificate,
-        } => {
-            assert_eq!(deletion.signer, KeyPair::from_seed(&[21; 32]).public());
-            assert_eq!(certificate.message.body.owner, Some(deletion.signer));
+        BlobStatus::Deleted { proof } => {
+            assert_eq!(
+                proof.deletion.signer,
+                KeyPair::from_seed(&[21; 32]).public()
+            );
+            assert_eq!(
+                proof.certificate.message.body.owner,
+                Some(proof.deletion.signer)
+            );
         }
         other => panic!("{other:?}"),
     }

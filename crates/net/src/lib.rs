@@ -14,12 +14,16 @@
 //!   server and per pool ([`NetConfig`]).
 //! - **Health.** The [`Pool`] reconnects with backoff and keeps
 //!   [`PeerHealth`] for metrics and for choosing whom to ask first.
+//! - **Fan-out.** [`FanOut`] is the one driver for "ask peers until enough
+//!   answered": it makes the calls, paced and hedged, and feeds a pure
+//!   tally from `floe_consensus::quorum`.
 //!
 //! The crate is generic over the protocol: `floe-wire` says what a method
 //! is, `floe-api` defines Floe's methods.
 
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod frame;
 pub mod pool;
 pub mod server;
@@ -29,6 +33,7 @@ use std::net::SocketAddr;
 
 pub use config::NetConfig;
 pub use error::{PeerRef, Refusal, RpcError};
+pub use fanout::{Ended, FanOut};
 pub use floe_wire::{Access, Method, Raw, Wire, WireError};
 pub use pool::{PeerHealth, Pool};
 pub use server::{

@@ -2,7 +2,7 @@
 //! The honest handler answers first; these functions bend the answer. A
 //! node without the section never reaches them.
 
-use floe_api::{BlobStatusAnswer, ReconcileResponse, StatusReport};
+use floe_api::{BlobStatusAnswer, ReconcileResponse};
 use floe_codec::{BlobId, RecoverySymbol, Sliver};
 use floe_consensus::{BlobStatus, ItemId, Prefix, ReconcileMessage};
 use rand::Rng as _;
@@ -16,7 +16,7 @@ pub(crate) fn status(inner: &Inner, asked: &BlobId) -> Option<BlobStatusAnswer> 
     if lies.withhold_facts {
         return Some(BlobStatusAnswer {
             epoch,
-            status: StatusReport::Unknown,
+            status: BlobStatus::Unknown,
         });
     }
     let invalid_first = lies.foreign_invalid && (!lies.foreign_proofs || rand::random::<bool>());
@@ -28,10 +28,7 @@ pub(crate) fn status(inner: &Inner, asked: &BlobId) -> Option<BlobStatusAnswer> 
     let mut certified = None;
     for (blob_id, state) in states.iter().filter(|(id, _)| id != asked) {
         match state.status(epoch) {
-            BlobStatus::Invalid { certificate } if lies.foreign_invalid => {
-                let report = StatusReport::Invalid {
-                    certificate: certificate.clone(),
-                };
+            report @ BlobStatus::Invalid { .. } if lies.foreign_invalid => {
                 if invalid_first {
                     return Some(BlobStatusAnswer {
                         epoch,
@@ -40,10 +37,7 @@ pub(crate) fn status(inner: &Inner, asked: &BlobId) -> Option<BlobStatusAnswer> 
                 }
                 certified.get_or_insert((*blob_id, report));
             }
-            BlobStatus::Certified { certificate } if lies.foreign_proofs => {
-                let report = StatusReport::Certified {
-                    certificate: certificate.clone(),
-                };
+            report @ BlobStatus::Certified { .. } if lies.foreign_proofs => {
                 if !invalid_first {
                     return Some(BlobStatusAnswer {
                         epoch,

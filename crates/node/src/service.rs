@@ -409,28 +409,7 @@ fn put_fact(inner: &Inner, _: Caller, fact: Fact) -> Result<BlobStatusAnswer, Ap
 fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatusAnswer, ApiError> {
     let epoch = inner.epoch();
     let state = inner.store.state(blob_id).map_err(store_error)?;
-    let status = match state.status(epoch) {
-        BlobStatus::Unknown => StatusReport::Unknown,
-        BlobStatus::Pending => StatusReport::Pending,
-        BlobStatus::Certified { certificate } => StatusReport::Certified {
-            certificate: certificate.clone(),
-        },
-        BlobStatus::Expired { certificate } => StatusReport::Expired {
-            certificate: certificate.clone(),
-        },
-        BlobStatus::Deleted {
-            deletion,
-            certificate,
-        } => StatusReport::Deleted {
-            proof: Fact::Deleted(Box::new(floe_consensus::DeletionProof {
-                deletion: deletion.clone(),
-                certificate: certificate.clone(),
-            })),
-        },
-        BlobStatus::Invalid { certificate } => StatusReport::Invalid {
-            certificate: certificate.clone(),
-        },
-    };
+    let status = state.status(epoch);
     Ok(BlobStatusAnswer { epoch, status })
 }
 

@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use floe_api::*;
 use floe_codec::{
-    recover_sliver, symbols_needed, Axis, BlobId, RecoveryError, RecoverySymbol, SliverIndex,
-    SliverPair,
+    recover_sliver, Axis, BlobId, RecoveryError, RecoverySymbol, SliverIndex, SliverPair,
+};
+use floe_consensus::quorum::{
+    Discard, Failure, MetadataTally, Pacing, SignatureTally, SymbolTally,
 };
 use floe_consensus::{
     CertificateBuilder, Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, PublicKey, Signed,
 };
+use floe_net::FanOut;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -67,6 +70,18 @@ pub(crate) enum TaskError {
         blob_id: BlobId,
         /// Why.
         source: floe_consensus::BuildError,
+    },
+    /// Too few shards attested an inconsistency for an invalid-blob certificate.
+    #[error(
+        "blob {blob_id}: {got} of the {needed} shards an invalid-blob certificate needs attested"
+    )]
+    TooFewAttestations {
+        /// The blob.
+        blob_id: BlobId,
+        /// Shards needed (validity).
+        needed: u32,
+        /// Shards that attested.
+        got: u32,
     },
     /// Work on the blocking pool stopped before it finished (the node is
     /// shutting down, or the work panicked).
@@ -131,16 +146,16 @@ pub(crate) fn push_fact(inner: &Inner, fact: Fact) {
         return;
     };
     runtime.spawn(async move {
-        let mut calls = tokio::task::JoinSet::new();
-        for peer in peers {
-            let (pool, fact) = (Arc::clone(&pool), fact.clone());
-            calls.spawn(async move {
-                if let Err(e) = pool.call::<PutFact>(&peer, &fact).await {
-                    debug!(blob = %fact.blob_id(), error = %e, "fact not pushed; anti-entropy will deliver it");
+        FanOut::new(peers, Pacing::ALL)
+            .run(&mut Discard, |peer| {
+                let (pool, fact) = (Arc::clone(&pool), fact.clone());
+                async move {
+                    if let Err(e) = pool.call::<PutFact>(&peer, &fact).await {
+                        debug!(blob = %fact.blob_id(), error = %e, "fact not pushed; anti-entropy will deliver it");
+                    }
                 }
-            });
-        }
-        while calls.join_next().await.is_some() {}
+            })
+            .await;
     });
 }
 async fn on_blocking<T: Send + 'static>(

@@ -21,32 +21,34 @@ pub(super) async fn repair_pass(inner: Arc<Inner>) {
             .take(inner.tasks.repair_concurrency * 4)
             .collect()
     };
-    let limit = Arc::new(tokio::sync::Semaphore::new(inner.tasks.repair_concurrency));
-    let mut work = tokio::task::JoinSet::new();
-    for blob_id in blobs {
-        let (inner, limit) = (Arc::clone(&inner), Arc::clone(&limit));
-        work.spawn(async move {
-            let Ok(_permit) = limit.acquire_owned().await else { return };
-            let outcome = repair_blob(&inner, blob_id).await;
-            let mut backoff = inner.repair_backoff.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match outcome {
-                Ok(()) => {
-                    backoff.remove(&blob_id);
-                }
-                Err(e) => {
-                    let failures = backoff.get(&blob_id).map_or(0, |(_, n)| *n) + 1;
-                    let delay = inner
-                        .tasks
-                        .repair_interval()
-                        .saturating_mul(1 << failures.min(16))
-                        .min(REPAIR_BACKOFF_MAX);
-                    backoff.insert(blob_id, (std::time::Instant::now() + delay, failures));
-                    debug!(blob = %blob_id, error = %e, failures, ?delay, "repair incomplete; will retry");
+    let pacing = Pacing::window(inner.tasks.repair_concurrency, None);
+    FanOut::new(blobs, pacing)
+        .run(&mut Discard, |blob_id| {
+            let inner = Arc::clone(&inner);
+            async move {
+                let outcome = repair_blob(&inner, blob_id).await;
+                let mut backoff = inner
+                    .repair_backoff
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match outcome {
+                    Ok(()) => {
+                        backoff.remove(&blob_id);
+                    }
+                    Err(e) => {
+                        let failures = backoff.get(&blob_id).map_or(0, |(_, n)| *n) + 1;
+                        let delay = inner
+                            .tasks
+                            .repair_interval()
+                            .saturating_mul(1 << failures.min(16))
+                            .min(REPAIR_BACKOFF_MAX);
+                        backoff.insert(blob_id, (std::time::Instant::now() + delay, failures));
+                        debug!(blob = %blob_id, error = %e, failures, ?delay, "repair incomplete; will retry");
+                    }
                 }
             }
-        });
-    }
-    while work.join_next().await.is_some() {}
+        })
+        .await;
 }
 
 /// Longest wait before retrying a blob whose repair failed.
@@ -66,45 +68,21 @@ pub(super) async fn metadata_for(
     if let Some(metadata) = inner.store.metadata(&blob_id)? {
         return Ok(metadata);
     }
-    let mut peers = inner.pool.rank(&peer_keys(inner)).into_iter();
-    let mut calls = tokio::task::JoinSet::new();
-    let ask = |calls: &mut tokio::task::JoinSet<_>, peer: PublicKey| {
+    let mut tally = MetadataTally::new(blob_id);
+    FanOut::new(
+        inner.pool.rank(&peer_keys(inner)),
+        Pacing::window(1, Some(REPAIR_HEDGE)),
+    )
+    .run(&mut tally, |peer| {
         let pool = Arc::clone(&inner.pool);
-        calls.spawn(async move { (peer, pool.call::<GetMetadata>(&peer, &blob_id).await) });
-    };
-    if let Some(peer) = peers.next() {
-        ask(&mut calls, peer);
-    }
-    let metadata = loop {
-        let joined = tokio::select! {
-            joined = calls.join_next() => joined,
-            () = tokio::time::sleep(REPAIR_HEDGE) => {
-                if let Some(peer) = peers.next() {
-                    ask(&mut calls, peer);
-                }
-                continue;
-            }
-        };
-        let Some(joined) = joined else {
-            match peers.next() {
-                Some(peer) => {
-                    ask(&mut calls, peer);
-                    continue;
-                }
-                None => return Err(TaskError::NoMetadata(blob_id)),
-            }
-        };
-        let Ok((peer, answer)) = joined else { continue };
-        match answer {
-            Ok(metadata) if metadata.verify(&blob_id).is_ok() => break metadata,
-            Ok(_) => inner.pool.report_misbehaviour(
-                &peer,
-                format!("served metadata that does not match blob {blob_id}"),
-            ),
-            Err(e) => debug!(blob = %blob_id, %peer, error = %e, "no metadata from peer"),
+        async move {
+            let answer = pool.call::<GetMetadata>(&peer, &blob_id).await;
+            answer.map_err(|e| e.to_string())
         }
-    };
-    drop(calls);
+    })
+    .await;
+    report_failures(inner, blob_id, "metadata", tally.failures());
+    let metadata = tally.finish().map_err(|_| TaskError::NoMetadata(blob_id))?;
     let stored = metadata.clone();
     on_blocking(inner, move |inner| {
         inner.store.put_metadata(&blob_id, &stored, now_ms())
@@ -197,105 +175,54 @@ pub(super) async fn gather_symbols(
     targets: &[(Axis, SliverIndex)],
 ) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, TaskError> {
     let blob_id = metadata.blob_id();
-    let mut have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>> =
-        BTreeMap::new();
-    let enough = |have: &BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>>| {
-        targets
-            .iter()
-            .all(|t| have.get(t).map_or(0, BTreeMap::len) >= symbols_needed(metadata, t.0))
-    };
     let request = RecoveryRequest {
         blob_id,
         targets: targets.to_vec(),
     };
-    let mut peers = inner.pool.rank(&peer_keys(inner)).into_iter();
-    let mut calls = tokio::task::JoinSet::new();
-    let ask = |calls: &mut tokio::task::JoinSet<_>, peer: PublicKey| {
-        let (pool, request) = (Arc::clone(&inner.pool), request.clone());
-        calls.spawn(async move { (peer, pool.call::<GetRecoverySymbols>(&peer, &request).await) });
-    };
-    // When each peer still answering was asked.
-    let mut waiting: BTreeMap<PublicKey, std::time::Instant> = BTreeMap::new();
-    for peer in peers.by_ref().take(REPAIR_FANOUT) {
-        ask(&mut calls, peer);
-        waiting.insert(peer, std::time::Instant::now());
-    }
-    while !enough(&have) {
-        let joined = tokio::select! {
-            joined = calls.join_next() => joined,
-            () = tokio::time::sleep(REPAIR_HEDGE) => {
-                if let Some(peer) = peers.next() {
-                    ask(&mut calls, peer);
-                    waiting.insert(peer, std::time::Instant::now());
-                }
-                continue;
+    let mut tally = SymbolTally::new(metadata, targets);
+    let mut calls = FanOut::new(
+        inner.pool.rank(&peer_keys(inner)),
+        Pacing::window(REPAIR_FANOUT, Some(REPAIR_HEDGE)),
+    );
+    calls
+        .run(&mut tally, |peer| {
+            let (pool, request) = (Arc::clone(&inner.pool), request.clone());
+            async move {
+                let answer = pool.call::<GetRecoverySymbols>(&peer, &request).await;
+                answer.map_err(|e| e.to_string())
             }
-        };
-        let Some(joined) = joined else {
-            // Every call so far has answered: ask the next peer, if any.
-            match peers.next() {
-                Some(peer) => {
-                    ask(&mut calls, peer);
-                    waiting.insert(peer, std::time::Instant::now());
-                    continue;
-                }
-                None => break,
-            }
-        };
-        if calls.len() < REPAIR_FANOUT {
-            if let Some(peer) = peers.next() {
-                ask(&mut calls, peer);
-                waiting.insert(peer, std::time::Instant::now());
-            }
-        }
-        let Ok((peer, answer)) = joined else { continue };
-        waiting.remove(&peer);
-        match answer {
-            Ok(symbols) => {
-                let mut bad = 0usize;
-                for symbol in symbols {
-                    let target = (symbol.target_axis(), symbol.target_index());
-                    if !targets.contains(&target) || symbol.verify(metadata).is_err() {
-                        bad += 1;
-                        continue;
-                    }
-                    inner
-                        .metrics
-                        .repair_bytes_fetched
-                        .fetch_add(symbol.data.len() as u64, Ordering::Relaxed);
-                    have.entry(target)
-                        .or_default()
-                        .insert(symbol.source_index, symbol);
-                }
-                if bad > 0 {
-                    inner.pool.report_misbehaviour(
-                        &peer,
-                        format!("{bad} recovery symbols of blob {blob_id} not asked for or failing their proofs"),
-                    );
-                }
-            }
-            Err(e) => {
-                debug!(blob = %blob_id, %peer, error = %e, "no recovery symbols from peer")
-            }
-        }
-    }
-    // Calls still running are cancelled here: they are no longer needed. A
+        })
+        .await;
+    inner
+        .metrics
+        .repair_bytes_fetched
+        .fetch_add(tally.bytes(), Ordering::Relaxed);
+    report_failures(inner, blob_id, "recovery symbols", tally.failures());
+    // Calls still running are cancelled below: they are no longer needed. A
     // peer that held its answer back for several hedges while others
     // answered is ranked down, as if it had timed out: cancelling it must
     // not leave its record clean.
-    drop(calls);
-    for (peer, asked) in &waiting {
+    for (peer, asked) in calls.waiting() {
         if asked.elapsed() >= 4 * REPAIR_HEDGE {
             inner.pool.report_slow(peer);
         }
     }
-    if !enough(&have) {
-        return Err(TaskError::NotEnoughSymbols(blob_id));
+    drop(calls);
+    tally
+        .finish()
+        .map_err(|_| TaskError::NotEnoughSymbols(blob_id))
+}
+
+/// Reports the peers whose answers about `blob_id` were lies (ranked last
+/// for a while) and logs the others' failures.
+fn report_failures(inner: &Inner, blob_id: BlobId, what: &str, failures: &[(PublicKey, Failure)]) {
+    for (peer, failure) in failures {
+        if failure.is_lie() {
+            inner.pool.report_misbehaviour(peer, failure.to_string());
+        } else {
+            debug!(blob = %blob_id, %peer, error = %failure, "no {what} from peer");
+        }
     }
-    Ok(have
-        .into_iter()
-        .map(|(target, symbols)| (target, symbols.into_values().collect()))
-        .collect())
 }
 
 /// Attest an inconsistency, gather attestations from `f + 1` shards, and
@@ -308,28 +235,30 @@ pub(super) async fn certify_invalid(
     let epoch = inner.epoch();
     let committee = inner.committee(epoch);
     let message = ProtocolMessage::new(epoch, InvalidBlobAttestation { blob_id });
-    let mut builder = CertificateBuilder::new(&committee, message.clone());
-    let certificate_error = |source| TaskError::Certificate { blob_id, source };
-    builder
-        .add(&Signed::sign(message, &inner.protocol_key))
-        .map_err(certificate_error)?;
-    let mut calls = tokio::task::JoinSet::new();
-    for peer in peer_keys(inner) {
-        let pool = Arc::clone(&inner.pool);
-        let request = SubmitInconsistencyRequest {
-            proof: proof.clone(),
-        };
-        calls.spawn(async move { pool.call::<SubmitInconsistency>(&peer, &request).await });
-    }
-    while let Some(joined) = calls.join_next().await {
-        if let Ok(Ok(attestation)) = joined {
-            let _ = builder.add(&attestation);
-        }
-        if builder.is_complete() {
-            break;
-        }
-    }
-    let certificate = builder.certificate().map_err(certificate_error)?;
+    let mut tally = SignatureTally::new(CertificateBuilder::new(&committee, message.clone()));
+    tally
+        .add_own(&Signed::sign(message, &inner.protocol_key))
+        .map_err(|source| TaskError::Certificate { blob_id, source })?;
+    FanOut::new(peer_keys(inner), Pacing::ALL)
+        .run(&mut tally, |peer| {
+            let pool = Arc::clone(&inner.pool);
+            let request = SubmitInconsistencyRequest {
+                proof: proof.clone(),
+            };
+            async move {
+                let answer = pool.call::<SubmitInconsistency>(&peer, &request).await;
+                answer.map_err(|e| e.to_string())
+            }
+        })
+        .await;
+    report_failures(inner, blob_id, "attestation", tally.failures());
+    let certificate = tally
+        .finish()
+        .map_err(|shortfall| TaskError::TooFewAttestations {
+            blob_id,
+            needed: shortfall.needed,
+            got: shortfall.got,
+        })?;
     let fact = Fact::Invalid(certificate);
     let accepted = {
         let fact = fact.clone();

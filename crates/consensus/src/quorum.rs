@@ -1,0 +1,684 @@
+//! Quorum procedures, pure. Every "ask the committee until enough shards
+//! answered" of the protocol is a [`Tally`] here: it takes each answer with
+//! the time it came and says whether to go on, when to stop waiting, or that
+//! it has what it needs. A driver (`floe_net::FanOut`) only makes the calls,
+//! paced as a [`Pacing`] says. Weights, thresholds and hostile answers are
+//! decided here, so they are tested here, without a network.
+//!
+//! | procedure | tally | done when |
+//! |---|---|---|
+//! | a blob's status | [`StatusTally`] | every member answered, or a grace period after a quorum |
+//! | a certificate (storage, invalid blob) | [`SignatureTally`] | its threshold of shards signed |
+//! | delivering a fact | [`DeliveryTally`] | shards forming a quorum accepted it |
+//! | metadata | [`MetadataTally`] | one answer matches the blob ID |
+//! | reading primary slivers | [`SliverTally`] | enough verified slivers to decode |
+//! | recovery symbols | [`SymbolTally`] | every target has enough verified symbols |
+//! | a set of calls that must all succeed | [`AllSucceed`] | the first failure |
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use floe_codec::{symbols_needed, Axis, BlobId, BlobMetadata, RecoverySymbol, Sliver, SliverIndex};
+
+use crate::{BlobState, BlobStatus, BuildError, Committee, Epoch, MemberIndex, Signed};
+use crate::{Certificate, CertificateBuilder, MessageBody};
+
+/// What a tally wants after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Keep collecting answers; stop waiting at `deadline`, if one is set.
+    Continue {
+        /// When to stop waiting for the remaining calls.
+        deadline: Option<Instant>,
+    },
+    /// Enough: the remaining calls are not needed.
+    Done,
+}
+
+impl Step {
+    /// Keep collecting, with no deadline.
+    pub const CONTINUE: Step = Step::Continue { deadline: None };
+}
+
+/// How a driver paces its calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Calls in flight at once, hedges aside.
+    pub window: usize,
+    /// Without an answer for this long, one more peer is asked, beyond the
+    /// window (a slow peer holds nothing back).
+    pub hedge: Option<Duration>,
+}
+
+impl Pacing {
+    /// Every peer at once.
+    pub const ALL: Pacing = Pacing {
+        window: usize::MAX,
+        hedge: None,
+    };
+
+    /// `window` calls at a time; one more after every `hedge` without an answer.
+    pub const fn window(window: usize, hedge: Option<Duration>) -> Pacing {
+        Pacing {
+            window: if window == 0 { 1 } else { window },
+            hedge,
+        }
+    }
+}
+
+/// A procedure that folds the answers of the peers it asked, each named by a `K`.
+pub trait Tally<K, A> {
+    /// Folds `answer` from `from`, received at `now`.
+    fn answer(&mut self, from: K, answer: A, now: Instant) -> Step;
+
+    /// How many more calls it can use while `in_flight` are unanswered
+    /// (without limit unless it says so).
+    fn wanted(&self, in_flight: usize) -> usize {
+        let _ = in_flight;
+        usize::MAX
+    }
+}
+
+/// Why a peer's answer did not count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No usable answer: unreachable, timed out, busy, or an error.
+    Unanswered(String),
+    /// An answer that proves its sender lied: a proof that does not verify,
+    /// a proof about another blob, data that fails its commitment.
+    Lie(String),
+}
+
+impl Failure {
+    /// Whether the answer was a lie (its sender should be reported).
+    pub fn is_lie(&self) -> bool {
+        matches!(self, Failure::Lie(_))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Unanswered(reason) | Failure::Lie(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Not enough shards (or peers) answered usably: `got` of `needed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall<K> {
+    /// What was needed (shards, slivers, symbols, answers).
+    pub needed: u32,
+    /// What was gathered.
+    pub got: u32,
+    /// Each peer that failed, and how.
+    pub failures: Vec<(K, Failure)>,
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A status that shards forming a quorum answered for, with its proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// The status (never `Pending`: a blob without a certificate that a
+    /// quorum answered for is `Unknown`).
+    pub status: BlobStatus,
+    /// The epoch it was judged in.
+    pub epoch: Epoch,
+    /// Shards whose answers counted.
+    pub answered: u32,
+}
+
+/// The status fold: every verified proof any member sends is joined into one
+/// state of the blob asked about; a proof that does not verify, or is about
+/// another blob, is a lie and does not count. Once shards forming a quorum
+/// have answered, the rest get a grace period, not the full call timeout.
+#[derive(Debug)]
+pub struct StatusTally<'c> {
+    base: &'c Committee,
+    epoch: Epoch,
+    quorum: u32,
+    grace: Duration,
+    state: BlobState,
+    answered: u32,
+    deadline: Option<Instant>,
+    failures: Vec<(MemberIndex, Failure)>,
+}
+
+impl<'c> StatusTally<'c> {
+    /// A tally of `blob_id`'s status in `epoch`, against `base`'s members.
+    pub fn new(base: &'c Committee, blob_id: BlobId, epoch: Epoch, grace: Duration) -> Self {
+        Self {
+            base,
+            epoch,
+            quorum: base.at_epoch(epoch).quorum_threshold(),
+            grace,
+            state: BlobState::unknown(blob_id),
+            answered: 0,
+            deadline: None,
+            failures: Vec::new(),
+        }
+    }
+
+    fn fold(&mut self, status: BlobStatus) -> Result<(), String> {
+        let Some(fact) = status.fact() else {
+            return Ok(());
+        };
+        let committee = self.base.at_epoch(fact.epoch());
+        let verified = fact
+            .verify(&committee)
+            .map_err(|e| format!("answered with a proof that does not verify: {e}"))?;
+        self.state
+            .apply(verified)
+            .map_err(|e| format!("answered with a proof about another blob, a lie: {e}"))
+    }
+
+    /// The members that failed so far, and how.
+    pub fn failures(&self) -> &[(MemberIndex, Failure)] {
+        &self.failures
+    }
+
+    /// The status, if it has a proof or shards forming a quorum answered.
+    pub fn finish(self) -> Result<QuorumStatus, Shortfall<MemberIndex>> {
+        let status = match self.state.status(self.epoch) {
+            BlobStatus::Unknown | BlobStatus::Pending => {
+                if !self.base.is_quorum(self.answered) {
+                    return Err(Shortfall {
+                        needed: self.quorum,
+                        got: self.answered,
+                        failures: self.failures,
+                    });
+                }
+                BlobStatus::Unknown
+            }
+            proven => proven,
+        };
+        Ok(QuorumStatus {
+            status,
+            epoch: self.epoch,
+            answered: self.answered,
+        })
+    }
+}
+
+impl Tally<MemberIndex, Result<BlobStatus, String>> for StatusTally<'_> {
+    fn answer(
+        &mut self,
+        from: MemberIndex,
+        answer: Result<BlobStatus, String>,
+        now: Instant,
+    ) -> Step {
+        match answer
+            .map_err(Failure::Unanswered)
+            .and_then(|status| self.fold(status).map_err(Failure::Lie))
+        {
+            Ok(()) => self.answered = self.answered.saturating_add(self.base.weight(from)),
+            Err(failure) => self.failures.push((from, failure)),
+        }
+        if self.deadline.is_none() && self.answered >= self.quorum {
+            self.deadline = Some(now + self.grace);
+        }
+        Step::Continue {
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// Signatures gathered into a certificate: storage confirmations to a
+/// quorum, invalid-blob attestations to validity. A signature of another
+/// message, or by a key outside the committee, is a lie.
+#[derive(Debug)]
+pub struct SignatureTally<'c, T, K> {
+    builder: CertificateBuilder<'c, T>,
+    failures: Vec<(K, Failure)>,
+}
+
+impl<'c, T: MessageBody, K> SignatureTally<'c, T, K> {
+    /// Gathers signatures of what `builder` certifies.
+    pub fn new(builder: CertificateBuilder<'c, T>) -> Self {
+        Self {
+            builder,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Adds this node's own signature (it does not come over the network).
+    pub fn add_own(&mut self, signed: &Signed<T>) -> Result<u32, BuildError> {
+        self.builder.add(signed)
+    }
+
+    /// Shards whose signatures were gathered.
+    pub fn weight(&self) -> u32 {
+        self.builder.weight()
+    }
+
+    /// The members that failed so far, and how.
+    pub fn failures(&self) -> &[(K, Failure)] {
+        &self.failures
+    }
+
+    /// The certificate, if enough shards signed. (Signatures that each
+    /// verified always form one; should they not, none counts.)
+    pub fn finish(self) -> Result<Certificate<T>, Shortfall<K>> {
+        let needed = self.builder.weight() + self.builder.missing_weight();
+        let got = if self.builder.is_complete() {
+            0
+        } else {
+            self.builder.weight()
+        };
+        self.builder.certificate().map_err(|_| Shortfall {
+            needed,
+            got,
+            failures: self.failures,
+        })
+    }
+}
+
+impl<T: MessageBody, K> Tally<K, Result<Signed<T>, String>> for SignatureTally<'_, T, K> {
+    fn answer(&mut self, from: K, answer: Result<Signed<T>, String>, _now: Instant) -> Step {
+        match answer {
+            Ok(signed) => {
+                if let Err(e) = self.builder.add(&signed) {
+                    self.failures.push((
+                        from,
+                        Failure::Lie(format!("answered with a bad signature: {e}")),
+                    ));
+                }
+            }
+            Err(e) => self.failures.push((from, Failure::Unanswered(e))),
+        }
+        if self.builder.is_complete() {
+            Step::Done
+        } else {
+            Step::CONTINUE
+        }
+    }
+}
+
+/// A fact handed to every member: done once shards forming a quorum
+/// accepted it (anti-entropy covers the rest).
+#[derive(Debug)]
+pub struct DeliveryTally<'c> {
+    base: &'c Committee,
+    quorum: u32,
+    weight: u32,
+    accepted: usize,
+}
+
+impl<'c> DeliveryTally<'c> {
+    /// Delivery of a fact of `epoch` to `base`'s members.
+    pub fn new(base: &'c Committee, epoch: Epoch) -> Self {
+        Self {
+            base,
+            quorum: base.at_epoch(epoch).quorum_threshold(),
+            weight: 0,
+            accepted: 0,
+        }
+    }
+
+    /// Members that accepted the fact.
+    pub fn accepted(&self) -> usize {
+        self.accepted
+    }
+
+    /// Shards whose members accepted it.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+impl Tally<MemberIndex, bool> for DeliveryTally<'_> {
+    fn answer(&mut self, from: MemberIndex, accepted: bool, _now: Instant) -> Step {
+        if accepted {
+            self.accepted += 1;
+            self.weight = self.weight.saturating_add(self.base.weight(from));
+        }
+        if self.weight >= self.quorum {
+            Step::Done
+        } else {
+            Step::CONTINUE
+        }
+    }
+}
+
+/// A blob's metadata: the first answer that matches the blob ID; one that
+/// does not is a lie.
+#[derive(Debug)]
+pub struct MetadataTally<K> {
+    blob_id: BlobId,
+    found: Option<BlobMetadata>,
+    failures: Vec<(K, Failure)>,
+}
+
+impl<K> MetadataTally<K> {
+    /// Looks for `blob_id`'s metadata.
+    pub fn new(blob_id: BlobId) -> Self {
+        Self {
+            blob_id,
+            found: None,
+            failures: Vec::new(),
+        }
+    }
+
+    /// The peers that failed so far, and how.
+    pub fn failures(&self) -> &[(K, Failure)] {
+        &self.failures
+    }
+
+    /// The verified metadata, if a peer served it.
+    pub fn finish(self) -> Result<BlobMetadata, Shortfall<K>> {
+        self.found.ok_or(Shortfall {
+            needed: 1,
+            got: 0,
+            failures: self.failures,
+        })
+    }
+}
+
+impl<K> Tally<K, Result<BlobMetadata, String>> for MetadataTally<K> {
+    fn answer(&mut self, from: K, answer: Result<BlobMetadata, String>, _now: Instant) -> Step {
+        match answer {
+            Ok(metadata) => match metadata.verify(&self.blob_id) {
+                Ok(()) => {
+                    self.found = Some(metadata);
+                    return Step::Done;
+                }
+                Err(e) => self.failures.push((
+                    from,
+                    Failure::Lie(format!("served metadata that does not match: {e}")),
+                )),
+            },
+            Err(e) => self.failures.push((from, Failure::Unanswered(e))),
+        }
+        Step::CONTINUE
+    }
+}
+
+/// The read plan: primary slivers, systematic ones first, until enough are
+/// verified to decode. It asks for no more than it still needs; a failure
+/// frees a place for the next candidate, and a stall brings one in through
+/// the driver's hedge.
+#[derive(Debug)]
+pub struct SliverTally {
+    needed: usize,
+    got: Vec<Sliver>,
+    bytes: u64,
+    failures: Vec<(SliverIndex, Failure)>,
+}
+
+impl SliverTally {
+    /// A read that needs `needed` primary slivers.
+    pub fn new(needed: usize) -> Self {
+        Self {
+            needed,
+            got: Vec::with_capacity(needed),
+            bytes: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Checks a served sliver against the question and the metadata: pure,
+    /// and run where the answer arrives (verification is the costly part of
+    /// a read, so it runs in parallel, before the tally sees the sliver).
+    pub fn check(
+        metadata: &BlobMetadata,
+        asked: SliverIndex,
+        sliver: Sliver,
+    ) -> Result<Sliver, Failure> {
+        if sliver.axis != Axis::Primary || sliver.index != asked {
+            return Err(Failure::Lie(
+                "served another sliver than the one asked for".to_string(),
+            ));
+        }
+        sliver
+            .verify(metadata)
+            .map_err(|e| Failure::Lie(format!("served a sliver that fails verification: {e}")))?;
+        Ok(sliver)
+    }
+
+    /// Slivers verified, slivers needed, bytes fetched.
+    pub fn progress(&self) -> (usize, usize, u64) {
+        (self.got.len(), self.needed, self.bytes)
+    }
+
+    /// The slivers asked for that failed so far, and how.
+    pub fn failures(&self) -> &[(SliverIndex, Failure)] {
+        &self.failures
+    }
+
+    /// The slivers, if enough were verified.
+    pub fn finish(self) -> Result<Vec<Sliver>, Shortfall<SliverIndex>> {
+        if self.got.len() < self.needed {
+            return Err(Shortfall {
+                needed: saturating_u32(self.needed),
+                got: saturating_u32(self.got.len()),
+                failures: self.failures,
+            });
+        }
+        Ok(self.got)
+    }
+}
+
+impl Tally<SliverIndex, Result<Sliver, Failure>> for SliverTally {
+    fn answer(
+        &mut self,
+        from: SliverIndex,
+        answer: Result<Sliver, Failure>,
+        _now: Instant,
+    ) -> Step {
+        match answer {
+            // A checked sliver of the index asked for, not one already held.
+            Ok(sliver) if sliver.index == from && !self.got.iter().any(|s| s.index == from) => {
+                self.bytes += sliver.data.len() as u64;
+                self.got.push(sliver);
+            }
+            Ok(_) => self.failures.push((
+                from,
+                Failure::Lie("served another sliver than the one asked for".to_string()),
+            )),
+            Err(failure) => self.failures.push((from, failure)),
+        }
+        if self.got.len() >= self.needed {
+            Step::Done
+        } else {
+            Step::CONTINUE
+        }
+    }
+
+    fn wanted(&self, in_flight: usize) -> usize {
+        self.needed.saturating_sub(self.got.len() + in_flight)
+    }
+}
+
+/// Recovery symbols for a set of target slivers, from distinct sources,
+/// each verified against the metadata. A peer that sends symbols not asked
+/// for, or failing their proofs, is a liar; its good symbols still count.
+#[derive(Debug)]
+pub struct SymbolTally<'m, K> {
+    metadata: &'m BlobMetadata,
+    targets: Vec<(Axis, SliverIndex)>,
+    have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>>,
+    bytes: u64,
+    failures: Vec<(K, Failure)>,
+}
+
+impl<'m, K> SymbolTally<'m, K> {
+    /// Gathers symbols rebuilding `targets` of the blob `metadata` describes.
+    pub fn new(metadata: &'m BlobMetadata, targets: &[(Axis, SliverIndex)]) -> Self {
+        Self {
+            metadata,
+            targets: targets.to_vec(),
+            have: BTreeMap::new(),
+            bytes: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    fn enough(&self) -> bool {
+        self.targets.iter().all(|target| {
+            self.have.get(target).map_or(0, BTreeMap::len)
+                >= symbols_needed(self.metadata, target.0)
+        })
+    }
+
+    /// Bytes of verified symbols received.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The peers that failed so far, and how.
+    pub fn failures(&self) -> &[(K, Failure)] {
+        &self.failures
+    }
+
+    /// Each target's symbols, if every target has enough.
+    #[allow(clippy::type_complexity)]
+    pub fn finish(
+        self,
+    ) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, Shortfall<K>> {
+        if !self.enough() {
+            let needed: usize = self
+                .targets
+                .iter()
+                .map(|t| symbols_needed(self.metadata, t.0))
+                .sum();
+            let got: usize = self
+                .targets
+                .iter()
+                .map(|t| {
+                    self.have
+                        .get(t)
+                        .map_or(0, BTreeMap::len)
+                        .min(symbols_needed(self.metadata, t.0))
+                })
+                .sum();
+            return Err(Shortfall {
+                needed: saturating_u32(needed),
+                got: saturating_u32(got),
+                failures: self.failures,
+            });
+        }
+        Ok(self
+            .have
+            .into_iter()
+            .map(|(target, symbols)| (target, symbols.into_values().collect()))
+            .collect())
+    }
+}
+
+impl<K> Tally<K, Result<Vec<RecoverySymbol>, String>> for SymbolTally<'_, K> {
+    fn answer(
+        &mut self,
+        from: K,
+        answer: Result<Vec<RecoverySymbol>, String>,
+        _now: Instant,
+    ) -> Step {
+        match answer {
+            Ok(symbols) => {
+                let mut bad = 0usize;
+                for symbol in symbols {
+                    let target = (symbol.target_axis(), symbol.target_index());
+                    if !self.targets.contains(&target) || symbol.verify(self.metadata).is_err() {
+                        bad += 1;
+                        continue;
+                    }
+                    self.bytes += symbol.data.len() as u64;
+                    self.have
+                        .entry(target)
+                        .or_default()
+                        .insert(symbol.source_index, symbol);
+                }
+                if bad > 0 {
+                    self.failures.push((
+                        from,
+                        Failure::Lie(format!(
+                            "{bad} recovery symbols of blob {} not asked for or failing their proofs",
+                            self.metadata.blob_id()
+                        )),
+                    ));
+                }
+            }
+            Err(e) => self.failures.push((from, Failure::Unanswered(e))),
+        }
+        if self.enough() {
+            Step::Done
+        } else {
+            Step::CONTINUE
+        }
+    }
+}
+
+/// Calls that must all succeed: done at the first failure, which it keeps.
+#[derive(Debug)]
+pub struct AllSucceed<K> {
+    failure: Option<(K, String)>,
+}
+
+impl<K> Default for AllSucceed<K> {
+    fn default() -> Self {
+        Self { failure: None }
+    }
+}
+
+impl<K> AllSucceed<K> {
+    /// The first failure, if any.
+    pub fn finish(self) -> Result<(), (K, String)> {
+        self.failure.map_or(Ok(()), Err)
+    }
+}
+
+impl<K> Tally<K, Result<(), String>> for AllSucceed<K> {
+    fn answer(&mut self, from: K, answer: Result<(), String>, _now: Instant) -> Step {
+        match answer {
+            Ok(()) => Step::CONTINUE,
+            Err(e) => {
+                self.failure = Some((from, e));
+                Step::Done
+            }
+        }
+    }
+}
+
+/// A tally with an observer called after each answer (progress reports).
+#[derive(Debug)]
+pub struct Observed<T, F> {
+    tally: T,
+    observer: F,
+}
+
+impl<T, F: FnMut(&T)> Observed<T, F> {
+    /// `tally`, with `observer` told of it after each answer.
+    pub fn new(tally: T, observer: F) -> Self {
+        Self { tally, observer }
+    }
+
+    /// The tally.
+    pub fn into_inner(self) -> T {
+        self.tally
+    }
+}
+
+impl<K, A, T: Tally<K, A>, F: FnMut(&T)> Tally<K, A> for Observed<T, F> {
+    fn answer(&mut self, from: K, answer: A, now: Instant) -> Step {
+        let step = self.tally.answer(from, answer, now);
+        (self.observer)(&self.tally);
+        step
+    }
+
+    fn wanted(&self, in_flight: usize) -> usize {
+        self.tally.wanted(in_flight)
+    }
+}
+
+/// Calls whose answers nobody needs: waits for every one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+impl<K, A> Tally<K, A> for Discard {
+    fn answer(&mut self, _from: K, _answer: A, _now: Instant) -> Step {
+        Step::CONTINUE
+    }
+}
