@@ -3,6 +3,7 @@
 
 use floe_codec::{encode, BlobId, BlobMetadata, EncodingConfig, ShardIndex, SliverPair};
 use floe_consensus::*;
+use floe_store::Store;
 
 pub const N: u16 = 10;
 
@@ -125,4 +126,29 @@ pub fn confirmation(blob_id: BlobId, end_epoch: u64) -> ProtocolMessage<StorageC
             owner: None,
         },
     )
+}
+
+/// The shards of node-1 in [`world`], the node every store test plays.
+pub fn my_shards() -> Vec<ShardIndex> {
+    vec![ShardIndex(1), ShardIndex(5), ShardIndex(9)]
+}
+
+/// Stores the metadata of `blob` and its pair for every shard of `store`.
+pub fn store_all(store: &Store, blob: &Blob) {
+    store
+        .put_metadata(&blob.blob_id, &blob.metadata, 1_000)
+        .unwrap();
+    for &shard in store.shards() {
+        store
+            .put_sliver_pair(shard, &blob.blob_id, blob.pair_for(shard))
+            .unwrap();
+    }
+}
+
+/// Stores every pair of `blob` and a certificate for it up to `end_epoch`.
+pub fn store_certified(store: &Store, world: &World, blob: &Blob, end_epoch: u64) {
+    store_all(store, blob);
+    store
+        .record_fact(world.certified(blob.blob_id, end_epoch, false), Epoch(0))
+        .unwrap();
 }

@@ -1,0 +1,62 @@
+//! `floe info`: the committee: epoch, members, shards per node, quorum
+//! sizes.
+
+use floe_client::Client;
+use serde_json::json;
+
+use super::config::ClientFile;
+use super::{print_json, Failure};
+
+/// Prints the current committee and the clock of the config's committee
+/// file.
+pub fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, Failure> {
+    let committee = &file.committee;
+    let epoch = client.epoch();
+    let current = client.committee(epoch);
+    let encoding = current.encoding();
+    let members: Vec<_> = current
+        .members()
+        .iter()
+        .map(|m| {
+            json!({
+                "nodeId": m.node_id.0, "address": m.address, "shards": m.shards.len(),
+                "networkKey": m.network_key.to_string(),
+            })
+        })
+        .collect();
+    let info = json!({
+        "epoch": epoch.0,
+        "epochDurationMs": committee.clock.epoch_duration_ms,
+        "nShards": current.n_shards(),
+        "quorumShards": current.quorum_threshold(),
+        "validityShards": current.validity_threshold(),
+        "maxBlobSize": encoding.max_blob_size(),
+        "members": members,
+    });
+    if json {
+        print_json(&info);
+    } else {
+        println!(
+            "committee of {} nodes, {} shards; epoch {} (epochs last {} s)",
+            current.members().len(),
+            current.n_shards(),
+            epoch.0,
+            committee.clock.epoch_duration_ms / 1000
+        );
+        println!(
+            "a certificate needs {} shards (quorum); an invalid-blob certificate {} (validity); largest blob {} bytes",
+            current.quorum_threshold(),
+            current.validity_threshold(),
+            encoding.max_blob_size()
+        );
+        for m in current.members() {
+            println!(
+                "  {:<12} {:<22} {:>4} shards",
+                m.node_id.0,
+                m.address,
+                m.shards.len()
+            );
+        }
+    }
+    Ok(0)
+}
