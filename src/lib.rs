@@ -5,8 +5,6 @@
 //! and carries the `floe` command line.
 
 pub mod cli;
-pub mod drill;
-pub mod testnet;
 
 pub use floe_api as api;
 pub use floe_client as client;

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use floe_node::local::Cluster;
 use floe_node::{Limits, Tasks};
+use floe_testkit::local::Cluster;
 
 /// Writes a client config for the committee under `dir`.
 fn client_config(dir: &Path) -> PathBuf {
@@ -194,7 +194,7 @@ async fn store_read_status_blob_id_delete_and_exit_codes() {
 async fn an_unreachable_committee_is_a_network_failure() {
     let dir = tempfile::tempdir().unwrap();
     // The committee exists on paper; no node runs.
-    floe_node::local::generate(
+    floe_testkit::local::generate(
         dir.path(),
         4,
         10,

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use floe::drill::{self, ChaosConfig};
-use floe::testnet::Testnet;
 use floe_api::BlobStatus;
 use floe_client::{Client, ClientConfig};
+use floe_testkit::drill::{self, ChaosConfig};
+use floe_testkit::testnet::Testnet;
 
 /// `cargo test --workspace` builds `floe-node` beside `floe` (floe-node's
 /// own binary tests need it).

@@ -3,8 +3,8 @@
 //! its output compared with the guide's, blob IDs and numbers masked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use floe_node::local::Cluster;
 use floe_node::{Limits, Tasks};
+use floe_testkit::local::Cluster;
 
 /// `(command, expected output lines)` of every `$ floe` line in `console`
 /// blocks.

@@ -122,7 +122,7 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         max_blob_size: 256 << 20,
         ..Limits::default()
     };
-    let local = floe_node::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
+    let local = floe_testkit::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
     let selected =
         |name: &str| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name));
     // Before the nodes start: the CPU clock counts the whole process.
@@ -401,7 +401,7 @@ async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
 /// rebuild.
 async fn repair(
     report: &mut Report,
-    local: &floe_node::local::LocalCommittee,
+    local: &floe_testkit::local::LocalCommittee,
     running: &mut [Option<Node>],
     client: &Arc<Client>,
     seed: &mut u64,

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use floe_node::{local, Limits, Tasks};
+use floe_node::{Limits, Tasks};
+use floe_testkit::local;
 use serde::Serialize;
 
 #[derive(Serialize)]

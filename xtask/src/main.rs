@@ -23,7 +23,7 @@ mod testnet;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use floe::drill::ChaosConfig;
+use floe_testkit::drill::ChaosConfig;
 
 /// Counts allocations per thread for `fuzz` (a pass-through to the system
 /// allocator for every other task).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use floe::drill::{self, ChaosConfig};
-use floe::testnet::Testnet;
+use floe_testkit::drill::{self, ChaosConfig};
+use floe_testkit::testnet::Testnet;
 
 /// What `cargo xtask testnet` does.
 #[derive(Debug, Subcommand)]

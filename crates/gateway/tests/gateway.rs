@@ -11,8 +11,8 @@ use floe_client::{Client, ClientConfig};
 use floe_consensus::BlobCertificate;
 use floe_gateway::model::{StatusResponse, StoreResponse};
 use floe_gateway::{Gateway, GatewayConfig};
-use floe_node::local::Cluster;
 use floe_node::{Limits, Tasks};
+use floe_testkit::local::Cluster;
 use reqwest::StatusCode;
 
 struct Setup {

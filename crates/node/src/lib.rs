@@ -8,8 +8,8 @@
 
 mod admin;
 mod byzantine;
+pub mod committee;
 pub mod config;
-pub mod local;
 mod service;
 mod tasks;
 

@@ -111,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
-            let local = floe_node::local::generate_with(
+            let written = floe_node::committee::write_committee(
                 &dir,
                 shards,
                 epoch_secs.saturating_mul(1000),
@@ -119,7 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config::Tasks::default(),
                 &addresses,
             )?;
-            for (i, config) in local.configs.into_iter().enumerate() {
+            for (i, config) in written.configs.into_iter().enumerate() {
                 let config = NodeConfig {
                     admin_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], admin_port))),
                     ..config

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use floe_api::{GetInfo, PutFact, MAX_SLIVER_FRAME};
 use floe_net::frame;
 use floe_net::{Method, NetConfig, Pool};
-use floe_node::{local, Limits, Tasks};
+use floe_node::{Limits, Tasks};
+use floe_testkit::local;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;

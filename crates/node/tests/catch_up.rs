@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use floe_node::{local, Limits, Tasks};
+use floe_node::{Limits, Tasks};
+use floe_testkit::local;
 
 /// More facts than one anti-entropy message may carry, in bytes and in
 /// items, and more than the largest message of the method: the exchange

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use floe_api::{ApiError, ReconcileResponse, MAX_FACTS_FRAME, MAX_SLIVER_FRAME};
 use floe_consensus::{canonical_bytes, Fact, ItemId, Prefix, RangeSummary, ReconcileMessage};
 use floe_net::{Access, Method, NetConfig, Pool, Raw};
-use floe_node::local::{self, LocalCommittee};
 use floe_node::{Limits, Tasks};
+use floe_testkit::local::{self, LocalCommittee};
 
 /// `PutPairs` with the frame written by hand.
 struct RawPutPairs;

@@ -10,12 +10,12 @@ use floe_node::{Limits, Node, Tasks};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
-    pub inner: floe_node::local::Cluster,
+    pub inner: floe_testkit::local::Cluster,
 }
 
 /// The committee file, configs and keys of the running cluster.
 impl std::ops::Deref for Cluster {
-    type Target = floe_node::local::LocalCommittee;
+    type Target = floe_testkit::local::LocalCommittee;
     fn deref(&self) -> &Self::Target {
         &self.inner.local
     }
@@ -45,10 +45,16 @@ impl Cluster {
     pub async fn start_with(nodes: usize, shards: u16, limits: Limits) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let tasks = Tasks::brisk();
-        let inner =
-            floe_node::local::Cluster::start(dir.path(), nodes, shards, 3_600_000, limits, tasks)
-                .await
-                .unwrap();
+        let inner = floe_testkit::local::Cluster::start(
+            dir.path(),
+            nodes,
+            shards,
+            3_600_000,
+            limits,
+            tasks,
+        )
+        .await
+        .unwrap();
         Cluster { dir, inner }
     }
 

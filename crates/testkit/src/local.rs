@@ -1,43 +1,27 @@
 //! A local committee on 127.0.0.1: keys, committee file and node configs in
-//! one directory. Used by tests, benchmarks and local testnets.
+//! one directory, written by [`floe_node::committee::write_committee`] for
+//! free ports, and its nodes run in this process ([`Cluster`]). Used by
+//! tests, benchmarks and local testnets.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use floe_codec::ShardIndex;
-use floe_consensus::{
-    Committee, CommitteeError, CommitteeFile, Epoch, EpochClock, KeyPair, Member, NodeId,
-};
+use floe_consensus::CommitteeFile;
+use floe_node::committee::write_committee;
+use floe_node::{Limits, Tasks};
 
-use crate::config::{write_key, Limits, NodeConfig, ServerLimits, Tasks};
-use crate::now_ms;
-
-/// What [`generate`] wrote.
-#[derive(Debug)]
-pub struct LocalCommittee {
-    /// The committee and its clock (also written to `committee.toml`).
-    pub file: CommitteeFile,
-    /// Each node's configuration (its files live in `node-<i>/`).
-    pub configs: Vec<NodeConfig>,
-    /// Each node's protocol key.
-    pub protocol_keys: Vec<KeyPair>,
-    /// Each node's network key.
-    pub network_keys: Vec<KeyPair>,
-}
+/// What [`generate`] wrote: a committee written by
+/// [`write_committee`] whose nodes listen on 127.0.0.1.
+pub use floe_node::committee::WrittenCommittee as LocalCommittee;
 
 /// Why a local committee could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalError {
-    /// A file could not be written.
-    #[error("writing {path}: {source}")]
-    Io {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The committee is not valid (for example fewer than 4 shards).
-    #[error(transparent)]
-    Committee(#[from] Box<CommitteeError>),
+pub use floe_node::committee::WriteCommitteeError as LocalError;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A port on 127.0.0.1 free for both UDP and TCP right now, drawn at random
@@ -84,81 +68,7 @@ pub fn generate(
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         addresses.push((address.to_string(), address));
     }
-    generate_with(dir, shards, epoch_ms, limits, tasks, &addresses)
-}
-
-/// [`generate`] for nodes at given addresses: node `i` is advertised in the
-/// committee file as `addresses[i].0` (`host:port`, resolved by peers and
-/// clients) and listens on `addresses[i].1`. For example `node-0:9100` and
-/// `0.0.0.0:9100` for containers named `node-0`.
-pub fn generate_with(
-    dir: &Path,
-    shards: u16,
-    epoch_ms: u64,
-    limits: Limits,
-    tasks: Tasks,
-    addresses: &[(String, std::net::SocketAddr)],
-) -> Result<LocalCommittee, LocalError> {
-    let nodes = addresses.len();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LocalError::Io { path, source }
-    };
-    let mut rng = rand::rngs::OsRng;
-    let protocol_keys: Vec<_> = (0..nodes).map(|_| KeyPair::generate(&mut rng)).collect();
-    let network_keys: Vec<_> = (0..nodes).map(|_| KeyPair::generate(&mut rng)).collect();
-    let mut members = Vec::with_capacity(nodes);
-    for i in 0..nodes {
-        members.push(Member {
-            node_id: NodeId(format!("node-{i}")),
-            protocol_key: protocol_keys[i].public(),
-            network_key: network_keys[i].public(),
-            address: addresses[i].0.clone(),
-            shards: (0..shards)
-                .filter(|s| usize::from(*s) % nodes == i)
-                .map(ShardIndex)
-                .collect(),
-        });
-    }
-    let committee = Committee::new(Epoch(0), shards, members).map_err(Box::new)?;
-    let file = CommitteeFile {
-        committee,
-        clock: EpochClock {
-            genesis_unix_ms: now_ms().saturating_sub(1000),
-            epoch_duration_ms: epoch_ms.max(1),
-        },
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let committee_path = dir.join("committee.toml");
-    std::fs::write(&committee_path, file.to_toml()).map_err(io(&committee_path))?;
-    let mut configs = Vec::with_capacity(nodes);
-    for i in 0..nodes {
-        let node_dir = dir.join(format!("node-{i}"));
-        std::fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
-        let (protocol, network) = (node_dir.join("protocol.key"), node_dir.join("network.key"));
-        write_key(&protocol, &protocol_keys[i]).map_err(io(&protocol))?;
-        write_key(&network, &network_keys[i]).map_err(io(&network))?;
-        let listen = addresses[i].1;
-        configs.push(NodeConfig {
-            node_id: format!("node-{i}"),
-            protocol_key: protocol,
-            network_key: network,
-            listen,
-            admin_listen: None,
-            database: node_dir.join("db"),
-            committee: committee_path.clone(),
-            limits: limits.clone(),
-            tasks: tasks.clone(),
-            server: ServerLimits::default(),
-            byzantine: None,
-        });
-    }
-    Ok(LocalCommittee {
-        file,
-        configs,
-        protocol_keys,
-        network_keys,
-    })
+    write_committee(dir, shards, epoch_ms, limits, tasks, &addresses)
 }
 
 /// A local committee's nodes running in this process: for tests, benchmarks
@@ -169,7 +79,7 @@ pub struct Cluster {
     /// What [`generate`] wrote.
     pub local: LocalCommittee,
     /// The running nodes (`None` while stopped).
-    pub nodes: Vec<Option<crate::Node>>,
+    pub nodes: Vec<Option<floe_node::Node>>,
 }
 
 impl Cluster {
@@ -195,7 +105,7 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for config in &cluster.local.configs {
-            let node = crate::Node::start(config.clone()).await?;
+            let node = floe_node::Node::start(config.clone()).await?;
             cluster.nodes.push(Some(node));
         }
         Ok(cluster)
@@ -207,7 +117,7 @@ impl Cluster {
     }
 
     /// Node `i`, if running.
-    pub fn node(&self, i: usize) -> Option<&crate::Node> {
+    pub fn node(&self, i: usize) -> Option<&floe_node::Node> {
         self.nodes.get(i).and_then(Option::as_ref)
     }
 
@@ -232,12 +142,12 @@ impl Cluster {
             .ok_or(ClusterError::NoSuchNode(i))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            match crate::Node::start(config.clone()).await {
+            match floe_node::Node::start(config.clone()).await {
                 Ok(node) => {
                     self.nodes[i] = Some(node);
                     return Ok(());
                 }
-                Err(crate::StartError::Net(floe_net::NetError::Bind { .. }))
+                Err(floe_node::StartError::Net(floe_net::NetError::Bind { .. }))
                     if std::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -263,7 +173,7 @@ pub enum ClusterError {
     Local(#[from] LocalError),
     /// A node did not start.
     #[error(transparent)]
-    Start(#[from] crate::StartError),
+    Start(#[from] floe_node::StartError),
     /// There is no node with this index.
     #[error("the cluster has no node {0}")]
     NoSuchNode(usize),
@@ -279,7 +189,7 @@ pub fn certified_facts(
     epochs: u64,
 ) -> Result<Vec<floe_consensus::VerifiedFact>, floe_consensus::FactError> {
     use floe_consensus::{
-        Certificate, Fact, MemberIndex, ProtocolMessage, Signed, StorageConfirmation,
+        Certificate, Epoch, Fact, MemberIndex, ProtocolMessage, Signed, StorageConfirmation,
     };
     let committee = local
         .file

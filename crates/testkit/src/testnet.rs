@@ -123,11 +123,10 @@ impl Testnet {
             repair_concurrency: 4,
             gc_interval_ms: 5_000,
         };
-        let local =
-            floe_node::local::generate(dir, nodes, shards, 3_600_000, Limits::default(), tasks)
-                .map_err(|e| TestnetError::Invalid(e.to_string()))?;
+        let local = crate::local::generate(dir, nodes, shards, 3_600_000, Limits::default(), tasks)
+            .map_err(|e| TestnetError::Invalid(e.to_string()))?;
         for (i, config) in local.configs.into_iter().enumerate() {
-            let admin = floe_node::local::free_port()
+            let admin = crate::local::free_port()
                 .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
                 .map_err(io("picking an admin port"))?;
             let config = NodeConfig {
