@@ -323,8 +323,9 @@ fn confirm(
             owner,
         },
     );
+    // Signed only once the store says the promise is durable.
     let durable = inner.store.promise(message).map_err(store_error)?;
-    Ok(durable.sign_confirmation(&inner.protocol_key))
+    Ok(Signed::sign(durable.into_message(), &inner.protocol_key))
 }
 
 /// Verify `fact` against the committee of its epoch and record it. Returns

@@ -71,8 +71,7 @@ use std::{
 
 use floe_codec::{Axis, BlobId, BlobMetadata, ShardIndex, Sliver, SliverPair};
 use floe_consensus::{
-    BlobState, BlobStatus, Epoch, KeyPair, ProtocolMessage, Signed, StorageConfirmation,
-    VerifiedFact,
+    BlobState, BlobStatus, Epoch, ProtocolMessage, StorageConfirmation, VerifiedFact,
 };
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
@@ -165,8 +164,10 @@ pub struct GcStats {
 }
 
 /// Proof that every pair of this node's shards for a blob is on disk and
-/// synced, and that the store recorded the promise to keep them: the only
-/// way this crate signs a storage confirmation.
+/// synced, and that the store recorded the promise to keep them. Only
+/// [`Store::promise`] makes one; the node signs the confirmation it carries,
+/// so no confirmation is signed before its promise is durable. (The store
+/// holds no keys: signing is the node's.)
 #[derive(Debug)]
 pub struct DurableBlob {
     message: ProtocolMessage<StorageConfirmation>,
@@ -178,9 +179,14 @@ impl DurableBlob {
         self.message.body.blob_id
     }
 
-    /// Signs the storage confirmation that was promised.
-    pub fn sign_confirmation(&self, key: &KeyPair) -> Signed<StorageConfirmation> {
-        Signed::sign(self.message.clone(), key)
+    /// The storage confirmation that was promised, to be signed.
+    pub fn message(&self) -> &ProtocolMessage<StorageConfirmation> {
+        &self.message
+    }
+
+    /// The storage confirmation that was promised, to be signed.
+    pub fn into_message(self) -> ProtocolMessage<StorageConfirmation> {
+        self.message
     }
 }
 
