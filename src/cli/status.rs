@@ -1,7 +1,7 @@
 //! `floe status`: a blob's state with its proof.
 
 use clap::Args;
-use floe_client::{Client, Status};
+use floe_client::{BlobStatus, Client};
 use floe_gateway::model::StatusResponse;
 
 use super::{parse_blob_id, print_json, Failure};
@@ -41,9 +41,9 @@ pub async fn run(args: StatusArgs, client: &Client, json: bool) -> Result<u8, Fa
             );
         }
     }
-    Ok(match status {
-        Status::Certified { .. } => 0,
-        Status::Invalid { .. } => 4,
+    Ok(match status.status {
+        BlobStatus::Certified { .. } => 0,
+        BlobStatus::Invalid { .. } => 4,
         _ => 3,
     })
 }

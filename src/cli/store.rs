@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use floe_client::{Client, Status, StoreOptions};
+use floe_client::{BlobStatus, Client, QuorumStatus, StoreOptions};
 use floe_gateway::model::{StatusResponse, StoreResponse};
 use serde_json::json;
 
@@ -60,10 +60,12 @@ pub async fn run(
         let response = StoreResponse::new(&outcome, &committee, size);
         if !json {
             let epoch = client.epoch();
-            let status = Status::Certified {
-                certificate: outcome.certificate.clone(),
-                end_epoch: outcome.end_epoch,
+            let status = QuorumStatus {
+                status: BlobStatus::Certified {
+                    certificate: outcome.certificate.clone(),
+                },
                 epoch,
+                answered: 0,
             };
             let summary =
                 StatusResponse::new(outcome.blob_id, &status, &committee, epoch.0).summary;

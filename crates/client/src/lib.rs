@@ -17,13 +17,13 @@ use floe_codec::{
     SliverPair,
 };
 use floe_consensus::quorum::{
-    AllSucceed, DeliveryTally, Failure, MetadataTally, Observed, Pacing, QuorumStatus, Shortfall,
-    SignatureTally, SliverTally, StatusTally,
+    AllSucceed, DeliveryTally, Failure, MetadataTally, Observed, Pacing, Shortfall, SignatureTally,
+    SliverTally, StatusTally,
 };
 use floe_consensus::{
-    BlobCertificate, BlobDeletion, BlobStatus, CertificateBuilder, Committee, CommitteeFile,
-    DeletionProof, Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member, MemberIndex,
-    ProtocolMessage, PublicKey, Signed, StorageConfirmation,
+    BlobCertificate, BlobDeletion, CertificateBuilder, Committee, CommitteeFile, DeletionProof,
+    Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member, MemberIndex, ProtocolMessage,
+    PublicKey, Signed, StorageConfirmation,
 };
 use floe_net::{FanOut, NetConfig, Pool, RpcError};
 use tokio::sync::Semaphore;
@@ -34,98 +34,35 @@ mod read;
 mod store;
 
 pub use error::ClientError;
+/// A blob's status (the one status type, from floe-consensus), and the
+/// status shards forming a quorum answered for.
+pub use floe_consensus::{quorum::QuorumStatus, BlobStatus};
 
 /// How long `status` waits for the remaining nodes once a quorum answered.
 const STATUS_GRACE: Duration = Duration::from_millis(300);
 
-/// A blob's definite status, with its proof.
-#[derive(Debug, Clone)]
-pub enum Status {
-    /// Certified and available until `end_epoch`.
-    Certified {
-        /// The certificate (verified).
-        certificate: BlobCertificate,
-        /// The last epoch it is stored in.
-        end_epoch: Epoch,
-        /// The current epoch.
-        epoch: Epoch,
-    },
-    /// Proven invalid.
-    Invalid {
-        /// The certificate (verified).
-        certificate: InvalidBlobCertificate,
-    },
-    /// Its storage ended.
-    Expired {
-        /// The certificate that ended (verified).
-        certificate: BlobCertificate,
-    },
-    /// Deleted by its owner.
-    Deleted {
-        /// The deletion proof (verified).
-        proof: Fact,
-    },
-    /// Shards forming a quorum answered, and none knows a certificate.
-    Unknown {
-        /// Shards that answered.
-        answered: u32,
-    },
-}
-
-impl Status {
-    /// The status shards forming a quorum answered for.
-    fn from_quorum(quorum: QuorumStatus) -> Status {
-        match quorum.status {
-            BlobStatus::Certified { certificate } => Status::Certified {
-                end_epoch: certificate.message.body.end_epoch,
-                certificate,
-                epoch: quorum.epoch,
-            },
-            BlobStatus::Invalid { certificate } => Status::Invalid { certificate },
-            BlobStatus::Expired { certificate } => Status::Expired { certificate },
-            BlobStatus::Deleted { proof } => Status::Deleted {
-                proof: Fact::Deleted(proof),
-            },
-            BlobStatus::Unknown | BlobStatus::Pending => Status::Unknown {
-                answered: quorum.answered,
-            },
-        }
-    }
-
-    /// The error a read of a blob with this status ends in, if it cannot be read.
-    fn unreadable(self, blob_id: BlobId, n_shards: u16) -> Option<ClientError> {
-        Some(match self {
-            Status::Certified { .. } => return None,
-            Status::Invalid { certificate } => ClientError::Invalid {
-                blob_id,
-                certificate: Box::new(certificate),
-            },
-            Status::Expired { certificate } => ClientError::Expired {
-                blob_id,
-                end_epoch: certificate.message.body.end_epoch,
-            },
-            Status::Deleted { proof } => ClientError::Deleted {
-                blob_id,
-                proof: Box::new(proof),
-            },
-            Status::Unknown { answered } => ClientError::NotCertified {
-                blob_id,
-                answered,
-                n_shards,
-            },
-        })
-    }
-
-    /// A short name: certified, invalid, expired, deleted, unknown.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Status::Certified { .. } => "certified",
-            Status::Invalid { .. } => "invalid",
-            Status::Expired { .. } => "expired",
-            Status::Deleted { .. } => "deleted",
-            Status::Unknown { .. } => "unknown",
-        }
-    }
+/// The error a read of a blob with this status ends in, if it cannot be read.
+fn unreadable(status: QuorumStatus, blob_id: BlobId, n_shards: u16) -> Option<ClientError> {
+    Some(match status.status {
+        BlobStatus::Certified { .. } => return None,
+        BlobStatus::Invalid { certificate } => ClientError::Invalid {
+            blob_id,
+            certificate: Box::new(certificate),
+        },
+        BlobStatus::Expired { certificate } => ClientError::Expired {
+            blob_id,
+            end_epoch: certificate.message.body.end_epoch,
+        },
+        BlobStatus::Deleted { proof } => ClientError::Deleted {
+            blob_id,
+            proof: Box::new(Fact::Deleted(proof)),
+        },
+        BlobStatus::Unknown | BlobStatus::Pending => ClientError::NotCertified {
+            blob_id,
+            answered: status.answered,
+            n_shards,
+        },
+    })
 }
 
 /// What `store` achieved.
@@ -341,8 +278,11 @@ impl Client {
         self.base.members()
     }
 
-    /// The blob's definite status, with its proof verified.
-    pub async fn status(&self, blob_id: BlobId) -> Result<Status, ClientError> {
+    /// The blob's definite status, with its proof verified: certified,
+    /// invalid, expired or deleted with the proof, or unknown once shards
+    /// forming a quorum answered and none knows a certificate (`Pending` is
+    /// never returned).
+    pub async fn status(&self, blob_id: BlobId) -> Result<QuorumStatus, ClientError> {
         let epoch = self.epoch();
         // Built for this blob: a proof about any other is a lie.
         let mut tally = StatusTally::new(&self.base, blob_id, epoch, STATUS_GRACE);
@@ -356,12 +296,11 @@ impl Client {
             })
             .await;
         self.report_lies(tally.failures(), |member| Some(self.network_key(*member)));
-        let status = tally.finish().map_err(|shortfall| {
+        tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "a definite status", shortfall, |member| {
                 self.node_name(*member)
             })
-        })?;
-        Ok(Status::from_quorum(status))
+        })
     }
 
     fn member_indices(&self) -> Vec<MemberIndex> {
@@ -413,8 +352,8 @@ impl Client {
 
     /// Delete a deletable blob owned by `owner`.
     pub async fn delete(&self, blob_id: BlobId, owner: &KeyPair) -> Result<Fact, ClientError> {
-        let certificate = match self.status(blob_id).await? {
-            Status::Certified { certificate, .. } => certificate,
+        let certificate = match self.status(blob_id).await?.status {
+            BlobStatus::Certified { certificate } => certificate,
             other => {
                 return Err(ClientError::NotAllowed(format!(
                     "blob {blob_id} is {}; only certified blobs can be deleted",

@@ -15,7 +15,7 @@ impl Client {
         &self,
         blob_id: BlobId,
         options: ReadOptions,
-    ) -> Result<(Bytes, Status), ClientError> {
+    ) -> Result<(Bytes, QuorumStatus), ClientError> {
         let (metadata, status) = self.readable_metadata(blob_id).await?;
         let slivers = self
             .primary_slivers(blob_id, &metadata, &options.progress)
@@ -43,7 +43,10 @@ impl Client {
     }
 
     /// [`Client::length`], with the status that let the blob be read.
-    pub async fn length_with_status(&self, blob_id: BlobId) -> Result<(u64, Status), ClientError> {
+    pub async fn length_with_status(
+        &self,
+        blob_id: BlobId,
+    ) -> Result<(u64, QuorumStatus), ClientError> {
         let (metadata, status) = self.readable_metadata(blob_id).await?;
         Ok((metadata.unencoded_length(), status))
     }
@@ -54,9 +57,9 @@ impl Client {
     pub(crate) async fn readable_metadata(
         &self,
         blob_id: BlobId,
-    ) -> Result<(BlobMetadata, Status), ClientError> {
+    ) -> Result<(BlobMetadata, QuorumStatus), ClientError> {
         let status = self.status(blob_id).await?;
-        if let Some(error) = status.clone().unreadable(blob_id, self.base.n_shards()) {
+        if let Some(error) = unreadable(status.clone(), blob_id, self.base.n_shards()) {
             return Err(error);
         }
         Ok((self.metadata(blob_id).await?, status))

@@ -31,12 +31,12 @@ impl Client {
                 .map_err(|e| ClientError::Rejected(format!("encoding failed: {e}")))?
                 .map_err(|e| ClientError::Rejected(format!("encoding failed: {e}")))?;
 
-        if let Ok(Status::Certified {
-            certificate,
-            end_epoch: existing_end,
+        if let Ok(QuorumStatus {
+            status: BlobStatus::Certified { certificate },
             ..
         }) = self.status(blob_id).await
         {
+            let existing_end = certificate.message.body.end_epoch;
             if existing_end >= end_epoch {
                 return Ok(StoreOutcome {
                     blob_id,

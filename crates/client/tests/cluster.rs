@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use floe_client::{ReadOptions, Status, StoreOptions};
+use floe_client::{BlobStatus, ReadOptions, StoreOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_and_reads_blobs_of_every_size() {
@@ -22,8 +22,8 @@ async fn stores_and_reads_blobs_of_every_size() {
         assert!(outcome.newly_certified);
         let committee = client.committee(outcome.certificate.message.epoch);
         outcome.certificate.verify(&committee).unwrap();
-        match client.status(outcome.blob_id).await.unwrap() {
-            Status::Certified { certificate, .. } => {
+        match client.status(outcome.blob_id).await.unwrap().status {
+            BlobStatus::Certified { certificate } => {
                 assert_eq!(certificate.message.body.blob_id, outcome.blob_id)
             }
             other => panic!("{len} bytes: expected certified, got {}", other.name()),
@@ -73,8 +73,8 @@ async fn stores_and_reads_with_f_shards_stopped() {
         before
     );
     assert!(matches!(
-        client.status(outcome.blob_id).await.unwrap(),
-        Status::Certified { .. }
+        client.status(outcome.blob_id).await.unwrap().status,
+        BlobStatus::Certified { .. }
     ));
     cluster.shutdown().await;
 }
@@ -190,8 +190,8 @@ async fn an_owner_deletes_its_deletable_blob_and_nobody_else_can() {
     }
     client.delete(outcome.blob_id, &owner).await.unwrap();
     assert!(matches!(
-        client.status(outcome.blob_id).await.unwrap(),
-        Status::Deleted { .. }
+        client.status(outcome.blob_id).await.unwrap().status,
+        BlobStatus::Deleted { .. }
     ));
     match client.read(outcome.blob_id, ReadOptions::default()).await {
         Err(floe_client::ClientError::Deleted { blob_id, .. }) => {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use floe_client::{ClientError, ReadOptions, Status, StoreOptions};
+use floe_client::{ClientError, ReadOptions, StoreOptions};
 use floe_codec::BlobId;
 use floe_consensus::{
-    CertificateBuilder, Fact, InvalidBlobAttestation, KeyPair, ProtocolMessage, Signed,
+    BlobStatus, CertificateBuilder, Fact, InvalidBlobAttestation, KeyPair, ProtocolMessage, Signed,
 };
 use floe_node::{Byzantine, Limits};
 
@@ -134,8 +134,8 @@ async fn a_foreign_invalid_blob_certificate_does_not_fail_a_read() {
         .await;
     until_node_knows(&cluster, LIAR, other, "invalid").await;
     let client = cluster.client();
-    match client.status(stored.blob_id).await.unwrap() {
-        Status::Certified { certificate, .. } => {
+    match client.status(stored.blob_id).await.unwrap().status {
+        BlobStatus::Certified { certificate } => {
             assert_eq!(certificate.message.body.blob_id, stored.blob_id)
         }
         other => panic!("a foreign invalid-blob certificate changed the status: {other:?}"),
@@ -260,8 +260,8 @@ async fn deleted_content_can_be_stored_again() {
         .unwrap();
     assert_eq!(again.blob_id, first.blob_id);
     assert!(again.newly_certified && !again.certificate.message.body.deletable);
-    match client.status(again.blob_id).await.unwrap() {
-        Status::Certified { .. } => {}
+    match client.status(again.blob_id).await.unwrap().status {
+        BlobStatus::Certified { .. } => {}
         other => panic!("stored again, the blob is {other:?}"),
     }
     eventually(

@@ -58,7 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
 use axum::{Json, Router};
-use floe_client::{Client, Status};
+use floe_client::{BlobStatus, Client, QuorumStatus};
 use floe_consensus::KeyPair;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -217,9 +217,9 @@ impl Gateway {
     }
 
     /// The `Cache-Control` of a blob's bytes given its status, now.
-    fn blob_cache_control(&self, status: &Status) -> HeaderValue {
-        let lifetime = match status {
-            Status::Certified { certificate, .. } => Some(cache::Lifetime {
+    fn blob_cache_control(&self, status: &QuorumStatus) -> HeaderValue {
+        let lifetime = match &status.status {
+            BlobStatus::Certified { certificate } => Some(cache::Lifetime {
                 ends_unix_ms: self
                     .client
                     .clock()

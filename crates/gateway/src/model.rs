@@ -7,7 +7,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use floe_client::{Status, StoreOutcome};
+use floe_client::{BlobStatus, QuorumStatus, StoreOutcome};
 use floe_consensus::{Certificate, Committee, Fact, MessageBody};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -200,7 +200,7 @@ impl StatusResponse {
     /// current `epoch` (the certificates' own epochs give their weight).
     pub fn new(
         blob_id: floe_codec::BlobId,
-        status: &Status,
+        status: &QuorumStatus,
         committee: &Committee,
         epoch: u64,
     ) -> Self {
@@ -217,12 +217,9 @@ impl StatusResponse {
             answered_shards: None,
             summary: String::new(),
         };
-        match status {
-            Status::Certified {
-                certificate,
-                end_epoch,
-                ..
-            } => {
+        match &status.status {
+            BlobStatus::Certified { certificate } => {
+                let end_epoch = certificate.message.body.end_epoch;
                 let summary = CertificateSummary::new(certificate, committee, quorum);
                 response.summary = format!(
                     "certified in epoch {} by {}/{} shards, available until epoch {}",
@@ -233,7 +230,7 @@ impl StatusResponse {
                 response.deletable = Some(certificate.message.body.deletable);
                 response.certificate = Some(summary);
             }
-            Status::Expired { certificate } => {
+            BlobStatus::Expired { certificate } => {
                 let end = certificate.message.body.end_epoch.0;
                 response.summary = format!(
                     "expired: its storage ended at epoch {end} (certified in epoch {})",
@@ -245,7 +242,7 @@ impl StatusResponse {
                 response.certificate =
                     Some(CertificateSummary::new(certificate, committee, quorum));
             }
-            Status::Invalid { certificate } => {
+            BlobStatus::Invalid { certificate } => {
                 let summary =
                     CertificateSummary::new(certificate, committee, committee.validity_threshold());
                 response.summary = format!(
@@ -255,28 +252,28 @@ impl StatusResponse {
                 response.state = BlobState::Invalid;
                 response.certificate = Some(summary);
             }
-            Status::Deleted { proof } => {
+            BlobStatus::Deleted { proof } => {
                 response.state = BlobState::Deleted;
-                if let Fact::Deleted(deletion) = proof {
-                    response.summary = format!(
-                        "deleted by its owner in epoch {}",
-                        deletion.deletion.message.epoch.0
-                    );
-                    response.certificate = Some(CertificateSummary::new(
-                        &deletion.certificate,
-                        committee,
-                        quorum,
-                    ));
-                } else {
-                    response.summary = "deleted by its owner".into();
-                }
-                response.deletion_proof = Some(STANDARD.encode(floe_codec::canonical_bytes(proof)));
+                response.summary = format!(
+                    "deleted by its owner in epoch {}",
+                    proof.deletion.message.epoch.0
+                );
+                response.certificate = Some(CertificateSummary::new(
+                    &proof.certificate,
+                    committee,
+                    quorum,
+                ));
+                // The proof as the fact it is (`Fact::Deleted`), as nodes exchange it.
+                response.deletion_proof = Some(
+                    STANDARD.encode(floe_codec::canonical_bytes(&Fact::Deleted(proof.clone()))),
+                );
             }
-            Status::Unknown { answered } => {
+            BlobStatus::Unknown | BlobStatus::Pending => {
+                let answered = status.answered;
                 response.summary = format!(
                     "unknown: nodes holding {answered}/{n} shards answered and none knows a certificate"
                 );
-                response.answered_shards = Some(*answered);
+                response.answered_shards = Some(answered);
             }
         }
         response

@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use floe_client::Status;
 
 use super::parse_blob_id;
 use crate::cache;
@@ -35,7 +34,7 @@ pub(crate) async fn get_status(
     Path(blob_id): Path<String>,
 ) -> Result<Response, GatewayError> {
     let blob_id = parse_blob_id(&blob_id)?;
-    let status: Status = gateway.client.status(blob_id).await?;
+    let status = gateway.client.status(blob_id).await?;
     let epoch = gateway.client.epoch();
     let body = Json(StatusResponse::new(
         blob_id,
