@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use floe_net::StatsHandle;
 use tokio::sync::watch;
 
-use crate::Inner;
+use crate::state::Inner;
 
 pub(crate) async fn serve(
     address: SocketAddr,

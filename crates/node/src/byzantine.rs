@@ -7,7 +7,7 @@ use floe_codec::{BlobId, RecoverySymbol, Sliver};
 use floe_consensus::{BlobStatus, ItemId, Prefix, ReconcileMessage};
 use rand::Rng as _;
 
-use crate::Inner;
+use crate::state::Inner;
 
 /// A status answer that lies, if this node is told to.
 pub(crate) fn status(inner: &Inner, asked: &BlobId) -> Option<BlobStatusAnswer> {

@@ -11,7 +11,7 @@ use floe_consensus::{
 };
 
 use crate::config::{write_key, Limits, NodeConfig, ServerLimits, Tasks};
-use crate::now_ms;
+use crate::state::now_ms;
 
 /// What [`write_committee`] wrote.
 #[derive(Debug)]

@@ -5,25 +5,35 @@
 //! converge: pushing new facts to peers, anti-entropy over facts, repair of
 //! missing slivers from recovery symbols, invalid-blob certification when
 //! repair proves an inconsistency, and garbage collection.
+//!
+//! This file is the assembly: it opens the store, binds the server and
+//! starts the tasks. The parts, none of which imports a sibling but `state`
+//! (and `reconcile`, the anti-entropy bounds):
+//!
+//! * `state`: the shared state and its operations (accepting facts, facts
+//!   for anti-entropy items, status reports, spreading a fact, store errors
+//!   as protocol errors);
+//! * `service`: the route table and the request handlers;
+//! * `tasks`: the background work, split by job (`sync`, `repair`, `gc`,
+//!   `epochs`), with typed errors;
+//! * `admin`: `/metrics` and `/health`; `config` and `committee`: the
+//!   node's files; `byzantine`: a lab-only hostile member.
 
 mod admin;
 mod byzantine;
 pub mod committee;
 pub mod config;
+mod reconcile;
 mod service;
+mod state;
 mod tasks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use floe_codec::ShardIndex;
-use floe_consensus::{
-    BlobState, Committee, CommitteeFile, DigestIndex, Epoch, EpochClock, ItemId, KeyPair, Member,
-    MemberIndex,
-};
+use floe_consensus::{CommitteeFile, DigestIndex, MemberIndex};
 use floe_net::{Members, Pool, Server, TlsIdentity};
 use floe_store::Store;
 use tokio::sync::watch;
@@ -31,6 +41,9 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use config::{Byzantine, ConfigError, Limits, NodeConfig, ServerLimits, Tasks};
+pub use state::Metrics;
+
+use state::{digest_items, now_ms, Inner};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,138 +78,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Counters exported as metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Slivers rebuilt by repair.
-    pub slivers_repaired: AtomicU64,
-    /// Bytes of recovery symbols fetched by repair.
-    pub repair_bytes_fetched: AtomicU64,
-    /// Facts learned from peers by anti-entropy or push.
-    pub facts_received: AtomicU64,
-    /// Anti-entropy rounds run.
-    pub sync_rounds: AtomicU64,
-    /// Blobs found inconsistent by this node's repair.
-    pub inconsistencies_found: AtomicU64,
-    /// Requests served, by kind and outcome.
-    pub requests: Mutex<HashMap<(&'static str, &'static str), u64>>,
-}
-
-impl Metrics {
-    pub(crate) fn count_request(&self, kind: &'static str, outcome: &'static str) {
-        if let Ok(mut requests) = self.requests.lock() {
-            *requests.entry((kind, outcome)).or_default() += 1;
-        }
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) node_id: String,
-    pub(crate) me: MemberIndex,
-    /// The committee as read from the committee file.
-    pub(crate) base: Committee,
-    pub(crate) n_shards: u16,
-    pub(crate) clock: EpochClock,
-    pub(crate) protocol_key: KeyPair,
-    pub(crate) store: Store,
-    pub(crate) pool: Arc<Pool>,
-    pub(crate) limits: Limits,
-    pub(crate) tasks: Tasks,
-    pub(crate) digest: Mutex<DigestIndex>,
-    pub(crate) committees: Mutex<HashMap<Epoch, Arc<Committee>>>,
-    pub(crate) metrics: Metrics,
-    /// Blobs whose last repair failed: when to try again, and failures so far.
-    pub(crate) repair_backoff: Mutex<HashMap<floe_codec::BlobId, (std::time::Instant, u32)>>,
-    /// LAB ONLY: how this node lies, if it is a hostile member.
-    pub(crate) byzantine: Option<config::Byzantine>,
-}
-
-/// The anti-entropy items of the facts a state holds.
-pub(crate) fn digest_items(state: &BlobState) -> std::collections::BTreeSet<ItemId> {
-    state
-        .facts()
-        .iter()
-        .map(|fact| ItemId {
-            blob_id: state.blob_id(),
-            fact: fact.digest(),
-        })
-        .collect()
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Inner {
-    pub(crate) fn epoch(&self) -> Epoch {
-        self.clock.epoch_at(now_ms())
-    }
-
-    /// The committee as of `epoch` (the membership is fixed; certificates
-    /// are bound to the epoch they were formed in).
-    pub(crate) fn committee(&self, epoch: Epoch) -> Arc<Committee> {
-        let mut committees = self
-            .committees
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(committee) = committees.get(&epoch) {
-            return Arc::clone(committee);
-        }
-        let committee = Arc::new(self.base.at_epoch(epoch));
-        if committees.len() > 64 {
-            committees.clear();
-        }
-        committees.insert(epoch, Arc::clone(&committee));
-        committee
-    }
-
-    pub(crate) fn my_shards(&self) -> &[ShardIndex] {
-        self.store.shards()
-    }
-
-    pub(crate) fn peers(&self) -> impl Iterator<Item = &Member> {
-        let me = self.me;
-        self.base
-            .members()
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != me.as_usize())
-            .map(|(_, m)| m)
-    }
-
-    /// Makes the anti-entropy digest's items of `blob_id` those of the
-    /// facts the store holds for it now: a fact that a newer one superseded
-    /// leaves it. Read under the digest's lock, so of two updates racing
-    /// the last always sees the last state written.
-    pub(crate) fn refresh_digest(
-        &self,
-        blob_id: &floe_codec::BlobId,
-    ) -> Result<(), floe_store::StoreError> {
-        let mut digest = self
-            .digest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let held = digest_items(&self.store.state(blob_id)?);
-        let listed: std::collections::BTreeSet<ItemId> = digest
-            .items_in(&floe_consensus::Prefix::of(
-                blob_id,
-                floe_consensus::MAX_DEPTH,
-            ))
-            .into_iter()
-            .collect();
-        for item in listed.difference(&held) {
-            digest.remove(item);
-        }
-        for item in held.difference(&listed) {
-            digest.insert(*item);
-        }
-        Ok(())
-    }
 }
 
 /// A running node.

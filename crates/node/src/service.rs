@@ -9,33 +9,14 @@ use floe_consensus::{
     BlobStatus, Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, Signed, StorageConfirmation,
 };
 use floe_net::{Caller, Router};
-use floe_store::StoreError;
-use tracing::{debug, info};
+use tracing::info;
 
-use crate::{now_ms, Inner};
+use crate::reconcile::{cap_ranges, cap_reply, distinct_ranges};
+use crate::state::{
+    accept_fact, accept_facts, facts_within, now_ms, push_fact, status_report, store_error, Inner,
+};
 
 type Slot = Arc<OnceLock<Arc<Inner>>>;
-
-pub(crate) fn store_error(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotMyShard { blob_id, shard } => ApiError::NotMyShard { blob_id, shard },
-        StoreError::MissingMetadata { blob_id } => ApiError::NotFound {
-            blob_id,
-            what: "metadata (send it before the slivers)".into(),
-        },
-        StoreError::BlobGone { blob_id, status } => ApiError::Gone {
-            blob_id,
-            status: status.into(),
-        },
-        StoreError::MissingPairs { blob_id, missing } => ApiError::Incomplete { blob_id, missing },
-        StoreError::NotConfirmable { blob_id, reason } => ApiError::Rejected { blob_id, reason },
-        StoreError::PairLost { blob_id, shard, .. } => ApiError::NotFound {
-            blob_id,
-            what: format!("the pair of shard {shard} (its file was lost here; repair rebuilds it)"),
-        },
-        other => ApiError::Internal(other.to_string()),
-    }
-}
 
 /// Run `work` on the blocking pool (disk and hashing), with the node.
 async fn blocking<T: Send + 'static>(
@@ -328,73 +309,6 @@ fn confirm(
     Ok(Signed::sign(durable.into_message(), &inner.protocol_key))
 }
 
-/// Verify `fact` against the committee of its epoch and record it. Returns
-/// whether it was new to this node.
-pub(crate) fn accept_fact(inner: &Inner, fact: Fact) -> Result<bool, ApiError> {
-    Ok(accept_facts(inner, vec![fact])? > 0)
-}
-
-/// Verify each fact against the committee of its epoch and record those
-/// that verify, synced once; returns how many changed what this node knows.
-/// Facts already held are skipped before any signature is checked. If any
-/// fact does not verify, the others are still recorded and the first
-/// failure is returned. A fact given twice is verified once.
-pub(crate) fn accept_facts(inner: &Inner, facts: Vec<Fact>) -> Result<usize, ApiError> {
-    let mut verified = Vec::with_capacity(facts.len());
-    let mut refused = None;
-    // A fact sent twice is verified once.
-    let mut seen = std::collections::HashSet::with_capacity(facts.len());
-    for fact in facts {
-        let blob_id = fact.blob_id();
-        let item = ItemId {
-            blob_id,
-            fact: fact.digest(),
-        };
-        if !seen.insert(item) {
-            continue;
-        }
-        if inner
-            .digest
-            .lock()
-            .map(|d| d.contains(&item))
-            .unwrap_or(false)
-        {
-            continue;
-        }
-        let committee = inner.committee(fact.epoch());
-        match fact.verify(&committee) {
-            Ok(fact) => verified.push(fact),
-            Err(e) => {
-                refused.get_or_insert(ApiError::BadCertificate {
-                    blob_id,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-    let mut changed = 0;
-    if !verified.is_empty() {
-        let blobs: std::collections::BTreeSet<BlobId> =
-            verified.iter().map(|f| f.fact().blob_id()).collect();
-        let recorded = inner.store.record_facts(verified, inner.epoch());
-        // Whatever was written, also before an error, is in the digest.
-        for blob_id in &blobs {
-            inner.refresh_digest(blob_id).map_err(store_error)?;
-        }
-        for (before, after) in recorded.map_err(store_error)? {
-            // Unchanged: superseded by what this node already holds.
-            if before != after {
-                debug!(blob = %after.blob_id(), "fact recorded");
-                changed += 1;
-            }
-        }
-    }
-    match refused {
-        Some(error) => Err(error),
-        None => Ok(changed),
-    }
-}
-
 fn put_fact(inner: &Inner, _: Caller, fact: Fact) -> Result<BlobStatusAnswer, ApiError> {
     let blob_id = fact.blob_id();
     if accept_fact(inner, fact.clone())? {
@@ -402,16 +316,9 @@ fn put_fact(inner: &Inner, _: Caller, fact: Fact) -> Result<BlobStatusAnswer, Ap
             .metrics
             .facts_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::tasks::push_fact(inner, fact);
+        push_fact(inner, fact);
     }
     status_report(inner, &blob_id)
-}
-
-fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatusAnswer, ApiError> {
-    let epoch = inner.epoch();
-    let state = inner.store.state(blob_id).map_err(store_error)?;
-    let status = state.status(epoch);
-    Ok(BlobStatusAnswer { epoch, status })
 }
 
 fn status(inner: &Inner, _: Caller, blob_id: BlobId) -> Result<BlobStatusAnswer, ApiError> {
@@ -527,8 +434,7 @@ fn reconcile(
         facts,
         want,
     } = request;
-    let messages =
-        crate::tasks::distinct_ranges(crate::tasks::cap_ranges(messages, RECONCILE_MAX_RANGES));
+    let messages = distinct_ranges(cap_ranges(messages, RECONCILE_MAX_RANGES));
     let learned = accept_facts(inner, facts)?;
     inner
         .metrics
@@ -548,7 +454,7 @@ fn reconcile(
         wanted.retain(|item| digest.contains(item));
     }
     let (facts, mut unsent) =
-        crate::tasks::facts_within(inner, &wanted, RECONCILE_FACT_BYTES, RECONCILE_MAX_ITEMS)?;
+        facts_within(inner, &wanted, RECONCILE_FACT_BYTES, RECONCILE_MAX_ITEMS)?;
     // Beyond this the caller finds them again in a later exchange.
     unsent.truncate(RECONCILE_MAX_ITEMS);
     let mut want = reply.missing_here;
@@ -558,7 +464,7 @@ fn reconcile(
     Ok(crate::byzantine::reconcile(
         inner,
         ReconcileResponse {
-            messages: crate::tasks::cap_reply(reply.messages),
+            messages: cap_reply(reply.messages),
             facts,
             want,
             unsent,

@@ -1,5 +1,6 @@
-//! Background work: pushing facts, anti-entropy, repair, garbage collection
-//! and the epoch clock.
+//! Background work, split by job: anti-entropy (sync), repair and
+//! invalid-blob certification (repair), garbage collection (gc) and the
+//! epoch clock (epochs), each on its own interval with typed errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -21,15 +22,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::service::{accept_fact, accept_facts, store_error};
-use crate::{now_ms, Inner};
+use crate::reconcile::*;
+use crate::state::{accept_fact, accept_facts, facts_within, now_ms, peer_keys, push_fact, Inner};
 
+mod epochs;
+mod gc;
 mod repair;
 mod sync;
 
+use epochs::*;
+use gc::*;
 use repair::*;
 use sync::*;
-pub(crate) use sync::{cap_ranges, cap_reply, distinct_ranges, facts_within};
 
 /// Why one step of a background task failed. Logged; the task tries again
 /// on its next pass.
@@ -134,79 +138,10 @@ mod futures_lite {
     pub(crate) type BoxedWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
-fn peer_keys(inner: &Inner) -> Vec<PublicKey> {
-    inner.peers().map(|m| m.network_key).collect()
-}
-
-/// Send a new fact to every peer, in the background.
-pub(crate) fn push_fact(inner: &Inner, fact: Fact) {
-    let pool = Arc::clone(&inner.pool);
-    let peers = peer_keys(inner);
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        FanOut::new(peers, Pacing::ALL)
-            .run(&mut Discard, |peer| {
-                let (pool, fact) = (Arc::clone(&pool), fact.clone());
-                async move {
-                    if let Err(e) = pool.call::<PutFact>(&peer, &fact).await {
-                        debug!(blob = %fact.blob_id(), error = %e, "fact not pushed; anti-entropy will deliver it");
-                    }
-                }
-            })
-            .await;
-    });
-}
 async fn on_blocking<T: Send + 'static>(
     inner: &Arc<Inner>,
     work: impl FnOnce(&Inner) -> T + Send + 'static,
 ) -> Option<T> {
     let inner = Arc::clone(inner);
     tokio::task::spawn_blocking(move || work(&inner)).await.ok()
-}
-
-async fn advance_epoch(inner: Arc<Inner>) {
-    let epoch = inner.epoch();
-    on_blocking(&inner, move |inner| {
-        if inner
-            .store
-            .current_epoch()
-            .map(|current| current != epoch)
-            .unwrap_or(true)
-        {
-            if let Err(e) = inner.store.set_current_epoch(epoch) {
-                warn!(error = %e, "recording the epoch");
-            } else {
-                info!(%epoch, "epoch advanced");
-            }
-        }
-    })
-    .await;
-}
-
-async fn gc_pass(inner: Arc<Inner>) {
-    let epoch = inner.epoch();
-    let deadline = now_ms().saturating_sub(inner.limits.pending_upload_secs.saturating_mul(1000));
-    on_blocking(&inner, move |inner| loop {
-        match inner.store.collect_garbage(epoch, deadline, 256) {
-            Ok(report) => {
-                if report.blobs > 0 {
-                    info!(
-                        blobs = report.blobs,
-                        slivers = report.slivers,
-                        "garbage collected"
-                    );
-                }
-                if !report.more {
-                    return;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "garbage collection");
-                return;
-            }
-        }
-    })
-    .await;
 }

@@ -3,48 +3,6 @@
 
 use super::*;
 
-/// The facts this node holds for `items`, in item order, within `budget`
-/// bytes (at least one, so a single large fact still travels) and at most
-/// `max_facts` of them, and the items left out for a later round. Items
-/// this node does not hold (any more: a newer fact superseded them) are
-/// skipped.
-pub(crate) fn facts_within(
-    inner: &Inner,
-    items: &[ItemId],
-    budget: usize,
-    max_facts: usize,
-) -> Result<(Vec<Fact>, Vec<ItemId>), ApiError> {
-    let mut by_blob: BTreeMap<BlobId, BTreeSet<[u8; 32]>> = BTreeMap::new();
-    for item in items {
-        by_blob.entry(item.blob_id).or_default().insert(item.fact);
-    }
-    let (mut facts, mut left, mut bytes) = (Vec::new(), Vec::new(), 0usize);
-    for (blob_id, wanted) in by_blob {
-        if bytes >= budget || facts.len() >= max_facts {
-            left.extend(wanted.into_iter().map(|fact| ItemId { blob_id, fact }));
-            continue;
-        }
-        let state = inner.store.state(&blob_id).map_err(store_error)?;
-        for fact in state.facts() {
-            let digest = fact.digest();
-            if !wanted.contains(&digest) {
-                continue;
-            }
-            let size = floe_consensus::canonical_bytes(&fact).len();
-            if (bytes > 0 && bytes + size > budget) || facts.len() >= max_facts {
-                left.push(ItemId {
-                    blob_id,
-                    fact: digest,
-                });
-                continue;
-            }
-            bytes += size;
-            facts.push(fact);
-        }
-    }
-    Ok((facts, left))
-}
-
 /// One anti-entropy exchange with a random peer, one not ranked last for
 /// lying or slowness if there is any; the exchange gets [`SYNC_DEADLINE`].
 pub(super) async fn sync_once(inner: Arc<Inner>) {
@@ -82,14 +40,6 @@ pub(super) const MAX_EXCHANGE_ITEMS: usize = 1 << 20;
 /// Ranges one exchange keeps to send at most (about 5 MiB): an honest
 /// exchange of a million facts needs a few tens of thousands at once.
 pub(super) const MAX_EXCHANGE_RANGES: usize = 1 << 16;
-
-/// The ranges a message covers.
-pub(super) fn ranges_in(message: &floe_consensus::ReconcileMessage) -> usize {
-    match message {
-        floe_consensus::ReconcileMessage::Summaries(summaries) => summaries.len(),
-        floe_consensus::ReconcileMessage::Listing { .. } => 1,
-    }
-}
 
 /// The caller's side of one anti-entropy exchange: what it still has to
 /// send, push and ask for. Each request takes a bounded page of each
@@ -171,135 +121,6 @@ impl Exchange {
         );
         Ok(())
     }
-}
-
-/// The first messages of `messages` holding at most `max` ranges
-/// (summaries and listings), a summaries message cut short if need be.
-pub(crate) fn cap_ranges(
-    messages: Vec<floe_consensus::ReconcileMessage>,
-    max: usize,
-) -> Vec<floe_consensus::ReconcileMessage> {
-    take_ranges(&mut messages.into(), max)
-}
-
-/// `messages` with each range summarized, and each range listed, once: the
-/// first of each is kept (an honest side never repeats one; a hostile one
-/// would make this side answer it again and again).
-pub(crate) fn distinct_ranges(
-    messages: Vec<floe_consensus::ReconcileMessage>,
-) -> Vec<floe_consensus::ReconcileMessage> {
-    use floe_consensus::ReconcileMessage;
-    let (mut summarized, mut listed) = (
-        std::collections::HashSet::new(),
-        std::collections::HashSet::new(),
-    );
-    messages
-        .into_iter()
-        .filter_map(|message| match message {
-            ReconcileMessage::Summaries(summaries) => {
-                let summaries: Vec<_> = summaries
-                    .into_iter()
-                    .filter(|s| summarized.insert(s.prefix))
-                    .collect();
-                (!summaries.is_empty()).then_some(ReconcileMessage::Summaries(summaries))
-            }
-            ReconcileMessage::Listing { prefix, items } => listed
-                .insert(prefix)
-                .then_some(ReconcileMessage::Listing { prefix, items }),
-        })
-        .collect()
-}
-
-/// Whether a peer's decoder takes `message`: a listing of more than
-/// [`RECONCILE_MAX_ITEMS`] items (a blob with thousands of facts) is not
-/// sent; that range is not reconciled by listing.
-pub(super) fn is_sendable(message: &floe_consensus::ReconcileMessage) -> bool {
-    match message {
-        floe_consensus::ReconcileMessage::Summaries(_) => true,
-        floe_consensus::ReconcileMessage::Listing { items, .. } => {
-            items.len() <= RECONCILE_MAX_ITEMS
-        }
-    }
-}
-
-/// Bytes of a summary on the wire: prefix (33), count (8), digest (32).
-pub(super) const SUMMARY_BYTES: usize = 33 + 8 + 32;
-/// Bytes of an item ID on the wire.
-pub(super) const ITEM_BYTES: usize = 64;
-
-/// Bytes of `message` on the wire, at most (lengths counted as 5 bytes).
-pub(super) fn wire_bytes(message: &floe_consensus::ReconcileMessage) -> usize {
-    match message {
-        floe_consensus::ReconcileMessage::Summaries(summaries) => {
-            1 + 5 + SUMMARY_BYTES * summaries.len()
-        }
-        floe_consensus::ReconcileMessage::Listing { items, .. } => {
-            1 + 33 + 5 + ITEM_BYTES * items.len()
-        }
-    }
-}
-
-/// The digest messages of an answer, capped as a caller's decoder takes
-/// them: at most [`RECONCILE_MAX_REPLY_RANGES`] ranges and
-/// [`RECONCILE_MESSAGE_BYTES`] bytes (summaries cut short, listings left
-/// out past it), no listing of more than [`RECONCILE_MAX_ITEMS`] items.
-/// What is left out is found again by a later exchange.
-pub(crate) fn cap_reply(
-    messages: Vec<floe_consensus::ReconcileMessage>,
-) -> Vec<floe_consensus::ReconcileMessage> {
-    use floe_consensus::ReconcileMessage;
-    let mut bytes = 0usize;
-    let mut kept = Vec::new();
-    for message in cap_ranges(messages, RECONCILE_MAX_REPLY_RANGES) {
-        if !is_sendable(&message) {
-            continue;
-        }
-        let room = RECONCILE_MESSAGE_BYTES.saturating_sub(bytes);
-        let message = match message {
-            message if wire_bytes(&message) <= room => message,
-            ReconcileMessage::Summaries(mut summaries) => {
-                summaries.truncate(
-                    room.saturating_sub(wire_bytes(&ReconcileMessage::Summaries(Vec::new())))
-                        / SUMMARY_BYTES,
-                );
-                if summaries.is_empty() {
-                    continue;
-                }
-                ReconcileMessage::Summaries(summaries)
-            }
-            ReconcileMessage::Listing { .. } => continue,
-        };
-        bytes += wire_bytes(&message);
-        kept.push(message);
-    }
-    kept
-}
-
-/// Takes from the front of `queue` messages holding at most `max` ranges,
-/// splitting a summaries message if need be (its rest stays in front).
-pub(super) fn take_ranges(
-    queue: &mut std::collections::VecDeque<floe_consensus::ReconcileMessage>,
-    max: usize,
-) -> Vec<floe_consensus::ReconcileMessage> {
-    use floe_consensus::ReconcileMessage;
-    let mut taken = Vec::new();
-    let mut ranges = 0;
-    while ranges < max {
-        let Some(message) = queue.pop_front() else {
-            break;
-        };
-        let message = match message {
-            ReconcileMessage::Summaries(mut summaries) if summaries.len() > max - ranges => {
-                let rest = summaries.split_off(max - ranges);
-                queue.push_front(ReconcileMessage::Summaries(rest));
-                ReconcileMessage::Summaries(summaries)
-            }
-            message => message,
-        };
-        ranges += ranges_in(&message);
-        taken.push(message);
-    }
-    taken
 }
 
 /// The first `n` items of a set, removed from it.

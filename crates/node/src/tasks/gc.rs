@@ -1,0 +1,31 @@
+//! Garbage collection: expired, deleted and invalid blobs' data, and
+//! uploads never certified, leave the disk.
+
+use super::*;
+
+/// Collects garbage in batches until none is left.
+pub(super) async fn gc_pass(inner: Arc<Inner>) {
+    let epoch = inner.epoch();
+    let deadline = now_ms().saturating_sub(inner.limits.pending_upload_secs.saturating_mul(1000));
+    on_blocking(&inner, move |inner| loop {
+        match inner.store.collect_garbage(epoch, deadline, 256) {
+            Ok(report) => {
+                if report.blobs > 0 {
+                    info!(
+                        blobs = report.blobs,
+                        slivers = report.slivers,
+                        "garbage collected"
+                    );
+                }
+                if !report.more {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "garbage collection");
+                return;
+            }
+        }
+    })
+    .await;
+}
