@@ -37,6 +37,14 @@ pub enum WriteCommitteeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A node's configuration could not be written as TOML.
+    #[error("node-{node} config: {message}")]
+    Config {
+        /// The node.
+        node: usize,
+        /// Why.
+        message: String,
+    },
     /// The committee is not valid (for example fewer than 4 shards).
     #[error(transparent)]
     Committee(#[from] Box<CommitteeError>),
@@ -116,4 +124,46 @@ pub fn write_committee(
         protocol_keys,
         network_keys,
     })
+}
+
+impl WrittenCommittee {
+    /// Writes each node's `node-<i>/node.toml` (with the admin address
+    /// `admin(i)` gives it, if any) and the clients' `client.toml` under
+    /// `dir`; returns the paths of the node configurations.
+    pub fn write_configs(
+        &self,
+        dir: &Path,
+        mut admin: impl FnMut(usize) -> Result<Option<std::net::SocketAddr>, std::io::Error>,
+    ) -> Result<Vec<std::path::PathBuf>, WriteCommitteeError> {
+        let mut paths = Vec::with_capacity(self.configs.len());
+        for (i, config) in self.configs.iter().enumerate() {
+            let path = dir.join(format!("node-{i}")).join("node.toml");
+            let config = NodeConfig {
+                admin_listen: admin(i).map_err(|source| WriteCommitteeError::Io {
+                    path: path.clone(),
+                    source,
+                })?,
+                ..config.clone()
+            };
+            let text = toml::to_string(&config).map_err(|e| WriteCommitteeError::Config {
+                node: i,
+                message: e.to_string(),
+            })?;
+            std::fs::write(&path, text).map_err(|source| WriteCommitteeError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            paths.push(path);
+        }
+        let client = dir.join("client.toml");
+        std::fs::write(
+            &client,
+            "# Client config for this committee: `floe --config client.toml …`\ncommittee = \"committee.toml\"\nowner_key = \"owner.key\"\n",
+        )
+        .map_err(|source| WriteCommitteeError::Io {
+            path: client,
+            source,
+        })?;
+        Ok(paths)
+    }
 }

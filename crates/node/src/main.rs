@@ -119,20 +119,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config::Tasks::default(),
                 &addresses,
             )?;
-            for (i, config) in written.configs.into_iter().enumerate() {
-                let config = NodeConfig {
-                    admin_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], admin_port))),
-                    ..config
-                };
-                let path = dir.join(format!("node-{i}")).join("node.toml");
-                std::fs::write(&path, toml::to_string(&config)?)?;
-                println!("{}: {}", path.display(), addresses[i].0);
+            let admin = std::net::SocketAddr::from(([0, 0, 0, 0], admin_port));
+            let paths = written.write_configs(&dir, |_| Ok(Some(admin)))?;
+            for (path, (address, _)) in paths.iter().zip(&addresses) {
+                println!("{}: {address}", path.display());
             }
             let client = dir.join("client.toml");
-            std::fs::write(
-                &client,
-                "committee = \"committee.toml\"\nowner_key = \"owner.key\"\n",
-            )?;
             println!("{}", dir.join("committee.toml").display());
             println!("{}", client.display());
             Ok(())

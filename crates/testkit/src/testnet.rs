@@ -125,25 +125,12 @@ impl Testnet {
         };
         let local = crate::local::generate(dir, nodes, shards, 3_600_000, Limits::default(), tasks)
             .map_err(|e| TestnetError::Invalid(e.to_string()))?;
-        for (i, config) in local.configs.into_iter().enumerate() {
-            let admin = crate::local::free_port()
-                .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-                .map_err(io("picking an admin port"))?;
-            let config = NodeConfig {
-                admin_listen: Some(admin),
-                ..config
-            };
-            let text = toml::to_string(&config)
-                .map_err(|e| TestnetError::Invalid(format!("node-{i} config: {e}")))?;
-            let path = dir.join(format!("node-{i}")).join("node.toml");
-            std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))?;
-        }
-        let client = dir.join("client.toml");
-        std::fs::write(
-            &client,
-            "# Client config for this testnet: `floe --config client.toml …`\ncommittee = \"committee.toml\"\nowner_key = \"owner.key\"\n",
-        )
-        .map_err(io(format!("writing {}", client.display())))?;
+        local
+            .write_configs(dir, |_| {
+                crate::local::free_port()
+                    .map(|port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+            })
+            .map_err(|e| TestnetError::Invalid(e.to_string()))?;
         Ok(())
     }
 
