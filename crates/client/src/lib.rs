@@ -21,9 +21,9 @@ use floe_consensus::quorum::{
     SliverTally, StatusTally,
 };
 use floe_consensus::{
-    BlobCertificate, BlobDeletion, CertificateBuilder, Committee, CommitteeFile, DeletionProof,
-    Epoch, EpochClock, Fact, InvalidBlobCertificate, KeyPair, Member, MemberIndex, ProtocolMessage,
-    PublicKey, Signed, StorageConfirmation,
+    BlobCertificate, BlobDeletion, Committee, CommitteeFile, DeletionProof, Epoch, EpochClock,
+    Fact, InvalidBlobCertificate, KeyPair, Member, MemberIndex, ProtocolMessage, PublicKey, Signed,
+    StorageConfirmation,
 };
 use floe_net::{FanOut, NetConfig, Pool, RpcError};
 use tokio::sync::Semaphore;

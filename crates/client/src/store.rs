@@ -145,7 +145,7 @@ impl Client {
         };
         let (needed, total_shards) = (committee.quorum_threshold(), n);
         let mut tally = Observed::new(
-            SignatureTally::new(CertificateBuilder::new(&committee, message)),
+            SignatureTally::new(&committee, message),
             |tally: &SignatureTally<'_, StorageConfirmation, MemberIndex>| {
                 progress.report(Progress::Confirmed {
                     shards: tally.weight(),
@@ -264,19 +264,24 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    /// Sends one request of pairs, once the upload budget has room for it.
+    /// Sends one request of pairs, once the upload budget has room for it
+    /// (waiting for the budget only when it is the node's `turn`).
     async fn send_batch(
         self,
         key: PublicKey,
         batch: Vec<(ShardIndex, SliverPair)>,
+        turn: Arc<tokio::sync::Mutex<()>>,
     ) -> Result<(), String> {
         let size: usize = batch.iter().map(|(_, pair)| pair.byte_len()).sum();
-        let permit = Arc::clone(&self.budget)
-            .acquire_many_owned(
-                u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let permit = {
+            let _turn = turn.lock().await;
+            Arc::clone(&self.budget)
+                .acquire_many_owned(
+                    u32::try_from(size.clamp(1, self.budget_total.max(1))).unwrap_or(u32::MAX),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+        };
         let shards: Vec<String> = batch.iter().map(|(shard, _)| shard.to_string()).collect();
         let request = PutPairsRequest {
             blob_id: self.blob_id,
@@ -312,10 +317,13 @@ impl Upload {
         let mut batches: Vec<Option<_>> = batches(pairs).into_iter().map(Some).collect();
         let mut sends = FanOut::new(0..batches.len(), Pacing::ALL);
         let mut tally = AllSucceed::default();
+        // This node's batches queue for the shared budget one at a time, in
+        // order: one node cannot crowd the others out of the budget's queue.
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
         sends
             .run(&mut tally, |i| {
                 let batch = batches[i].take().unwrap_or_default();
-                self.clone().send_batch(key, batch)
+                self.clone().send_batch(key, batch, Arc::clone(&turn))
             })
             .await;
         tally.finish().map_err(|(_, e)| e)?;

@@ -227,20 +227,46 @@ impl Tally<MemberIndex, Result<BlobStatus, String>> for StatusTally<'_> {
     }
 }
 
+/// Who a peer is in a committee: how a tally finds the member behind an
+/// answer (by its index, or by the network key it was called at).
+pub trait Peer {
+    /// The member this peer is, if any.
+    fn member(&self, committee: &Committee) -> Option<MemberIndex>;
+}
+
+impl Peer for MemberIndex {
+    fn member(&self, committee: &Committee) -> Option<MemberIndex> {
+        committee.member(*self).map(|_| *self)
+    }
+}
+
+impl Peer for crate::PublicKey {
+    fn member(&self, committee: &Committee) -> Option<MemberIndex> {
+        committee.member_by_network_key(self)
+    }
+}
+
 /// Signatures gathered into a certificate: storage confirmations to a
-/// quorum, invalid-blob attestations to validity. A signature of another
-/// message, or by a key outside the committee, is a lie.
+/// quorum, invalid-blob attestations to validity. Each answer must be the
+/// answering member's own signature of the message: another member's
+/// signature relayed, a signature of another message, or one that does not
+/// verify is a lie. (A relayed signature is refused, so the member it was
+/// taken from still counts when its own answer comes.) A signature from
+/// another epoch, or one already counted, is no answer, not a lie: an
+/// honest member's clock may be a tick ahead.
 #[derive(Debug)]
 pub struct SignatureTally<'c, T, K> {
+    committee: &'c Committee,
     builder: CertificateBuilder<'c, T>,
     failures: Vec<(K, Failure)>,
 }
 
-impl<'c, T: MessageBody, K> SignatureTally<'c, T, K> {
-    /// Gathers signatures of what `builder` certifies.
-    pub fn new(builder: CertificateBuilder<'c, T>) -> Self {
+impl<'c, T: MessageBody, K: Peer> SignatureTally<'c, T, K> {
+    /// Gathers signatures of `message` from `committee`'s members.
+    pub fn new(committee: &'c Committee, message: crate::ProtocolMessage<T>) -> Self {
         Self {
-            builder,
+            committee,
+            builder: CertificateBuilder::new(committee, message),
             failures: Vec::new(),
         }
     }
@@ -275,20 +301,34 @@ impl<'c, T: MessageBody, K> SignatureTally<'c, T, K> {
             failures: self.failures,
         })
     }
+
+    fn judge(&mut self, from: &K, signed: Signed<T>) -> Result<(), Failure> {
+        let own_key = from
+            .member(self.committee)
+            .and_then(|m| self.committee.member(m))
+            .map(|m| m.protocol_key);
+        if own_key != Some(signed.signer) {
+            return Err(Failure::Lie(format!(
+                "answered with a signature by {}, not its own",
+                signed.signer
+            )));
+        }
+        self.builder.add(&signed).map(|_| ()).map_err(|e| match e {
+            BuildError::WrongEpoch { .. } | BuildError::Duplicate { .. } => {
+                Failure::Unanswered(format!("its signature does not count: {e}"))
+            }
+            e => Failure::Lie(format!("answered with a bad signature: {e}")),
+        })
+    }
 }
 
-impl<T: MessageBody, K> Tally<K, Result<Signed<T>, String>> for SignatureTally<'_, T, K> {
+impl<T: MessageBody, K: Peer> Tally<K, Result<Signed<T>, String>> for SignatureTally<'_, T, K> {
     fn answer(&mut self, from: K, answer: Result<Signed<T>, String>, _now: Instant) -> Step {
-        match answer {
-            Ok(signed) => {
-                if let Err(e) = self.builder.add(&signed) {
-                    self.failures.push((
-                        from,
-                        Failure::Lie(format!("answered with a bad signature: {e}")),
-                    ));
-                }
-            }
-            Err(e) => self.failures.push((from, Failure::Unanswered(e))),
+        let judged = answer
+            .map_err(Failure::Unanswered)
+            .and_then(|signed| self.judge(&from, signed));
+        if let Err(failure) = judged {
+            self.failures.push((from, failure));
         }
         if self.builder.is_complete() {
             Step::Done
@@ -405,6 +445,7 @@ impl<K> Tally<K, Result<BlobMetadata, String>> for MetadataTally<K> {
 pub struct SliverTally {
     needed: usize,
     got: Vec<Sliver>,
+    held: std::collections::BTreeSet<SliverIndex>,
     bytes: u64,
     failures: Vec<(SliverIndex, Failure)>,
 }
@@ -415,6 +456,7 @@ impl SliverTally {
         Self {
             needed,
             got: Vec::with_capacity(needed),
+            held: std::collections::BTreeSet::new(),
             bytes: 0,
             failures: Vec::new(),
         }
@@ -471,7 +513,7 @@ impl Tally<SliverIndex, Result<Sliver, Failure>> for SliverTally {
     ) -> Step {
         match answer {
             // A checked sliver of the index asked for, not one already held.
-            Ok(sliver) if sliver.index == from && !self.got.iter().any(|s| s.index == from) => {
+            Ok(sliver) if sliver.index == from && self.held.insert(from) => {
                 self.bytes += sliver.data.len() as u64;
                 self.got.push(sliver);
             }

@@ -125,31 +125,83 @@ fn signatures_of_another_message_are_lies_and_a_certificate_forms_at_the_quorum(
     let t = committee();
     let message = common::confirmation(0, 7, 5);
     let other = common::confirmation(0, 8, 5);
-    let mut tally = SignatureTally::new(CertificateBuilder::new(&t.committee, message.clone()));
+    let mut tally = SignatureTally::new(&t.committee, message.clone());
     let now = Instant::now();
     let signed = |m: &ProtocolMessage<StorageConfirmation>, i: usize| {
         Ok::<_, String>(Signed::sign(m.clone(), &t.protocol_keys[i]))
     };
-    assert_eq!(tally.answer(0usize, signed(&other, 0), now), Step::CONTINUE);
-    assert_eq!(tally.answer(1, signed(&message, 1), now), Step::CONTINUE);
-    // The same signer twice counts once.
-    assert_eq!(tally.answer(2, signed(&message, 1), now), Step::CONTINUE);
-    assert_eq!(tally.answer(3, Err("refused".into()), now), Step::CONTINUE);
+    // Member 0 signs another message: a lie.
+    assert_eq!(
+        tally.answer(MemberIndex(0), signed(&other, 0), now),
+        Step::CONTINUE
+    );
+    assert_eq!(
+        tally.answer(MemberIndex(1), signed(&message, 1), now),
+        Step::CONTINUE
+    );
+    assert_eq!(
+        tally.answer(MemberIndex(3), Err("refused".into()), now),
+        Step::CONTINUE
+    );
     assert_eq!(tally.weight(), 3);
-    assert!(tally.failures()[0].1.is_lie() && tally.failures()[1].1.is_lie());
+    let kinds: Vec<(u16, bool)> = tally
+        .failures()
+        .iter()
+        .map(|(m, f)| (m.0, f.is_lie()))
+        .collect();
+    assert_eq!(kinds, vec![(0, true), (3, false)]);
+    // Signed in another epoch (a clock a tick ahead): no answer, not a lie.
+    let ahead = common::confirmation(1, 7, 5);
+    tally.answer(MemberIndex(2), signed(&ahead, 2), now);
     assert!(!tally.failures()[2].1.is_lie());
-    assert_eq!(tally.answer(4, signed(&message, 0), now), Step::CONTINUE);
-    assert_eq!(tally.answer(5, signed(&message, 2), now), Step::Done);
+    assert_eq!(
+        tally.answer(MemberIndex(2), signed(&message, 2), now),
+        Step::CONTINUE
+    );
+    assert_eq!(
+        tally.answer(MemberIndex(0), signed(&message, 0), now),
+        Step::Done
+    );
     let certificate = tally.finish().unwrap();
     assert_eq!(certificate.verify(&t.committee).unwrap(), 8);
+}
+
+#[test]
+fn a_relayed_signature_is_its_relayers_lie_and_its_signer_still_counts() {
+    let t = committee();
+    let message = common::confirmation(0, 7, 5);
+    let mut tally = SignatureTally::new(&t.committee, message.clone());
+    let now = Instant::now();
+    // Member 3 answers first, with member 1's signature taken from it.
+    let taken = Signed::sign(message.clone(), &t.protocol_keys[1]);
+    tally.answer(MemberIndex(3), Ok(taken.clone()), now);
+    assert_eq!(tally.weight(), 0);
+    assert_eq!(tally.failures().len(), 1);
+    assert_eq!(tally.failures()[0].0, MemberIndex(3));
+    assert!(tally.failures()[0].1.to_string().contains("not its own"));
+    // Member 1's own answer counts; it is not blamed.
+    tally.answer(MemberIndex(1), Ok(taken), now);
+    assert_eq!(tally.weight(), 3);
+    assert_eq!(tally.failures().len(), 1);
+    // Called at a network key, the answer is bound to that member too.
+    let mut by_key = SignatureTally::new(&t.committee, message.clone());
+    let key = t.committee.members()[2].network_key;
+    by_key.answer(
+        key,
+        Ok(Signed::sign(message.clone(), &t.protocol_keys[0])),
+        now,
+    );
+    assert!(by_key.failures()[0].1.is_lie());
+    by_key.answer(key, Ok(Signed::sign(message, &t.protocol_keys[2])), now);
+    assert_eq!(by_key.weight(), 2);
 }
 
 #[test]
 fn a_certificate_short_of_its_threshold_is_a_shortfall() {
     let t = committee();
     let message = common::confirmation(0, 7, 5);
-    let mut tally: SignatureTally<'_, _, usize> =
-        SignatureTally::new(CertificateBuilder::new(&t.committee, message.clone()));
+    let mut tally: SignatureTally<'_, _, MemberIndex> =
+        SignatureTally::new(&t.committee, message.clone());
     tally
         .add_own(&Signed::sign(message.clone(), &t.protocol_keys[0]))
         .unwrap();

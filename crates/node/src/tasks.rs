@@ -13,9 +13,7 @@ use floe_codec::{
 use floe_consensus::quorum::{
     Discard, Failure, MetadataTally, Pacing, SignatureTally, SymbolTally,
 };
-use floe_consensus::{
-    CertificateBuilder, Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, PublicKey, Signed,
-};
+use floe_consensus::{Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, PublicKey, Signed};
 use floe_net::FanOut;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;

@@ -235,7 +235,7 @@ pub(super) async fn certify_invalid(
     let epoch = inner.epoch();
     let committee = inner.committee(epoch);
     let message = ProtocolMessage::new(epoch, InvalidBlobAttestation { blob_id });
-    let mut tally = SignatureTally::new(CertificateBuilder::new(&committee, message.clone()));
+    let mut tally = SignatureTally::new(&committee, message.clone());
     tally
         .add_own(&Signed::sign(message, &inner.protocol_key))
         .map_err(|source| TaskError::Certificate { blob_id, source })?;
