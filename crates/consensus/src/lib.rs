@@ -56,6 +56,7 @@
 //! ```
 
 mod certificate;
+pub mod chain;
 mod committee;
 mod digest;
 mod error;

@@ -11,8 +11,8 @@
 //! The intent's kind byte differs per body type, so a signature over one
 //! kind can never verify as another, even where two bodies have identical
 //! bytes (`InvalidBlobAttestation` and `BlobDeletion` both carry only a blob
-//! ID). Kinds 16 and above are reserved for epoch-change messages
-//! (committee handover, shard transfer), which later versions add.
+//! ID). Kinds 16 and above are for epoch-change messages: 16 is the
+//! committee handover ([`crate::chain::CommitteeProposal`]).
 
 use std::fmt::Debug;
 
@@ -30,6 +30,8 @@ pub enum IntentKind {
     InvalidBlobAttestation = 2,
     /// A blob's owner deletes its deletable registration (signed by the owner).
     BlobDeletion = 3,
+    /// Members of an epoch's committee certify the next epoch's committee.
+    CommitteeHandover = 16,
 }
 
 /// The application domain of a signature: only Floe for now. Keeps Floe
