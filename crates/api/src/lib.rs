@@ -12,6 +12,7 @@ use floe_codec::{
     Axis, BlobId, BlobMetadata, InconsistencyProof, RecoverySymbol, ShardIndex, Sliver,
     SliverIndex, SliverPair,
 };
+use floe_consensus::chain::{CommitteeCertificate, CommitteeProposal};
 use floe_consensus::{
     Epoch, Fact, InvalidBlobAttestation, ItemId, PublicKey, ReconcileMessage, Signed,
     StorageConfirmation,
@@ -115,6 +116,10 @@ pub enum ApiError {
     /// taken); retry shortly or ask another node.
     #[error("the node is busy: {0}")]
     Busy(String),
+    /// A committee change was refused: a proposal not approved here, out of
+    /// its epoch, or a committee certificate that does not extend the chain.
+    #[error("committee change: {0}")]
+    Committee(String),
 }
 
 impl ApiError {
@@ -130,6 +135,7 @@ impl ApiError {
             ApiError::Limit(_) => "limit",
             ApiError::Internal(_) => "internal",
             ApiError::Busy(_) => "busy",
+            ApiError::Committee(_) => "committee",
         }
     }
 }
@@ -356,4 +362,26 @@ method!(
 method!(
     /// One round of anti-entropy over facts.
     Reconcile, 11, Access::PeerOnly, ReconcileRequest => ReconcileResponse, MAX_FACTS_FRAME, MAX_FACTS_FRAME, LONG
+);
+
+/// Committee certificates a node answers with at once: a follower asks
+/// again from the last one it got.
+pub const MAX_CHAIN_LINKS: usize = 64;
+
+method!(
+    /// The committee certificates starting after an epoch, oldest first (at
+    /// most [`MAX_CHAIN_LINKS`]): how anyone who knows genesis learns every
+    /// later committee, verifying each link against the one before.
+    GetCommitteeChain, 12, Access::Public, Epoch => Vec<CommitteeCertificate>, MAX_SMALL_FRAME, MAX_FACTS_FRAME, SHORT
+);
+method!(
+    /// Sign a proposal of the next epoch's committee: a member signs only a
+    /// proposal its operator approved, and only in the epoch before the one
+    /// the proposal starts.
+    SignCommitteeProposal, 13, Access::PeerOnly, CommitteeProposal => Signed<CommitteeProposal>, MAX_FACTS_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// Deliver a committee certificate; the node verifies it against its
+    /// chain and answers the epoch of its latest committee.
+    PutCommitteeLink, 14, Access::Public, CommitteeCertificate => Epoch, MAX_FACTS_FRAME, MAX_SMALL_FRAME, SHORT
 );

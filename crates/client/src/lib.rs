@@ -16,6 +16,7 @@ use floe_codec::{
     decode, encode, Axis, BlobId, BlobMetadata, DecodeCheck, ShardIndex, Sliver, SliverIndex,
     SliverPair,
 };
+use floe_consensus::chain::CommitteeChain;
 use floe_consensus::quorum::{
     AllSucceed, DeliveryTally, Failure, MetadataTally, Observed, Pacing, Shortfall, SignatureTally,
     SliverTally, StatusTally,
@@ -194,10 +195,27 @@ impl Default for ClientConfig {
     }
 }
 
+/// Every answer of a fan-out, kept as it came.
+struct Answers<K, A>(Vec<(K, A)>);
+
+impl<K, A> floe_consensus::quorum::Tally<K, A> for Answers<K, A> {
+    fn answer(
+        &mut self,
+        from: K,
+        answer: A,
+        _now: std::time::Instant,
+    ) -> floe_consensus::quorum::Step {
+        self.0.push((from, answer));
+        floe_consensus::quorum::Step::CONTINUE
+    }
+}
+
 /// A client of one committee.
 pub struct Client {
-    /// The committee as read from the committee file.
+    /// The committee as read from the committee file (genesis).
     base: Committee,
+    /// The committees since genesis, as far as this client has followed.
+    chain: std::sync::RwLock<CommitteeChain>,
     clock: EpochClock,
     pool: Arc<Pool>,
     config: ClientConfig,
@@ -229,6 +247,7 @@ impl Client {
                 .map_err(|e| ClientError::Rejected(e.to_string()))?;
         }
         Ok(Self {
+            chain: std::sync::RwLock::new(CommitteeChain::new(file.committee.clone())),
             base: file.committee.clone(),
             clock: file.clock,
             pool: Arc::new(pool),
@@ -246,9 +265,76 @@ impl Client {
         self.clock
     }
 
-    /// The committee as of `epoch`.
+    /// The committee that serves `epoch`, as the chain of committee
+    /// certificates this client followed says (see [`Client::follow_chain`]).
     pub fn committee(&self, epoch: Epoch) -> Committee {
-        self.base.at_epoch(epoch)
+        self.chain().committee_at(epoch)
+    }
+
+    /// The chain of committees this client has verified, from genesis.
+    pub fn chain(&self) -> CommitteeChain {
+        self.chain
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Learns every committee change since the last one this client knows:
+    /// asks the members of the current committee for the committee
+    /// certificates after it, verifies each against the committee before it,
+    /// and keeps the longest chain that verifies. A node that serves a link
+    /// that does not verify is reported. Answers the epoch of the latest
+    /// committee change.
+    pub async fn follow_chain(&self) -> Result<Epoch, ClientError> {
+        // Pages of links until no member knows more.
+        for _ in 0..1024 {
+            let chain = self.chain();
+            let after = chain.latest_epoch();
+            let current = chain.committee_at(self.epoch().max(after));
+            let mut answers = Answers(Vec::new());
+            FanOut::new(
+                current
+                    .members()
+                    .iter()
+                    .map(|m| m.network_key)
+                    .collect::<Vec<_>>(),
+                Pacing::ALL,
+            )
+            .run(&mut answers, |key| {
+                let pool = Arc::clone(&self.pool);
+                async move { pool.call::<GetCommitteeChain>(&key, &after).await.ok() }
+            })
+            .await;
+            let mut best = chain.clone();
+            for (key, links) in answers.0 {
+                let mut candidate = chain.clone();
+                for link in links.into_iter().flatten() {
+                    if let Err(e) = candidate.extend(link) {
+                        self.pool.report_misbehaviour(
+                            &key,
+                            format!("served a committee certificate that does not verify: {e}"),
+                        );
+                        break;
+                    }
+                }
+                if candidate.latest_epoch() > best.latest_epoch() {
+                    best = candidate;
+                }
+            }
+            if best.latest_epoch() == after {
+                return Ok(after);
+            }
+            for member in best.links().flat_map(|l| l.message.body.members.iter()) {
+                self.pool
+                    .add_peer(member.network_key, member.address.clone())
+                    .map_err(|e| ClientError::Rejected(e.to_string()))?;
+            }
+            *self
+                .chain
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = best;
+        }
+        Ok(self.chain().latest_epoch())
     }
 
     /// Health of every node, as seen by this client's connections.
@@ -285,20 +371,32 @@ impl Client {
     pub async fn status(&self, blob_id: BlobId) -> Result<QuorumStatus, ClientError> {
         let epoch = self.epoch();
         // Built for this blob: a proof about any other is a lie.
-        let mut tally = StatusTally::new(&self.base, blob_id, epoch, STATUS_GRACE);
-        FanOut::new(self.member_indices(), Pacing::ALL)
+        // Asked of the members of this epoch's committee; each proof is
+        // verified against the committee of its own epoch.
+        let chain = self.chain();
+        let current = chain.committee_at(epoch);
+        let key_of = |member: &MemberIndex| current.member(*member).map(|m| m.network_key);
+        let mut tally = StatusTally::new(&chain, blob_id, epoch, STATUS_GRACE);
+        let members = (0..current.members().len()).map(|i| MemberIndex(i as u16));
+        FanOut::new(members, Pacing::ALL)
             .run(&mut tally, |member| {
-                let (pool, key) = (Arc::clone(&self.pool), self.network_key(member));
+                let (pool, key) = (
+                    Arc::clone(&self.pool),
+                    key_of(&member).unwrap_or(self.network_key(member)),
+                );
                 async move {
                     let answer = pool.call::<GetStatus>(&key, &blob_id).await;
                     answer.map(|a| a.status).map_err(|e| e.to_string())
                 }
             })
             .await;
-        self.report_lies(tally.failures(), |member| Some(self.network_key(*member)));
+        self.report_lies(tally.failures(), key_of);
         tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "a definite status", shortfall, |member| {
-                self.node_name(*member)
+                current
+                    .member(*member)
+                    .map(|m| m.node_id.0.clone())
+                    .unwrap_or_default()
             })
         })
     }

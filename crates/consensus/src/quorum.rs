@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use floe_codec::{symbols_needed, Axis, BlobId, BlobMetadata, RecoverySymbol, Sliver, SliverIndex};
 
+use crate::chain::CommitteeChain;
 use crate::{BlobState, BlobStatus, BuildError, Committee, Epoch, MemberIndex, Signed};
 use crate::{Certificate, CertificateBuilder, MessageBody};
 
@@ -138,7 +139,9 @@ pub struct QuorumStatus {
 /// have answered, the rest get a grace period, not the full call timeout.
 #[derive(Debug)]
 pub struct StatusTally<'c> {
-    base: &'c Committee,
+    chain: &'c CommitteeChain,
+    /// The committee of the epoch judged in: whose members answer.
+    current: Committee,
     epoch: Epoch,
     quorum: u32,
     grace: Duration,
@@ -149,12 +152,16 @@ pub struct StatusTally<'c> {
 }
 
 impl<'c> StatusTally<'c> {
-    /// A tally of `blob_id`'s status in `epoch`, against `base`'s members.
-    pub fn new(base: &'c Committee, blob_id: BlobId, epoch: Epoch, grace: Duration) -> Self {
+    /// A tally of `blob_id`'s status in `epoch`, answered by the members of
+    /// that epoch's committee; each proof is verified against the committee
+    /// of its own epoch, as `chain` says.
+    pub fn new(chain: &'c CommitteeChain, blob_id: BlobId, epoch: Epoch, grace: Duration) -> Self {
+        let current = chain.committee_at(epoch);
         Self {
-            base,
+            chain,
+            quorum: current.quorum_threshold(),
+            current,
             epoch,
-            quorum: base.at_epoch(epoch).quorum_threshold(),
             grace,
             state: BlobState::unknown(blob_id),
             answered: 0,
@@ -167,7 +174,7 @@ impl<'c> StatusTally<'c> {
         let Some(fact) = status.fact() else {
             return Ok(());
         };
-        let committee = self.base.at_epoch(fact.epoch());
+        let committee = self.chain.committee_at(fact.epoch());
         let verified = fact
             .verify(&committee)
             .map_err(|e| format!("answered with a proof that does not verify: {e}"))?;
@@ -185,7 +192,7 @@ impl<'c> StatusTally<'c> {
     pub fn finish(self) -> Result<QuorumStatus, Shortfall<MemberIndex>> {
         let status = match self.state.status(self.epoch) {
             BlobStatus::Unknown | BlobStatus::Pending => {
-                if !self.base.is_quorum(self.answered) {
+                if !self.current.is_quorum(self.answered) {
                     return Err(Shortfall {
                         needed: self.quorum,
                         got: self.answered,
@@ -215,7 +222,7 @@ impl Tally<MemberIndex, Result<BlobStatus, String>> for StatusTally<'_> {
             .map_err(Failure::Unanswered)
             .and_then(|status| self.fold(status).map_err(Failure::Lie))
         {
-            Ok(()) => self.answered = self.answered.saturating_add(self.base.weight(from)),
+            Ok(()) => self.answered = self.answered.saturating_add(self.current.weight(from)),
             Err(failure) => self.failures.push((from, failure)),
         }
         if self.deadline.is_none() && self.answered >= self.quorum {

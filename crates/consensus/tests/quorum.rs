@@ -37,8 +37,9 @@ fn certified(t: &common::TestCommittee, blob: BlobId) -> BlobStatus {
 #[test]
 fn status_needs_a_quorum_to_say_unknown_and_starts_a_grace_period_at_it() {
     let t = committee();
+    let chain = floe_consensus::chain::CommitteeChain::new(t.committee.clone());
     let grace = Duration::from_millis(300);
-    let mut tally = StatusTally::new(&t.committee, BLOB, Epoch(1), grace);
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), grace);
     let now = Instant::now();
     // Members 0 and 1 hold 6 shards: below the quorum of 7.
     for member in [0, 1] {
@@ -49,7 +50,7 @@ fn status_needs_a_quorum_to_say_unknown_and_starts_a_grace_period_at_it() {
     }
     tally.answer(MemberIndex(2), Err("timed out".into()), now);
     let shortfall = StatusTally::finish({
-        let mut copy = StatusTally::new(&t.committee, BLOB, Epoch(1), grace);
+        let mut copy = StatusTally::new(&chain, BLOB, Epoch(1), grace);
         for member in [0, 1] {
             copy.answer(MemberIndex(member), Ok(BlobStatus::Unknown), now);
         }
@@ -72,7 +73,8 @@ fn status_needs_a_quorum_to_say_unknown_and_starts_a_grace_period_at_it() {
 #[test]
 fn a_proof_about_another_blob_or_a_forged_one_is_a_lie_and_does_not_count() {
     let t = committee();
-    let mut tally = StatusTally::new(&t.committee, BLOB, Epoch(1), Duration::ZERO);
+    let chain = floe_consensus::chain::CommitteeChain::new(t.committee.clone());
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
     let now = Instant::now();
     // A real certificate, of another blob.
     tally.answer(MemberIndex(0), Ok(certified(&t, OTHER)), now);
@@ -108,14 +110,15 @@ fn a_proof_about_another_blob_or_a_forged_one_is_a_lie_and_does_not_count() {
 #[test]
 fn one_honest_proof_is_enough_whatever_the_others_say() {
     let t = committee();
-    let mut tally = StatusTally::new(&t.committee, BLOB, Epoch(1), Duration::ZERO);
+    let chain = floe_consensus::chain::CommitteeChain::new(t.committee.clone());
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
     let now = Instant::now();
     tally.answer(MemberIndex(3), Ok(certified(&t, BLOB)), now);
     tally.answer(MemberIndex(0), Ok(BlobStatus::Unknown), now);
     let status = tally.finish().unwrap();
     assert_eq!(status.status.name(), "certified");
     // The same proof judged after its end epoch says expired.
-    let mut later = StatusTally::new(&t.committee, BLOB, Epoch(5), Duration::ZERO);
+    let mut later = StatusTally::new(&chain, BLOB, Epoch(5), Duration::ZERO);
     later.answer(MemberIndex(3), Ok(certified(&t, BLOB)), now);
     assert_eq!(later.finish().unwrap().status.name(), "expired");
 }

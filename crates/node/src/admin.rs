@@ -1,4 +1,6 @@
-//! The admin HTTP port: `/metrics` (Prometheus text format) and `/health`.
+//! The admin HTTP port: `/metrics` (Prometheus text format), `/health`,
+//! and the committee change: `GET /committee` (the chain and the approved
+//! proposals) and `POST /committee/approve` (a proposal as TOML).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/committee", get(committee))
+        .route("/committee/approve", axum::routing::post(approve))
         .with_state((inner, stats));
     Ok(tokio::spawn(async move {
         let stop = async move {
@@ -49,6 +53,71 @@ async fn health(State((inner, _)): State<AppState>) -> impl IntoResponse {
         "drift": inner.store.drift_count(),
         "shards": inner.my_shards().len(),
     }))
+}
+
+/// The chain's latest committee, the current one, and what this node's
+/// operator approved.
+async fn committee(State((inner, _)): State<AppState>) -> impl IntoResponse {
+    let epoch = inner.epoch();
+    let (latest, links) = inner
+        .chain
+        .lock()
+        .map(|c| (c.latest_epoch().0, c.links().count()))
+        .unwrap_or_default();
+    let current = inner.committee(epoch);
+    let next = inner.committee(floe_consensus::Epoch(epoch.0 + 1));
+    let names = |c: &floe_consensus::Committee| -> Vec<serde_json::Value> {
+        c.members()
+            .iter()
+            .map(|m| serde_json::json!({"node_id": m.node_id.0, "shards": m.shards.len()}))
+            .collect()
+    };
+    let approved: Vec<serde_json::Value> = inner
+        .approved
+        .lock()
+        .map(|a| {
+            a.iter()
+                .map(|(digest, p)| serde_json::json!({"proposal": hex::encode(digest), "epoch": p.epoch.0}))
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(serde_json::json!({
+        "epoch": epoch.0,
+        "latest_change": latest,
+        "certified_changes": links,
+        "committee": names(&current),
+        "next_committee": names(&next),
+        "approved": approved,
+    }))
+}
+
+/// Approves a proposal of the next committee (TOML in the body); the node
+/// signs it for its peers and tries to certify it.
+async fn approve(State((inner, _)): State<AppState>, body: String) -> impl IntoResponse {
+    use axum::http::StatusCode;
+    let proposal: floe_consensus::chain::CommitteeProposal = match toml::from_str(&body) {
+        Ok(proposal) => proposal,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": format!("the proposal does not parse: {e}")})),
+            )
+        }
+    };
+    match crate::handover::approve(&inner, proposal) {
+        Ok(digest) => {
+            let inner = Arc::clone(&inner);
+            tokio::spawn(async move { crate::handover::certify_approved(&inner).await });
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"approved": hex::encode(digest)})),
+            )
+        }
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"error": e.to_string()})),
+        ),
+    }
 }
 
 async fn metrics(State((inner, server_stats)): State<AppState>) -> impl IntoResponse {

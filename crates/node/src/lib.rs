@@ -23,6 +23,7 @@ mod admin;
 mod byzantine;
 pub mod committee;
 pub mod config;
+mod handover;
 mod reconcile;
 mod service;
 mod state;
@@ -147,7 +148,17 @@ impl Node {
         let _ = store.set_current_epoch(epoch);
 
         let identity = TlsIdentity::new(&network_key).map_err(floe_net::NetError::from)?;
-        let members = Members::new(committee.members().iter().map(|m| m.network_key));
+        let chain = handover::load_chain(&store, &committee);
+        // Members of genesis and of every later committee may call
+        // peer-only methods.
+        let every_member: Vec<floe_consensus::Member> = committee
+            .members()
+            .iter()
+            .chain(chain.links().flat_map(|l| l.message.body.members.iter()))
+            .cloned()
+            .collect();
+        let members = Members::new(every_member.iter().map(|m| m.network_key));
+        let members_handle = members.clone();
         let slot = Arc::new(std::sync::OnceLock::new());
         let router = service::router(Arc::clone(&slot));
         let server = Server::bind(
@@ -162,7 +173,7 @@ impl Node {
             Some(&network_key),
             server.config().clone(),
         )?;
-        for peer in committee.members() {
+        for peer in &every_member {
             pool.add_peer(peer.network_key, peer.address.clone())?;
         }
         let mut digest = DigestIndex::new();
@@ -198,6 +209,9 @@ impl Node {
             metrics: Metrics::default(),
             repair_backoff: Mutex::new(HashMap::new()),
             byzantine: config.byzantine.clone(),
+            chain: Mutex::new(chain),
+            approved: Mutex::new(std::collections::BTreeMap::new()),
+            members: members_handle,
         });
         if let Some(lies) = &inner.byzantine {
             tracing::warn!(node = %inner.node_id, ?lies, "LAB ONLY: this node is a HOSTILE member and lies as configured in [byzantine]");
@@ -259,6 +273,30 @@ impl Node {
     /// The node's request counters (requests and bytes served).
     pub fn server_stats(&self) -> &floe_net::ServerStats {
         self.server.stats()
+    }
+
+    /// The operator approves `proposal` as the next epoch's committee: the
+    /// node signs it for the members that ask, and tries at once to certify
+    /// it with their signatures (and again on every anti-entropy interval).
+    /// Refused unless it starts the next epoch, keeps the shard count and is
+    /// a valid committee. Answers the proposal's digest.
+    pub async fn approve_next_committee(
+        &self,
+        proposal: floe_consensus::chain::CommitteeProposal,
+    ) -> Result<[u8; 32], floe_api::ApiError> {
+        let digest = handover::approve(&self.inner, proposal)?;
+        handover::certify_approved(&self.inner).await;
+        Ok(digest)
+    }
+
+    /// The epoch of the latest committee change this node has certified or
+    /// been given (genesis's epoch if none).
+    pub fn latest_committee_change(&self) -> floe_consensus::Epoch {
+        self.inner
+            .chain
+            .lock()
+            .map(|c| c.latest_epoch())
+            .unwrap_or(floe_consensus::Epoch(0))
     }
 
     /// The node's store (for inspection).

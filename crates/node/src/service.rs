@@ -11,6 +11,7 @@ use floe_consensus::{
 use floe_net::{Caller, Router};
 use tracing::info;
 
+use crate::handover;
 use crate::reconcile::{cap_ranges, cap_reply, distinct_ranges};
 use crate::state::{
     accept_fact, accept_facts, facts_within, now_ms, push_fact, status_report, store_error, Inner,
@@ -75,7 +76,34 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = route!(router, GetStatus, status);
     let router = route!(router, GetRecoverySymbols, recovery_symbols);
     let router = route!(router, SubmitInconsistency, attest_inconsistency);
-    route!(router, Reconcile, reconcile)
+    let router = route!(router, Reconcile, reconcile);
+    let router = route!(router, GetCommitteeChain, committee_chain);
+    let router = route!(router, SignCommitteeProposal, sign_committee);
+    route!(router, PutCommitteeLink, put_committee_link)
+}
+
+fn committee_chain(
+    inner: &Inner,
+    _: Caller,
+    after: floe_consensus::Epoch,
+) -> Result<Vec<floe_consensus::chain::CommitteeCertificate>, ApiError> {
+    Ok(handover::links_after(inner, after))
+}
+
+fn sign_committee(
+    inner: &Inner,
+    _: Caller,
+    proposal: floe_consensus::chain::CommitteeProposal,
+) -> Result<Signed<floe_consensus::chain::CommitteeProposal>, ApiError> {
+    handover::sign(inner, proposal)
+}
+
+fn put_committee_link(
+    inner: &Inner,
+    _: Caller,
+    link: floe_consensus::chain::CommitteeCertificate,
+) -> Result<floe_consensus::Epoch, ApiError> {
+    handover::accept_link(inner, link)
 }
 
 fn info(inner: &Inner, _: Caller, (): ()) -> Result<NodeInfo, ApiError> {

@@ -11,12 +11,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use floe_api::*;
 use floe_codec::{BlobId, ShardIndex};
+use floe_consensus::chain::{CommitteeChain, CommitteeProposal};
 use floe_consensus::quorum::{Discard, Pacing};
 use floe_consensus::{
     BlobState, Committee, DigestIndex, Epoch, EpochClock, Fact, ItemId, KeyPair, Member,
     MemberIndex, PublicKey,
 };
-use floe_net::{FanOut, Pool};
+use floe_net::{FanOut, Members, Pool};
 use floe_store::{Store, StoreError};
 use tracing::debug;
 
@@ -68,6 +69,12 @@ pub(crate) struct Inner {
     pub(crate) repair_backoff: Mutex<HashMap<floe_codec::BlobId, (std::time::Instant, u32)>>,
     /// LAB ONLY: how this node lies, if it is a hostile member.
     pub(crate) byzantine: Option<config::Byzantine>,
+    /// The committees since genesis, each certified by the one before.
+    pub(crate) chain: Mutex<CommitteeChain>,
+    /// Next committees this node's operator approved, by digest.
+    pub(crate) approved: Mutex<BTreeMap<[u8; 32], CommitteeProposal>>,
+    /// The network keys the server treats as members.
+    pub(crate) members: Members,
 }
 
 /// The anti-entropy items of the facts a state holds.
@@ -94,8 +101,9 @@ impl Inner {
         self.clock.epoch_at(now_ms())
     }
 
-    /// The committee as of `epoch` (the membership is fixed; certificates
-    /// are bound to the epoch they were formed in).
+    /// The committee that serves `epoch`, as this node's chain of committee
+    /// certificates says (certificates are bound to the epoch they were
+    /// formed in).
     pub(crate) fn committee(&self, epoch: Epoch) -> Arc<Committee> {
         let mut committees = self
             .committees
@@ -104,12 +112,34 @@ impl Inner {
         if let Some(committee) = committees.get(&epoch) {
             return Arc::clone(committee);
         }
-        let committee = Arc::new(self.base.at_epoch(epoch));
+        let committee = Arc::new(
+            self.chain
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .committee_at(epoch),
+        );
         if committees.len() > 64 {
             committees.clear();
         }
         committees.insert(epoch, Arc::clone(&committee));
         committee
+    }
+
+    /// Forgets the committees worked out so far (the chain grew).
+    pub(crate) fn forget_committees(&self) {
+        self.committees
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// This node's network key in `committee`, if it is a member.
+    pub(crate) fn me_in(&self, committee: &Committee) -> Option<PublicKey> {
+        committee
+            .members()
+            .iter()
+            .find(|m| m.node_id.0 == self.node_id)
+            .map(|m| m.network_key)
     }
 
     pub(crate) fn my_shards(&self) -> &[ShardIndex] {

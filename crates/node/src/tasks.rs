@@ -129,6 +129,10 @@ pub(crate) fn spawn_all(
         every(std::time::Duration::from_secs(1), inner, |inner| {
             Box::pin(advance_epoch(inner))
         }),
+        // Approved next committees are certified once enough members approved.
+        every(inner.tasks.sync_interval(), inner, |inner| {
+            Box::pin(async move { crate::handover::certify_approved(&inner).await })
+        }),
     ]
 }
 
