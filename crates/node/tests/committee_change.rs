@@ -77,7 +77,10 @@ async fn a_quorum_certifies_the_next_committee_and_a_genesis_client_follows_it()
 
     // Operators exchange proposals as TOML (admin POST /committee/approve).
     let text = toml::to_string(&proposal).unwrap();
-    assert_eq!(toml::from_str::<CommitteeProposal>(&text).unwrap(), proposal);
+    assert_eq!(
+        toml::from_str::<CommitteeProposal>(&text).unwrap(),
+        proposal
+    );
 
     // A member (node-3's network key) asks node-0 to sign before node-0's
     // operator approved: refused.

@@ -1,0 +1,221 @@
+//! The tallies of data: primary slivers for a read, recovery symbols for a
+//! repair. Each piece is verified against the blob's metadata; a piece that
+//! is not the one asked for, or fails its proof, is a lie.
+
+use super::*;
+
+/// The read plan: primary slivers, systematic ones first, until enough are
+/// verified to decode. It asks for no more than it still needs; a failure
+/// frees a place for the next candidate, and a stall brings one in through
+/// the driver's hedge.
+#[derive(Debug)]
+pub struct SliverTally {
+    needed: usize,
+    got: Vec<Sliver>,
+    held: std::collections::BTreeSet<SliverIndex>,
+    bytes: u64,
+    failures: Vec<(SliverIndex, Failure)>,
+}
+
+impl SliverTally {
+    /// A read that needs `needed` primary slivers.
+    pub fn new(needed: usize) -> Self {
+        Self {
+            needed,
+            got: Vec::with_capacity(needed),
+            held: std::collections::BTreeSet::new(),
+            bytes: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Checks a served sliver against the question and the metadata: pure,
+    /// and run where the answer arrives (verification is the costly part of
+    /// a read, so it runs in parallel, before the tally sees the sliver).
+    pub fn check(
+        metadata: &BlobMetadata,
+        asked: SliverIndex,
+        sliver: Sliver,
+    ) -> Result<Sliver, Failure> {
+        if sliver.axis != Axis::Primary || sliver.index != asked {
+            return Err(Failure::Lie(
+                "served another sliver than the one asked for".to_string(),
+            ));
+        }
+        sliver
+            .verify(metadata)
+            .map_err(|e| Failure::Lie(format!("served a sliver that fails verification: {e}")))?;
+        Ok(sliver)
+    }
+
+    /// Slivers verified, slivers needed, bytes fetched.
+    pub fn progress(&self) -> (usize, usize, u64) {
+        (self.got.len(), self.needed, self.bytes)
+    }
+
+    /// The slivers asked for that failed so far, and how.
+    pub fn failures(&self) -> &[(SliverIndex, Failure)] {
+        &self.failures
+    }
+
+    /// The slivers, if enough were verified.
+    pub fn finish(self) -> Result<Vec<Sliver>, Shortfall<SliverIndex>> {
+        if self.got.len() < self.needed {
+            return Err(Shortfall {
+                needed: saturating_u32(self.needed),
+                got: saturating_u32(self.got.len()),
+                failures: self.failures,
+            });
+        }
+        Ok(self.got)
+    }
+}
+
+impl Tally<SliverIndex, Result<Sliver, Failure>> for SliverTally {
+    fn answer(
+        &mut self,
+        from: SliverIndex,
+        answer: Result<Sliver, Failure>,
+        _now: Instant,
+    ) -> Step {
+        match answer {
+            // A checked sliver of the index asked for, not one already held.
+            Ok(sliver) if sliver.index == from && self.held.insert(from) => {
+                self.bytes += sliver.data.len() as u64;
+                self.got.push(sliver);
+            }
+            Ok(_) => self.failures.push((
+                from,
+                Failure::Lie("served another sliver than the one asked for".to_string()),
+            )),
+            Err(failure) => self.failures.push((from, failure)),
+        }
+        if self.got.len() >= self.needed {
+            Step::Done
+        } else {
+            Step::CONTINUE
+        }
+    }
+
+    fn wanted(&self, in_flight: usize) -> usize {
+        self.needed.saturating_sub(self.got.len() + in_flight)
+    }
+}
+
+/// Recovery symbols for a set of target slivers, from distinct sources,
+/// each verified against the metadata. A peer that sends symbols not asked
+/// for, or failing their proofs, is a liar; its good symbols still count.
+#[derive(Debug)]
+pub struct SymbolTally<'m, K> {
+    metadata: &'m BlobMetadata,
+    targets: Vec<(Axis, SliverIndex)>,
+    have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>>,
+    bytes: u64,
+    failures: Vec<(K, Failure)>,
+}
+
+impl<'m, K> SymbolTally<'m, K> {
+    /// Gathers symbols rebuilding `targets` of the blob `metadata` describes.
+    pub fn new(metadata: &'m BlobMetadata, targets: &[(Axis, SliverIndex)]) -> Self {
+        Self {
+            metadata,
+            targets: targets.to_vec(),
+            have: BTreeMap::new(),
+            bytes: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    fn enough(&self) -> bool {
+        self.targets.iter().all(|target| {
+            self.have.get(target).map_or(0, BTreeMap::len)
+                >= symbols_needed(self.metadata, target.0)
+        })
+    }
+
+    /// Bytes of verified symbols received.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The peers that failed so far, and how.
+    pub fn failures(&self) -> &[(K, Failure)] {
+        &self.failures
+    }
+
+    /// Each target's symbols, if every target has enough.
+    #[allow(clippy::type_complexity)]
+    pub fn finish(
+        self,
+    ) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, Shortfall<K>> {
+        if !self.enough() {
+            let needed: usize = self
+                .targets
+                .iter()
+                .map(|t| symbols_needed(self.metadata, t.0))
+                .sum();
+            let got: usize = self
+                .targets
+                .iter()
+                .map(|t| {
+                    self.have
+                        .get(t)
+                        .map_or(0, BTreeMap::len)
+                        .min(symbols_needed(self.metadata, t.0))
+                })
+                .sum();
+            return Err(Shortfall {
+                needed: saturating_u32(needed),
+                got: saturating_u32(got),
+                failures: self.failures,
+            });
+        }
+        Ok(self
+            .have
+            .into_iter()
+            .map(|(target, symbols)| (target, symbols.into_values().collect()))
+            .collect())
+    }
+}
+
+impl<K> Tally<K, Result<Vec<RecoverySymbol>, String>> for SymbolTally<'_, K> {
+    fn answer(
+        &mut self,
+        from: K,
+        answer: Result<Vec<RecoverySymbol>, String>,
+        _now: Instant,
+    ) -> Step {
+        match answer {
+            Ok(symbols) => {
+                let mut bad = 0usize;
+                for symbol in symbols {
+                    let target = (symbol.target_axis(), symbol.target_index());
+                    if !self.targets.contains(&target) || symbol.verify(self.metadata).is_err() {
+                        bad += 1;
+                        continue;
+                    }
+                    self.bytes += symbol.data.len() as u64;
+                    self.have
+                        .entry(target)
+                        .or_default()
+                        .insert(symbol.source_index, symbol);
+                }
+                if bad > 0 {
+                    self.failures.push((
+                        from,
+                        Failure::Lie(format!(
+                            "{bad} recovery symbols of blob {} not asked for or failing their proofs",
+                            self.metadata.blob_id()
+                        )),
+                    ));
+                }
+            }
+            Err(e) => self.failures.push((from, Failure::Unanswered(e))),
+        }
+        if self.enough() {
+            Step::Done
+        } else {
+            Step::CONTINUE
+        }
+    }
+}
