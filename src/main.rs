@@ -122,7 +122,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 Command::Read(args) => read::run(args, &client, json, bars).await,
                 Command::Status(args) => status::run(args, &client, json).await,
                 Command::Delete(args) => delete::run(args, &file, &client, json).await,
-                Command::Info => info::run(&file, &client, json),
+                Command::Info => info::run(&file, &client, json).await,
                 Command::Health => health::run(&client, json).await,
                 Command::Gateway(args) => gateway::run(args, &file, client).await,
                 Command::Completions(_) | Command::BlobId(_) => Ok(0),

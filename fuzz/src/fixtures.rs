@@ -55,6 +55,10 @@ pub struct Fixtures {
     pub confirmation: Signed<StorageConfirmation>,
     /// Member 0's attestation of the inconsistent blob.
     pub attestation: Signed<InvalidBlobAttestation>,
+    /// The committee of the next epoch, certified by this one.
+    pub link: floe_consensus::chain::CommitteeCertificate,
+    /// Member 0's signature of that proposal.
+    pub handover: Signed<floe_consensus::chain::CommitteeProposal>,
     /// One side of an anti-entropy exchange (what a node holds).
     pub index: DigestIndex,
     /// Messages the other side sends over a whole exchange with it.
@@ -224,6 +228,9 @@ fn build() -> Result<Fixtures, String> {
     let invalid = certify(committee, &[p0, p1], attestation_body.clone())?;
     let confirmation = Signed::sign(ProtocolMessage::new(EPOCH, confirmation_body), p0);
     let attestation = Signed::sign(ProtocolMessage::new(EPOCH, attestation_body), p0);
+    let proposal = floe_consensus::chain::CommitteeProposal::of(committee, Epoch(EPOCH.0 + 1));
+    let link = certify(committee, &[p0, p1, p2], proposal.clone())?;
+    let handover = Signed::sign(ProtocolMessage::new(EPOCH, proposal), p0);
 
     // Two sides that share most items: 300 in common, 20 only here, 20
     // only there, so an exchange splits ranges, lists and diffs.
@@ -264,6 +271,8 @@ fn build() -> Result<Fixtures, String> {
         invalid,
         confirmation,
         attestation,
+        link,
+        handover,
         index,
         exchange,
         other_items,

@@ -30,6 +30,8 @@ use floe_store::records::{self, SliverRecord};
 use floe_store::Promise;
 
 use crate::fixtures::{fixtures, Fixtures};
+use floe_api::{GetCommitteeChain, PutCommitteeLink, SignCommitteeProposal};
+use floe_consensus::chain::{CommitteeCertificate, CommitteeChain, CommitteeProposal};
 
 /// What a target made of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,6 +323,26 @@ impl<T: floe_consensus::MessageBody> Deep for Signed<T> {
     }
 }
 
+impl Deep for Epoch {}
+
+impl Deep for CommitteeProposal {
+    fn deep(&self, _fx: &Fixtures) {
+        let _ = (self.committee(), self.digest());
+    }
+}
+
+impl Deep for CommitteeCertificate {
+    fn deep(&self, fx: &Fixtures) {
+        let _ = CommitteeChain::new(fx.committee().clone()).extend(self.clone());
+    }
+}
+
+impl Deep for Vec<CommitteeCertificate> {
+    fn deep(&self, fx: &Fixtures) {
+        let _ = CommitteeChain::verify(fx.committee().clone(), self.iter().cloned());
+    }
+}
+
 impl Deep for BlobStatusAnswer {
     fn deep(&self, fx: &Fixtures) {
         match &self.status {
@@ -375,13 +397,16 @@ macro_rules! with_method {
             GetRecoverySymbols::KIND => $f::<GetRecoverySymbols>($($args),*),
             SubmitInconsistency::KIND => $f::<SubmitInconsistency>($($args),*),
             Reconcile::KIND => $f::<Reconcile>($($args),*),
+            GetCommitteeChain::KIND => $f::<GetCommitteeChain>($($args),*),
+            SignCommitteeProposal::KIND => $f::<SignCommitteeProposal>($($args),*),
+            PutCommitteeLink::KIND => $f::<PutCommitteeLink>($($args),*),
             _ => $unknown,
         }
     };
 }
 
 /// Method kinds, in order.
-const KINDS: u16 = 11;
+const KINDS: u16 = 14;
 
 fn decode_deep<T: Wire + Deep>(body: &[u8]) -> Verdict {
     let fx = fixtures()?;
@@ -633,6 +658,9 @@ fn request_bodies(fx: &Fixtures) -> Result<Vec<(u16, Vec<u8>)>, String> {
                 want: fx.other_items.iter().take(3).copied().collect(),
             })?,
         ),
+        (GetCommitteeChain::KIND, encoded(&Epoch(0))?),
+        (SignCommitteeProposal::KIND, encoded(&fx.link.message.body)?),
+        (PutCommitteeLink::KIND, encoded(&fx.link)?),
     ])
 }
 
@@ -694,6 +722,13 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
         ),
         (GetRecoverySymbols::KIND, false, encoded(&symbols)?),
         (SubmitInconsistency::KIND, false, encoded(&fx.attestation)?),
+        (
+            GetCommitteeChain::KIND,
+            false,
+            encoded(&vec![fx.link.clone()])?,
+        ),
+        (SignCommitteeProposal::KIND, false, encoded(&fx.handover)?),
+        (PutCommitteeLink::KIND, false, encoded(&Epoch(1))?),
         (
             Reconcile::KIND,
             false,

@@ -1,5 +1,5 @@
 //! `floe info`: the committee: epoch, members, shards per node, quorum
-//! sizes.
+//! sizes, and the committee changes certified since genesis.
 
 use floe_client::Client;
 use serde_json::json;
@@ -7,11 +7,18 @@ use serde_json::json;
 use super::config::ClientFile;
 use super::{print_json, Failure};
 
-/// Prints the current committee and the clock of the config's committee
-/// file.
-pub fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, Failure> {
+/// Prints the current committee (following the chain of committee
+/// certificates from the config's genesis committee), the next one if it is
+/// certified, and the clock.
+pub async fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, Failure> {
     let committee = &file.committee;
     let epoch = client.epoch();
+    // Without an answer the genesis committee (and the changes known) stand.
+    let latest_change = client
+        .follow_chain()
+        .await
+        .unwrap_or_else(|_| client.chain().latest_epoch());
+    let next = (latest_change > epoch).then(|| client.committee(latest_change));
     let current = client.committee(epoch);
     let encoding = current.encoding();
     let members: Vec<_> = current
@@ -32,6 +39,10 @@ pub fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, Failure
         "validityShards": current.validity_threshold(),
         "maxBlobSize": encoding.max_blob_size(),
         "members": members,
+        "latestCommitteeChange": latest_change.0,
+        "nextCommittee": next.as_ref().map(|c| c.members().iter().map(|m| json!({
+            "nodeId": m.node_id.0, "address": m.address, "shards": m.shards.len(),
+        })).collect::<Vec<_>>()),
     });
     if json {
         print_json(&info);
@@ -56,6 +67,23 @@ pub fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, Failure
                 m.address,
                 m.shards.len()
             );
+        }
+        if let Some(next) = &next {
+            println!(
+                "next committee, certified for epoch {}: {} nodes",
+                latest_change.0,
+                next.members().len()
+            );
+            for m in next.members() {
+                println!(
+                    "  {:<12} {:<22} {:>4} shards",
+                    m.node_id.0,
+                    m.address,
+                    m.shards.len()
+                );
+            }
+        } else if latest_change.0 > 0 {
+            println!("committee last changed at epoch {}", latest_change.0);
         }
     }
     Ok(0)

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use floe_api::{ApiError, SignCommitteeProposal};
+use floe_api::{ApiError, PutCommitteeLink, SignCommitteeProposal};
 use floe_client::{Client, ClientConfig};
 use floe_consensus::chain::{assign_shards, CommitteeProposal};
 use floe_consensus::{Epoch, KeyPair, Member, NodeId};
@@ -132,6 +132,44 @@ async fn a_quorum_certifies_the_next_committee_and_a_genesis_client_follows_it()
         (0..4).all(|i| cluster.node(i).unwrap().latest_committee_change() == proposal.epoch)
     })
     .await;
+
+    // Anyone may hand a node a committee certificate: one that does not
+    // extend its chain (here signed by genesis, two epochs early) is refused.
+    let skipping = CommitteeProposal {
+        epoch: Epoch(epoch.0 + 2),
+        ..proposal.clone()
+    };
+    let message = floe_consensus::ProtocolMessage::new(epoch, skipping);
+    let mut builder = floe_consensus::CertificateBuilder::new(&genesis, message.clone());
+    for key in &local.protocol_keys {
+        builder
+            .add(&floe_consensus::Signed::sign(message.clone(), key))
+            .unwrap();
+    }
+    let forged = builder.certificate().unwrap();
+    let stranger = Pool::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        None,
+        NetConfig::default(),
+    )
+    .unwrap();
+    stranger
+        .add_peer(node0.network_key, node0.address.clone())
+        .unwrap();
+    match stranger
+        .call::<PutCommitteeLink>(&node0.network_key, &forged)
+        .await
+    {
+        Err(RpcError::Remote {
+            error: ApiError::Committee(reason),
+            ..
+        }) => assert!(reason.contains("must be signed in epoch"), "{reason}"),
+        other => panic!("a link out of turn was answered with {other:?}"),
+    }
+    assert_eq!(
+        cluster.node(0).unwrap().latest_committee_change(),
+        proposal.epoch
+    );
 
     // A proposal that does not start the next epoch is refused.
     let later = CommitteeProposal {
