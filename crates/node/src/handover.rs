@@ -7,6 +7,7 @@
 //! What this does not do yet: move shards between holders at the change
 //! (the node keeps serving the shards it was started with).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use floe_api::*;
@@ -21,6 +22,19 @@ use crate::state::Inner;
 
 /// The store's key of the chain's links.
 const CHAIN_KEY: &str = "committee_chain";
+/// The store's key of the operator's approvals.
+const APPROVALS_KEY: &str = "committee_approvals";
+
+/// The proposals this node's operator approved, as the store kept them.
+pub(crate) fn load_approvals(store: &Store) -> BTreeMap<[u8; 32], CommitteeProposal> {
+    let approved: Vec<CommitteeProposal> = store
+        .node_value(APPROVALS_KEY)
+        .ok()
+        .flatten()
+        .and_then(|bytes| floe_codec::from_canonical_bytes(&bytes).ok())
+        .unwrap_or_default();
+    approved.into_iter().map(|p| (p.digest(), p)).collect()
+}
 
 /// The chain from `genesis` through the links the store holds, each
 /// verified; a link that does not verify ends it (and is logged).
@@ -159,6 +173,12 @@ pub(crate) fn approve(inner: &Inner, proposal: CommitteeProposal) -> Result<[u8;
     let current = inner.epoch();
     approved.retain(|_, p| p.epoch > current);
     approved.insert(digest, proposal);
+    // Kept across a restart: an approval given late in an epoch still counts.
+    let kept: Vec<&CommitteeProposal> = approved.values().collect();
+    inner
+        .store
+        .put_node_value(APPROVALS_KEY, &floe_codec::canonical_bytes(&kept))
+        .map_err(crate::state::store_error)?;
     info!(proposal = %hex::encode(digest), "next committee approved by this node's operator");
     Ok(digest)
 }

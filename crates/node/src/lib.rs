@@ -193,6 +193,7 @@ impl Node {
                 }
             }
         }
+        let approvals = handover::load_approvals(&store);
         let inner = Arc::new(Inner {
             node_id: config.node_id.clone(),
             me,
@@ -210,7 +211,7 @@ impl Node {
             repair_backoff: Mutex::new(HashMap::new()),
             byzantine: config.byzantine.clone(),
             chain: Mutex::new(chain),
-            approved: Mutex::new(std::collections::BTreeMap::new()),
+            approved: Mutex::new(approvals),
             members: members_handle,
         });
         if let Some(lies) = &inner.byzantine {
@@ -297,6 +298,15 @@ impl Node {
             .lock()
             .map(|c| c.latest_epoch())
             .unwrap_or(floe_consensus::Epoch(0))
+    }
+
+    /// The digests of the next committees this node's operator approved.
+    pub fn approved_committees(&self) -> Vec<[u8; 32]> {
+        self.inner
+            .approved
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The node's store (for inspection).

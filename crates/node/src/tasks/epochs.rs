@@ -1,4 +1,5 @@
-//! The epoch clock: the store learns each new epoch as it begins.
+//! The epoch clock: the store learns each new epoch as it begins, and the
+//! log says which committee serves it.
 
 use super::*;
 
@@ -15,7 +16,19 @@ pub(super) async fn advance_epoch(inner: Arc<Inner>) {
             if let Err(e) = inner.store.set_current_epoch(epoch) {
                 warn!(error = %e, "recording the epoch");
             } else {
-                info!(%epoch, "epoch advanced");
+                // Which committee serves it: a certified change, or the
+                // one before, unchanged.
+                let changed = inner
+                    .chain
+                    .lock()
+                    .map(|c| c.links().any(|l| l.message.body.epoch == epoch))
+                    .unwrap_or(false);
+                let members = inner.committee(epoch).members().len();
+                if changed {
+                    info!(%epoch, members, "epoch advanced; a newly certified committee serves it");
+                } else {
+                    info!(%epoch, members, "epoch advanced; the committee is unchanged (no certified proposal)");
+                }
             }
         }
     })
