@@ -375,15 +375,13 @@ impl Client {
         // verified against the committee of its own epoch.
         let chain = self.chain();
         let current = chain.committee_at(epoch);
-        let key_of = |member: &MemberIndex| current.member(*member).map(|m| m.network_key);
+        let keys: Vec<PublicKey> = current.members().iter().map(|m| m.network_key).collect();
+        let key_of = |member: &MemberIndex| keys.get(member.as_usize()).copied();
         let mut tally = StatusTally::new(&chain, blob_id, epoch, STATUS_GRACE);
-        let members = (0..current.members().len()).map(|i| MemberIndex(i as u16));
+        let members = (0..keys.len()).map(|i| MemberIndex(i as u16));
         FanOut::new(members, Pacing::ALL)
             .run(&mut tally, |member| {
-                let (pool, key) = (
-                    Arc::clone(&self.pool),
-                    key_of(&member).unwrap_or(self.network_key(member)),
-                );
+                let (pool, key) = (Arc::clone(&self.pool), keys[member.as_usize()]);
                 async move {
                     let answer = pool.call::<GetStatus>(&key, &blob_id).await;
                     answer.map(|a| a.status).map_err(|e| e.to_string())

@@ -144,9 +144,12 @@ impl Client {
             progress: progress.clone(),
         };
         let (needed, total_shards) = (committee.quorum_threshold(), n);
+        // Each confirmation is bound to the member that sent it by its
+        // network key: the signing committee (this epoch's) may number its
+        // members differently from the committee file.
         let mut tally = Observed::new(
             SignatureTally::new(&committee, message),
-            |tally: &SignatureTally<'_, StorageConfirmation, MemberIndex>| {
+            |tally: &SignatureTally<'_, StorageConfirmation, PublicKey>| {
                 progress.report(Progress::Confirmed {
                     shards: tally.weight(),
                     needed,
@@ -154,20 +157,28 @@ impl Client {
                 })
             },
         );
-        let mut uploads = FanOut::new(by_member.keys().copied().collect::<Vec<_>>(), Pacing::ALL);
+        let targets: Vec<PublicKey> = by_member.keys().map(|m| self.network_key(*m)).collect();
+        let mut by_key: BTreeMap<PublicKey, Vec<(ShardIndex, SliverPair)>> = by_member
+            .into_iter()
+            .map(|(member, pairs)| (self.network_key(member), pairs))
+            .collect();
+        let mut uploads = FanOut::new(targets, Pacing::ALL);
         uploads
-            .run(&mut tally, |member| {
-                let pairs = by_member.remove(&member).unwrap_or_default();
-                upload.clone().send_to(self.network_key(member), pairs)
+            .run(&mut tally, |key| {
+                let pairs = by_key.remove(&key).unwrap_or_default();
+                upload.clone().send_to(key, pairs)
             })
             .await;
         let tally = tally.into_inner();
         // A confirmation of another message, or one that does not verify, is
         // a lie, not a failure.
-        self.report_lies(tally.failures(), |member| Some(self.network_key(*member)));
+        self.report_lies(tally.failures(), |key| Some(*key));
         let certificate = tally.finish().map_err(|shortfall| {
-            self.not_enough(blob_id, "certifying storage", shortfall, |member| {
-                self.node_name(*member)
+            self.not_enough(blob_id, "certifying storage", shortfall, |key| {
+                self.base
+                    .member_by_network_key(key)
+                    .map(|m| self.node_name(m))
+                    .unwrap_or_default()
             })
         })?;
         let outcome = StoreOutcome {
@@ -211,7 +222,7 @@ impl Client {
 /// so more nodes end up holding their slivers, then abandoned (repair covers
 /// the rest).
 pub(crate) struct Tail {
-    uploads: FanOut<MemberIndex, Result<Signed<StorageConfirmation>, String>>,
+    uploads: FanOut<PublicKey, Result<Signed<StorageConfirmation>, String>>,
     deadline: std::time::Instant,
 }
 

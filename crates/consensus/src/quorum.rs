@@ -313,11 +313,16 @@ impl<'c, T: MessageBody, K: Peer> SignatureTally<'c, T, K> {
     }
 
     fn judge(&mut self, from: &K, signed: Signed<T>) -> Result<(), Failure> {
-        let own_key = from
+        let Some(member) = from
             .member(self.committee)
             .and_then(|m| self.committee.member(m))
-            .map(|m| m.protocol_key);
-        if own_key != Some(signed.signer) {
+        else {
+            return Err(Failure::Unanswered(format!(
+                "not a member of the committee of epoch {} that signs this",
+                self.committee.epoch()
+            )));
+        };
+        if member.protocol_key != signed.signer {
             return Err(Failure::Lie(format!(
                 "answered with a signature by {}, not its own",
                 signed.signer

@@ -1,8 +1,9 @@
 //! Committee change, the certification half: the next committee is
 //! certified once members holding a quorum of shards approved it, every
 //! node learns the link and keeps it across a restart, a client that knows
-//! only genesis follows the chain, and a member refuses to sign what its
-//! operator did not approve or what does not start the next epoch.
+//! only genesis follows the chain and stores and reads under the new
+//! committee, and a member refuses to sign what its operator did not
+//! approve or what does not start the next epoch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::net::SocketAddr;
@@ -203,5 +204,34 @@ async fn a_quorum_certifies_the_next_committee_and_a_genesis_client_follows_it()
         cluster.node(1).unwrap().latest_committee_change(),
         proposal.epoch
     );
+
+    // Into the next epoch: the certified committee serves it. node-4 runs
+    // nowhere, yet the members holding data hold 10 of its 12 shards, more
+    // than its quorum of 9: a store is certified by the new committee, and
+    // the status asked of its five members is definite.
+    while file.clock.epoch_at(now_ms()) < proposal.epoch {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let blob = bytes::Bytes::from(vec![7u8; 10_000]);
+    let stored = client
+        .store(blob.clone(), 2, floe_client::StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.certificate.message.epoch, proposal.epoch);
+    let weight = stored
+        .certificate
+        .verify(&client.committee(proposal.epoch))
+        .unwrap();
+    assert!(
+        weight >= 9,
+        "certified by {weight} shards of the new committee"
+    );
+    let status = client.status(stored.blob_id).await.unwrap();
+    assert_eq!(status.status.name(), "certified");
+    let read = client
+        .read(stored.blob_id, floe_client::ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read, blob);
     cluster.shutdown().await;
 }
