@@ -324,7 +324,7 @@ impl Client {
             if best.latest_epoch() == after {
                 return Ok(after);
             }
-            for member in best.links().flat_map(|l| l.message.body.members.iter()) {
+            for member in best.members_ever() {
                 self.pool
                     .add_peer(member.network_key, member.address.clone())
                     .map_err(|e| ClientError::Rejected(e.to_string()))?;
@@ -388,7 +388,7 @@ impl Client {
                 }
             })
             .await;
-        self.report_lies(tally.failures(), key_of);
+        self.pool.report_lies(tally.failures(), key_of);
         tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "a definite status", shortfall, |member| {
                 current
@@ -414,15 +414,6 @@ impl Client {
             .member(member)
             .map(|m| m.node_id.0.clone())
             .unwrap_or_default()
-    }
-
-    /// Ranks down every peer whose answer was a lie.
-    fn report_lies<K>(&self, failures: &[(K, Failure)], key: impl Fn(&K) -> Option<PublicKey>) {
-        for (peer, failure) in failures.iter().filter(|(_, f)| f.is_lie()) {
-            if let Some(key) = key(peer) {
-                self.pool.report_misbehaviour(&key, failure.to_string());
-            }
-        }
     }
 
     /// The error for `what` when too few shards answered usably.

@@ -79,7 +79,7 @@ impl Client {
                 }
             })
             .await;
-        self.report_lies(tally.failures(), |key| Some(*key));
+        self.pool.report_lies(tally.failures(), |key| Some(*key));
         tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "reading metadata", shortfall, |key| {
                 self.base
@@ -162,7 +162,7 @@ impl Client {
                 .unwrap_or_default();
             debug!(blob = %blob_id, %node, sliver = %index, error = %failure, "sliver unavailable");
         }
-        self.report_lies(tally.failures(), |index| {
+        self.pool.report_lies(tally.failures(), |index| {
             holder_of(index).map(|m| self.network_key(m))
         });
         tally.finish().map_err(|shortfall| {

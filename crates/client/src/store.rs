@@ -172,7 +172,7 @@ impl Client {
         let tally = tally.into_inner();
         // A confirmation of another message, or one that does not verify, is
         // a lie, not a failure.
-        self.report_lies(tally.failures(), |key| Some(*key));
+        self.pool.report_lies(tally.failures(), |key| Some(*key));
         let certificate = tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "certifying storage", shortfall, |key| {
                 self.base

@@ -202,6 +202,15 @@ impl CommitteeChain {
             .map_or(self.genesis.epoch(), |(link, _)| link.message.body.epoch)
     }
 
+    /// Every member of every committee of the chain, genesis first (a
+    /// member of several committees appears once per committee).
+    pub fn members_ever(&self) -> impl Iterator<Item = &Member> {
+        self.genesis
+            .members()
+            .iter()
+            .chain(self.links.iter().flat_map(|(_, c)| c.members().iter()))
+    }
+
     /// The links, oldest first.
     pub fn links(&self) -> impl Iterator<Item = &CommitteeCertificate> {
         self.links.iter().map(|(link, _)| link)

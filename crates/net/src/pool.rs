@@ -239,6 +239,20 @@ impl Pool {
         all
     }
 
+    /// Reports every peer whose answer in `failures` was a lie (see
+    /// [`Pool::report_misbehaviour`]); `key` names the peer behind each.
+    pub fn report_lies<K>(
+        &self,
+        failures: &[(K, floe_consensus::quorum::Failure)],
+        key: impl Fn(&K) -> Option<PublicKey>,
+    ) {
+        for (peer, failure) in failures.iter().filter(|(_, f)| f.is_lie()) {
+            if let Some(key) = key(peer) {
+                self.report_misbehaviour(&key, failure.to_string());
+            }
+        }
+    }
+
     /// Records that `peer` answered with something provably false or
     /// hostile (a proof about another blob, a sliver that fails its
     /// metadata, an answer trickled past its deadline): it is ranked last

@@ -80,14 +80,13 @@ pub(crate) fn accept_link(inner: &Inner, link: CommitteeCertificate) -> Result<E
         .store
         .put_node_value(CHAIN_KEY, &floe_codec::canonical_bytes(&links))
         .map_err(crate::state::store_error)?;
-    let next = chain.committee_at(epoch);
+    let members = chain.committee_at(epoch).members().len();
+    // Members of every committee of the chain (as at start) may call
+    // peer-only methods, and this node can call them.
+    let every_member: Vec<floe_consensus::Member> = chain.members_ever().cloned().collect();
     drop(chain);
     inner.forget_committees();
-    // Its members are members: they may call peer-only methods, and this
-    // node can call them.
-    let mut keys: Vec<PublicKey> = inner.base.members().iter().map(|m| m.network_key).collect();
-    for member in next.members() {
-        keys.push(member.network_key);
+    for member in &every_member {
         if let Err(e) = inner
             .pool
             .add_peer(member.network_key, member.address.clone())
@@ -95,8 +94,10 @@ pub(crate) fn accept_link(inner: &Inner, link: CommitteeCertificate) -> Result<E
             warn!(node = %member.node_id, error = %e, "adding a member of the next committee");
         }
     }
-    inner.members.replace(keys);
-    info!(%epoch, members = next.members().len(), "committee of the next epoch certified");
+    inner
+        .members
+        .replace(every_member.iter().map(|m| m.network_key));
+    info!(%epoch, members, "committee of the next epoch certified");
     Ok(epoch)
 }
 

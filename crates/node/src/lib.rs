@@ -151,12 +151,7 @@ impl Node {
         let chain = handover::load_chain(&store, &committee);
         // Members of genesis and of every later committee may call
         // peer-only methods.
-        let every_member: Vec<floe_consensus::Member> = committee
-            .members()
-            .iter()
-            .chain(chain.links().flat_map(|l| l.message.body.members.iter()))
-            .cloned()
-            .collect();
+        let every_member: Vec<floe_consensus::Member> = chain.members_ever().cloned().collect();
         let members = Members::new(every_member.iter().map(|m| m.network_key));
         let members_handle = members.clone();
         let slot = Arc::new(std::sync::OnceLock::new());

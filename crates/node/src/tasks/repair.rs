@@ -216,12 +216,9 @@ pub(super) async fn gather_symbols(
 /// Reports the peers whose answers about `blob_id` were lies (ranked last
 /// for a while) and logs the others' failures.
 fn report_failures(inner: &Inner, blob_id: BlobId, what: &str, failures: &[(PublicKey, Failure)]) {
-    for (peer, failure) in failures {
-        if failure.is_lie() {
-            inner.pool.report_misbehaviour(peer, failure.to_string());
-        } else {
-            debug!(blob = %blob_id, %peer, error = %failure, "no {what} from peer");
-        }
+    inner.pool.report_lies(failures, |peer| Some(*peer));
+    for (peer, failure) in failures.iter().filter(|(_, f)| !f.is_lie()) {
+        debug!(blob = %blob_id, %peer, error = %failure, "no {what} from peer");
     }
 }
 
