@@ -43,7 +43,7 @@ impl Failure {
                 | ClientError::Deleted { .. }
                 | ClientError::Expired { .. } => 3,
                 ClientError::Invalid { .. } => 4,
-                ClientError::NotEnoughShards { .. } => 5,
+                ClientError::NotEnoughShards { .. } | ClientError::EpochChanged { .. } => 5,
                 ClientError::Rejected(_) | ClientError::NotAllowed(_) => 1,
             },
             Failure::Other(_) => 1,

@@ -25,10 +25,12 @@ pub async fn run(args: StatusArgs, client: &Client, json: bool) -> Result<u8, Fa
     } else {
         println!("blob {blob_id}: {}", response.summary);
         if let Some(certificate) = &response.certificate {
+            // Signers are numbered in the committee of the certificate's epoch.
+            let signing = client.committee(floe_consensus::Epoch(certificate.epoch));
             let names: Vec<&str> = certificate
                 .signers
                 .iter()
-                .filter_map(|i| client.members().get(usize::from(*i)))
+                .filter_map(|i| signing.members().get(usize::from(*i)))
                 .map(|m| m.node_id.0.as_str())
                 .collect();
             println!(

@@ -472,7 +472,7 @@ async fn repair(
     let mut pairs_held = 0u64;
     for id in &ids {
         for shard in node.store().shards() {
-            if let Some(pair) = node.store().sliver_pair(*shard, id)? {
+            if let Some(pair) = node.store().sliver_pair(shard, id)? {
                 rebuilt += pair.byte_len() as u64;
                 pairs_held += 1;
             }

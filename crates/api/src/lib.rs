@@ -13,6 +13,7 @@ use floe_codec::{
     SliverIndex, SliverPair,
 };
 use floe_consensus::chain::{CommitteeCertificate, CommitteeProposal};
+use floe_consensus::handoff::ShardsSynced;
 use floe_consensus::{
     Epoch, Fact, InvalidBlobAttestation, ItemId, PublicKey, ReconcileMessage, Signed,
     StorageConfirmation,
@@ -384,4 +385,46 @@ method!(
     /// Deliver a committee certificate; the node verifies it against its
     /// chain and answers the epoch of its latest committee.
     PutCommitteeLink, 14, Access::Public, CommitteeCertificate => Epoch, MAX_FACTS_FRAME, MAX_SMALL_FRAME, SHORT
+);
+
+/// A page of a shard's pairs asked by its new holder at a committee change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPairsRequest {
+    /// The epoch the change starts: the previous holder answers only once it
+    /// is in that epoch itself (so it takes no more writes to the shard and
+    /// its pairs are final).
+    pub epoch: Epoch,
+    /// The shard.
+    pub shard: ShardIndex,
+    /// The last blob of the page before (pages run in blob-ID order).
+    pub after: Option<BlobId>,
+}
+
+/// Pairs of one shard, in blob-ID order after the request's cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPairsPage {
+    /// The blobs and their pairs of the shard.
+    pub pairs: Vec<(BlobId, SliverPair)>,
+    /// No pair of the shard follows this page.
+    pub done: bool,
+}
+
+/// Bytes of pairs a page of a shard carries at most (a single larger pair
+/// still travels alone).
+pub const SHARD_PAGE_BYTES: usize = 16 << 20;
+
+method!(
+    /// A page of one shard's pairs, for the shard's new holder at a committee
+    /// change (each pair is verified against its blob's metadata there).
+    GetShardPairs, 15, Access::PeerOnly, ShardPairsRequest => ShardPairsPage, MAX_SMALL_FRAME, MAX_SLIVER_FRAME, LONG
+);
+method!(
+    /// A member's signed word that it holds every pair of its shards in a new
+    /// committee's epoch.
+    PutShardsSynced, 16, Access::PeerOnly, Signed<ShardsSynced> => (), MAX_SMALL_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// The synced notices a node gathered for the change into an epoch: how a
+    /// client decides, from signed progress, where to read a moved shard.
+    GetHandoff, 17, Access::Public, Epoch => Vec<Signed<ShardsSynced>>, MAX_SMALL_FRAME, MAX_FACTS_FRAME, SHORT
 );

@@ -56,6 +56,18 @@ pub enum ClientError {
         /// Which nodes failed, and how.
         failures: Vec<(String, String)>,
     },
+    /// The epoch changed while the blob was being stored, and the
+    /// confirmations of the epoch it started in were too few: nothing was
+    /// certified. Storing again writes to the new epoch's committee.
+    #[error("blob {blob_id}: epoch {from} ended while storing it (now epoch {to}) before enough shards confirmed; store it again")]
+    EpochChanged {
+        /// The blob.
+        blob_id: BlobId,
+        /// The epoch the store started in.
+        from: floe_consensus::Epoch,
+        /// The epoch now.
+        to: floe_consensus::Epoch,
+    },
     /// The blob cannot be stored on this committee.
     #[error("{0}")]
     Rejected(String),

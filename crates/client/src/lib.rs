@@ -5,7 +5,7 @@
 //! and a status is a verified certificate, an invalid-blob certificate, a
 //! deletion, or the statement that shards forming a quorum know none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,7 @@ use floe_codec::{
     SliverPair,
 };
 use floe_consensus::chain::CommitteeChain;
+use floe_consensus::handoff::Handoff;
 use floe_consensus::quorum::{
     AllSucceed, DeliveryTally, Failure, MetadataTally, Observed, Pacing, Shortfall, SignatureTally,
     SliverTally, StatusTally,
@@ -195,20 +196,11 @@ impl Default for ClientConfig {
     }
 }
 
-/// Every answer of a fan-out, kept as it came.
-struct Answers<K, A>(Vec<(K, A)>);
-
-impl<K, A> floe_consensus::quorum::Tally<K, A> for Answers<K, A> {
-    fn answer(
-        &mut self,
-        from: K,
-        answer: A,
-        _now: std::time::Instant,
-    ) -> floe_consensus::quorum::Step {
-        self.0.push((from, answer));
-        floe_consensus::quorum::Step::CONTINUE
-    }
-}
+/// How long the synced notices of a committee change in progress are
+/// trusted before the members are asked again.
+pub const HANDOFF_REFRESH: Duration = Duration::from_secs(2);
+/// How long a member is waited for when asked for synced notices.
+const HANDOFF_WAIT: Duration = Duration::from_secs(2);
 
 /// A client of one committee.
 pub struct Client {
@@ -219,6 +211,12 @@ pub struct Client {
     clock: EpochClock,
     pool: Arc<Pool>,
     config: ClientConfig,
+    /// One more than the epoch in which the chain was last followed (0:
+    /// never): the chain is followed again once per epoch.
+    followed: std::sync::atomic::AtomicU64,
+    /// The committee changes asked about, with the synced notices gathered
+    /// and when they were last asked for.
+    handoffs: std::sync::Mutex<HashMap<Epoch, (Handoff, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -252,6 +250,8 @@ impl Client {
             clock: file.clock,
             pool: Arc::new(pool),
             config,
+            followed: std::sync::atomic::AtomicU64::new(0),
+            handoffs: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -291,7 +291,7 @@ impl Client {
             let chain = self.chain();
             let after = chain.latest_epoch();
             let current = chain.committee_at(self.epoch().max(after));
-            let mut answers = Answers(Vec::new());
+            let mut answers = floe_consensus::quorum::Collect::default();
             FanOut::new(
                 current
                     .members()
@@ -337,6 +337,89 @@ impl Client {
         Ok(self.chain().latest_epoch())
     }
 
+    /// The committee serving the current epoch, having followed the chain
+    /// once in this epoch (a committee change certified meanwhile is
+    /// learned before any request goes out). If no member answers, the
+    /// chain known so far decides.
+    pub async fn serving(&self) -> (Epoch, Committee) {
+        let epoch = self.epoch();
+        let followed = self.followed.load(std::sync::atomic::Ordering::Relaxed);
+        if followed <= epoch.0 {
+            match self.follow_chain().await {
+                Ok(_) => self
+                    .followed
+                    .store(epoch.0 + 1, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => debug!(error = %e, "following the committee chain"),
+            }
+        }
+        (epoch, self.committee(epoch))
+    }
+
+    /// The committee change the current epoch is in, with the synced
+    /// notices of the new committee's members, each verified against it:
+    /// asked of the members again at most every [`HANDOFF_REFRESH`] while
+    /// the change is not done.
+    pub async fn handoff(&self) -> Handoff {
+        let epoch = self.epoch();
+        let chain = self.chain();
+        let change = chain
+            .links()
+            .map(|l| l.message.body.epoch)
+            .filter(|e| *e <= epoch)
+            .max()
+            .unwrap_or(Epoch(0));
+        let cached = self
+            .handoffs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&change)
+            .cloned();
+        let mut handoff = match cached {
+            Some((handoff, asked)) if handoff.is_done() || asked.elapsed() < HANDOFF_REFRESH => {
+                return handoff
+            }
+            Some((handoff, _)) => handoff,
+            None => Handoff::new(&chain, change),
+        };
+        if !handoff.is_done() {
+            let keys: Vec<PublicKey> = handoff
+                .next()
+                .members()
+                .iter()
+                .map(|m| m.network_key)
+                .filter(|key| !handoff.has_synced(key))
+                .collect();
+            let mut answers = floe_consensus::quorum::Collect::default();
+            FanOut::new(keys, Pacing::ALL)
+                .run(&mut answers, |key| {
+                    let pool = Arc::clone(&self.pool);
+                    async move {
+                        tokio::time::timeout(HANDOFF_WAIT, pool.call::<GetHandoff>(&key, &change))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                })
+                .await;
+            for (key, notices) in answers.0 {
+                for notice in notices.into_iter().flatten() {
+                    if let Err(e) = handoff.add(notice) {
+                        self.pool.report_misbehaviour(
+                            &key,
+                            format!("relayed a false synced notice: {e}"),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        self.handoffs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(change, (handoff.clone(), std::time::Instant::now()));
+        handoff
+    }
+
     /// Health of every node, as seen by this client's connections.
     pub fn health(&self) -> Vec<floe_net::PeerHealth> {
         self.pool.health()
@@ -359,9 +442,10 @@ impl Client {
             .await
     }
 
-    /// The members of the committee.
-    pub fn members(&self) -> &[Member] {
-        self.base.members()
+    /// The members of the current epoch's committee (as far as this client
+    /// followed the chain).
+    pub fn members(&self) -> Vec<Member> {
+        self.committee(self.epoch()).members().to_vec()
     }
 
     /// The blob's definite status, with its proof verified: certified,
@@ -399,19 +483,11 @@ impl Client {
         })
     }
 
-    fn member_indices(&self) -> Vec<MemberIndex> {
-        (0..self.base.members().len())
-            .map(|i| MemberIndex(i as u16))
-            .collect()
-    }
-
-    fn network_key(&self, member: MemberIndex) -> PublicKey {
-        self.base.members()[member.as_usize()].network_key
-    }
-
-    fn node_name(&self, member: MemberIndex) -> String {
-        self.base
-            .member(member)
+    /// The name of the member with network key `key` in `committee`.
+    fn node_name(committee: &Committee, key: &PublicKey) -> String {
+        committee
+            .member_by_network_key(key)
+            .and_then(|m| committee.member(m))
             .map(|m| m.node_id.0.clone())
             .unwrap_or_default()
     }

@@ -66,7 +66,16 @@ impl Client {
     }
 
     pub(crate) async fn metadata(&self, blob_id: BlobId) -> Result<BlobMetadata, ClientError> {
-        let keys: Vec<PublicKey> = self.base.members().iter().map(|m| m.network_key).collect();
+        // The members of this epoch's committee and of the one before (which
+        // keeps serving until a committee change is done).
+        let (epoch, committee) = self.serving().await;
+        let previous = self.committee(Epoch(epoch.0.saturating_sub(1)));
+        let mut keys: Vec<PublicKey> = committee.members().iter().map(|m| m.network_key).collect();
+        for member in previous.members() {
+            if !keys.contains(&member.network_key) {
+                keys.push(member.network_key);
+            }
+        }
         // One node at a time, healthiest first, until one's answer matches
         // the blob ID.
         let mut tally = MetadataTally::new(blob_id);
@@ -82,30 +91,21 @@ impl Client {
         self.pool.report_lies(tally.failures(), |key| Some(*key));
         tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "reading metadata", shortfall, |key| {
-                self.base
-                    .member_by_network_key(key)
-                    .map(|member| self.node_name(member))
-                    .unwrap_or_default()
+                let name = Self::node_name(&committee, key);
+                if name.is_empty() {
+                    Self::node_name(&previous, key)
+                } else {
+                    name
+                }
             })
         })
     }
 
-    /// The member holding primary sliver `index` of `blob_id`.
-    fn sliver_holder(
-        &self,
-        blob_id: &BlobId,
-        index: SliverIndex,
-    ) -> Option<(MemberIndex, ShardIndex)> {
-        let n = self.base.n_shards();
-        let shard = index
-            .to_pair_index(Axis::Primary, n)
-            .to_shard_index(n, blob_id);
-        Some((self.base.shard_holder(shard)?, shard))
-    }
-
     /// Enough verified primary slivers to decode: systematic ones first;
     /// each failure brings in another, and so does a stall, so slow nodes do
-    /// not hold the read up.
+    /// not hold the read up. Each sliver is asked of its shard's holder in
+    /// this epoch, or, while a committee change is in progress and the new
+    /// holder has not said it synced, of the previous holder.
     pub(crate) async fn primary_slivers(
         &self,
         blob_id: BlobId,
@@ -114,9 +114,16 @@ impl Client {
     ) -> Result<Vec<Sliver>, ClientError> {
         let n = self.base.n_shards();
         let needed = usize::from(metadata.config().primary_source_symbols());
+        let handoff = self.handoff().await;
+        let holder = |index: &SliverIndex| -> Option<(Member, ShardIndex)> {
+            let shard = index
+                .to_pair_index(Axis::Primary, n)
+                .to_shard_index(n, &blob_id);
+            Some((handoff.read_holder(shard)?.clone(), shard))
+        };
         let candidates: Vec<SliverIndex> = (0..n)
             .map(SliverIndex)
-            .filter(|index| self.sliver_holder(&blob_id, *index).is_some())
+            .filter(|index| holder(index).is_some())
             .collect();
         let mut reported = 0;
         let mut tally = Observed::new(SliverTally::new(needed), |tally: &SliverTally| {
@@ -137,17 +144,17 @@ impl Client {
         FanOut::new(candidates, pacing)
             .run(&mut tally, |index| {
                 let (pool, metadata) = (Arc::clone(&self.pool), metadata.clone());
-                let (holder, shard) = self
-                    .sliver_holder(&blob_id, index)
-                    .unwrap_or((MemberIndex(0), ShardIndex(0)));
-                let key = self.network_key(holder);
+                let target = holder(&index);
                 async move {
+                    let Some((member, shard)) = target else {
+                        return Err(Failure::Unanswered("no holder".into()));
+                    };
                     let request = GetSliverRequest {
                         blob_id,
                         shard,
                         axis: Axis::Primary,
                     };
-                    match pool.call::<GetSliver>(&key, &request).await {
+                    match pool.call::<GetSliver>(&member.network_key, &request).await {
                         Ok(sliver) => SliverTally::check(&metadata, index, sliver),
                         Err(e) => Err(Failure::Unanswered(e.to_string())),
                     }
@@ -155,21 +162,16 @@ impl Client {
             })
             .await;
         let tally = tally.into_inner();
-        let holder_of = |index: &SliverIndex| self.sliver_holder(&blob_id, *index).map(|h| h.0);
         for (index, failure) in tally.failures() {
-            let node = holder_of(index)
-                .map(|m| self.node_name(m))
-                .unwrap_or_default();
+            let node = holder(index).map(|(m, _)| m.node_id.0).unwrap_or_default();
             debug!(blob = %blob_id, %node, sliver = %index, error = %failure, "sliver unavailable");
         }
         self.pool.report_lies(tally.failures(), |index| {
-            holder_of(index).map(|m| self.network_key(m))
+            holder(index).map(|(m, _)| m.network_key)
         });
         tally.finish().map_err(|shortfall| {
             self.not_enough(blob_id, "reading the blob", shortfall, |index| {
-                holder_of(index)
-                    .map(|m| self.node_name(m))
-                    .unwrap_or_default()
+                holder(index).map(|(m, _)| m.node_id.0).unwrap_or_default()
             })
         })
     }

@@ -11,9 +11,8 @@ impl Client {
         epochs: u64,
         options: StoreOptions,
     ) -> Result<StoreOutcome, ClientError> {
-        let epoch = self.epoch();
+        let (epoch, committee) = self.serving().await;
         let end_epoch = Epoch(epoch.0 + epochs.max(1));
-        let committee = self.committee(epoch);
         let encoding = committee.encoding();
         if blob.len() as u64 > encoding.max_blob_size() {
             return Err(ClientError::Rejected(format!(
@@ -97,18 +96,24 @@ impl Client {
         options: StoreOptions,
     ) -> Result<(StoreOutcome, Tail), ClientError> {
         let blob_id = metadata.blob_id();
-        let epoch = self.epoch();
+        // Written to the committee of the epoch the certificate is formed in:
+        // a store that straddles a committee change fails with a typed error
+        // that says to retry (the confirmations of a quorum of one epoch's
+        // committee are all it ever certifies with).
+        let (epoch, committee) = self.serving().await;
         let end_epoch = Epoch(epoch.0 + epochs.max(1));
-        let committee = self.committee(epoch);
-        let n = self.base.n_shards();
-        let mut by_member: BTreeMap<MemberIndex, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
+        let n = committee.n_shards();
+        let mut by_key: BTreeMap<PublicKey, Vec<(ShardIndex, SliverPair)>> = BTreeMap::new();
         for pair in pairs {
             let shard = pair.index.to_shard_index(n, &blob_id);
-            let holder = self
-                .base
+            let holder = committee
                 .shard_holder(shard)
+                .and_then(|m| committee.member(m))
                 .ok_or_else(|| ClientError::Rejected(format!("shard {shard} has no holder")))?;
-            by_member.entry(holder).or_default().push((shard, pair));
+            by_key
+                .entry(holder.network_key)
+                .or_default()
+                .push((shard, pair));
         }
         let request = ConfirmationRequest {
             blob_id,
@@ -126,7 +131,7 @@ impl Client {
             },
         );
         let progress = options.progress.clone();
-        let total: u64 = by_member
+        let total: u64 = by_key
             .values()
             .flatten()
             .map(|(_, pair)| pair.byte_len() as u64)
@@ -157,11 +162,7 @@ impl Client {
                 })
             },
         );
-        let targets: Vec<PublicKey> = by_member.keys().map(|m| self.network_key(*m)).collect();
-        let mut by_key: BTreeMap<PublicKey, Vec<(ShardIndex, SliverPair)>> = by_member
-            .into_iter()
-            .map(|(member, pairs)| (self.network_key(member), pairs))
-            .collect();
+        let targets: Vec<PublicKey> = by_key.keys().copied().collect();
         let mut uploads = FanOut::new(targets, Pacing::ALL);
         uploads
             .run(&mut tally, |key| {
@@ -174,11 +175,15 @@ impl Client {
         // a lie, not a failure.
         self.pool.report_lies(tally.failures(), |key| Some(*key));
         let certificate = tally.finish().map_err(|shortfall| {
+            if self.epoch() != epoch {
+                return ClientError::EpochChanged {
+                    blob_id,
+                    from: epoch,
+                    to: self.epoch(),
+                };
+            }
             self.not_enough(blob_id, "certifying storage", shortfall, |key| {
-                self.base
-                    .member_by_network_key(key)
-                    .map(|m| self.node_name(m))
-                    .unwrap_or_default()
+                Self::node_name(&committee, key)
             })
         })?;
         let outcome = StoreOutcome {
@@ -198,13 +203,19 @@ impl Client {
     /// accepted it (or every node has answered), with the number of nodes
     /// that accepted so far; the remaining deliveries go on in the background.
     pub async fn deliver(&self, fact: Fact) -> usize {
-        let mut tally = DeliveryTally::new(&self.base, fact.epoch());
-        let mut calls = FanOut::new(self.member_indices(), Pacing::ALL);
+        // The members of the current committee: they judge the fact by the
+        // committee of its own epoch.
+        let (_, committee) = self.serving().await;
+        let mut tally = DeliveryTally::new(&committee, committee.epoch());
+        let members: Vec<MemberIndex> = (0..committee.members().len())
+            .map(|i| MemberIndex(i as u16))
+            .collect();
+        let mut calls = FanOut::new(members, Pacing::ALL);
         calls
             .run(&mut tally, |member| {
                 let (pool, key, fact) = (
                     Arc::clone(&self.pool),
-                    self.network_key(member),
+                    committee.members()[member.as_usize()].network_key,
                     fact.clone(),
                 );
                 async move { pool.call::<PutFact>(&key, &fact).await.is_ok() }

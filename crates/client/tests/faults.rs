@@ -128,7 +128,7 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
         for shard in node.store().shards() {
             let pair = node
                 .store()
-                .sliver_pair(*shard, blob_id)
+                .sliver_pair(shard, blob_id)
                 .unwrap()
                 .expect("pair rebuilt");
             stored += pair.byte_len() as u64;

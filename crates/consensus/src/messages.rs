@@ -32,6 +32,8 @@ pub enum IntentKind {
     BlobDeletion = 3,
     /// Members of an epoch's committee certify the next epoch's committee.
     CommitteeHandover = 16,
+    /// A member of a new committee holds every pair of its shards.
+    ShardsSynced = 17,
 }
 
 /// The application domain of a signature: only Floe for now. Keeps Floe

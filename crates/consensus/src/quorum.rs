@@ -523,3 +523,20 @@ impl<K, A> Tally<K, A> for Discard {
         Step::CONTINUE
     }
 }
+
+/// Every answer of a fan-out, kept as it came: waits for every one.
+#[derive(Debug)]
+pub struct Collect<K, A>(pub Vec<(K, A)>);
+
+impl<K, A> Default for Collect<K, A> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<K, A> Tally<K, A> for Collect<K, A> {
+    fn answer(&mut self, from: K, answer: A, _now: Instant) -> Step {
+        self.0.push((from, answer));
+        Step::CONTINUE
+    }
+}

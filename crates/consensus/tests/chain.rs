@@ -268,3 +268,93 @@ fn shares_must_cover_the_shards_once() {
         Err(AssignError::Empty(_))
     ));
 }
+
+/// The change into epoch 1 in which node-0 leaves and node-4 joins with 3
+/// shards (node-0's), the others keeping theirs.
+fn changed(keys: &mut Keys) -> (CommitteeChain, Committee) {
+    let genesis = genesis(keys);
+    let joining = keys.member(4);
+    let next: Vec<(Member, u16)> = genesis.members()[1..]
+        .iter()
+        .cloned()
+        .map(|m| (m, 3))
+        .chain([(joining, 3)])
+        .collect();
+    let mut chain = CommitteeChain::new(genesis.clone());
+    chain.extend(link(keys, &genesis, 1, &next)).unwrap();
+    (chain, genesis)
+}
+
+#[test]
+fn a_handoff_moves_only_the_shards_whose_holder_changed() {
+    use floe_consensus::handoff::Handoff;
+    let mut keys = Keys(BTreeMap::new());
+    let (chain, genesis) = changed(&mut keys);
+    let handoff = Handoff::new(&chain, Epoch(1));
+    let moves = handoff.moves();
+    let leaving = &genesis.members()[0];
+    assert_eq!(moves.len(), 3, "{moves:?}");
+    assert!(moves.iter().all(|m| m.from.node_id == leaving.node_id));
+    assert!(moves.iter().all(|m| m.to.node_id.0 == "node-4"));
+    assert!(!handoff.is_done());
+    // An epoch without a change moves nothing and is done.
+    let quiet = Handoff::new(&chain, Epoch(2));
+    assert!(quiet.moves().is_empty() && quiet.is_done());
+}
+
+#[test]
+fn synced_notices_are_bound_to_their_change_and_signer_and_reads_follow_them() {
+    use floe_consensus::handoff::{Handoff, HandoffError, ShardsSynced};
+    let mut keys = Keys(BTreeMap::new());
+    let (chain, genesis) = changed(&mut keys);
+    let mut handoff = Handoff::new(&chain, Epoch(1));
+    let next = handoff.next().clone();
+    let joining = next
+        .members()
+        .iter()
+        .find(|m| m.node_id.0 == "node-4")
+        .unwrap()
+        .clone();
+    let moved = handoff.moves()[0].shard;
+    let leaving = &genesis.members()[0];
+    // Before node-4 synced, its new shard is read from node-0.
+    assert_eq!(handoff.read_holder(moved).unwrap().node_id, leaving.node_id);
+    let notice_of = |member: &Member, epoch: u64, shards: Vec<ShardIndex>| {
+        Signed::sign(
+            ProtocolMessage::new(Epoch(epoch), ShardsSynced { shards }),
+            &keys.0[&member.node_id],
+        )
+    };
+    let mut own = joining.shards.clone();
+    own.sort();
+    // Another change's notice, another member's shards, a stranger, a forgery.
+    assert!(matches!(
+        handoff.add(notice_of(&joining, 2, own.clone())),
+        Err(HandoffError::WrongEpoch { .. })
+    ));
+    assert!(matches!(
+        handoff.add(notice_of(&joining, 1, vec![ShardIndex(1)])),
+        Err(HandoffError::WrongShards { .. })
+    ));
+    assert!(matches!(
+        handoff.add(notice_of(leaving, 1, own.clone())),
+        Err(HandoffError::NotMember { .. })
+    ));
+    let mut forged = notice_of(&joining, 1, own.clone());
+    forged.signer = next.members()[0].protocol_key;
+    assert!(handoff.add(forged).is_err());
+    assert_eq!(handoff.synced_weight(), 0);
+    // node-4's own notice: its shard is read from it now.
+    assert!(handoff.add(notice_of(&joining, 1, own.clone())).unwrap());
+    assert!(!handoff.add(notice_of(&joining, 1, own)).unwrap());
+    assert_eq!(handoff.read_holder(moved).unwrap().node_id, joining.node_id);
+    assert!(!handoff.is_done(), "3 of 12 shards synced");
+    // Two more members (9 of 12 shards): the change is done.
+    for member in &next.members()[..2] {
+        let mut shards = member.shards.clone();
+        shards.sort();
+        handoff.add(notice_of(member, 1, shards)).unwrap();
+    }
+    assert_eq!(handoff.synced_weight(), 9);
+    assert!(handoff.is_done());
+}

@@ -121,6 +121,11 @@ impl GatewayError {
                     "INVALID_BLOB",
                     "BLOB_INVALID",
                 ),
+                ClientError::EpochChanged { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "EPOCH_CHANGED",
+                ),
                 ClientError::NotEnoughShards { .. } => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
@@ -251,6 +256,9 @@ impl GatewayError {
                     ..
                 } => {
                     json!({"blobId": blob_id.to_string(), "neededShards": needed, "answeredShards": got, "retryAfterSecs": RETRY_AFTER_SECS})
+                }
+                ClientError::EpochChanged { blob_id, from, to } => {
+                    json!({"blobId": blob_id.to_string(), "fromEpoch": from.0, "epoch": to.0, "retryAfterSecs": RETRY_AFTER_SECS})
                 }
                 ClientError::Rejected(_) | ClientError::NotAllowed(_) => json!({}),
             },

@@ -183,6 +183,24 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         &counter(&m.repair_bytes_fetched),
     );
     metric(
+        "floe_migration_fetched_bytes_total",
+        "counter",
+        "Bytes of pairs fetched from previous holders of shards new to this node at a committee change.",
+        &counter(&m.migration_bytes_fetched),
+    );
+    metric(
+        "floe_migration_fetched_pairs_total",
+        "counter",
+        "Pairs fetched from previous holders and stored.",
+        &counter(&m.migration_pairs_fetched),
+    );
+    metric(
+        "floe_migration_shards_pending",
+        "gauge",
+        "Shards new to this node still fetched from their previous holder.",
+        &one(inner.shards_fetching().len() as f64),
+    );
+    metric(
         "floe_facts_received_total",
         "counter",
         "Facts learned from clients and peers.",

@@ -4,8 +4,7 @@
 //! gathering the signatures of a quorum of the current epoch's shards into
 //! the next link, which every member is then given.
 //!
-//! What this does not do yet: move shards between holders at the change
-//! (the node keeps serving the shards it was started with).
+//! Moving shards at the change is `migration`'s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +85,7 @@ pub(crate) fn accept_link(inner: &Inner, link: CommitteeCertificate) -> Result<E
     let every_member: Vec<floe_consensus::Member> = chain.members_ever().cloned().collect();
     drop(chain);
     inner.forget_committees();
+    crate::migration::forget_handoffs(inner);
     for member in &every_member {
         if let Err(e) = inner
             .pool
@@ -207,6 +207,35 @@ pub(crate) async fn certify_approved(inner: &Arc<Inner>) {
     for proposal in pending {
         if let Err(e) = certify(inner, proposal).await {
             tracing::debug!(error = %e, "next committee not certified yet");
+        }
+    }
+}
+
+/// Learns the committee certificates this node missed (it was down, or it
+/// is joining): asks one member for the links after its latest, and keeps
+/// those that extend its chain. A member serving a link that does not is
+/// reported.
+pub(crate) async fn follow_chain(inner: &Arc<Inner>) {
+    use rand::seq::SliceRandom as _;
+    let after = inner
+        .chain
+        .lock()
+        .map(|c| c.latest_epoch())
+        .unwrap_or(Epoch(0));
+    let peers = crate::state::peer_keys(inner);
+    let Some(peer) = peers.choose(&mut rand::thread_rng()).copied() else {
+        return;
+    };
+    let Ok(links) = inner.pool.call::<GetCommitteeChain>(&peer, &after).await else {
+        return;
+    };
+    for link in links {
+        if let Err(e) = accept_link(inner, link) {
+            inner.pool.report_misbehaviour(
+                &peer,
+                format!("served a committee certificate that does not extend the chain: {e}"),
+            );
+            return;
         }
     }
 }

@@ -24,6 +24,7 @@ mod byzantine;
 pub mod committee;
 pub mod config;
 mod handover;
+mod migration;
 mod reconcile;
 mod service;
 mod state;
@@ -34,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use floe_consensus::{CommitteeFile, DigestIndex, MemberIndex};
+use floe_consensus::{CommitteeFile, DigestIndex};
 use floe_net::{Members, Pool, Server, TlsIdentity};
 use floe_store::Store;
 use tokio::sync::watch;
@@ -118,37 +119,42 @@ impl Node {
             path: config.committee.clone(),
             message,
         };
-        let me = committee
-            .members()
-            .iter()
-            .position(|m| m.node_id.0 == config.node_id)
-            .map(|i| MemberIndex(i as u16))
-            .ok_or_else(|| {
-                committee_error(format!("node_id {:?} is not a member", config.node_id))
-            })?;
-        let member = &committee.members()[me.as_usize()];
-        for (field, held, listed) in [
-            ("protocol_key", protocol_key.public(), member.protocol_key),
-            ("network_key", network_key.public(), member.network_key),
-        ] {
-            if held != listed {
-                return Err(committee_error(format!(
-                    "the {field} file holds {held}, but the committee lists {listed} for {}",
-                    config.node_id
-                )));
-            }
-        }
-        let store = Store::open(&config.database, member.shards.clone()).map_err(|source| {
-            StartError::Store {
-                path: config.database.clone(),
-                source,
-            }
+        let store = Store::open_held(&config.database).map_err(|source| StartError::Store {
+            path: config.database.clone(),
+            source,
         })?;
+        let chain = handover::load_chain(&store, &committee);
+        // This node as the latest committee that names it lists it: genesis,
+        // or a committee it joined later. A node named by none yet starts
+        // without shards and learns the chain from the members.
+        let listed = chain
+            .members_ever()
+            .filter(|m| m.node_id.0 == config.node_id)
+            .last()
+            .cloned();
+        match &listed {
+            Some(member) => {
+                for (field, held, listed) in [
+                    ("protocol_key", protocol_key.public(), member.protocol_key),
+                    ("network_key", network_key.public(), member.network_key),
+                ] {
+                    if held != listed {
+                        return Err(committee_error(format!(
+                            "the {field} file holds {held}, but the committee lists {listed} for {}",
+                            config.node_id
+                        )));
+                    }
+                }
+            }
+            None => tracing::warn!(
+                node = %config.node_id,
+                "this node is in no committee this node knows of yet; it serves shards once a certified committee names it (it follows the chain from the members)"
+            ),
+        }
         let epoch = file.clock.epoch_at(now_ms());
         let _ = store.set_current_epoch(epoch);
 
         let identity = TlsIdentity::new(&network_key).map_err(floe_net::NetError::from)?;
-        let chain = handover::load_chain(&store, &committee);
         // Members of genesis and of every later committee may call
         // peer-only methods.
         let every_member: Vec<floe_consensus::Member> = chain.members_ever().cloned().collect();
@@ -189,11 +195,11 @@ impl Node {
             }
         }
         let approvals = handover::load_approvals(&store);
+        let intake = migration::load_intake(&store);
         let inner = Arc::new(Inner {
             node_id: config.node_id.clone(),
-            me,
+            network_key: network_key.public(),
             n_shards: committee.n_shards(),
-            base: committee.clone(),
             clock: file.clock,
             protocol_key,
             store,
@@ -208,7 +214,16 @@ impl Node {
             chain: Mutex::new(chain),
             approved: Mutex::new(approvals),
             members: members_handle,
+            intake: Mutex::new(intake),
+            handoffs: Mutex::new(std::collections::BTreeMap::new()),
         });
+        migration::warn_undecodable(&inner.store);
+        // The shards of the current epoch's committee (a restart mid-change
+        // resumes the intake kept in the store).
+        migration::refresh_shards(&inner).map_err(|source| StartError::Store {
+            path: config.database.clone(),
+            source,
+        })?;
         if let Some(lies) = &inner.byzantine {
             tracing::warn!(node = %inner.node_id, ?lies, "LAB ONLY: this node is a HOSTILE member and lies as configured in [byzantine]");
         }
@@ -293,6 +308,18 @@ impl Node {
             .lock()
             .map(|c| c.latest_epoch())
             .unwrap_or(floe_consensus::Epoch(0))
+    }
+
+    /// Whether the committee change the current epoch is in is done: no
+    /// shard moved, or members holding a quorum of shards said they synced.
+    pub fn committee_change_done(&self) -> bool {
+        let change = self.inner.latest_change(self.inner.epoch());
+        migration::handoff(&self.inner, change).is_done()
+    }
+
+    /// Shards new to this node still fetched from their previous holder.
+    pub fn shards_fetching(&self) -> Vec<floe_codec::ShardIndex> {
+        self.inner.shards_fetching()
     }
 
     /// The digests of the next committees this node's operator approved.

@@ -4,18 +4,19 @@
 use std::sync::{Arc, OnceLock};
 
 use floe_api::*;
-use floe_codec::{Axis, BlobId};
+use floe_codec::BlobId;
 use floe_consensus::{
     BlobStatus, Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, Signed, StorageConfirmation,
 };
 use floe_net::{Caller, Router};
 use tracing::info;
 
-use crate::handover;
 use crate::reconcile::{cap_ranges, cap_reply, distinct_ranges};
 use crate::state::{
-    accept_fact, accept_facts, facts_within, now_ms, push_fact, status_report, store_error, Inner,
+    accept_fact, accept_facts, check_pair, facts_within, now_ms, own_symbols, push_fact,
+    status_report, store_error, Inner,
 };
+use crate::{handover, migration};
 
 type Slot = Arc<OnceLock<Arc<Inner>>>;
 
@@ -79,7 +80,34 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = route!(router, Reconcile, reconcile);
     let router = route!(router, GetCommitteeChain, committee_chain);
     let router = route!(router, SignCommitteeProposal, sign_committee);
-    route!(router, PutCommitteeLink, put_committee_link)
+    let router = route!(router, PutCommitteeLink, put_committee_link);
+    let router = route!(router, GetShardPairs, shard_pairs);
+    let router = route!(router, PutShardsSynced, shards_synced);
+    route!(router, GetHandoff, handoff_notices)
+}
+
+fn shard_pairs(
+    inner: &Inner,
+    caller: Caller,
+    request: ShardPairsRequest,
+) -> Result<ShardPairsPage, ApiError> {
+    migration::shard_page(inner, &caller, request)
+}
+
+fn shards_synced(
+    inner: &Inner,
+    _: Caller,
+    notice: Signed<floe_consensus::handoff::ShardsSynced>,
+) -> Result<(), ApiError> {
+    migration::accept_notice(inner, notice).map(|_| ())
+}
+
+fn handoff_notices(
+    inner: &Inner,
+    _: Caller,
+    epoch: floe_consensus::Epoch,
+) -> Result<Vec<Signed<floe_consensus::handoff::ShardsSynced>>, ApiError> {
+    Ok(migration::notices(inner, epoch))
 }
 
 fn committee_chain(
@@ -112,7 +140,7 @@ fn info(inner: &Inner, _: Caller, (): ()) -> Result<NodeInfo, ApiError> {
         node_id: inner.node_id.clone(),
         epoch: inner.epoch(),
         n_shards: inner.n_shards,
-        shards: inner.my_shards().to_vec(),
+        shards: inner.my_shards(),
         drift: inner.store.drift_count() as u64,
         facts_known: inner.digest.lock().map(|d| d.len() as u64).unwrap_or(0),
         stored_bytes,
@@ -178,7 +206,7 @@ fn put_pairs(inner: &Inner, _: Caller, frame: PutPairsFrame) -> Result<(), ApiEr
     }
     let mut seen = std::collections::BTreeSet::new();
     for &(shard, _) in &pairs {
-        if inner.my_shards().binary_search(&shard).is_err() {
+        if !inner.store.holds_shard(shard) {
             return Err(ApiError::NotMyShard { blob_id, shard });
         }
         if !seen.insert(shard) {
@@ -197,20 +225,7 @@ fn put_pairs(inner: &Inner, _: Caller, frame: PutPairsFrame) -> Result<(), ApiEr
             what: "metadata (send it before the slivers)".into(),
         })?;
     for (shard, pair) in &pairs {
-        let expected = shard.to_pair_index(inner.n_shards, &blob_id);
-        if pair.index != expected {
-            return Err(ApiError::Rejected {
-                blob_id,
-                reason: format!(
-                    "shard {shard} holds pair {}, not pair {}",
-                    expected.0, pair.index.0
-                ),
-            });
-        }
-        pair.verify(&metadata).map_err(|e| ApiError::Rejected {
-            blob_id,
-            reason: format!("shard {shard}: {e}"),
-        })?;
+        check_pair(inner.n_shards, blob_id, *shard, pair, &metadata)?;
     }
     for (shard, pair) in &pairs {
         inner
@@ -275,20 +290,25 @@ fn get_sliver(
         axis,
     } = request;
     check_servable(inner, &blob_id)?;
-    if inner.my_shards().binary_search(&shard).is_err() {
-        return Err(ApiError::NotMyShard { blob_id, shard });
-    }
     // Paid for before it is read: a sliver has at most one symbol per shard.
     let metadata = stored_metadata(inner, &blob_id)?;
     floe_net::reserve_answer(answer_bound(&metadata, usize::from(inner.n_shards)))
         .map_err(ApiError::Busy)?;
+    // A shard given up at a committee change is served while its pairs are
+    // kept (until the change is done).
     let sliver = inner
         .store
         .sliver(shard, &blob_id, axis)
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound {
-            blob_id,
-            what: format!("{axis:?} sliver of shard {shard}"),
+        .ok_or_else(|| {
+            if inner.store.holds_shard(shard) {
+                ApiError::NotFound {
+                    blob_id,
+                    what: format!("{axis:?} sliver of shard {shard}"),
+                }
+            } else {
+                ApiError::NotMyShard { blob_id, shard }
+            }
         })?;
     Ok(crate::byzantine::sliver(inner, sliver))
 }
@@ -381,50 +401,7 @@ fn recovery_symbols(
             .min(budget.saturating_add(answer_bound(&metadata, targets.len()))),
     )
     .map_err(ApiError::Busy)?;
-    let mut bytes = 0usize;
-    let mut per_target: std::collections::BTreeMap<(Axis, floe_codec::SliverIndex), usize> =
-        Default::default();
-    let mut symbols = Vec::new();
-    for axis in [Axis::Primary, Axis::Secondary] {
-        let needed = floe_codec::symbols_needed(&metadata, axis);
-        let mut wanted: Vec<_> = targets
-            .iter()
-            .filter(|(a, _)| *a == axis)
-            .map(|(_, i)| *i)
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        for &shard in inner.my_shards() {
-            wanted.retain(|i| per_target.get(&(axis, *i)).copied().unwrap_or(0) < needed);
-            if wanted.is_empty() || bytes >= budget {
-                break;
-            }
-            let Some(source) = inner
-                .store
-                .sliver(shard, &blob_id, axis.orthogonal())
-                .map_err(store_error)?
-            else {
-                continue;
-            };
-            let made =
-                source
-                    .recovery_symbols(&metadata, &wanted)
-                    .map_err(|e| ApiError::Rejected {
-                        blob_id,
-                        reason: e.to_string(),
-                    })?;
-            for symbol in made {
-                let proof = &symbol.proof;
-                bytes += symbol.data.len()
-                    + proof.prefix.len()
-                    + proof.suffix.len()
-                    + 32 * proof.siblings.len()
-                    + 16;
-                *per_target.entry((axis, symbol.target_index())).or_default() += 1;
-                symbols.push(symbol);
-            }
-        }
-    }
+    let symbols = own_symbols(inner, &metadata, &targets, budget)?;
     Ok(crate::byzantine::symbols(inner, symbols))
 }
 

@@ -14,8 +14,7 @@ use floe_codec::{BlobId, ShardIndex};
 use floe_consensus::chain::{CommitteeChain, CommitteeProposal};
 use floe_consensus::quorum::{Discard, Pacing};
 use floe_consensus::{
-    BlobState, Committee, DigestIndex, Epoch, EpochClock, Fact, ItemId, KeyPair, Member,
-    MemberIndex, PublicKey,
+    BlobState, Committee, DigestIndex, Epoch, EpochClock, Fact, ItemId, KeyPair, Member, PublicKey,
 };
 use floe_net::{FanOut, Members, Pool};
 use floe_store::{Store, StoreError};
@@ -37,6 +36,12 @@ pub struct Metrics {
     pub sync_rounds: AtomicU64,
     /// Blobs found inconsistent by this node's repair.
     pub inconsistencies_found: AtomicU64,
+    /// Bytes of pairs fetched from previous holders of shards new to this node.
+    pub migration_bytes_fetched: AtomicU64,
+    /// Pairs fetched from previous holders and stored.
+    pub migration_pairs_fetched: AtomicU64,
+    /// Anti-entropy exchanges that ran to the end.
+    pub full_exchanges: AtomicU64,
     /// Requests served, by kind and outcome.
     pub requests: Mutex<HashMap<(&'static str, &'static str), u64>>,
 }
@@ -52,9 +57,8 @@ impl Metrics {
 /// The node: its identity, committee, store, connections and counters.
 pub(crate) struct Inner {
     pub(crate) node_id: String,
-    pub(crate) me: MemberIndex,
-    /// The committee as read from the committee file.
-    pub(crate) base: Committee,
+    /// This node's network key (how committees name it to peers).
+    pub(crate) network_key: PublicKey,
     pub(crate) n_shards: u16,
     pub(crate) clock: EpochClock,
     pub(crate) protocol_key: KeyPair,
@@ -75,6 +79,11 @@ pub(crate) struct Inner {
     pub(crate) approved: Mutex<BTreeMap<[u8; 32], CommitteeProposal>>,
     /// The network keys the server treats as members.
     pub(crate) members: Members,
+    /// Shards new to this node at the latest committee change, and how far
+    /// each is filled.
+    pub(crate) intake: Mutex<Option<crate::migration::Intake>>,
+    /// Committee changes and the synced notices gathered for each.
+    pub(crate) handoffs: Mutex<BTreeMap<Epoch, floe_consensus::handoff::Handoff>>,
 }
 
 /// The anti-entropy items of the facts a state holds.
@@ -133,27 +142,48 @@ impl Inner {
             .clear();
     }
 
-    /// This node's network key in `committee`, if it is a member.
+    /// This node's network key, if it is a member of `committee`.
     pub(crate) fn me_in(&self, committee: &Committee) -> Option<PublicKey> {
         committee
-            .members()
-            .iter()
-            .find(|m| m.node_id.0 == self.node_id)
-            .map(|m| m.network_key)
+            .member_by_network_key(&self.network_key)
+            .map(|_| self.network_key)
     }
 
-    pub(crate) fn my_shards(&self) -> &[ShardIndex] {
+    pub(crate) fn my_shards(&self) -> Vec<ShardIndex> {
         self.store.shards()
     }
 
-    pub(crate) fn peers(&self) -> impl Iterator<Item = &Member> {
-        let me = self.me;
-        self.base
-            .members()
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != me.as_usize())
-            .map(|(_, m)| m)
+    /// The epoch of the latest committee change at or before `epoch`
+    /// (genesis's epoch if there was none).
+    pub(crate) fn latest_change(&self, epoch: Epoch) -> Epoch {
+        self.chain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .links()
+            .map(|l| l.message.body.epoch)
+            .filter(|e| *e <= epoch)
+            .max()
+            .unwrap_or(Epoch(0))
+    }
+
+    /// The other members of this epoch's committee and of the one before
+    /// (which keeps serving moved shards until the change is done).
+    pub(crate) fn peers(&self) -> Vec<Member> {
+        let epoch = self.epoch();
+        let mut peers: Vec<Member> = Vec::new();
+        for committee in [
+            self.committee(epoch),
+            self.committee(Epoch(epoch.0.saturating_sub(1))),
+        ] {
+            for member in committee.members() {
+                if member.network_key != self.network_key
+                    && !peers.iter().any(|p| p.network_key == member.network_key)
+                {
+                    peers.push(member.clone());
+                }
+            }
+        }
+        peers
     }
 
     /// Makes the anti-entropy digest's items of `blob_id` those of the
@@ -184,6 +214,89 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Checks that `pair` is the pair `shard` holds of `blob_id` and that its
+/// slivers match the blob's metadata.
+pub(crate) fn check_pair(
+    n_shards: u16,
+    blob_id: BlobId,
+    shard: ShardIndex,
+    pair: &floe_codec::SliverPair,
+    metadata: &floe_codec::BlobMetadata,
+) -> Result<(), ApiError> {
+    let expected = shard.to_pair_index(n_shards, &blob_id);
+    if pair.index != expected {
+        return Err(ApiError::Rejected {
+            blob_id,
+            reason: format!(
+                "shard {shard} holds pair {}, not pair {}",
+                expected.0, pair.index.0
+            ),
+        });
+    }
+    pair.verify(metadata).map_err(|e| ApiError::Rejected {
+        blob_id,
+        reason: format!("shard {shard}: {e}"),
+    })
+}
+
+/// Recovery symbols for `targets` from the slivers of this node's shards:
+/// per target no more than a recovery needs, and (past the first symbols)
+/// no more than `budget` bytes.
+pub(crate) fn own_symbols(
+    inner: &Inner,
+    metadata: &floe_codec::BlobMetadata,
+    targets: &[(floe_codec::Axis, floe_codec::SliverIndex)],
+    budget: usize,
+) -> Result<Vec<floe_codec::RecoverySymbol>, ApiError> {
+    use floe_codec::Axis;
+    let blob_id = metadata.blob_id();
+    let mut bytes = 0usize;
+    let mut per_target: std::collections::BTreeMap<(Axis, floe_codec::SliverIndex), usize> =
+        Default::default();
+    let mut symbols = Vec::new();
+    for axis in [Axis::Primary, Axis::Secondary] {
+        let needed = floe_codec::symbols_needed(metadata, axis);
+        let mut wanted: Vec<_> = targets
+            .iter()
+            .filter(|(a, _)| *a == axis)
+            .map(|(_, i)| *i)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for &shard in &inner.my_shards() {
+            wanted.retain(|i| per_target.get(&(axis, *i)).copied().unwrap_or(0) < needed);
+            if wanted.is_empty() || bytes >= budget {
+                break;
+            }
+            let Some(source) = inner
+                .store
+                .sliver(shard, &blob_id, axis.orthogonal())
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            let made =
+                source
+                    .recovery_symbols(metadata, &wanted)
+                    .map_err(|e| ApiError::Rejected {
+                        blob_id,
+                        reason: e.to_string(),
+                    })?;
+            for symbol in made {
+                let proof = &symbol.proof;
+                bytes += symbol.data.len()
+                    + proof.prefix.len()
+                    + proof.suffix.len()
+                    + 32 * proof.siblings.len()
+                    + 16;
+                *per_target.entry((axis, symbol.target_index())).or_default() += 1;
+                symbols.push(symbol);
+            }
+        }
+    }
+    Ok(symbols)
 }
 
 pub(crate) fn store_error(error: StoreError) -> ApiError {
@@ -283,7 +396,7 @@ pub(crate) fn status_report(inner: &Inner, blob_id: &BlobId) -> Result<BlobStatu
 }
 
 pub(crate) fn peer_keys(inner: &Inner) -> Vec<PublicKey> {
-    inner.peers().map(|m| m.network_key).collect()
+    inner.peers().into_iter().map(|m| m.network_key).collect()
 }
 
 /// Send a new fact to every peer, in the background.

@@ -21,15 +21,20 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::reconcile::*;
-use crate::state::{accept_fact, accept_facts, facts_within, now_ms, peer_keys, push_fact, Inner};
+use crate::state::{
+    accept_fact, accept_facts, check_pair, facts_within, now_ms, own_symbols, peer_keys, push_fact,
+    Inner,
+};
 
 mod epochs;
 mod gc;
+mod migrate;
 mod repair;
 mod sync;
 
 use epochs::*;
 use gc::*;
+use migrate::*;
 use repair::*;
 use sync::*;
 
@@ -129,9 +134,17 @@ pub(crate) fn spawn_all(
         every(std::time::Duration::from_secs(1), inner, |inner| {
             Box::pin(advance_epoch(inner))
         }),
-        // Approved next committees are certified once enough members approved.
+        // Approved next committees are certified once enough members
+        // approved; links this node missed are fetched.
         every(inner.tasks.sync_interval(), inner, |inner| {
-            Box::pin(async move { crate::handover::certify_approved(&inner).await })
+            Box::pin(async move {
+                crate::handover::certify_approved(&inner).await;
+                crate::handover::follow_chain(&inner).await;
+            })
+        }),
+        // Shards move at a committee change.
+        every(std::time::Duration::from_secs(1), inner, |inner| {
+            Box::pin(migrate_pass(inner))
         }),
     ]
 }

@@ -32,6 +32,12 @@ pub enum StoreError {
         /// The shard.
         shard: ShardIndex,
     },
+    /// Pairs of a shard this node holds cannot be dropped.
+    #[error("shard {shard} is held by this node; its pairs are kept")]
+    ShardHeld {
+        /// The shard.
+        shard: ShardIndex,
+    },
     /// Slivers for a blob whose metadata is not stored.
     #[error(
         "blob {blob_id}: store its metadata (verified against the blob ID) before its slivers"

@@ -55,6 +55,7 @@
 pub mod envelope;
 mod error;
 mod gc;
+mod moves;
 mod pair_files;
 pub mod records;
 mod slivers;
@@ -258,7 +259,8 @@ impl Promise {
 pub struct Store {
     db: DB,
     path: PathBuf,
-    shards: Vec<ShardIndex>,
+    /// The shards this node holds now (sorted); a committee change moves them.
+    shards: std::sync::RwLock<Vec<ShardIndex>>,
     /// Serializes read-modify-write per blob (striped by the ID's first byte).
     locks: Vec<Mutex<()>>,
     /// The drift set, mirrored from the `drift` table so counting is free.
@@ -269,6 +271,9 @@ pub struct Store {
     direct_io: bool,
     gc: [AtomicU64; 3],
 }
+
+/// The `node` table's key of the shard set the drift index was built for.
+const HELD_SHARDS: &str = "held_shards";
 
 fn sliver_key(shard: ShardIndex, blob_id: &BlobId, axis: Axis) -> [u8; 35] {
     let mut key = [0u8; 35];
@@ -312,6 +317,16 @@ impl Store {
     /// Flushes and compactions use direct I/O where the file system allows
     /// it; [`Store::direct_io`] tells which.
     pub fn open(path: impl AsRef<Path>, shards: Vec<ShardIndex>) -> Result<Store, StoreError> {
+        let store = Self::open_held(path)?;
+        store.set_shards(shards)?;
+        Ok(store)
+    }
+
+    /// Opens (creating if needed) the database at `path` holding the shards
+    /// it held when it was last open (none for a new one): for a node whose
+    /// shards follow its committee, which calls [`Store::set_shards`] once it
+    /// knows the current one.
+    pub fn open_held(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
@@ -345,14 +360,11 @@ impl Store {
         });
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors)
             .map_err(StoreError::db("(open)"))?;
-        let mut shards = shards;
-        shards.sort_unstable();
-        shards.dedup();
         let files = pair_files::PairFiles::open(&path, direct)?;
         let store = Store {
             db,
             path,
-            shards,
+            shards: std::sync::RwLock::new(Vec::new()),
             locks: (0..64).map(|_| Mutex::new(())).collect(),
             drift: Mutex::new(BTreeSet::new()),
             files,
@@ -362,6 +374,18 @@ impl Store {
         let drift = store.scan_blob_ids(DRIFT, None, usize::MAX)?;
         *store.drift_set() = drift.into_iter().collect();
         store.remove_unrecorded_pair_files()?;
+        if let Some(bytes) = store.node_value(HELD_SHARDS)? {
+            let held: Vec<ShardIndex> =
+                floe_codec::from_canonical_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+                    table: NODE,
+                    key: HELD_SHARDS.into(),
+                    reason: e.to_string(),
+                })?;
+            *store
+                .shards
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = held;
+        }
         Ok(store)
     }
 
@@ -371,8 +395,47 @@ impl Store {
     }
 
     /// The shards this node holds (sorted).
-    pub fn shards(&self) -> &[ShardIndex] {
-        &self.shards
+    pub fn shards(&self) -> Vec<ShardIndex> {
+        self.shards
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether this node holds `shard`.
+    pub fn holds_shard(&self, shard: ShardIndex) -> bool {
+        self.shards
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .binary_search(&shard)
+            .is_ok()
+    }
+
+    /// Makes `shards` the shards this node holds (at open, and when a
+    /// committee change moves shards). If they differ from the set held
+    /// before (as the database remembers it), every certified blob is
+    /// checked again: one that lacks a pair of the new shards drifts, one
+    /// that lacks only pairs of shards given up no longer does. Pairs of
+    /// shards given up stay until [`Store::drop_shard_pairs`]. Answers
+    /// whether the set changed.
+    pub fn set_shards(&self, shards: Vec<ShardIndex>) -> Result<bool, StoreError> {
+        let mut shards = shards;
+        shards.sort_unstable();
+        shards.dedup();
+        let encoded = floe_codec::canonical_bytes(&shards);
+        let remembered = self.node_value(HELD_SHARDS)?;
+        *self
+            .shards
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = shards;
+        if remembered.as_deref() == Some(&encoded[..]) {
+            return Ok(false);
+        }
+        self.recompute_drift()?;
+        // Remembered only once the drift index matches it: a crash before
+        // this recomputes it at the next open.
+        self.put_node_value(HELD_SHARDS, &encoded)?;
+        Ok(true)
     }
 
     fn cf(&self, table: &'static str) -> Result<&ColumnFamily, StoreError> {

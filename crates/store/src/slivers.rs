@@ -69,7 +69,7 @@ impl Store {
         blob_id: &BlobId,
         pair: &SliverPair,
     ) -> Result<(), StoreError> {
-        if self.shards.binary_search(&shard).is_err() {
+        if !self.holds_shard(shard) {
             return Err(StoreError::NotMyShard {
                 blob_id: *blob_id,
                 shard,
@@ -178,9 +178,8 @@ impl Store {
     pub fn missing_pairs(&self, blob_id: &BlobId) -> Result<Vec<ShardIndex>, StoreError> {
         let stored = self.stored_shards(blob_id)?;
         Ok(self
-            .shards
-            .iter()
-            .copied()
+            .shards()
+            .into_iter()
             .filter(|s| stored.binary_search(s).is_err())
             .collect())
     }
@@ -197,6 +196,21 @@ impl Store {
         after: Option<&BlobId>,
         limit: usize,
     ) -> Result<Vec<(BlobId, SliverPair)>, StoreError> {
+        Ok(self.shard_page(shard, after, limit, usize::MAX)?.0)
+    }
+
+    /// Up to `limit` pairs of `shard` after `after`, in blob-ID order, of at
+    /// most `max_bytes` together (at least one pair, however large), and
+    /// whether no pair of the shard follows them.
+    pub fn shard_page(
+        &self,
+        shard: ShardIndex,
+        after: Option<&BlobId>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(BlobId, SliverPair)>, bool), StoreError> {
+        let mut bytes = 0usize;
+        let mut done = true;
         let cf = self.cf(SLIVERS)?;
         let start = match after {
             Some(blob_id) => sliver_key(shard, blob_id, Axis::Secondary).to_vec(),
@@ -230,22 +244,24 @@ impl Store {
                     };
                     if let Some((id, primary)) = primary.take().filter(|(id, _)| *id == blob_id) {
                         let index = primary.index.to_pair_index(Axis::Primary, 0);
-                        out.push((
-                            id,
-                            SliverPair {
-                                index,
-                                primary,
-                                secondary,
-                            },
-                        ));
-                        if out.len() >= limit {
+                        let pair = SliverPair {
+                            index,
+                            primary,
+                            secondary,
+                        };
+                        if out.len() >= limit
+                            || (!out.is_empty() && bytes + pair.byte_len() > max_bytes)
+                        {
+                            done = false;
                             break;
                         }
+                        bytes += pair.byte_len();
+                        out.push((id, pair));
                     }
                 }
             }
         }
-        Ok(out)
+        Ok((out, done))
     }
 
     /// [`Store::load_sliver`], or `None` if the blob was collected between

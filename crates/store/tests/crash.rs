@@ -56,7 +56,7 @@ fn crash_child() {
                 .put_metadata(&blob.blob_id, &blob.metadata, next)
                 .unwrap();
             std::thread::scope(|scope| {
-                for &shard in store.shards() {
+                for &shard in &store.shards() {
                     let blob = &blob;
                     scope.spawn(move || {
                         store
@@ -118,7 +118,7 @@ fn check(dir: &Path, durable: &BTreeSet<BlobId>, confirmed: &BTreeSet<BlobId>) -
         );
     }
     // No half-written pair: every stored pair is whole and verifies.
-    for &shard in store.shards() {
+    for &shard in &store.shards() {
         for (blob_id, pair) in store.scan_shard(shard, None, usize::MAX).unwrap() {
             let metadata = store
                 .metadata(&blob_id)

@@ -28,4 +28,7 @@ pub(super) async fn gc_pass(inner: Arc<Inner>) {
         }
     })
     .await;
+    if let Some(Err(e)) = on_blocking(&inner, drop_given_up).await {
+        warn!(error = %e, "collecting the pairs of shards given up");
+    }
 }

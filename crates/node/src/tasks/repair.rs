@@ -94,9 +94,15 @@ pub(super) async fn metadata_for(
 
 /// Rebuild this node's missing pairs of `blob_id` from peers' recovery symbols.
 pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(), TaskError> {
+    // Shards still fetched from their previous holder wait for it.
+    let fetching = inner.shards_fetching();
+    let mut missing = inner.store.missing_pairs(&blob_id)?;
+    missing.retain(|shard| !fetching.contains(shard));
+    if missing.is_empty() {
+        return Ok(());
+    }
     let metadata = metadata_for(inner, blob_id).await?;
     let n = inner.n_shards;
-    let missing = inner.store.missing_pairs(&blob_id)?;
     for shards in missing.chunks(PAIRS_PER_ROUND) {
         let mut targets = Vec::new();
         for shard in shards {
@@ -180,6 +186,21 @@ pub(super) async fn gather_symbols(
         targets: targets.to_vec(),
     };
     let mut tally = SymbolTally::new(metadata, targets);
+    // This node's own slivers count first: with a third of the shards down,
+    // the other live shards alone may be too few.
+    let own = {
+        let (metadata, targets) = (metadata.clone(), targets.to_vec());
+        on_blocking(inner, move |inner| {
+            own_symbols(inner, &metadata, &targets, usize::MAX).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let own_bytes: u64 = own.iter().map(|s| s.data.len() as u64).sum();
+    if !own.is_empty() {
+        use floe_consensus::quorum::Tally as _;
+        tally.answer(inner.network_key, Ok(own), std::time::Instant::now());
+    }
     let mut calls = FanOut::new(
         inner.pool.rank(&peer_keys(inner)),
         Pacing::window(REPAIR_FANOUT, Some(REPAIR_HEDGE)),
@@ -196,7 +217,7 @@ pub(super) async fn gather_symbols(
     inner
         .metrics
         .repair_bytes_fetched
-        .fetch_add(tally.bytes(), Ordering::Relaxed);
+        .fetch_add(tally.bytes().saturating_sub(own_bytes), Ordering::Relaxed);
     report_failures(inner, blob_id, "recovery symbols", tally.failures());
     // Calls still running are cancelled below: they are no longer needed. A
     // peer that held its answer back for several hedges while others

@@ -17,7 +17,9 @@ pub(super) async fn sync_once(inner: Arc<Inner>) {
         return;
     };
     match tokio::time::timeout(SYNC_DEADLINE, sync_with(&inner, peer)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            inner.metrics.full_exchanges.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Err(e)) => debug!(%peer, error = %e, "anti-entropy round failed"),
         // A single request that timed out has ranked the peer down already.
         Err(_) => debug!(%peer, "anti-entropy exchange cut off at its deadline; the next resumes"),

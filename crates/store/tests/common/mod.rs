@@ -138,7 +138,7 @@ pub fn store_all(store: &Store, blob: &Blob) {
     store
         .put_metadata(&blob.blob_id, &blob.metadata, 1_000)
         .unwrap();
-    for &shard in store.shards() {
+    for &shard in &store.shards() {
         store
             .put_sliver_pair(shard, &blob.blob_id, blob.pair_for(shard))
             .unwrap();

@@ -1,0 +1,221 @@
+//! Committee change, the moving half: at the epoch change the new holder of
+//! each moved shard fetches its pairs from the previous holder (every byte
+//! of them, verified), says it synced, and the previous holder lets go of
+//! the shard once the change is done; a previous holder that is down is
+//! replaced by recovery. Every blob certified before the change reads the
+//! same after it, from a client that knows only genesis.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floe_client::{Client, ClientConfig, ReadOptions, StoreOptions};
+use floe_codec::BlobId;
+use floe_consensus::chain::{assign_shards, CommitteeProposal};
+use floe_consensus::{Epoch, Member};
+use floe_node::{Limits, Tasks};
+use floe_testkit::local::Cluster;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const EPOCH_MS: u64 = 12_000;
+
+/// A cluster of 4 nodes over 12 shards holding `sizes` certified blobs (every
+/// pair on every node), in an epoch with time left to certify the next
+/// committee, in which node-0 leaves and its 3 shards go one each to the
+/// others. Answers the cluster, the blobs, and the next committee's epoch.
+async fn leaving_node_0(
+    dir: &std::path::Path,
+    sizes: &[usize],
+) -> (Cluster, Vec<(BlobId, Bytes)>, Epoch) {
+    let cluster = Cluster::start(dir, 4, 12, EPOCH_MS, Limits::default(), Tasks::brisk())
+        .await
+        .unwrap();
+    let file = cluster.file().clone();
+    let since = |ms: u64| (ms - file.clock.genesis_unix_ms) % EPOCH_MS;
+    while EPOCH_MS - since(now_ms()) < 9_000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let epoch = file.clock.epoch_at(now_ms());
+    let client = Client::new(&file, ClientConfig::default()).unwrap();
+    let mut blobs = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let data = Bytes::from((0..*size).map(|b| (b * 31 + i) as u8).collect::<Vec<u8>>());
+        let stored = client
+            .store(data.clone(), 20, StoreOptions::default())
+            .await
+            .unwrap();
+        blobs.push((stored.blob_id, data));
+    }
+    eventually(
+        "every node holds every pair",
+        Duration::from_secs(20),
+        || (0..4).all(|i| cluster.node(i).unwrap().drift() == 0),
+    )
+    .await;
+    let genesis = file.committee.clone();
+    let next: Vec<(Member, u16)> = genesis.members()[1..]
+        .iter()
+        .cloned()
+        .map(|m| (m, 4))
+        .collect();
+    let proposal = CommitteeProposal {
+        epoch: Epoch(epoch.0 + 1),
+        n_shards: 12,
+        members: assign_shards(&genesis, &next).unwrap(),
+    };
+    for i in 0..3 {
+        cluster
+            .node(i)
+            .unwrap()
+            .approve_next_committee(proposal.clone())
+            .await
+            .unwrap();
+    }
+    eventually(
+        "every node holds the committee certificate",
+        Duration::from_secs(5),
+        || (0..4).all(|i| cluster.node(i).unwrap().latest_committee_change() == proposal.epoch),
+    )
+    .await;
+    (cluster, blobs, proposal.epoch)
+}
+
+/// Reads every blob with a client that knows only genesis, and checks that
+/// every member of the new committee tells the same status.
+async fn all_read(cluster: &Cluster, blobs: &[(BlobId, Bytes)]) {
+    let client = Client::new(cluster.file(), ClientConfig::default()).unwrap();
+    for (blob_id, data) in blobs {
+        let read = client.read(*blob_id, ReadOptions::default()).await.unwrap();
+        assert_eq!(&read, data, "blob {blob_id} reads back changed");
+        let status = client.status(*blob_id).await.unwrap();
+        assert_eq!(status.status.name(), "certified");
+        for member in client.members() {
+            let answer = client.node_status(&member, *blob_id).await.unwrap();
+            assert_eq!(
+                answer.status.name(),
+                "certified",
+                "{} says {blob_id} is {}",
+                member.node_id,
+                answer.status.name()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_shards_are_fetched_from_their_previous_holder_which_lets_go_once_done() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small pairs in the database, large ones (3 MiB blob) in files.
+    let (mut cluster, blobs, next) = leaving_node_0(dir.path(), &[1, 5_000, 3 << 20]).await;
+    let leaving = cluster.node(0).unwrap();
+    let given_up = leaving.store().shards();
+    assert_eq!(given_up.len(), 3);
+    let mut held_bytes = 0u64;
+    for (blob_id, _) in &blobs {
+        for shard in &given_up {
+            held_bytes += leaving
+                .store()
+                .sliver_pair(*shard, blob_id)
+                .unwrap()
+                .expect("node-0 holds its pairs")
+                .byte_len() as u64;
+        }
+    }
+    let file = cluster.file().clone();
+    while file.clock.epoch_at(now_ms()) < next {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Reads go on through the change.
+    all_read(&cluster, &blobs).await;
+    eventually(
+        "the change is done on every node",
+        Duration::from_secs(40),
+        || (0..4).all(|i| cluster.node(i).unwrap().committee_change_done()),
+    )
+    .await;
+    for i in 1..4 {
+        let node = cluster.node(i).unwrap();
+        assert_eq!(node.store().shards().len(), 4, "node-{i} holds 4 shards");
+        assert!(node.shards_fetching().is_empty());
+        assert_eq!(node.drift(), 0, "node-{i} lacks pairs");
+    }
+    // Every moved pair came from node-0, none by recovery: as many bytes
+    // moved as node-0 held.
+    let (mut fetched, mut pairs, mut repaired) = (0, 0, 0);
+    for i in 1..4 {
+        let m = cluster.node(i).unwrap().metrics();
+        fetched += m.migration_bytes_fetched.load(Ordering::Relaxed);
+        pairs += m.migration_pairs_fetched.load(Ordering::Relaxed);
+        repaired += m.slivers_repaired.load(Ordering::Relaxed);
+    }
+    assert_eq!(pairs, (blobs.len() * 3) as u64);
+    assert_eq!(fetched, held_bytes);
+    assert_eq!(repaired, 0);
+    // node-0 gave its shards up and collects their pairs.
+    eventually(
+        "node-0 collects the pairs of the shards it gave up",
+        Duration::from_secs(10),
+        || {
+            let store = cluster.node(0).unwrap().store();
+            store.shards().is_empty() && store.shards_given_up().unwrap().is_empty()
+        },
+    )
+    .await;
+    // node-0 can go: the new committee serves every blob.
+    cluster.stop(0).await;
+    all_read(&cluster, &blobs).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_of_a_previous_holder_that_is_down_are_rebuilt_by_recovery() {
+    if std::env::var("FLOE_TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("floe_node=debug")
+            .try_init();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, blobs, next) = leaving_node_0(dir.path(), &[2_000, 70_000]).await;
+    // node-0 is gone before the change: its shards come from recovery.
+    cluster.stop(0).await;
+    let file = cluster.file().clone();
+    while file.clock.epoch_at(now_ms()) < next {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(
+        "the change is done without node-0",
+        Duration::from_secs(60),
+        || (1..4).all(|i| cluster.node(i).unwrap().committee_change_done()),
+    )
+    .await;
+    let mut repaired = 0;
+    for i in 1..4 {
+        let node = cluster.node(i).unwrap();
+        assert_eq!(node.drift(), 0, "node-{i} lacks pairs");
+        assert_eq!(
+            node.metrics()
+                .migration_pairs_fetched
+                .load(Ordering::Relaxed),
+            0
+        );
+        repaired += node.metrics().slivers_repaired.load(Ordering::Relaxed);
+    }
+    assert_eq!(repaired, (blobs.len() * 3 * 2) as u64);
+    all_read(&cluster, &blobs).await;
+    cluster.shutdown().await;
+}

@@ -1,0 +1,106 @@
+//! Shards moving at a committee change: the drift index rebuilt for a new
+//! shard set, and the pairs of a shard given up dropped once the change is
+//! done.
+
+use super::*;
+
+impl Store {
+    /// Rebuilds the drift index for the shards held now: a certified blob
+    /// drifts exactly when a pair of those shards is missing.
+    pub(crate) fn recompute_drift(&self) -> Result<(), StoreError> {
+        let current = self.current_epoch()?;
+        let mut after = None;
+        loop {
+            let page = self.states(after.as_ref(), 1024)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(*last);
+            let mut batch = WriteBatch::default();
+            let mut marks = Vec::with_capacity(page.len());
+            for (blob_id, state) in &page {
+                let drifting = matches!(state.status(current), BlobStatus::Certified { .. })
+                    && !self.holds_all_pairs(blob_id)?;
+                if drifting {
+                    batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
+                } else {
+                    batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
+                }
+                marks.push((*blob_id, drifting));
+            }
+            self.write(DRIFT, batch, false)?;
+            let mut drift = self.drift_set();
+            for (blob_id, drifting) in marks {
+                if drifting {
+                    drift.insert(blob_id);
+                } else {
+                    drift.remove(&blob_id);
+                }
+            }
+        }
+    }
+
+    /// Deletes up to `limit` pairs of `shard`, a shard this node gave up;
+    /// answers how many went (0 once none is left). Refused for a shard held.
+    pub fn drop_shard_pairs(&self, shard: ShardIndex, limit: usize) -> Result<usize, StoreError> {
+        if self.holds_shard(shard) {
+            return Err(StoreError::ShardHeld { shard });
+        }
+        let cf = self.cf(SLIVERS)?;
+        let prefix = shard.0.to_be_bytes();
+        let mut blobs: Vec<BlobId> = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (key, _) = item.map_err(StoreError::db(SLIVERS))?;
+            if key.len() != 35 || key[..2] != prefix {
+                break;
+            }
+            let blob_id = blob_id_from(&key[2..34], SLIVERS)?;
+            if blobs.last() != Some(&blob_id) {
+                if blobs.len() >= limit {
+                    break;
+                }
+                blobs.push(blob_id);
+            }
+        }
+        for blob_id in &blobs {
+            let _guard = self.lock(blob_id);
+            let mut batch = WriteBatch::default();
+            self.unrecord_pair(&mut batch, shard, blob_id)?;
+            // Synced before the file goes, as in garbage collection.
+            self.write(SLIVERS, batch, true)?;
+            self.files.remove(blob_id, shard);
+        }
+        Ok(blobs.len())
+    }
+
+    /// The shards some pair is stored for that this node no longer holds.
+    pub fn shards_given_up(&self) -> Result<Vec<ShardIndex>, StoreError> {
+        let held = self.shards();
+        let cf = self.cf(SLIVERS)?;
+        let mut found = Vec::new();
+        let mut next: u32 = 0;
+        while next <= u32::from(u16::MAX) {
+            let start = (next as u16).to_be_bytes();
+            let Some(item) = self
+                .db
+                .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+                .next()
+            else {
+                break;
+            };
+            let (key, _) = item.map_err(StoreError::db(SLIVERS))?;
+            if key.len() < 2 {
+                break;
+            }
+            let shard = ShardIndex(u16::from_be_bytes([key[0], key[1]]));
+            if held.binary_search(&shard).is_err() {
+                found.push(shard);
+            }
+            next = u32::from(shard.0) + 1;
+        }
+        Ok(found)
+    }
+}
