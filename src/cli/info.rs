@@ -21,6 +21,24 @@ pub async fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, F
     let next = (latest_change > epoch).then(|| client.committee(latest_change));
     let current = client.committee(epoch);
     let encoding = current.encoding();
+    // The change the epoch is in: which shards move and who said it synced.
+    let handoff = client.handoff().await;
+    let moves = handoff.moves();
+    let synced: Vec<String> = handoff
+        .next()
+        .members()
+        .iter()
+        .filter(|m| handoff.has_synced(&m.network_key))
+        .map(|m| m.node_id.0.clone())
+        .collect();
+    let migration = json!({
+        "epoch": handoff.epoch().0,
+        "movedShards": moves.len(),
+        "done": handoff.is_done(),
+        "syncedShards": handoff.synced_weight(),
+        "needed": handoff.next().quorum_threshold(),
+        "synced": synced,
+    });
     let members: Vec<_> = current
         .members()
         .iter()
@@ -40,6 +58,7 @@ pub async fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, F
         "maxBlobSize": encoding.max_blob_size(),
         "members": members,
         "latestCommitteeChange": latest_change.0,
+        "migration": migration,
         "nextCommittee": next.as_ref().map(|c| c.members().iter().map(|m| json!({
             "nodeId": m.node_id.0, "address": m.address, "shards": m.shards.len(),
         })).collect::<Vec<_>>()),
@@ -84,6 +103,25 @@ pub async fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, F
             }
         } else if latest_change.0 > 0 {
             println!("committee last changed at epoch {}", latest_change.0);
+        }
+        if !moves.is_empty() {
+            if handoff.is_done() {
+                println!(
+                    "shards moved at epoch {}: {} (done: members holding {} shards synced)",
+                    handoff.epoch().0,
+                    moves.len(),
+                    handoff.synced_weight()
+                );
+            } else {
+                println!(
+                    "shards moving since epoch {}: {}; synced so far: {} shards of the {} needed ({}); reads of moved shards go to their previous holders meanwhile",
+                    handoff.epoch().0,
+                    moves.len(),
+                    handoff.synced_weight(),
+                    handoff.next().quorum_threshold(),
+                    if synced.is_empty() { "none".to_string() } else { synced.join(", ") }
+                );
+            }
         }
     }
     Ok(0)

@@ -22,6 +22,7 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Res
             crate::bench_net::run(runs, quick)?;
             crate::bench_e2e::run(quick, &[])?;
             crate::bench_sync::run(quick)?;
+            crate::bench_migration::run(quick)?;
             summary()
         }
         Some("net") => crate::bench_net::run(runs, quick),
@@ -30,8 +31,9 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Res
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),
         Some("sync") => crate::bench_sync::run(quick),
+        Some("migration") => crate::bench_migration::run(quick),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net, e2e, sync")
+            bail!("unknown benchmark {other:?}; available: codec, consensus, store, net, e2e, sync, migration")
         }
     }
 }

@@ -14,6 +14,7 @@
 mod bench;
 mod bench_consensus;
 mod bench_e2e;
+mod bench_migration;
 mod bench_net;
 mod bench_store;
 mod bench_sync;
@@ -91,7 +92,7 @@ enum Task {
     },
     /// Run benchmarks and write target/bench/<name>.json.
     Bench {
-        /// Which benchmark: `codec`, `consensus`, `store`, `net` or `e2e` (default: all).
+        /// Which benchmark: `codec`, `consensus`, `store`, `net`, `e2e`, `sync` or `migration` (default: all).
         name: Option<String>,
         /// Runs per case; the median is reported.
         #[arg(long, default_value_t = 5)]

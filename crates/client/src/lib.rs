@@ -358,7 +358,7 @@ impl Client {
     /// The committee change the current epoch is in, with the synced
     /// notices of the new committee's members, each verified against it:
     /// asked of the members again at most every [`HANDOFF_REFRESH`] while
-    /// the change is not done.
+    /// some moved shard's new holder has not synced.
     pub async fn handoff(&self) -> Handoff {
         let epoch = self.epoch();
         let chain = self.chain();
@@ -381,7 +381,7 @@ impl Client {
             Some((handoff, _)) => handoff,
             None => Handoff::new(&chain, change),
         };
-        if !handoff.is_done() {
+        if !handoff.settled() {
             let keys: Vec<PublicKey> = handoff
                 .next()
                 .members()
@@ -413,10 +413,14 @@ impl Client {
                 }
             }
         }
-        self.handoffs
+        let mut handoffs = self
+            .handoffs
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(change, (handoff.clone(), std::time::Instant::now()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the current change is ever asked about; older ones go.
+        handoffs.retain(|epoch, _| *epoch >= change);
+        handoffs.insert(change, (handoff.clone(), std::time::Instant::now()));
+        drop(handoffs);
         handoff
     }
 

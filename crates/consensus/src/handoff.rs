@@ -91,6 +91,7 @@ pub enum HandoffError {
 pub struct Handoff {
     previous: Committee,
     next: Committee,
+    moves: Vec<ShardMove>,
     synced: BTreeMap<MemberIndex, Signed<ShardsSynced>>,
 }
 
@@ -98,9 +99,24 @@ impl Handoff {
     /// The change into `epoch`, as `chain` says (an epoch without a
     /// certified change moves nothing).
     pub fn new(chain: &CommitteeChain, epoch: Epoch) -> Self {
+        let previous = chain.committee_at(Epoch(epoch.0.saturating_sub(1)));
+        let next = chain.committee_at(epoch);
+        let moves = (0..next.n_shards())
+            .map(ShardIndex)
+            .filter_map(|shard| {
+                let from = previous.member(previous.shard_holder(shard)?)?;
+                let to = next.member(next.shard_holder(shard)?)?;
+                (from.network_key != to.network_key).then(|| ShardMove {
+                    shard,
+                    from: from.clone(),
+                    to: to.clone(),
+                })
+            })
+            .collect();
         Self {
-            previous: chain.committee_at(Epoch(epoch.0.saturating_sub(1))),
-            next: chain.committee_at(epoch),
+            previous,
+            next,
+            moves,
             synced: BTreeMap::new(),
         }
     }
@@ -121,32 +137,30 @@ impl Handoff {
     }
 
     /// The shards whose holder (by network key) changes, in shard order.
-    pub fn moves(&self) -> Vec<ShardMove> {
-        (0..self.next.n_shards())
-            .map(ShardIndex)
-            .filter_map(|shard| {
-                let from = self.previous.member(self.previous.shard_holder(shard)?)?;
-                let to = self.next.member(self.next.shard_holder(shard)?)?;
-                (from.network_key != to.network_key).then(|| ShardMove {
-                    shard,
-                    from: from.clone(),
-                    to: to.clone(),
-                })
-            })
-            .collect()
+    pub fn moves(&self) -> &[ShardMove] {
+        &self.moves
     }
 
     /// The shards moving to the member with network key `key`.
     pub fn moves_to(&self, key: &PublicKey) -> Vec<ShardMove> {
-        self.moves()
-            .into_iter()
+        self.moves
+            .iter()
             .filter(|m| m.to.network_key == *key)
+            .cloned()
             .collect()
     }
 
     /// Whether any shard changes holder.
     pub fn moves_shards(&self) -> bool {
-        !self.moves().is_empty()
+        !self.moves.is_empty()
+    }
+
+    /// The move of `shard` at this change, if it moves.
+    pub fn move_of(&self, shard: ShardIndex) -> Option<&ShardMove> {
+        self.moves
+            .binary_search_by_key(&shard, |m| m.shard)
+            .ok()
+            .map(|i| &self.moves[i])
     }
 
     /// Verifies `notice` against the new committee and keeps it. Answers
@@ -207,6 +221,14 @@ impl Handoff {
         !self.moves_shards() || self.next.is_quorum(self.synced_weight())
     }
 
+    /// Whether every moved shard's new holder has synced: no read goes to a
+    /// previous holder any more.
+    pub fn settled(&self) -> bool {
+        self.moves
+            .iter()
+            .all(|m| self.has_synced(&m.to.network_key))
+    }
+
     /// Whether the member with network key `key` has synced.
     pub fn has_synced(&self, key: &PublicKey) -> bool {
         self.next
@@ -214,16 +236,22 @@ impl Handoff {
             .is_some_and(|i| self.synced.contains_key(&i))
     }
 
-    /// Who serves reads of `shard`: its new holder, unless the shard moved,
-    /// the change is not done and the new holder has not synced; then the
-    /// previous holder, which keeps the pairs until the change is done.
+    /// Who serves reads of `shard`: its new holder once that holder said it
+    /// synced (or if the shard did not move); until then the previous
+    /// holder, which keeps a moved shard's pairs until its new holder has
+    /// synced.
     pub fn read_holder(&self, shard: ShardIndex) -> Option<&Member> {
-        let to = self.next.member(self.next.shard_holder(shard)?)?;
-        if self.is_done() || self.has_synced(&to.network_key) {
-            return Some(to);
+        match self.move_of(shard) {
+            Some(moved) if !self.has_synced(&moved.to.network_key) => Some(&moved.from),
+            _ => self.next.member(self.next.shard_holder(shard)?),
         }
-        let from = self.previous.member(self.previous.shard_holder(shard)?)?;
-        Some(from)
+    }
+
+    /// Whether the previous holder of `shard` may let go of its pairs: the
+    /// shard moved and its new holder said it synced.
+    pub fn released(&self, shard: ShardIndex) -> bool {
+        self.move_of(shard)
+            .is_some_and(|moved| self.has_synced(&moved.to.network_key))
     }
 
     /// The notices gathered so far.

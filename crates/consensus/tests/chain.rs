@@ -358,3 +358,32 @@ fn synced_notices_are_bound_to_their_change_and_signer_and_reads_follow_them() {
     assert_eq!(handoff.synced_weight(), 9);
     assert!(handoff.is_done());
 }
+
+#[test]
+fn a_moved_shard_is_read_from_its_previous_holder_until_its_new_holder_synced() {
+    use floe_consensus::handoff::{Handoff, ShardsSynced};
+    let mut keys = Keys(BTreeMap::new());
+    let (chain, genesis) = changed(&mut keys);
+    let mut handoff = Handoff::new(&chain, Epoch(1));
+    let next = handoff.next().clone();
+    // The three members that kept their shards say so: a quorum, the change
+    // is done, but node-4 has not synced, so its shards stay with node-0.
+    for member in next.members().iter().filter(|m| m.node_id.0 != "node-4") {
+        let mut shards = member.shards.clone();
+        shards.sort();
+        let notice = Signed::sign(
+            ProtocolMessage::new(Epoch(1), ShardsSynced { shards }),
+            &keys.0[&member.node_id],
+        );
+        handoff.add(notice).unwrap();
+    }
+    assert!(handoff.is_done());
+    assert!(!handoff.settled());
+    for moved in handoff.moves() {
+        assert!(!handoff.released(moved.shard));
+        assert_eq!(
+            handoff.read_holder(moved.shard).unwrap().node_id,
+            genesis.members()[0].node_id
+        );
+    }
+}

@@ -81,8 +81,26 @@ async fn committee(State((inner, _)): State<AppState>) -> impl IntoResponse {
                 .collect()
         })
         .unwrap_or_default();
+    let handoff = crate::migration::handoff(&inner, inner.latest_change(epoch));
+    let synced: Vec<String> = handoff
+        .next()
+        .members()
+        .iter()
+        .filter(|m| handoff.has_synced(&m.network_key))
+        .map(|m| m.node_id.0.clone())
+        .collect();
+    let migration = serde_json::json!({
+        "epoch": handoff.epoch().0,
+        "moved_shards": handoff.moves().len(),
+        "done": handoff.is_done(),
+        "synced_shards": handoff.synced_weight(),
+        "needed_shards": handoff.next().quorum_threshold(),
+        "synced": synced,
+        "fetching_here": inner.shards_fetching().iter().map(|s| s.0).collect::<Vec<_>>(),
+    });
     Json(serde_json::json!({
         "epoch": epoch.0,
+        "migration": migration,
         "latest_change": latest,
         "certified_changes": links,
         "committee": names(&current),

@@ -196,6 +196,7 @@ impl Node {
         }
         let approvals = handover::load_approvals(&store);
         let intake = migration::load_intake(&store);
+        let given_up = migration::load_given_up(&store);
         let inner = Arc::new(Inner {
             node_id: config.node_id.clone(),
             network_key: network_key.public(),
@@ -216,8 +217,8 @@ impl Node {
             members: members_handle,
             intake: Mutex::new(intake),
             handoffs: Mutex::new(std::collections::BTreeMap::new()),
+            given_up: Mutex::new(given_up),
         });
-        migration::warn_undecodable(&inner.store);
         // The shards of the current epoch's committee (a restart mid-change
         // resumes the intake kept in the store).
         migration::refresh_shards(&inner).map_err(|source| StartError::Store {

@@ -20,6 +20,8 @@ use crate::state::{store_error, Inner};
 
 /// The store's key of the intake.
 const INTAKE_KEY: &str = "shard_intake";
+/// The store's key of the shards given up, with the change that moved each.
+const GIVEN_UP_KEY: &str = "shards_given_up";
 
 /// How a shard new to this node is being filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,19 +44,21 @@ pub(crate) struct ShardIntake {
     pub(crate) phase: Phase,
     /// Attempts in a row that brought nothing.
     pub(crate) stalls: u32,
+    /// Attempts in a row the previous holder asked to wait (it is not in
+    /// the new epoch yet, or busy): many count as one stall.
+    pub(crate) waits: u32,
 }
 
-/// The shards new to this node at the change into `epoch`.
+/// The shards new to this node, since the change into `change` (shards
+/// still unfinished from an earlier change are carried along).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Intake {
-    pub(crate) epoch: Epoch,
+    pub(crate) change: Epoch,
     pub(crate) shards: BTreeMap<ShardIndex, ShardIntake>,
-    /// Full anti-entropy exchanges this node had completed when the last
-    /// shard stopped fetching: it announces only after one more, so it
-    /// knows every certificate its shards must hold.
+    /// Full anti-entropy exchanges this process had completed when the last
+    /// shard stopped fetching: the node announces only after one more, so
+    /// it knows every certificate its shards must hold.
     pub(crate) exchanges_at_fetched: Option<u64>,
-    /// This node signed and sent its synced notice.
-    pub(crate) announced: bool,
 }
 
 impl Intake {
@@ -68,13 +72,31 @@ impl Intake {
     }
 }
 
-/// The intake as the store kept it.
+fn load<T: serde::de::DeserializeOwned>(store: &floe_store::Store, key: &str) -> Option<T> {
+    let bytes = store.node_value(key).ok().flatten()?;
+    match floe_codec::from_canonical_bytes(&bytes) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            warn!(key, error = %e, "a stored migration record does not decode; missing pairs are rebuilt by recovery");
+            None
+        }
+    }
+}
+
+/// The intake as the store kept it. The anti-entropy count restarts with
+/// the process: an intake that had stopped fetching waits for one exchange
+/// of this process.
 pub(crate) fn load_intake(store: &floe_store::Store) -> Option<Intake> {
-    store
-        .node_value(INTAKE_KEY)
-        .ok()
-        .flatten()
-        .and_then(|bytes| floe_codec::from_canonical_bytes(&bytes).ok())
+    let mut intake: Intake = load(store, INTAKE_KEY)?;
+    if intake.exchanges_at_fetched.is_some() {
+        intake.exchanges_at_fetched = Some(0);
+    }
+    Some(intake)
+}
+
+/// The shards given up, as the store kept them.
+pub(crate) fn load_given_up(store: &floe_store::Store) -> BTreeMap<ShardIndex, Epoch> {
+    load(store, GIVEN_UP_KEY).unwrap_or_default()
 }
 
 /// Keeps `intake` in the store (a restart resumes from it).
@@ -82,6 +104,15 @@ pub(crate) fn save_intake(inner: &Inner, intake: &Intake) -> Result<(), floe_sto
     inner
         .store
         .put_node_value(INTAKE_KEY, &floe_codec::canonical_bytes(intake))
+}
+
+fn save_given_up(
+    inner: &Inner,
+    given_up: &BTreeMap<ShardIndex, Epoch>,
+) -> Result<(), floe_store::StoreError> {
+    inner
+        .store
+        .put_node_value(GIVEN_UP_KEY, &floe_codec::canonical_bytes(given_up))
 }
 
 /// This node's shards in `epoch`'s committee (none if it is no member).
@@ -98,9 +129,10 @@ pub(crate) fn shards_in(inner: &Inner, epoch: Epoch) -> Vec<ShardIndex> {
 }
 
 /// Makes the store hold this node's shards of the current epoch. Shards new
-/// to it join the intake, each to be fetched from its holder in the epoch
-/// before (resuming an intake of the same epoch); shards given up stay
-/// readable until the change is done. Run at start and on every epoch tick.
+/// to it join the intake, each to be fetched from its holder before the
+/// change that gave it (an unfinished shard keeps its cursor); shards given
+/// up are recorded with that change and stay readable until their new
+/// holder synced. Run at start and on every epoch tick.
 pub(crate) fn refresh_shards(inner: &Inner) -> Result<(), floe_store::StoreError> {
     let epoch = inner.epoch();
     let wanted = shards_in(inner, epoch);
@@ -108,18 +140,25 @@ pub(crate) fn refresh_shards(inner: &Inner) -> Result<(), floe_store::StoreError
     if wanted == held {
         return Ok(());
     }
-    let previous = inner.committee(Epoch(epoch.0.saturating_sub(1)));
+    let change = inner.latest_change(epoch);
+    let previous = inner.committee(Epoch(change.0.saturating_sub(1)));
     let me = inner.network_key;
     let mut intake = inner.intake();
-    let mut next = match intake.take() {
-        Some(kept) if kept.epoch == epoch => kept,
-        _ => Intake {
-            epoch,
-            shards: BTreeMap::new(),
-            exchanges_at_fetched: None,
-            announced: false,
-        },
+    let mut next = Intake {
+        change,
+        shards: BTreeMap::new(),
+        exchanges_at_fetched: None,
     };
+    if let Some(kept) = intake.take() {
+        next.shards = kept
+            .shards
+            .into_iter()
+            .filter(|(shard, _)| wanted.binary_search(shard).is_ok())
+            .collect();
+        if kept.change == change {
+            next.exchanges_at_fetched = kept.exchanges_at_fetched;
+        }
+    }
     for shard in wanted.iter().filter(|s| held.binary_search(s).is_err()) {
         let from = previous
             .shard_holder(*shard)
@@ -135,41 +174,71 @@ pub(crate) fn refresh_shards(inner: &Inner) -> Result<(), floe_store::StoreError
                 Phase::Recovering
             },
             stalls: 0,
+            waits: 0,
         });
     }
-    next.shards
-        .retain(|shard, _| wanted.binary_search(shard).is_ok());
-    // The intake first: a crash between the two writes resumes it.
+    if next.fetching().is_empty() && next.exchanges_at_fetched.is_none() {
+        next.exchanges_at_fetched = Some(
+            inner
+                .metrics
+                .full_exchanges
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+    let mut given_up = inner.given_up();
+    for shard in held.iter().filter(|s| wanted.binary_search(s).is_err()) {
+        given_up.insert(*shard, change);
+    }
+    given_up.retain(|shard, _| wanted.binary_search(shard).is_err());
+    // The records first: a crash between these writes and the store's
+    // shard set redoes them from the same chain.
     save_intake(inner, &next)?;
-    let gained = next.shards.len();
+    save_given_up(inner, &given_up)?;
+    let (gained, gave) = (next.shards.len(), given_up.len());
     *intake = Some(next);
     drop(intake);
+    drop(given_up);
     inner.store.set_shards(wanted.clone())?;
-    info!(%epoch, shards = wanted.len(), gained, "this node's shards changed with the committee");
+    info!(%epoch, %change, shards = wanted.len(), gained, given_up = gave, "this node's shards changed with the committee");
     Ok(())
 }
 
-/// The change into `epoch`, with the notices gathered for it.
-pub(crate) fn handoff(inner: &Inner, epoch: Epoch) -> Handoff {
+/// Runs `f` on the change into `epoch` with the notices gathered for it,
+/// under the lock (so concurrent notices all count). Only real changes (a
+/// link of the chain starts `epoch`) are kept; for any other epoch `f` sees
+/// a change that moves nothing.
+pub(crate) fn with_handoff<T>(inner: &Inner, epoch: Epoch, f: impl FnOnce(&mut Handoff) -> T) -> T {
+    let real = epoch.0 > 0 && inner.latest_change(epoch) == epoch && epoch <= inner.epoch();
+    let build = || {
+        let chain = inner
+            .chain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Handoff::new(&chain, epoch)
+    };
+    if !real {
+        return f(&mut build());
+    }
     let mut handoffs = inner
         .handoffs
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(handoff) = handoffs.get(&epoch) {
-        return handoff.clone();
+    if !handoffs.contains_key(&epoch) {
+        // A handful of changes are ever asked about; the oldest go first.
+        while handoffs.len() >= 16 {
+            handoffs.pop_first();
+        }
+        handoffs.insert(epoch, build());
     }
-    let chain = inner
-        .chain
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let handoff = Handoff::new(&chain, epoch);
-    drop(chain);
-    // The current change and the one before are all that is asked about.
-    while handoffs.len() >= 4 {
-        handoffs.pop_first();
+    match handoffs.get_mut(&epoch) {
+        Some(handoff) => f(handoff),
+        None => f(&mut build()),
     }
-    handoffs.insert(epoch, handoff.clone());
-    handoff
+}
+
+/// The change into `epoch`, with the notices gathered for it.
+pub(crate) fn handoff(inner: &Inner, epoch: Epoch) -> Handoff {
+    with_handoff(inner, epoch, |h| h.clone())
 }
 
 /// Forgets the handoffs worked out so far (the chain grew).
@@ -181,41 +250,41 @@ pub(crate) fn forget_handoffs(inner: &Inner) {
         .clear();
 }
 
-/// Verifies `notice` against the committee of its epoch and keeps it.
+/// Verifies `notice` against the committee of its change and keeps it.
 /// Answers whether it was new.
 pub(crate) fn accept_notice(inner: &Inner, notice: Signed<ShardsSynced>) -> Result<bool, ApiError> {
     let epoch = notice.message.epoch;
-    if epoch > inner.epoch() {
+    if epoch > inner.epoch() || epoch.0 == 0 || inner.latest_change(epoch) != epoch {
         return Err(ApiError::Committee(format!(
-            "a synced notice for epoch {epoch} arrived in epoch {}",
-            inner.epoch()
+            "a synced notice for epoch {epoch}, where no committee change this node knows of starts"
         )));
     }
-    let mut handoff = handoff(inner, epoch);
     let signer = notice.signer;
-    let new = handoff
-        .add(notice)
-        .map_err(|e| ApiError::Committee(e.to_string()))?;
+    let (new, done) = with_handoff(inner, epoch, |handoff| {
+        handoff.add(notice).map(|new| (new, handoff.is_done()))
+    })
+    .map_err(|e| ApiError::Committee(e.to_string()))?;
     if new {
-        let done = handoff.is_done();
-        inner
-            .handoffs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(epoch, handoff);
         info!(%epoch, %signer, done, "a member synced its shards of the new committee");
     }
     Ok(new)
 }
 
-/// The notices gathered for the change into `epoch`.
+/// The notices gathered for the change into `epoch` (none for an epoch no
+/// change starts).
 pub(crate) fn notices(inner: &Inner, epoch: Epoch) -> Vec<Signed<ShardsSynced>> {
-    handoff(inner, epoch).notices().cloned().collect()
+    inner
+        .handoffs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&epoch)
+        .map(|h| h.notices().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Pairs of a shard this node gave up are served only to the shard's new
-/// holder, and only once this node is in the change's epoch itself: it then
-/// takes no more writes to the shard, so its pages are final.
+/// holder, and only once this node no longer holds the shard (it is in the
+/// change's epoch and takes no more writes to it), so its pages are final.
 pub(crate) fn shard_page(
     inner: &Inner,
     caller: &Caller,
@@ -228,9 +297,9 @@ pub(crate) fn shard_page(
     } = request;
     let refuse = |reason: String| Err(ApiError::Committee(reason));
     let current = inner.store.current_epoch().map_err(store_error)?;
-    if current < epoch || inner.epoch() < epoch {
+    if current < epoch || inner.epoch() < epoch || inner.store.holds_shard(shard) {
         return refuse(format!(
-            "this node is in epoch {current}, not yet in epoch {epoch}; ask again shortly"
+            "this node has not moved to epoch {epoch}'s shards yet (it is in epoch {current}); ask again shortly"
         ));
     }
     if shard.0 >= inner.n_shards {
@@ -264,6 +333,12 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub(crate) fn given_up(&self) -> std::sync::MutexGuard<'_, BTreeMap<ShardIndex, Epoch>> {
+        self.given_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Shards whose pairs are still fetched from their previous holder:
     /// repair leaves them alone.
     pub(crate) fn shards_fetching(&self) -> Vec<ShardIndex> {
@@ -274,9 +349,30 @@ impl Inner {
     }
 }
 
-/// Warns once when a stored intake does not decode.
-pub(crate) fn warn_undecodable(store: &floe_store::Store) {
-    if matches!(store.node_value(INTAKE_KEY), Ok(Some(_))) && load_intake(store).is_none() {
-        warn!("the stored shard intake does not decode; missing pairs are rebuilt by recovery");
+/// Drops pairs of shards this node gave up whose new holder has synced, at
+/// most `budget` pairs a call; answers how many went.
+pub(crate) fn drop_released(inner: &Inner, budget: usize) -> Result<usize, floe_store::StoreError> {
+    let given: Vec<(ShardIndex, Epoch)> = inner.given_up().iter().map(|(s, e)| (*s, *e)).collect();
+    let mut dropped = 0;
+    for (shard, change) in given {
+        if dropped >= budget {
+            break;
+        }
+        if !inner.store.holds_shard(shard) && !handoff(inner, change).released(shard) {
+            continue;
+        }
+        let n = if inner.store.holds_shard(shard) {
+            0
+        } else {
+            inner.store.drop_shard_pairs(shard, budget - dropped)?
+        };
+        dropped += n;
+        if n == 0 {
+            let mut given_up = inner.given_up();
+            given_up.remove(&shard);
+            save_given_up(inner, &given_up)?;
+            info!(%shard, "the pairs of a shard given up are collected: its new holder synced");
+        }
     }
+    Ok(dropped)
 }

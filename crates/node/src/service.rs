@@ -352,6 +352,13 @@ fn confirm(
             owner,
         },
     );
+    // A confirmation of this epoch speaks for this node's shards of this
+    // epoch: refused while the store still holds another set.
+    if inner.store.shards() != migration::shards_in(inner, epoch) {
+        return Err(ApiError::Busy(format!(
+            "this node is taking up its shards of epoch {epoch}; ask again shortly"
+        )));
+    }
     // Signed only once the store says the promise is durable.
     let durable = inner.store.promise(message).map_err(store_error)?;
     Ok(Signed::sign(durable.into_message(), &inner.protocol_key))

@@ -84,6 +84,9 @@ pub(crate) struct Inner {
     pub(crate) intake: Mutex<Option<crate::migration::Intake>>,
     /// Committee changes and the synced notices gathered for each.
     pub(crate) handoffs: Mutex<BTreeMap<Epoch, floe_consensus::handoff::Handoff>>,
+    /// Shards this node gave up, with the change that moved each: their
+    /// pairs are kept (and served) until the new holder synced.
+    pub(crate) given_up: Mutex<BTreeMap<ShardIndex, Epoch>>,
 }
 
 /// The anti-entropy items of the facts a state holds.

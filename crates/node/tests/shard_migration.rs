@@ -10,19 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use floe_client::{Client, ClientConfig, ReadOptions, StoreOptions};
+use floe_client::{Client, ClientConfig, ReadOptions};
 use floe_codec::BlobId;
-use floe_consensus::chain::{assign_shards, CommitteeProposal};
-use floe_consensus::{Epoch, Member};
-use floe_node::{Limits, Tasks};
+use floe_consensus::Epoch;
 use floe_testkit::local::Cluster;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use floe_testkit::migration::{node_0_leaves, until_epoch};
 
 async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -34,65 +26,14 @@ async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 
 const EPOCH_MS: u64 = 12_000;
 
-/// A cluster of 4 nodes over 12 shards holding `sizes` certified blobs (every
-/// pair on every node), in an epoch with time left to certify the next
-/// committee, in which node-0 leaves and its 3 shards go one each to the
-/// others. Answers the cluster, the blobs, and the next committee's epoch.
+/// 4 nodes over 12 shards holding blobs of `sizes`; node-0 leaves at the
+/// next epoch and its 3 shards go one each to the others.
 async fn leaving_node_0(
     dir: &std::path::Path,
     sizes: &[usize],
 ) -> (Cluster, Vec<(BlobId, Bytes)>, Epoch) {
-    let cluster = Cluster::start(dir, 4, 12, EPOCH_MS, Limits::default(), Tasks::brisk())
-        .await
-        .unwrap();
-    let file = cluster.file().clone();
-    let since = |ms: u64| (ms - file.clock.genesis_unix_ms) % EPOCH_MS;
-    while EPOCH_MS - since(now_ms()) < 9_000 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let epoch = file.clock.epoch_at(now_ms());
-    let client = Client::new(&file, ClientConfig::default()).unwrap();
-    let mut blobs = Vec::new();
-    for (i, size) in sizes.iter().enumerate() {
-        let data = Bytes::from((0..*size).map(|b| (b * 31 + i) as u8).collect::<Vec<u8>>());
-        let stored = client
-            .store(data.clone(), 20, StoreOptions::default())
-            .await
-            .unwrap();
-        blobs.push((stored.blob_id, data));
-    }
-    eventually(
-        "every node holds every pair",
-        Duration::from_secs(20),
-        || (0..4).all(|i| cluster.node(i).unwrap().drift() == 0),
-    )
-    .await;
-    let genesis = file.committee.clone();
-    let next: Vec<(Member, u16)> = genesis.members()[1..]
-        .iter()
-        .cloned()
-        .map(|m| (m, 4))
-        .collect();
-    let proposal = CommitteeProposal {
-        epoch: Epoch(epoch.0 + 1),
-        n_shards: 12,
-        members: assign_shards(&genesis, &next).unwrap(),
-    };
-    for i in 0..3 {
-        cluster
-            .node(i)
-            .unwrap()
-            .approve_next_committee(proposal.clone())
-            .await
-            .unwrap();
-    }
-    eventually(
-        "every node holds the committee certificate",
-        Duration::from_secs(5),
-        || (0..4).all(|i| cluster.node(i).unwrap().latest_committee_change() == proposal.epoch),
-    )
-    .await;
-    (cluster, blobs, proposal.epoch)
+    let leaving = node_0_leaves(dir, 4, 12, EPOCH_MS, sizes).await.unwrap();
+    (leaving.cluster, leaving.blobs, leaving.next)
 }
 
 /// Reads every blob with a client that knows only genesis, and checks that
@@ -136,10 +77,7 @@ async fn moved_shards_are_fetched_from_their_previous_holder_which_lets_go_once_
                 .byte_len() as u64;
         }
     }
-    let file = cluster.file().clone();
-    while file.clock.epoch_at(now_ms()) < next {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_epoch(cluster.file(), next).await;
     // Reads go on through the change.
     all_read(&cluster, &blobs).await;
     eventually(
@@ -193,10 +131,7 @@ async fn shards_of_a_previous_holder_that_is_down_are_rebuilt_by_recovery() {
     let (mut cluster, blobs, next) = leaving_node_0(dir.path(), &[2_000, 70_000]).await;
     // node-0 is gone before the change: its shards come from recovery.
     cluster.stop(0).await;
-    let file = cluster.file().clone();
-    while file.clock.epoch_at(now_ms()) < next {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_epoch(cluster.file(), next).await;
     eventually(
         "the change is done without node-0",
         Duration::from_secs(60),

@@ -11,30 +11,30 @@ impl Store {
         let current = self.current_epoch()?;
         let mut after = None;
         loop {
-            let page = self.states(after.as_ref(), 1024)?;
-            let Some((last, _)) = page.last() else {
+            let page = self.scan_blob_ids(STATES, after.as_ref(), 1024)?;
+            let Some(last) = page.last() else {
                 return Ok(());
             };
             after = Some(*last);
-            let mut batch = WriteBatch::default();
-            let mut marks = Vec::with_capacity(page.len());
-            for (blob_id, state) in &page {
+            for blob_id in &page {
+                // Under the blob's lock: a fact or pair written meanwhile is
+                // either seen here or sees this mark.
+                let _guard = self.lock(blob_id);
+                let state = self.stored_state(blob_id)?;
                 let drifting = matches!(state.status(current), BlobStatus::Certified { .. })
                     && !self.holds_all_pairs(blob_id)?;
+                let mut batch = WriteBatch::default();
                 if drifting {
                     batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
                 } else {
                     batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
                 }
-                marks.push((*blob_id, drifting));
-            }
-            self.write(DRIFT, batch, false)?;
-            let mut drift = self.drift_set();
-            for (blob_id, drifting) in marks {
+                self.write(DRIFT, batch, false)?;
+                let mut drift = self.drift_set();
                 if drifting {
-                    drift.insert(blob_id);
+                    drift.insert(*blob_id);
                 } else {
-                    drift.remove(&blob_id);
+                    drift.remove(blob_id);
                 }
             }
         }
@@ -65,15 +65,21 @@ impl Store {
                 blobs.push(blob_id);
             }
         }
+        let mut dropped = 0;
         for blob_id in &blobs {
             let _guard = self.lock(blob_id);
+            // Taken up again meanwhile (it came back at a later change): kept.
+            if self.holds_shard(shard) {
+                break;
+            }
+            dropped += 1;
             let mut batch = WriteBatch::default();
             self.unrecord_pair(&mut batch, shard, blob_id)?;
             // Synced before the file goes, as in garbage collection.
             self.write(SLIVERS, batch, true)?;
             self.files.remove(blob_id, shard);
         }
-        Ok(blobs.len())
+        Ok(dropped)
     }
 
     /// The shards some pair is stored for that this node no longer holds.

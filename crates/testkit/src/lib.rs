@@ -7,10 +7,12 @@
 //! * [`testnet`]: a local test network of `floe-node` processes, as
 //!   `cargo xtask testnet …` runs it.
 //! * [`drill`]: the demo and the chaos drill on a [`testnet::Testnet`].
+//! * [`migration`]: a committee change that moves shards, on a cluster.
 //!
 //! Crates use it as a dev-dependency; `xtask` uses it for its testnet,
 //! demo, chaos and benchmarks.
 
 pub mod drill;
 pub mod local;
+pub mod migration;
 pub mod testnet;

@@ -3,10 +3,14 @@
 
 use super::*;
 
-/// Records the current epoch in the store when it changed.
+/// Records the current epoch in the store when it changed, and makes the
+/// store hold this node's shards of the epoch's committee.
 pub(super) async fn advance_epoch(inner: Arc<Inner>) {
     let epoch = inner.epoch();
     on_blocking(&inner, move |inner| {
+        if let Err(e) = crate::migration::refresh_shards(inner) {
+            warn!(error = %e, "taking up this node's shards of the epoch");
+        }
         if inner
             .store
             .current_epoch()

@@ -28,7 +28,11 @@ pub(super) async fn gc_pass(inner: Arc<Inner>) {
         }
     })
     .await;
-    if let Some(Err(e)) = on_blocking(&inner, drop_given_up).await {
+    // Pairs of shards given up, once their new holder synced; a bounded
+    // number a pass.
+    if let Some(Err(e)) =
+        on_blocking(&inner, |inner| crate::migration::drop_released(inner, 1024)).await
+    {
         warn!(error = %e, "collecting the pairs of shards given up");
     }
 }

@@ -11,17 +11,15 @@ use crate::migration::{self, Phase};
 use floe_api::{GetHandoff, GetShardPairs, PutShardsSynced, ShardPairsPage, ShardPairsRequest};
 use floe_codec::ShardIndex;
 use floe_consensus::handoff::Handoff;
-use floe_consensus::Epoch;
 
 /// Attempts in a row that bring nothing before a shard is left to recovery.
-pub(super) const MAX_STALLS: u32 = 3;
+pub(super) const MAX_STALLS: u32 = 5;
+/// Answers of "not yet" or "busy" in a row that count as one stall.
+pub(super) const WAITS_PER_STALL: u32 = 30;
 
-/// One pass: the shard set, the intake's pages, the notice, the others'.
+/// One pass: the intake's pages, the notice, the others' notices. (The
+/// shard set itself follows the chain on the epoch tick.)
 pub(super) async fn migrate_pass(inner: Arc<Inner>) {
-    match on_blocking(&inner, migration::refresh_shards).await {
-        Some(Err(e)) => warn!(error = %e, "changing this node's shards"),
-        None | Some(Ok(())) => {}
-    }
     fetch_intake(&inner).await;
     announce(&inner).await;
     gather_notices(&inner).await;
@@ -37,14 +35,14 @@ enum PageError {
 
 /// Fetches every shard still in its fetching phase, page after page.
 async fn fetch_intake(inner: &Arc<Inner>) {
-    let Some((epoch, shards)) = inner.intake().as_ref().map(|intake| {
+    let Some((change, shards)) = inner.intake().as_ref().map(|intake| {
         let shards: Vec<(ShardIndex, migration::ShardIntake)> = intake
             .shards
             .iter()
             .filter(|(_, s)| s.phase == Phase::Fetching)
             .map(|(shard, s)| (*shard, s.clone()))
             .collect();
-        (intake.epoch, shards)
+        (intake.change, shards)
     }) else {
         return;
     };
@@ -52,7 +50,7 @@ async fn fetch_intake(inner: &Arc<Inner>) {
         let Some(from) = state.from else { continue };
         loop {
             let request = ShardPairsRequest {
-                epoch,
+                epoch: change,
                 shard,
                 after: state.after,
             };
@@ -60,32 +58,54 @@ async fn fetch_intake(inner: &Arc<Inner>) {
             let outcome = match answer {
                 Ok(page) => take_page(inner, shard, state.after, page).await,
                 Err(e) => {
-                    state.stalls += 1;
+                    // "Not yet in the epoch" or "busy": the holder is there,
+                    // only early or loaded; many such answers make a stall.
+                    let waiting = matches!(
+                        &e,
+                        floe_net::RpcError::Remote {
+                            error: ApiError::Committee(_) | ApiError::Busy(_),
+                            ..
+                        }
+                    );
+                    if waiting {
+                        state.waits += 1;
+                    }
+                    if !waiting || state.waits >= WAITS_PER_STALL {
+                        state.waits = 0;
+                        state.stalls += 1;
+                    }
                     debug!(%shard, %from, error = %e, stalls = state.stalls, "no page of a new shard from its previous holder");
                     if state.stalls >= MAX_STALLS {
                         warn!(%shard, %from, "the previous holder gives no pages; the shard's missing pairs are rebuilt by recovery");
                         state.phase = Phase::Recovering;
                     }
-                    update(inner, epoch, shard, &state);
+                    update(inner, shard, &state);
                     break;
                 }
             };
             match outcome {
-                Ok((last, done)) => {
-                    if last.is_some() {
-                        state.after = last;
+                Ok(taken) => {
+                    if taken.last.is_some() {
+                        state.after = taken.last;
+                    }
+                    if taken.stored > 0 || taken.done {
                         state.stalls = 0;
-                    } else if !done {
+                        state.waits = 0;
+                    } else {
+                        // A page that stores nothing (pairs of blobs no
+                        // member has metadata for, or nothing at all) is
+                        // no progress.
                         state.stalls += 1;
                     }
-                    if done {
+                    if taken.done {
                         info!(%shard, %from, "new shard fetched from its previous holder");
                         state.phase = Phase::Recovering;
                     } else if state.stalls >= MAX_STALLS {
+                        warn!(%shard, %from, "pages of a new shard bring nothing; its missing pairs are rebuilt by recovery");
                         state.phase = Phase::Recovering;
                     }
-                    update(inner, epoch, shard, &state);
-                    if state.phase != Phase::Fetching {
+                    update(inner, shard, &state);
+                    if state.phase != Phase::Fetching || taken.stored == 0 {
                         break;
                     }
                 }
@@ -96,7 +116,7 @@ async fn fetch_intake(inner: &Arc<Inner>) {
                         format!("served a false page of shard {shard}: {reason}"),
                     );
                     state.phase = Phase::Recovering;
-                    update(inner, epoch, shard, &state);
+                    update(inner, shard, &state);
                     break;
                 }
                 Err(PageError::Local(e)) => {
@@ -108,10 +128,11 @@ async fn fetch_intake(inner: &Arc<Inner>) {
     }
 }
 
-/// Records a shard's progress in the intake, and the intake in the store.
-fn update(inner: &Inner, epoch: Epoch, shard: ShardIndex, state: &migration::ShardIntake) {
+/// Records a shard's progress in the intake, and the intake in the store
+/// (unless the shard left the intake meanwhile: the shard set changed).
+fn update(inner: &Inner, shard: ShardIndex, state: &migration::ShardIntake) {
     let mut intake = inner.intake();
-    let Some(kept) = intake.as_mut().filter(|i| i.epoch == epoch) else {
+    let Some(kept) = intake.as_mut().filter(|i| i.shards.contains_key(&shard)) else {
         return;
     };
     kept.shards.insert(shard, state.clone());
@@ -123,6 +144,17 @@ fn update(inner: &Inner, epoch: Epoch, shard: ShardIndex, state: &migration::Sha
     }
 }
 
+/// What one page brought.
+struct Taken {
+    /// The last blob whose pair was taken (stored, held already, or of a
+    /// blob gone here): where the next page starts.
+    last: Option<BlobId>,
+    /// Pairs stored.
+    stored: usize,
+    /// The holder said no pair follows (and every pair was taken).
+    done: bool,
+}
+
 /// Verifies and stores one page: blobs in order after the cursor, each the
 /// pair `shard` holds, each matching its blob's metadata (fetched from the
 /// members if this node lacks it). Answers the last blob taken and whether
@@ -132,7 +164,7 @@ async fn take_page(
     shard: ShardIndex,
     after: Option<BlobId>,
     page: ShardPairsPage,
-) -> Result<(Option<BlobId>, bool), PageError> {
+) -> Result<Taken, PageError> {
     let ShardPairsPage { pairs, done } = page;
     let mut previous = after;
     for (blob_id, _) in &pairs {
@@ -144,13 +176,16 @@ async fn take_page(
         }
         previous = Some(*blob_id);
     }
-    let mut last = None;
+    let mut taken = Taken {
+        last: None,
+        stored: 0,
+        done: false,
+    };
     for (blob_id, pair) in pairs {
-        // A blob without metadata anywhere cannot be checked: it is left to
-        // recovery (if it is ever certified).
+        // Metadata no member serves: the pair cannot be checked, and the
+        // page ends here (a holder that serves only such pairs stalls).
         let Ok(metadata) = metadata_for(inner, blob_id).await else {
-            last = Some(blob_id);
-            continue;
+            return Ok(taken);
         };
         if let Err(e) = check_pair(inner.n_shards, blob_id, shard, &pair, &metadata) {
             return Err(PageError::Lie(e.to_string()));
@@ -176,6 +211,7 @@ async fn take_page(
         )))?
         .map_err(PageError::Local)?;
         if stored {
+            taken.stored += 1;
             inner
                 .metrics
                 .migration_bytes_fetched
@@ -185,9 +221,10 @@ async fn take_page(
                 .migration_pairs_fetched
                 .fetch_add(1, Ordering::Relaxed);
         }
-        last = Some(blob_id);
+        taken.last = Some(blob_id);
     }
-    Ok((last, done))
+    taken.done = done;
+    Ok(taken)
 }
 
 /// The change this node is in: the latest at or before the current epoch.
@@ -196,20 +233,31 @@ fn current_handoff(inner: &Inner) -> Handoff {
     migration::handoff(inner, change)
 }
 
+/// Drifting blobs checked at most for the shards new to this node; beyond,
+/// the node waits for repair before saying it synced.
+const WHOLE_SCAN: usize = 10_000;
+
 /// Whether every pair of this node's new shards is here: none is still
 /// fetched, one full anti-entropy exchange has run since (so every
 /// certificate is known), and no certified blob lacks a pair of them.
-fn whole(inner: &Inner, change: Epoch) -> Result<bool, floe_store::StoreError> {
+fn whole(inner: &Inner) -> Result<bool, floe_store::StoreError> {
+    // The epoch tick has not taken up this epoch's shards yet.
+    if inner.store.shards() != migration::shards_in(inner, inner.epoch()) {
+        return Ok(false);
+    }
     let intake = inner.intake().clone();
-    let Some(intake) = intake.filter(|i| i.epoch == change) else {
-        // Nothing new to this node at this change.
+    let Some(intake) = intake else {
+        // Nothing new to this node.
         return Ok(true);
     };
     let exchanges = inner.metrics.full_exchanges.load(Ordering::Relaxed);
     if !intake.fetching().is_empty() || intake.exchanges_at_fetched.is_none_or(|n| exchanges <= n) {
         return Ok(false);
     }
-    for blob_id in inner.store.drift(None, usize::MAX) {
+    if inner.store.drift_count() > WHOLE_SCAN {
+        return Ok(false);
+    }
+    for blob_id in inner.store.drift(None, WHOLE_SCAN) {
         let missing = inner.store.missing_pairs(&blob_id)?;
         if missing.iter().any(|s| intake.shards.contains_key(s)) {
             return Ok(false);
@@ -228,7 +276,7 @@ async fn announce(inner: &Arc<Inner>) {
         return;
     };
     let change = handoff.epoch();
-    match on_blocking(inner, move |inner| whole(inner, change)).await {
+    match on_blocking(inner, whole).await {
         Some(Ok(true)) => {}
         Some(Err(e)) => {
             warn!(error = %e, "checking whether the new shards are whole");
@@ -262,13 +310,15 @@ async fn announce(inner: &Arc<Inner>) {
         .await;
 }
 
-/// Until the change is done, asks the new committee's members for the
+/// Until every new holder synced, asks the new committee's members for the
 /// notices they gathered (a notice sent while this node was down is not
 /// lost). A notice that does not verify is a lie of the member that
 /// relayed it.
 async fn gather_notices(inner: &Arc<Inner>) {
     let handoff = current_handoff(inner);
-    if handoff.is_done() {
+    // Until every new holder synced: a previous holder lets go of a shard
+    // only on its new holder's word.
+    if handoff.settled() {
         return;
     }
     let change = handoff.epoch();
@@ -296,24 +346,4 @@ async fn gather_notices(inner: &Arc<Inner>) {
             }
         }
     }
-}
-
-/// Drops the pairs of shards this node gave up, once the change that moved
-/// them is done (until then it serves reads of them).
-pub(super) fn drop_given_up(inner: &Inner) -> Result<usize, floe_store::StoreError> {
-    if !current_handoff(inner).is_done() {
-        return Ok(0);
-    }
-    let mut dropped = 0;
-    for shard in inner.store.shards_given_up()? {
-        loop {
-            let n = inner.store.drop_shard_pairs(shard, 256)?;
-            dropped += n;
-            if n == 0 {
-                break;
-            }
-        }
-        info!(%shard, "pairs of a shard given up at the committee change collected");
-    }
-    Ok(dropped)
 }
