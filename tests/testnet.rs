@@ -146,6 +146,7 @@ async fn a_short_chaos_run_loses_nothing() {
         // One member lies throughout (foreign proofs, flipped slivers,
         // oversized listings); the faults use what is left of f.
         byzantine: 1,
+        store_epochs: 10,
     };
     let result = drill::chaos(&mut testnet, &config).await;
     testnet.down().unwrap();
@@ -207,4 +208,44 @@ fn readme_commands_are_what_ci_and_the_demo_run() {
     assert!(read("scripts/demo.sh").contains("cargo xtask demo"));
     assert!(read("xtask/src/testnet.rs").contains("drill::demo(&mut testnet"));
     assert!(read("scripts/test.sh").contains("cargo test --workspace --locked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committee_changes_under_load_lose_nothing() {
+    if let Ok(filter) = std::env::var("FLOE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+    // Real processes: a node joins, then a member leaves, under a load of
+    // stores and reads; a node gaining shards is killed mid-migration each
+    // time and started again.
+    let dir = tempfile::tempdir().unwrap();
+    let mut testnet = Testnet::create_or_open_with(dir.path(), 4, 12, 15_000, &node_bin())
+        .unwrap()
+        .down_on_drop();
+    let config = ChaosConfig {
+        max_blob: 64 << 10,
+        seed: 11,
+        settle: Duration::from_secs(60),
+        store_epochs: 1000,
+        ..ChaosConfig::default()
+    };
+    let result = floe_testkit::epochs::epochs(&mut testnet, &config, 2).await;
+    testnet.down().unwrap();
+    if result.is_err() {
+        // What the nodes said, for the failure's reader.
+        for node in 0..testnet.nodes() {
+            let log = std::fs::read_to_string(testnet.log(node)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- node-{node} ---");
+            for line in &lines[lines.len().saturating_sub(25)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+    let tally = result.unwrap();
+    assert_eq!(tally.epoch_changes, 2, "{tally:?}");
+    assert!(tally.passed(), "{tally:?}");
+    assert_eq!(tally.read_errors, 0, "{tally:?}");
+    assert!(tally.blobs_verified > 0 && tally.reads > 0, "{tally:?}");
+    assert_eq!(tally.kills, 2, "{tally:?}");
 }

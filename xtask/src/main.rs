@@ -73,6 +73,12 @@ enum Task {
         /// flipped slivers and oversized listings.
         #[arg(long, default_value_t = 0)]
         byzantine: usize,
+        /// Instead of killing and wiping nodes at random, drive N committee
+        /// changes under the load (a node joins, a member leaves, shards are
+        /// reassigned, ...), killing a node that gains shards mid-migration
+        /// each time; epochs last 30 s. Any failed read or lost blob fails.
+        #[arg(long)]
+        epochs: Option<u32>,
     },
     /// Start a testnet of floe-node processes, store a sample file with the
     /// floe CLI, show its status, read it back, compare, and stop.
@@ -147,17 +153,20 @@ fn main() -> Result<()> {
             seed,
             max_blob,
             byzantine,
-        } => testnet::chaos(
-            nodes,
-            shards,
-            ChaosConfig {
+            epochs,
+        } => {
+            let config = ChaosConfig {
                 duration: std::time::Duration::from_secs(duration),
                 seed,
                 max_blob,
                 byzantine,
                 ..ChaosConfig::default()
-            },
-        ),
+            };
+            match epochs {
+                Some(changes) => testnet::chaos_epochs(nodes, shards, changes, config),
+                None => testnet::chaos(nodes, shards, config),
+            }
+        }
         Task::Bench {
             name,
             runs,

@@ -21,9 +21,29 @@ pub enum Action {
         /// Shards in a new testnet (spread evenly).
         #[arg(long, default_value_t = 100)]
         shards: u16,
+        /// Length of an epoch in a new testnet, in seconds (committee
+        /// changes take effect at the next epoch).
+        #[arg(long, default_value_t = 3600)]
+        epoch_secs: u64,
     },
     /// Stop every node (their data stays; `up` starts them again).
     Down,
+    /// Write and start a new node, and have every member approve a next
+    /// committee that adds it (its shards come from the others).
+    AddNode,
+    /// Have every member approve a next committee without node NODE (its
+    /// shards go to the others; stop it once the change is done).
+    RemoveNode {
+        /// The node's index.
+        node: usize,
+    },
+    /// Have every member approve a next committee: the same members, shards
+    /// shared by WEIGHTS (one per member, in committee order) or evenly.
+    NextEpoch {
+        /// Relative weights, comma-separated (for example `2,1,1,1`).
+        #[arg(long, value_delimiter = ',')]
+        weights: Option<Vec<u16>>,
+    },
     /// Per node: pid, reachable, epoch, drift, stored bytes.
     Status {
         /// JSON instead of a table.
@@ -129,10 +149,20 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
     let (node_bin, floe_bin) = build_binaries()?;
     let runtime = runtime()?;
     match action {
-        Action::Up { nodes, shards } => {
+        Action::Up {
+            nodes,
+            shards,
+            epoch_secs,
+        } => {
             let fresh = !dir.join("committee.toml").exists();
             std::fs::create_dir_all(&dir)?;
-            let mut testnet = Testnet::create_or_open(&dir, nodes, shards, &node_bin)?;
+            let mut testnet = Testnet::create_or_open_with(
+                &dir,
+                nodes,
+                shards,
+                epoch_secs.max(1) * 1000,
+                &node_bin,
+            )?;
             runtime.block_on(testnet.up(Duration::from_secs(60)))?;
             let committee = &testnet.file().committee;
             println!(
@@ -182,6 +212,22 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
                 }
             }
         }
+        Action::AddNode => {
+            let mut testnet = Testnet::open(&dir, &node_bin)?;
+            let node = testnet.add_node()?;
+            runtime.block_on(testnet.wait_healthy(node, Duration::from_secs(60)))?;
+            println!("node-{node} written and started (no shards yet)");
+            runtime.block_on(change(&testnet, &[node], &[], None))?;
+        }
+        Action::RemoveNode { node } => {
+            let testnet = Testnet::open(&dir, &node_bin)?;
+            runtime.block_on(change(&testnet, &[], &[node], None))?;
+            println!("keep node-{node} running until the change is done (`floe info` shows it), then `cargo xtask testnet kill {node}`");
+        }
+        Action::NextEpoch { weights } => {
+            let testnet = Testnet::open(&dir, &node_bin)?;
+            runtime.block_on(change(&testnet, &[], &[], weights.as_deref()))?;
+        }
         Action::Logs { node, lines } => {
             let testnet = Testnet::open(&dir, &node_bin)?;
             let path = testnet.log(node);
@@ -211,6 +257,53 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
             println!("node-{node} wiped and restarted: it repairs its slivers from its peers (watch drift with `cargo xtask testnet status`)");
         }
     }
+    Ok(())
+}
+
+/// Proposes the next committee (adding and removing nodes, sharing shards
+/// by `weights`), has every current member approve it on its admin port,
+/// and waits until it is certified.
+async fn change(
+    testnet: &Testnet,
+    add: &[usize],
+    remove: &[usize],
+    weights: Option<&[u16]>,
+) -> Result<()> {
+    let (epoch, current) = testnet.current_committee().await?;
+    let proposal = testnet.propose_next(add, remove, weights).await?;
+    for member in current.members() {
+        let node: usize = member
+            .node_id
+            .0
+            .strip_prefix("node-")
+            .and_then(|i| i.parse().ok())
+            .with_context(|| format!("{} is not a testnet node", member.node_id))?;
+        testnet.approve(node, &proposal)?;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while testnet.latest_change().await? < proposal.epoch {
+        if std::time::Instant::now() > deadline {
+            bail!("the committee of epoch {} was not certified within 30 s of approving it on every member", proposal.epoch);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let clock = testnet.file().clock;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let starts_in = clock.epoch_start(proposal.epoch).saturating_sub(now);
+    println!(
+        "committee of epoch {} certified in epoch {epoch}: {} members, shards {}; it takes over in {} s, and moved shards migrate then (watch `floe info`)",
+        proposal.epoch,
+        proposal.members.len(),
+        proposal
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.node_id, m.shards.len()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        starts_in / 1000
+    );
     Ok(())
 }
 
@@ -258,6 +351,46 @@ pub fn chaos(nodes: usize, shards: u16, config: ChaosConfig) -> Result<()> {
     println!(
         "chaos passed: {} blobs verified on every node, none lost",
         tally.blobs_verified
+    );
+    Ok(())
+}
+
+/// `cargo xtask chaos --epochs N`: a fresh testnet with 30 s epochs, a load
+/// across N committee changes, a check.
+pub fn chaos_epochs(nodes: usize, shards: u16, changes: u32, config: ChaosConfig) -> Result<()> {
+    const EPOCH_MS: u64 = 30_000;
+    let (node_bin, _) = build_binaries()?;
+    let dir = tempfile::tempdir()?;
+    let mut testnet = Testnet::create_or_open_with(dir.path(), nodes, shards, EPOCH_MS, &node_bin)?
+        .down_on_drop();
+    println!(
+        "chaos --epochs {changes}: {nodes} floe-node processes, {shards} shards, epochs of {} s; stores and reads of blobs up to {} across {changes} committee changes (seed {})",
+        EPOCH_MS / 1000,
+        crate::bench::human(config.max_blob),
+        config.seed
+    );
+    let config = ChaosConfig {
+        // Blobs outlive the run: an expired blob would read as lost.
+        store_epochs: 1000,
+        settle: std::time::Duration::from_secs(120),
+        ..config
+    };
+    let result = runtime()?.block_on(floe_testkit::epochs::epochs(&mut testnet, &config, changes));
+    testnet.down()?;
+    let tally = result?;
+    println!("{}", serde_json::to_string_pretty(&tally)?);
+    if !tally.passed() || tally.read_errors > 0 || tally.epoch_changes < u64::from(changes) {
+        bail!(
+            "chaos --epochs: {} blobs lost, {} wrong reads, {} failed reads of certified blobs, {} of {changes} changes settled",
+            tally.blobs_lost,
+            tally.wrong_bytes,
+            tally.read_errors,
+            tally.epoch_changes
+        );
+    }
+    println!(
+        "chaos --epochs passed: {} committee changes, {} blobs verified on every member, {} reads, none failed, none lost",
+        tally.epoch_changes, tally.blobs_verified, tally.reads
     );
     Ok(())
 }

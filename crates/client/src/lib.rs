@@ -199,8 +199,8 @@ impl Default for ClientConfig {
 /// How long the synced notices of a committee change in progress are
 /// trusted before the members are asked again.
 pub const HANDOFF_REFRESH: Duration = Duration::from_secs(2);
-/// How long a member is waited for when asked for synced notices.
-const HANDOFF_WAIT: Duration = Duration::from_secs(2);
+/// How long the members are waited for when asked for synced notices.
+const HANDOFF_WAIT: Duration = Duration::from_secs(3);
 
 /// A client of one committee.
 pub struct Client {
@@ -382,28 +382,36 @@ impl Client {
             None => Handoff::new(&chain, change),
         };
         if !handoff.settled() {
+            // Every member is asked, not only those not heard from: members
+            // relay the notices they gathered, so a new holder this client
+            // cannot reach right now is still heard of.
             let keys: Vec<PublicKey> = handoff
                 .next()
                 .members()
                 .iter()
                 .map(|m| m.network_key)
-                .filter(|key| !handoff.has_synced(key))
                 .collect();
             let mut answers = floe_consensus::quorum::Collect::default();
-            FanOut::new(keys, Pacing::ALL)
-                .run(&mut answers, |key| {
-                    let pool = Arc::clone(&self.pool);
-                    async move {
-                        tokio::time::timeout(HANDOFF_WAIT, pool.call::<GetHandoff>(&key, &change))
-                            .await
-                            .ok()
-                            .and_then(Result::ok)
+            // Bounded as a whole: what arrived in time counts, a member that
+            // holds its answer back delays nothing (it is asked again later).
+            let mut calls = FanOut::new(keys, Pacing::ALL);
+            let run = calls.run(&mut answers, |key| {
+                let pool = Arc::clone(&self.pool);
+                async move {
+                    match pool.call::<GetHandoff>(&key, &change).await {
+                        Ok(notices) => Some(notices),
+                        Err(e) => {
+                            debug!(%key, error = %e, "no synced notices from a member");
+                            None
+                        }
                     }
-                })
-                .await;
+                }
+            });
+            let _ = tokio::time::timeout(HANDOFF_WAIT, run).await;
             for (key, notices) in answers.0 {
                 for notice in notices.into_iter().flatten() {
                     if let Err(e) = handoff.add(notice) {
+                        debug!(%key, error = %e, "a member relayed a synced notice that does not verify");
                         self.pool.report_misbehaviour(
                             &key,
                             format!("relayed a false synced notice: {e}"),
@@ -417,6 +425,13 @@ impl Client {
             .handoffs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A refresh that ran alongside this one may have heard more: keep both.
+        if let Some((known, _)) = handoffs.get(&change) {
+            for notice in known.notices().cloned().collect::<Vec<_>>() {
+                let _ = handoff.add(notice);
+            }
+        }
+        debug!(%change, notices = handoff.notices().count(), settled = handoff.settled(), "synced notices of the committee change");
         // Only the current change is ever asked about; older ones go.
         handoffs.retain(|epoch, _| *epoch >= change);
         handoffs.insert(change, (handoff.clone(), std::time::Instant::now()));
@@ -429,8 +444,12 @@ impl Client {
         self.pool.health()
     }
 
-    /// Ask one node for its description.
+    /// Ask one node for its description (also a node no committee this
+    /// client knows lists yet, such as one about to join).
     pub async fn info(&self, node: &Member) -> Result<NodeInfo, RpcError<ApiError>> {
+        if let Err(e) = self.pool.add_peer(node.network_key, node.address.clone()) {
+            debug!(node = %node.node_id, error = %e, "adding a node to ask");
+        }
         self.pool.call::<GetInfo>(&node.network_key, &()).await
     }
 

@@ -346,8 +346,13 @@ impl Pool {
                 // A connection that cannot answer in time may be dead without
                 // knowing it (a peer restarted without closing): dial afresh
                 // next time; calls still running on it keep it alive.
-                *slot.connection.lock().await = None;
-                slot.set_current(None);
+                // Never waited for: a dial in progress holds the lock and
+                // replaces the connection anyway, and waiting for it would
+                // stretch this call far past its timeout.
+                if let Ok(mut pooled) = slot.connection.try_lock() {
+                    *pooled = None;
+                    slot.set_current(None);
+                }
                 Err(RpcError::TimedOut {
                     peer: slot.peer.clone(),
                     method: M::NAME,

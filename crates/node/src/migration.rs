@@ -358,14 +358,16 @@ pub(crate) fn drop_released(inner: &Inner, budget: usize) -> Result<usize, floe_
         if dropped >= budget {
             break;
         }
-        if !inner.store.holds_shard(shard) && !handoff(inner, change).released(shard) {
+        // Still held: the new shard set is not applied yet, or the shard
+        // came back (then `refresh_shards` takes it off the list).
+        if inner.store.holds_shard(shard) {
             continue;
         }
-        let n = if inner.store.holds_shard(shard) {
-            0
-        } else {
-            inner.store.drop_shard_pairs(shard, budget - dropped)?
-        };
+        if !handoff(inner, change).released(shard) {
+            tracing::debug!(%shard, %change, "a shard given up is kept: its new holder has not synced");
+            continue;
+        }
+        let n = inner.store.drop_shard_pairs(shard, budget - dropped)?;
         dropped += n;
         if n == 0 {
             let mut given_up = inner.given_up();

@@ -26,6 +26,15 @@ async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 
 const EPOCH_MS: u64 = 12_000;
 
+/// With FLOE_TEST_LOG set, the nodes' logs go to the test's output.
+fn log() {
+    if std::env::var("FLOE_TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("FLOE_TEST_LOG").unwrap_or_default())
+            .try_init();
+    }
+}
+
 /// 4 nodes over 12 shards holding blobs of `sizes`; node-0 leaves at the
 /// next epoch and its 3 shards go one each to the others.
 async fn leaving_node_0(
@@ -60,6 +69,7 @@ async fn all_read(cluster: &Cluster, blobs: &[(BlobId, Bytes)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moved_shards_are_fetched_from_their_previous_holder_which_lets_go_once_done() {
+    log();
     let dir = tempfile::tempdir().unwrap();
     // Small pairs in the database, large ones (3 MiB blob) in files.
     let (mut cluster, blobs, next) = leaving_node_0(dir.path(), &[1, 5_000, 3 << 20]).await;
@@ -104,7 +114,13 @@ async fn moved_shards_are_fetched_from_their_previous_holder_which_lets_go_once_
     assert_eq!(pairs, (blobs.len() * 3) as u64);
     assert_eq!(fetched, held_bytes);
     assert_eq!(repaired, 0);
-    // node-0 gave its shards up and collects their pairs.
+    // A client sees every new holder's signed word: reads go to them.
+    let client = Client::new(cluster.file(), ClientConfig::default()).unwrap();
+    client.follow_chain().await.unwrap();
+    let handoff = client.handoff().await;
+    assert_eq!(handoff.moves().len(), 3);
+    assert!(handoff.settled(), "{} notices", handoff.notices().count());
+    // node-0 gives its shards up and collects their pairs.
     eventually(
         "node-0 collects the pairs of the shards it gave up",
         Duration::from_secs(10),
@@ -122,11 +138,7 @@ async fn moved_shards_are_fetched_from_their_previous_holder_which_lets_go_once_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_of_a_previous_holder_that_is_down_are_rebuilt_by_recovery() {
-    if std::env::var("FLOE_TEST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("floe_node=debug")
-            .try_init();
-    }
+    log();
     let dir = tempfile::tempdir().unwrap();
     let (mut cluster, blobs, next) = leaving_node_0(dir.path(), &[2_000, 70_000]).await;
     // node-0 is gone before the change: its shards come from recovery.

@@ -140,6 +140,8 @@ pub struct ChaosConfig {
     /// flipped slivers and oversized listings. Their shards count against
     /// the fault budget, and the end check asks only honest nodes.
     pub byzantine: usize,
+    /// Epochs each blob is stored for.
+    pub store_epochs: u64,
 }
 
 impl Default for ChaosConfig {
@@ -151,6 +153,7 @@ impl Default for ChaosConfig {
             seed: 1,
             settle: Duration::from_secs(120),
             byzantine: 0,
+            store_epochs: 10,
         }
     }
 }
@@ -186,6 +189,8 @@ pub struct Tally {
     /// Answers the workload's client proved false and reported (a proof
     /// about another blob, a sliver failing its metadata, ...).
     pub lies_named: u64,
+    /// Committee changes carried out and settled (the epochs drill).
+    pub epoch_changes: u64,
 }
 
 impl Tally {
@@ -383,7 +388,7 @@ pub async fn chaos(testnet: &mut Testnet, config: &ChaosConfig) -> Result<Tally,
     Ok(tally)
 }
 
-async fn workload(
+pub(crate) async fn workload(
     client: Arc<Client>,
     certified: Arc<Mutex<Vec<(BlobId, Bytes)>>>,
     tally: Arc<Mutex<Tally>>,
@@ -402,7 +407,7 @@ async fn workload(
         rng.fill(&mut data[..]);
         let data = Bytes::from(data);
         match client
-            .store(data.clone(), 10, StoreOptions::default())
+            .store(data.clone(), config.store_epochs, StoreOptions::default())
             .await
         {
             Ok(outcome) => {

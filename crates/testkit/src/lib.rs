@@ -8,11 +8,16 @@
 //!   `cargo xtask testnet …` runs it.
 //! * [`drill`]: the demo and the chaos drill on a [`testnet::Testnet`].
 //! * [`migration`]: a committee change that moves shards, on a cluster.
+//! * [`epochs`]: the epochs drill: a load across committee changes on a
+//!   [`testnet::Testnet`] (whose nodes join and leave through the
+//!   operators' admin ports).
 //!
 //! Crates use it as a dev-dependency; `xtask` uses it for its testnet,
 //! demo, chaos and benchmarks.
 
 pub mod drill;
+pub mod epochs;
 pub mod local;
+mod membership;
 pub mod migration;
 pub mod testnet;

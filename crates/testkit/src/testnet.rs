@@ -66,6 +66,11 @@ pub struct NodeStatus {
     pub stored_bytes: Option<u64>,
 }
 
+/// Epochs of a new testnet unless asked otherwise: short epochs would
+/// expire blobs under a long-running testnet's users; an hour keeps
+/// `--epochs N` meaningful.
+pub const DEFAULT_EPOCH_MS: u64 = 3_600_000;
+
 /// A testnet directory and the node binary that runs it.
 #[derive(Debug)]
 pub struct Testnet {
@@ -88,8 +93,19 @@ impl Testnet {
         shards: u16,
         node_bin: &Path,
     ) -> Result<Self, TestnetError> {
+        Self::create_or_open_with(dir, nodes, shards, DEFAULT_EPOCH_MS, node_bin)
+    }
+
+    /// [`Testnet::create_or_open`] with epochs of `epoch_ms` in a new testnet.
+    pub fn create_or_open_with(
+        dir: &Path,
+        nodes: usize,
+        shards: u16,
+        epoch_ms: u64,
+        node_bin: &Path,
+    ) -> Result<Self, TestnetError> {
         if !dir.join("committee.toml").exists() {
-            Self::write(dir, nodes, shards)?;
+            Self::write(dir, nodes, shards, epoch_ms)?;
         }
         Self::open(dir, node_bin)
     }
@@ -103,8 +119,12 @@ impl Testnet {
         )))?;
         let file = CommitteeFile::from_toml(&text)
             .map_err(|e| TestnetError::Invalid(format!("{}: {e}", committee.display())))?;
-        let nodes = file.committee.members().len();
         let dir = std::fs::canonicalize(dir).map_err(io(format!("resolving {}", dir.display())))?;
+        // Genesis members and nodes added since (each has a node-<i>/node.toml).
+        let mut nodes = file.committee.members().len();
+        while dir.join(format!("node-{nodes}")).join("node.toml").exists() {
+            nodes += 1;
+        }
         Ok(Self {
             dir,
             node_bin: node_bin.to_owned(),
@@ -114,16 +134,14 @@ impl Testnet {
         })
     }
 
-    fn write(dir: &Path, nodes: usize, shards: u16) -> Result<(), TestnetError> {
-        // Short epochs would expire blobs under a long-running testnet's
-        // users; an hour keeps `--epochs N` meaningful.
+    fn write(dir: &Path, nodes: usize, shards: u16, epoch_ms: u64) -> Result<(), TestnetError> {
         let tasks = Tasks {
             sync_interval_ms: 500,
             repair_interval_ms: 500,
             repair_concurrency: 4,
             gc_interval_ms: 5_000,
         };
-        let local = crate::local::generate(dir, nodes, shards, 3_600_000, Limits::default(), tasks)
+        let local = crate::local::generate(dir, nodes, shards, epoch_ms, Limits::default(), tasks)
             .map_err(|e| TestnetError::Invalid(e.to_string()))?;
         local
             .write_configs(dir, |_| {
@@ -155,13 +173,20 @@ impl Testnet {
         self.dir.join("client.toml")
     }
 
-    /// Nodes in the committee.
+    /// Nodes of the testnet: genesis members and nodes added since.
     pub fn nodes(&self) -> usize {
-        self.file.committee.members().len()
+        self.children.len()
     }
 
-    fn node_dir(&self, node: usize) -> PathBuf {
+    pub(crate) fn node_dir(&self, node: usize) -> PathBuf {
         self.dir.join(format!("node-{node}"))
+    }
+
+    /// Makes room for `nodes` nodes.
+    pub(crate) fn grow(&mut self, nodes: usize) {
+        while self.children.len() < nodes {
+            self.children.push(None);
+        }
     }
 
     /// LAB ONLY: makes node `node` a hostile member that lies as `lies`
@@ -316,7 +341,7 @@ impl Testnet {
         Ok(())
     }
 
-    fn client(&self) -> Result<Client, TestnetError> {
+    pub(crate) fn client(&self) -> Result<Client, TestnetError> {
         let config = ClientConfig {
             net: floe_net::NetConfig {
                 connect_timeout: Duration::from_secs(1),
@@ -335,7 +360,7 @@ impl Testnet {
     ) -> Result<(), TestnetError> {
         self.check(node)?;
         let client = self.client()?;
-        let member = self.file.committee.members()[node].clone();
+        let member = self.member(node)?;
         let start = Instant::now();
         loop {
             if tokio::time::timeout(Duration::from_secs(2), client.info(&member))
@@ -359,10 +384,11 @@ impl Testnet {
     pub async fn status(&mut self) -> Result<Vec<NodeStatus>, TestnetError> {
         let client = self.client()?;
         let mut rows = Vec::new();
-        for (node, member) in self.file.committee.members().to_vec().iter().enumerate() {
+        for node in 0..self.nodes() {
+            let member = self.member(node)?;
             let pid = self.pid(node);
             let info = match pid {
-                Some(_) => tokio::time::timeout(Duration::from_secs(2), client.info(member))
+                Some(_) => tokio::time::timeout(Duration::from_secs(2), client.info(&member))
                     .await
                     .ok()
                     .and_then(Result::ok),
