@@ -25,10 +25,7 @@ pub async fn run(file: &ClientFile, client: &Client, json: bool) -> Result<u8, F
     let handoff = client.handoff().await;
     let moves = handoff.moves();
     let synced: Vec<String> = handoff
-        .next()
-        .members()
-        .iter()
-        .filter(|m| handoff.has_synced(&m.network_key))
+        .synced_members()
         .map(|m| m.node_id.0.clone())
         .collect();
     let migration = json!({

@@ -229,6 +229,11 @@ impl Handoff {
             .all(|m| self.has_synced(&m.to.network_key))
     }
 
+    /// The members of the new committee that have synced.
+    pub fn synced_members(&self) -> impl Iterator<Item = &Member> {
+        self.synced.keys().filter_map(|i| self.next.member(*i))
+    }
+
     /// Whether the member with network key `key` has synced.
     pub fn has_synced(&self, key: &PublicKey) -> bool {
         self.next

@@ -83,10 +83,7 @@ async fn committee(State((inner, _)): State<AppState>) -> impl IntoResponse {
         .unwrap_or_default();
     let handoff = crate::migration::handoff(&inner, inner.latest_change(epoch));
     let synced: Vec<String> = handoff
-        .next()
-        .members()
-        .iter()
-        .filter(|m| handoff.has_synced(&m.network_key))
+        .synced_members()
         .map(|m| m.node_id.0.clone())
         .collect();
     let migration = serde_json::json!({
