@@ -30,7 +30,10 @@ use floe_store::records::{self, SliverRecord};
 use floe_store::Promise;
 
 use crate::fixtures::{fixtures, Fixtures};
-use floe_api::{GetCommitteeChain, PutCommitteeLink, SignCommitteeProposal};
+use floe_api::{
+    GetCommitteeChain, GetHandoff, GetShardPairs, PutCommitteeLink, PutShardsSynced,
+    ShardPairsPage, ShardPairsRequest, SignCommitteeProposal,
+};
 use floe_consensus::chain::{CommitteeCertificate, CommitteeChain, CommitteeProposal};
 
 /// What a target made of an input.
@@ -343,6 +346,30 @@ impl Deep for Vec<CommitteeCertificate> {
     }
 }
 
+impl Deep for ShardPairsRequest {}
+
+/// What a new holder does with a page: every pair against the metadata.
+impl Deep for ShardPairsPage {
+    fn deep(&self, fx: &Fixtures) {
+        for (_, pair) in &self.pairs {
+            let _ = pair.verify(&fx.metadata);
+            let _ = pair.verify(&fx.large.0);
+        }
+    }
+}
+
+/// What a node or client does with relayed notices: each verified against
+/// the change into epoch 1.
+impl Deep for Vec<Signed<floe_consensus::handoff::ShardsSynced>> {
+    fn deep(&self, fx: &Fixtures) {
+        let chain = CommitteeChain::new(fx.committee().clone());
+        let mut handoff = floe_consensus::handoff::Handoff::new(&chain, Epoch(1));
+        for notice in self {
+            let _ = handoff.add(notice.clone());
+        }
+    }
+}
+
 impl Deep for BlobStatusAnswer {
     fn deep(&self, fx: &Fixtures) {
         match &self.status {
@@ -400,13 +427,16 @@ macro_rules! with_method {
             GetCommitteeChain::KIND => $f::<GetCommitteeChain>($($args),*),
             SignCommitteeProposal::KIND => $f::<SignCommitteeProposal>($($args),*),
             PutCommitteeLink::KIND => $f::<PutCommitteeLink>($($args),*),
+            GetShardPairs::KIND => $f::<GetShardPairs>($($args),*),
+            PutShardsSynced::KIND => $f::<PutShardsSynced>($($args),*),
+            GetHandoff::KIND => $f::<GetHandoff>($($args),*),
             _ => $unknown,
         }
     };
 }
 
 /// Method kinds, in order.
-const KINDS: u16 = 14;
+const KINDS: u16 = 17;
 
 fn decode_deep<T: Wire + Deep>(body: &[u8]) -> Verdict {
     let fx = fixtures()?;
@@ -661,6 +691,16 @@ fn request_bodies(fx: &Fixtures) -> Result<Vec<(u16, Vec<u8>)>, String> {
         (GetCommitteeChain::KIND, encoded(&Epoch(0))?),
         (SignCommitteeProposal::KIND, encoded(&fx.link.message.body)?),
         (PutCommitteeLink::KIND, encoded(&fx.link)?),
+        (
+            GetShardPairs::KIND,
+            encoded(&ShardPairsRequest {
+                epoch: Epoch(1),
+                shard: floe_codec::ShardIndex(0),
+                after: Some(fx.blob_id),
+            })?,
+        ),
+        (PutShardsSynced::KIND, encoded(&synced_notice(fx))?),
+        (GetHandoff::KIND, encoded(&Epoch(1))?),
     ])
 }
 
@@ -729,6 +769,16 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
         ),
         (SignCommitteeProposal::KIND, false, encoded(&fx.handover)?),
         (PutCommitteeLink::KIND, false, encoded(&Epoch(1))?),
+        (
+            GetShardPairs::KIND,
+            false,
+            encoded(&ShardPairsPage {
+                pairs: vec![(fx.blob_id, fx.pairs[0].clone())],
+                done: true,
+            })?,
+        ),
+        (PutShardsSynced::KIND, false, encoded(&())?),
+        (GetHandoff::KIND, false, encoded(&vec![synced_notice(fx)])?),
         (
             Reconcile::KIND,
             false,
@@ -1255,4 +1305,17 @@ fn gateway_query_seeds() -> Result<Vec<Vec<u8>>, String> {
     seeds.push([vec![1], fx.blob_id.to_string().into_bytes()].concat());
     seeds.push([vec![1], format!(" {} ", fx.large.1).into_bytes()].concat());
     Ok(seeds)
+}
+
+/// A synced notice of the change into epoch 1 (kinds 16 and 17).
+fn synced_notice(fx: &Fixtures) -> floe_consensus::Signed<floe_consensus::handoff::ShardsSynced> {
+    floe_consensus::Signed::sign(
+        floe_consensus::ProtocolMessage::new(
+            Epoch(1),
+            floe_consensus::handoff::ShardsSynced {
+                shards: vec![floe_codec::ShardIndex(0), floe_codec::ShardIndex(3)],
+            },
+        ),
+        &fx.owner,
+    )
 }
