@@ -20,22 +20,11 @@ impl Store {
                 // Under the blob's lock: a fact or pair written meanwhile is
                 // either seen here or sees this mark.
                 let _guard = self.lock(blob_id);
-                let state = self.stored_state(blob_id)?;
-                let drifting = matches!(state.status(current), BlobStatus::Certified { .. })
-                    && !self.holds_all_pairs(blob_id)?;
+                let status = self.stored_state(blob_id)?.status(current);
                 let mut batch = WriteBatch::default();
-                if drifting {
-                    batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
-                } else {
-                    batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
-                }
+                let drifting = self.mark_drift(&mut batch, blob_id, &status)?;
                 self.write(DRIFT, batch, false)?;
-                let mut drift = self.drift_set();
-                if drifting {
-                    drift.insert(*blob_id);
-                } else {
-                    drift.remove(blob_id);
-                }
+                self.remember_drift(blob_id, drifting);
             }
         }
     }

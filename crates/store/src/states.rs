@@ -182,21 +182,39 @@ impl Store {
             // Stored again and certified anew after a deletion.
             batch.delete_cf(self.cf(GARBAGE)?, blob_id.0);
         }
+        let drifting = self.mark_drift(&mut batch, &blob_id, &status)?;
+        self.write(STATES, batch, sync)?;
+        self.remember_drift(&blob_id, drifting);
+        Ok((before, after))
+    }
+
+    /// Adds to `batch` whether `blob_id`, of `status`, drifts (certified and
+    /// a pair of this node's shards missing); answers it. Under the blob's
+    /// lock, followed by [`Store::remember_drift`] once written.
+    pub(crate) fn mark_drift(
+        &self,
+        batch: &mut WriteBatch,
+        blob_id: &BlobId,
+        status: &BlobStatus,
+    ) -> Result<bool, StoreError> {
         let drifting =
-            matches!(status, BlobStatus::Certified { .. }) && !self.holds_all_pairs(&blob_id)?;
+            matches!(status, BlobStatus::Certified { .. }) && !self.holds_all_pairs(blob_id)?;
         if drifting {
             batch.put_cf(self.cf(DRIFT)?, blob_id.0, []);
         } else {
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
         }
-        self.write(STATES, batch, sync)?;
+        Ok(drifting)
+    }
+
+    /// Mirrors a written drift mark in the in-memory drift set.
+    pub(crate) fn remember_drift(&self, blob_id: &BlobId, drifting: bool) {
         let mut drift = self.drift_set();
         if drifting {
-            drift.insert(blob_id);
+            drift.insert(*blob_id);
         } else {
-            drift.remove(&blob_id);
+            drift.remove(blob_id);
         }
-        Ok((before, after))
     }
 
     // ---- drift ----
