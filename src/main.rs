@@ -15,7 +15,7 @@ use floe::cli::{
     blob_id, completions, config, delete, gateway, health, info, parse_blob_id, read, status,
     store, Failure,
 };
-use floe_client::{Client, ClientConfig};
+use floe_client::Client;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -68,6 +68,9 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff), as packages install it.
+    #[command(hide = true)]
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -111,11 +114,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
     match cli.command {
         Command::Completions(args) => completions::run(args, &mut Cli::command()),
+        Command::Man => completions::man(Cli::command()),
         Command::BlobId(args) => blob_id::run(args, cli.config.as_deref(), cli.json),
         Command::Gateway(gateway::GatewayArgs { openapi: true, .. }) => gateway::print_openapi(),
         command => {
             let file = config::load(cli.config.as_deref())?;
-            let client = Client::new(&file.committee, ClientConfig::default())?;
+            let client = Client::new(&file.committee, file.client_config()?)?;
             let (client, json) = (Arc::new(client), cli.json);
             match command {
                 Command::Store(args) => store::run(args, &file, &client, json, bars).await,
@@ -125,7 +129,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 Command::Info => info::run(&file, &client, json).await,
                 Command::Health => health::run(&client, json).await,
                 Command::Gateway(args) => gateway::run(args, &file, client).await,
-                Command::Completions(_) | Command::BlobId(_) => Ok(0),
+                Command::Completions(_) | Command::Man | Command::BlobId(_) => Ok(0),
             }
         }
     }

@@ -208,6 +208,28 @@ fn readme_commands_are_what_ci_and_the_demo_run() {
     assert!(read("scripts/demo.sh").contains("cargo xtask demo"));
     assert!(read("xtask/src/testnet.rs").contains("drill::demo(&mut testnet"));
     assert!(read("scripts/test.sh").contains("cargo test --workspace --locked"));
+    // One build for both: `cargo xtask` (the launcher) and the testnet it
+    // drives build what `cargo test --workspace` builds, in the same
+    // profile, with `cargo run`'s variables removed from the environment.
+    let alias = read(".cargo/config.toml");
+    assert!(
+        alias.contains("xtask = \"run --quiet --package xtask-launch --\""),
+        "{alias}"
+    );
+    let launcher = read("xtask/launch/src/main.rs");
+    let shared = r#"args.extend(["--workspace", "--bins", "--tests"]);"#;
+    assert!(
+        launcher.contains(shared),
+        "the launcher builds as the tests do"
+    );
+    assert!(launcher.contains("without_run_env(&mut command);"));
+    let testnet = read("xtask/src/testnet.rs");
+    for arg in ["\"--workspace\",", "\"--bins\",", "\"--tests\","] {
+        assert!(
+            testnet.contains(arg),
+            "the testnet builds as the tests do: {arg}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,6 +347,7 @@ impl Deep for Vec<CommitteeCertificate> {
 }
 
 impl Deep for ShardPairsRequest {}
+impl Deep for floe_api::GrantUsage {}
 
 /// What a new holder does with a page: every pair against the metadata.
 impl Deep for ShardPairsPage {
@@ -430,13 +431,14 @@ macro_rules! with_method {
             GetShardPairs::KIND => $f::<GetShardPairs>($($args),*),
             PutShardsSynced::KIND => $f::<PutShardsSynced>($($args),*),
             GetHandoff::KIND => $f::<GetHandoff>($($args),*),
+            floe_api::PutGrant::KIND => $f::<floe_api::PutGrant>($($args),*),
             _ => $unknown,
         }
     };
 }
 
 /// Method kinds, in order.
-const KINDS: u16 = 17;
+const KINDS: u16 = 18;
 
 fn decode_deep<T: Wire + Deep>(body: &[u8]) -> Verdict {
     let fx = fixtures()?;
@@ -701,6 +703,7 @@ fn request_bodies(fx: &Fixtures) -> Result<Vec<(u16, Vec<u8>)>, String> {
         ),
         (PutShardsSynced::KIND, encoded(&synced_notice(fx))?),
         (GetHandoff::KIND, encoded(&Epoch(1))?),
+        (floe_api::PutGrant::KIND, encoded(&storage_grant(fx))?),
     ])
 }
 
@@ -780,6 +783,14 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
         (PutShardsSynced::KIND, false, encoded(&())?),
         (GetHandoff::KIND, false, encoded(&vec![synced_notice(fx)])?),
         (
+            floe_api::PutGrant::KIND,
+            false,
+            encoded(&floe_api::GrantUsage {
+                usage: 1_000,
+                limit: 3_000,
+            })?,
+        ),
+        (
             Reconcile::KIND,
             false,
             encoded(&ReconcileResponse {
@@ -804,6 +815,13 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
             shard: ShardIndex(7),
         },
         ApiError::Limit("too many ranges".into()),
+        ApiError::NotAdmitted(floe_api::Admission::OverBudget {
+            client: fx.owner.public(),
+            blob_id: fx.blob_id,
+            blob_bytes: 1_000,
+            limit: 3_000,
+            usage: 2_500,
+        }),
     ];
     for (i, error) in errors.iter().enumerate() {
         bodies.push((i as u16 * 3 % KINDS + 1, true, encoded(error)?));
@@ -1308,6 +1326,22 @@ fn gateway_query_seeds() -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// A synced notice of the change into epoch 1 (kinds 16 and 17).
+fn storage_grant(fx: &Fixtures) -> floe_consensus::Signed<floe_consensus::grant::StorageGrant> {
+    floe_consensus::Signed::sign(
+        floe_consensus::ProtocolMessage::new(
+            Epoch(0),
+            floe_consensus::grant::StorageGrant {
+                client: fx.owner.public(),
+                bytes: 10 << 30,
+                until_epoch: Epoch(40),
+                max_blob_size: 1 << 30,
+                expires_ms: 1_800_000_000_000,
+            },
+        ),
+        &fx.owner,
+    )
+}
+
 fn synced_notice(fx: &Fixtures) -> floe_consensus::Signed<floe_consensus::handoff::ShardsSynced> {
     floe_consensus::Signed::sign(
         floe_consensus::ProtocolMessage::new(

@@ -6,6 +6,11 @@
 //! committee = "committee.toml"
 //! # Owns blobs stored with --deletable; created (mode 0600) on first use.
 //! owner_key = "owner.key"
+//! # For committees that admit writes by grant: this client's key (proven
+//! # in every connection; created on first use) and the grant an operator
+//! # issued for its public key (`floe-node grant issue`).
+//! key = "client.key"
+//! grant = "grant.txt"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ pub const ENV: &str = "FLOE_CONFIG";
 struct Raw {
     committee: PathBuf,
     owner_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    grant: Option<PathBuf>,
 }
 
 /// A loaded client config.
@@ -34,6 +41,10 @@ pub struct ClientFile {
     pub committee: CommitteeFile,
     /// The owner key file, if configured.
     pub owner_key: Option<PathBuf>,
+    /// The client key file, if configured.
+    pub key: Option<PathBuf>,
+    /// The grant file, if configured.
+    pub grant: Option<PathBuf>,
 }
 
 /// Why no config could be used.
@@ -99,6 +110,8 @@ fn read(path: &Path) -> Result<ClientFile, ConfigError> {
         path: path.into(),
         committee,
         owner_key: raw.owner_key.map(|key| base.join(key)),
+        key: raw.key.map(|key| base.join(key)),
+        grant: raw.grant.map(|grant| base.join(grant)),
     })
 }
 
@@ -112,19 +125,68 @@ impl ClientFile {
             }
             .into());
         };
+        key_file(path, "owner")
+    }
+
+    /// The client settings this config makes: its key and grant, if set.
+    pub fn client_config(&self) -> Result<floe_client::ClientConfig, ConfigError> {
+        let identity = match &self.key {
+            Some(path) => Some(std::sync::Arc::new(key_file(path, "client")?)),
+            None => None,
+        };
+        let grant = match &self.grant {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let grant =
+                    floe_consensus::Signed::<floe_consensus::grant::StorageGrant>::from_text(&text)
+                        .map_err(|message| FileError::Invalid {
+                            path: path.clone(),
+                            message,
+                        })?;
+                let named = grant.message.body.client;
+                if identity.as_ref().map(|k| k.public()) != Some(named) {
+                    return Err(FileError::Invalid {
+                        path: path.clone(),
+                        message: format!(
+                            "the grant names client key {named}, but the config's `key` is {}",
+                            identity
+                                .as_ref()
+                                .map_or_else(|| "not set".to_string(), |k| k.public().to_string())
+                        ),
+                    }
+                    .into());
+                }
+                Some(grant)
+            }
+            None => None,
+        };
+        Ok(floe_client::ClientConfig {
+            identity,
+            grant,
+            ..floe_client::ClientConfig::default()
+        })
+    }
+}
+
+/// A key file, created on first use when absent.
+fn key_file(path: &Path, role: &str) -> Result<KeyPair, ConfigError> {
+    {
         if !path.exists() {
             let key = KeyPair::generate(&mut rand::rngs::OsRng);
             floe_node::config::write_key(path, &key).map_err(|source| FileError::Read {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             })?;
             eprintln!(
-                "floe: created owner key {} (public key {})",
+                "floe: created {role} key {} (public key {})",
                 path.display(),
                 key.public()
             );
             return Ok(key);
         }
-        Ok(floe_node::config::read_key(path, "owner_key")?)
+        Ok(floe_node::config::read_key(path, &format!("{role} key"))?)
     }
 }

@@ -52,9 +52,31 @@ pub struct GatewayArgs {
     /// seconds (it may serve them this long after a deletion).
     #[arg(long, default_value_t = 60)]
     pub deletable_max_age_secs: u64,
+    /// Require a JWT on publisher routes, verified with the secret (HS256)
+    /// in this file, or with the PEM public key in it for `--jwt-algorithm`
+    /// EdDSA, ES256 or RS256. Tokens must carry `exp`; `max_size`, `size`,
+    /// `max_epochs` and `epochs` limit what they allow.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_key_file: Option<std::path::PathBuf>,
+    /// The algorithm tokens are signed with.
+    #[arg(long, default_value = "HS256", value_parser = parse_algorithm)]
+    pub jwt_algorithm: jsonwebtoken::Algorithm,
+    /// Accept a token more than once (by default each token's `jti` is
+    /// accepted once while the token is valid, and tokens need one).
+    #[arg(long)]
+    pub jwt_allow_replay: bool,
+    /// An origin browsers may call the gateway from (CORS), for both
+    /// roles; repeatable; `*` for any.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     pub openapi: bool,
+}
+
+fn parse_algorithm(text: &str) -> Result<jsonwebtoken::Algorithm, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a JWT algorithm (HS256, EdDSA, ES256, RS256, ...)"))
 }
 
 /// `floe gateway --openapi`: prints the OpenAPI document (no config
@@ -82,8 +104,37 @@ pub async fn run(args: GatewayArgs, file: &ClientFile, client: Arc<Client>) -> R
         header_timeout_secs,
         body_timeout_secs,
         deletable_max_age_secs,
+        jwt_key_file,
+        jwt_algorithm,
+        jwt_allow_replay,
+        cors_origins,
         openapi: _,
     } = args;
+    let auth = match jwt_key_file {
+        Some(path) => {
+            let key = std::fs::read(&path).map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot read --jwt-key-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let key = if matches!(
+                jwt_algorithm,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            ) {
+                // A secret file's trailing newline is not part of the secret.
+                key.trim_ascii_end().to_vec()
+            } else {
+                key
+            };
+            let auth = floe_gateway::auth::JwtAuth::new(jwt_algorithm, &key, !jwt_allow_replay)
+                .map_err(|e| Failure::Usage(format!("--jwt-key-file {}: {e}", path.display())))?;
+            Some(Arc::new(auth))
+        }
+        None => None,
+    };
     let both = !publisher && !aggregator;
     let owner = match file.owner_key {
         Some(_) => Some(file.owner()?),
@@ -100,6 +151,8 @@ pub async fn run(args: GatewayArgs, file: &ClientFile, client: Arc<Client>) -> R
         header_timeout: Duration::from_secs(header_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(body_timeout_secs.max(1)),
         deletable_max_age: Duration::from_secs(deletable_max_age_secs),
+        auth,
+        cors_origins,
         ..GatewayConfig::default()
     };
     let roles = match (config.publisher, config.aggregator) {
@@ -107,12 +160,21 @@ pub async fn run(args: GatewayArgs, file: &ClientFile, client: Arc<Client>) -> R
         (true, false) => "publisher",
         _ => "aggregator",
     };
+    let gateway_auth = config.auth.is_some();
+    if config.publisher && !gateway_auth {
+        eprintln!("floe gateway: the publisher takes stores from anyone who can reach it; give --jwt-key-file to require tokens");
+    }
     let gateway = Gateway::new(client, owner, config);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {listen}: {e}")))?;
     let address = listener.local_addr().unwrap_or(listen);
-    eprintln!("floe gateway ({roles}) listening on http://{address} (OpenAPI at /v1/api, metrics at /metrics); Ctrl-C or SIGTERM stops it");
+    let guarded = if gateway_auth {
+        "; publisher routes need a JWT"
+    } else {
+        ""
+    };
+    eprintln!("floe gateway ({roles}) listening on http://{address} (OpenAPI at /v1/api, metrics at /metrics{guarded}); Ctrl-C or SIGTERM stops it");
     gateway
         .serve(listener, shutdown_signal())
         .await

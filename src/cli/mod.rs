@@ -44,7 +44,9 @@ impl Failure {
                 | ClientError::Expired { .. } => 3,
                 ClientError::Invalid { .. } => 4,
                 ClientError::NotEnoughShards { .. } | ClientError::EpochChanged { .. } => 5,
-                ClientError::Rejected(_) | ClientError::NotAllowed(_) => 1,
+                ClientError::Rejected(_)
+                | ClientError::NotAllowed(_)
+                | ClientError::NotAdmitted { .. } => 1,
             },
             Failure::Other(_) => 1,
         }

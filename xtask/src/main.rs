@@ -8,6 +8,8 @@
 //!   then checks that nothing certified was lost.
 //! * `bench [codec|consensus|store|net|e2e]`: run the benchmarks, print a table, write
 //!   `target/bench/<name>.json`.
+//! * `dist`: `floe` and `floe-node` in release, packed as a Debian package
+//!   and a tarball in `target/dist/`.
 //! * `fuzz [--duration S] [TARGET]`: run the floe-fuzz targets, print
 //!   executions per target, save failing inputs under `target/fuzz/crashes/`.
 
@@ -18,6 +20,7 @@ mod bench_migration;
 mod bench_net;
 mod bench_store;
 mod bench_sync;
+mod dist;
 mod fuzz;
 mod rss;
 mod testnet;
@@ -124,6 +127,17 @@ enum Task {
         /// Only this target.
         target: Option<String>,
     },
+    /// Build `floe` and `floe-node` in release and pack them: a Debian
+    /// package and a tarball in target/dist/.
+    Dist {
+        /// Pack the `floe` and `floe-node` found in this directory instead
+        /// of building them.
+        #[arg(long, value_name = "DIR")]
+        binaries: Option<std::path::PathBuf>,
+        /// Where to write the package and the tarball (default: target/dist).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// One codec case, measured in a fresh process so its peak memory is
     /// its own (run by `bench codec`).
     #[command(hide = true)]
@@ -178,6 +192,7 @@ fn main() -> Result<()> {
             seed,
             target,
         } => fuzz::run(target.as_deref(), duration, seed),
+        Task::Dist { binaries, out } => dist::run(binaries, out).map(|_| ()),
         Task::BenchCodecCase {
             shards,
             bytes,

@@ -76,7 +76,8 @@ pub enum Action {
     },
 }
 
-fn workspace() -> PathBuf {
+/// The workspace root.
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)

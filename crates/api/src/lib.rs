@@ -13,6 +13,7 @@ use floe_codec::{
     SliverIndex, SliverPair,
 };
 use floe_consensus::chain::{CommitteeCertificate, CommitteeProposal};
+use floe_consensus::grant::StorageGrant;
 use floe_consensus::handoff::ShardsSynced;
 use floe_consensus::{
     Epoch, Fact, InvalidBlobAttestation, ItemId, PublicKey, ReconcileMessage, Signed,
@@ -121,6 +122,70 @@ pub enum ApiError {
     /// its epoch, or a committee certificate that does not extend the chain.
     #[error("committee change: {0}")]
     Committee(String),
+    /// A write refused by the node's admission rules (`grants` mode), before
+    /// anything was stored.
+    #[error("{0}")]
+    NotAdmitted(Admission),
+}
+
+/// Why a node in `grants` admission mode refused a write. Each names the
+/// client key; the limits name the limit and the usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Admission {
+    /// The caller holds no grant here: it presented no key, or no grant
+    /// for its key.
+    #[error("{}: this node stores only for clients with a storage grant; ask an operator for one (floe-node grant issue) and set `key` and `grant` in the client config", client.map_or_else(|| "anonymous client".to_string(), |k| format!("client {k}")))]
+    NoGrant {
+        /// The key the caller proved, if any.
+        client: Option<PublicKey>,
+    },
+    /// The grant presented does not admit the caller: untrusted issuer, bad
+    /// signature, another key, or expired.
+    #[error("grant refused: {reason}")]
+    BadGrant {
+        /// The key the caller proved, if any.
+        client: Option<PublicKey>,
+        /// Why.
+        reason: String,
+    },
+    /// The blob would take the client past its grant's bytes.
+    #[error("client {client}: blob {blob_id} ({blob_bytes} bytes) would exceed the grant's {limit} bytes, of which {usage} are in use")]
+    OverBudget {
+        /// The client.
+        client: PublicKey,
+        /// The blob.
+        blob_id: BlobId,
+        /// The blob's size.
+        blob_bytes: u64,
+        /// The grant's bytes.
+        limit: u64,
+        /// What the client holds stored on this node now.
+        usage: u64,
+    },
+    /// The storage asked for runs past the grant's last epoch.
+    #[error("client {client}: blob {blob_id} asks storage until epoch {end_epoch}; the grant allows until epoch {limit}")]
+    PastEpochLimit {
+        /// The client.
+        client: PublicKey,
+        /// The blob.
+        blob_id: BlobId,
+        /// The end epoch asked for.
+        end_epoch: Epoch,
+        /// The grant's furthest end epoch.
+        limit: Epoch,
+    },
+    /// The blob is larger than the grant allows.
+    #[error("client {client}: blob {blob_id} is {blob_bytes} bytes; the grant allows blobs up to {limit} bytes")]
+    TooLarge {
+        /// The client.
+        client: PublicKey,
+        /// The blob.
+        blob_id: BlobId,
+        /// The blob's size.
+        blob_bytes: u64,
+        /// The grant's maximum blob size.
+        limit: u64,
+    },
 }
 
 impl ApiError {
@@ -137,6 +202,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal",
             ApiError::Busy(_) => "busy",
             ApiError::Committee(_) => "committee",
+            ApiError::NotAdmitted(_) => "not_admitted",
         }
     }
 }
@@ -428,3 +494,19 @@ method!(
     /// client decides, from signed progress, where to read a moved shard.
     GetHandoff, 17, Access::Public, Epoch => Vec<Signed<ShardsSynced>>, MAX_SMALL_FRAME, MAX_FACTS_FRAME, SHORT
 );
+method!(
+    /// Present a storage grant for the caller's key (the key of its TLS
+    /// certificate); a node in `grants` mode keeps it and admits the key's
+    /// writes within its limits. Answers the key's usage on this node.
+    PutGrant, 18, Access::Public, Signed<StorageGrant> => GrantUsage, MAX_SMALL_FRAME, MAX_SMALL_FRAME, SHORT
+);
+
+/// A client key's standing on one node, as `PutGrant` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantUsage {
+    /// Blob bytes the key holds stored on this node (each blob counted
+    /// until it expires or is deleted).
+    pub usage: u64,
+    /// The grant's bytes.
+    pub limit: u64,
+}

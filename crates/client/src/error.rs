@@ -74,6 +74,16 @@ pub enum ClientError {
     /// The caller may not do this (for example delete a blob it does not own).
     #[error("{0}")]
     NotAllowed(String),
+    /// Nodes refused to store for this client (their `grants` admission
+    /// mode): no grant, a grant refused, or a grant's limit reached. Nothing
+    /// was certified.
+    #[error("blob {blob_id} was not stored: {refusal}")]
+    NotAdmitted {
+        /// The blob.
+        blob_id: BlobId,
+        /// What a node said.
+        refusal: floe_api::Admission,
+    },
 }
 
 pub(crate) fn describe(failures: &[(String, String)]) -> String {

@@ -182,6 +182,12 @@ pub struct ClientConfig {
     pub read_concurrency: usize,
     /// Without progress for this long, a read asks further nodes.
     pub read_hedge_after: Duration,
+    /// The client's key, proven in every QUIC handshake (its TLS
+    /// certificate is made from it): the key a storage grant names.
+    pub identity: Option<Arc<KeyPair>>,
+    /// A storage grant for `identity`, presented to each node before the
+    /// first write (needed by nodes in `grants` admission mode).
+    pub grant: Option<Signed<floe_consensus::grant::StorageGrant>>,
 }
 
 impl Default for ClientConfig {
@@ -192,6 +198,8 @@ impl Default for ClientConfig {
             tail_window: Duration::from_millis(500),
             read_concurrency: 32,
             read_hedge_after: Duration::from_secs(2),
+            identity: None,
+            grant: None,
         }
     }
 }
@@ -217,6 +225,8 @@ pub struct Client {
     /// The committee changes asked about, with the synced notices gathered
     /// and when they were last asked for.
     handoffs: std::sync::Mutex<HashMap<Epoch, (Handoff, std::time::Instant)>>,
+    /// The nodes this client presented its grant to.
+    presented: Arc<std::sync::Mutex<std::collections::HashSet<PublicKey>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -238,7 +248,7 @@ impl Client {
     /// A client of the committee in `file`.
     pub fn new(file: &CommitteeFile, config: ClientConfig) -> Result<Self, ClientError> {
         let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let pool = Pool::new(bind, None, config.net.clone())
+        let pool = Pool::new(bind, config.identity.as_deref(), config.net.clone())
             .map_err(|e| ClientError::Rejected(e.to_string()))?;
         for member in file.committee.members() {
             pool.add_peer(member.network_key, member.address.clone())
@@ -252,6 +262,7 @@ impl Client {
             config,
             followed: std::sync::atomic::AtomicU64::new(0),
             handoffs: std::sync::Mutex::new(HashMap::new()),
+            presented: Arc::default(),
         })
     }
 
@@ -507,6 +518,41 @@ impl Client {
     }
 
     /// The name of the member with network key `key` in `committee`.
+    /// Presents this client's grant (see [`ClientConfig::grant`]) to every
+    /// member of the current committee and returns each one's answer: the
+    /// bytes the client's key holds there and the grant's bytes, or why the
+    /// node refused it. Writes present it by themselves; this shows where a
+    /// key stands.
+    pub async fn present_grant(
+        &self,
+    ) -> Result<Vec<(String, Result<GrantUsage, String>)>, ClientError> {
+        let grant = self.config.grant.clone().ok_or_else(|| {
+            ClientError::Rejected(
+                "this client has no grant: set `key` and `grant` in its config".into(),
+            )
+        })?;
+        let (_, committee) = self.serving().await;
+        let mut answers = floe_consensus::quorum::Collect::default();
+        let members: Vec<usize> = (0..committee.members().len()).collect();
+        FanOut::new(members, Pacing::ALL)
+            .run(&mut answers, |i| {
+                let (pool, grant) = (Arc::clone(&self.pool), grant.clone());
+                let key = committee.members()[i].network_key;
+                async move {
+                    pool.call::<PutGrant>(&key, &grant)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        let mut answers = answers.0;
+        answers.sort_by_key(|(i, _)| *i);
+        Ok(answers
+            .into_iter()
+            .map(|(i, answer)| (committee.members()[i].node_id.0.clone(), answer))
+            .collect())
+    }
+
     fn node_name(committee: &Committee, key: &PublicKey) -> String {
         committee
             .member_by_network_key(key)

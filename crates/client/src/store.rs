@@ -147,6 +147,9 @@ impl Client {
             uploaded: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             total,
             progress: progress.clone(),
+            grant: self.config.grant.clone().map(Arc::new),
+            presented: Arc::clone(&self.presented),
+            refusal: Arc::default(),
         };
         let (needed, total_shards) = (committee.quorum_threshold(), n);
         // Each confirmation is bound to the member that sent it by its
@@ -174,7 +177,11 @@ impl Client {
         // A confirmation of another message, or one that does not verify, is
         // a lie, not a failure.
         self.pool.report_lies(tally.failures(), |key| Some(*key));
+        let refusal = upload.refusal.lock().ok().and_then(|r| r.clone());
         let certificate = tally.finish().map_err(|shortfall| {
+            if let Some(refusal) = refusal {
+                return ClientError::NotAdmitted { blob_id, refusal };
+            }
             if self.epoch() != epoch {
                 return ClientError::EpochChanged {
                     blob_id,
@@ -283,6 +290,12 @@ pub(crate) struct Upload {
     uploaded: Arc<std::sync::atomic::AtomicU64>,
     total: u64,
     progress: ProgressSink,
+    /// The grant to present to each node before writing to it.
+    grant: Option<Arc<Signed<floe_consensus::grant::StorageGrant>>>,
+    /// The nodes the client presented its grant to already.
+    presented: Arc<std::sync::Mutex<std::collections::HashSet<PublicKey>>>,
+    /// The first admission refusal a node answered, to report it typed.
+    refusal: Arc<std::sync::Mutex<Option<floe_api::Admission>>>,
 }
 
 impl Upload {
@@ -332,10 +345,12 @@ impl Upload {
     ) -> Result<Signed<StorageConfirmation>, String> {
         let blob_id = self.blob_id;
         let metadata = self.metadata.clone();
-        self.pool
+        self.present_grant(&key).await?;
+        let stored = self
+            .pool
             .call::<PutMetadata>(&key, &PutMetadataRequest { blob_id, metadata })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        self.admitted(&key, stored)?;
         let mut batches: Vec<Option<_>> = batches(pairs).into_iter().map(Some).collect();
         let mut sends = FanOut::new(0..batches.len(), Pacing::ALL);
         let mut tally = AllSucceed::default();
@@ -349,9 +364,53 @@ impl Upload {
             })
             .await;
         tally.finish().map_err(|(_, e)| e)?;
-        self.pool
-            .call::<GetConfirmation>(&key, &self.request)
-            .await
-            .map_err(|e| e.to_string())
+        let confirmed = self.pool.call::<GetConfirmation>(&key, &self.request).await;
+        self.admitted(&key, confirmed)
+    }
+
+    /// Presents the client's grant to `key`'s node, once per client.
+    async fn present_grant(&self, key: &PublicKey) -> Result<(), String> {
+        let Some(grant) = &self.grant else {
+            return Ok(());
+        };
+        if self.presented.lock().is_ok_and(|p| p.contains(key)) {
+            return Ok(());
+        }
+        let answer = self.pool.call::<PutGrant>(key, grant).await;
+        self.admitted(key, answer)?;
+        if let Ok(mut presented) = self.presented.lock() {
+            presented.insert(*key);
+        }
+        Ok(())
+    }
+
+    /// `key`'s answer, with an admission refusal kept to be reported
+    /// typed. A node that says it holds no (good) grant is presented the
+    /// grant again by the next store.
+    fn admitted<T>(
+        &self,
+        key: &PublicKey,
+        answer: Result<T, RpcError<ApiError>>,
+    ) -> Result<T, String> {
+        answer.map_err(|e| {
+            if let RpcError::Remote {
+                error: ApiError::NotAdmitted(refusal),
+                ..
+            } = &e
+            {
+                if matches!(
+                    refusal,
+                    Admission::NoGrant { .. } | Admission::BadGrant { .. }
+                ) {
+                    if let Ok(mut presented) = self.presented.lock() {
+                        presented.remove(key);
+                    }
+                }
+                if let Ok(mut first) = self.refusal.lock() {
+                    first.get_or_insert_with(|| refusal.clone());
+                }
+            }
+            e.to_string()
+        })
     }
 }

@@ -14,13 +14,18 @@ use crate::error::BlobIdParseError;
 /// Displayed and parsed as 43 characters of URL-safe base64 without padding.
 /// BCS: 32 raw bytes.
 ///
+/// # Examples
+///
 /// ```
 /// use floe_codec::BlobId;
-/// let id = BlobId([7; 32]);
-/// let text = id.to_string();
+///
+/// let id: BlobId = "A".repeat(43).parse()?; // 32 zero bytes
+/// assert_eq!(id, BlobId([0; 32]));
+/// let text = BlobId([7; 32]).to_string();
 /// assert_eq!(text.len(), 43);
-/// assert_eq!(text.parse::<BlobId>()?, id);
-/// # Ok::<(), floe_codec::BlobIdParseError>(())
+/// assert_eq!(text.parse::<BlobId>()?, BlobId([7; 32]));
+/// assert!("not a blob ID".parse::<BlobId>().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BlobId(pub [u8; 32]);

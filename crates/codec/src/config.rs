@@ -64,6 +64,18 @@ impl From<EncodingConfig> for u16 {
 impl EncodingConfig {
     /// The configuration for `n_shards` shards, which must lie in
     /// [`MIN_N_SHARDS`]`..=`[`MAX_N_SHARDS`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::EncodingConfig;
+    ///
+    /// let config = EncodingConfig::new(10)?;
+    /// assert_eq!(config.n_shards(), 10);
+    /// assert_eq!(config.f(), 3);
+    /// assert!(EncodingConfig::new(3).is_err()); // below MIN_N_SHARDS
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(n_shards: u16) -> Result<Self, ConfigError> {
         if !(MIN_N_SHARDS..=MAX_N_SHARDS).contains(&n_shards) {
             return Err(ConfigError::ShardCountOutOfRange {
@@ -128,6 +140,17 @@ impl EncodingConfig {
     /// The largest blob this configuration can encode:
     /// `(n − 2f)(n − f) ·` [`MAX_SYMBOL_SIZE`] bytes (about 6 MiB at `n = 4`,
     /// 2.2 GiB at `n = 100`, 217 GiB at `n = 1000`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::EncodingConfig;
+    ///
+    /// let config = EncodingConfig::new(4)?; // 2 × 3 source symbols of at most 1 MiB
+    /// assert_eq!(config.max_blob_size(), 6 * 1024 * 1024);
+    /// assert!(config.symbol_size(config.max_blob_size() + 1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_blob_size(&self) -> u64 {
         self.source_symbols() * u64::from(MAX_SYMBOL_SIZE)
     }
@@ -135,6 +158,18 @@ impl EncodingConfig {
     /// The symbol size for a blob of `unencoded_length` bytes: the smallest
     /// even number of bytes such that the source matrix holds the blob, and at
     /// least [`MIN_SYMBOL_SIZE`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::EncodingConfig;
+    ///
+    /// let config = EncodingConfig::new(10)?; // 4 × 7 = 28 source symbols
+    /// assert_eq!(config.symbol_size(0)?, 2);
+    /// assert_eq!(config.symbol_size(56)?, 2);
+    /// assert_eq!(config.symbol_size(57)?, 4); // 3 bytes, rounded up to even
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn symbol_size(&self, unencoded_length: u64) -> Result<u32, ConfigError> {
         if unencoded_length > self.max_blob_size() {
             return Err(ConfigError::BlobTooLarge {

@@ -105,6 +105,16 @@ impl fmt::Display for Axis {
 impl SliverPairIndex {
     /// The sliver of this pair on `axis`: primary sliver `p`, secondary
     /// sliver `n − 1 − p` (meaningful for `p < n`; never panics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{Axis, SliverIndex, SliverPairIndex};
+    ///
+    /// // With n = 10, pair 2 holds primary sliver 2 and secondary sliver 7.
+    /// assert_eq!(SliverPairIndex(2).sliver_index(Axis::Primary, 10), SliverIndex(2));
+    /// assert_eq!(SliverPairIndex(2).sliver_index(Axis::Secondary, 10), SliverIndex(7));
+    /// ```
     pub fn sliver_index(self, axis: Axis, n_shards: u16) -> SliverIndex {
         match axis {
             Axis::Primary => SliverIndex(self.0),
@@ -113,6 +123,18 @@ impl SliverPairIndex {
     }
 
     /// The shard that holds this pair of the blob `blob_id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{BlobId, ShardIndex, SliverPairIndex};
+    ///
+    /// // The rotation is the ID's first 8 bytes, little-endian, modulo n: 3 here.
+    /// let blob_id = BlobId([1; 32]);
+    /// let shard = SliverPairIndex(0).to_shard_index(10, &blob_id);
+    /// assert_eq!(shard, ShardIndex(7));
+    /// assert_eq!(shard.to_pair_index(10, &blob_id), SliverPairIndex(0));
+    /// ```
     pub fn to_shard_index(self, n_shards: u16, blob_id: &BlobId) -> ShardIndex {
         let n = u32::from(n_shards.max(1));
         let rotation = blob_id.rotation(n_shards);
@@ -122,6 +144,16 @@ impl SliverPairIndex {
 
 impl SliverIndex {
     /// The pair that holds this sliver on `axis`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{Axis, SliverIndex, SliverPairIndex};
+    ///
+    /// // With n = 10, primary sliver 2 and secondary sliver 7 are both in pair 2.
+    /// assert_eq!(SliverIndex(2).to_pair_index(Axis::Primary, 10), SliverPairIndex(2));
+    /// assert_eq!(SliverIndex(7).to_pair_index(Axis::Secondary, 10), SliverPairIndex(2));
+    /// ```
     pub fn to_pair_index(self, axis: Axis, n_shards: u16) -> SliverPairIndex {
         match axis {
             Axis::Primary => SliverPairIndex(self.0),
@@ -132,6 +164,20 @@ impl SliverIndex {
 
 impl ShardIndex {
     /// The pair of blob `blob_id` that this shard holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, EncodingConfig, ShardIndex};
+    ///
+    /// let config = EncodingConfig::new(10)?;
+    /// let (_, blob_id, pairs) = encode(&config, b"hello")?;
+    /// let pair = ShardIndex(3).to_pair_index(config.n_shards(), &blob_id);
+    /// let stored = &pairs[pair.as_usize()]; // what shard 3 keeps of this blob
+    /// assert_eq!(stored.index, pair);
+    /// assert_eq!(pair.to_shard_index(config.n_shards(), &blob_id), ShardIndex(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_pair_index(self, n_shards: u16, blob_id: &BlobId) -> SliverPairIndex {
         let n = u32::from(n_shards.max(1));
         SliverPairIndex(((u32::from(self.0) + blob_id.rotation(n_shards)) % n) as u16)

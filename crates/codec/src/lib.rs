@@ -62,6 +62,11 @@
 //! [reed-solomon-simd]: https://docs.rs/reed-solomon-simd
 //! [BCS]: https://docs.rs/bcs
 
+// The README's example is compiled and run as a test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod blob_id;
 mod buffer;
 mod commitment;
@@ -90,6 +95,18 @@ pub use recovery::{recover_sliver, symbols_needed, InconsistencyProof, RecoveryS
 pub use sliver::{Sliver, SliverPair};
 
 /// The canonical (BCS) bytes of any floe-codec type.
+///
+/// # Examples
+///
+/// ```
+/// use floe_codec::{canonical_bytes, encode, from_canonical_bytes, BlobMetadata, EncodingConfig};
+///
+/// let (metadata, _, _) = encode(&EncodingConfig::new(4)?, b"bytes")?;
+/// let bytes = canonical_bytes(&metadata);
+/// let back: BlobMetadata = from_canonical_bytes(&bytes)?;
+/// assert_eq!(back, metadata);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn canonical_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // BCS fails only for sequences longer than 2^31 elements or nesting
     // deeper than 500, neither of which a floe-codec type can reach.
@@ -98,6 +115,19 @@ pub fn canonical_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// Parses canonical (BCS) bytes, rejecting trailing bytes and, for types
 /// with invariants (such as [`BlobMetadata`]), values that break them.
+///
+/// # Examples
+///
+/// ```
+/// use floe_codec::{canonical_bytes, from_canonical_bytes, BlobId};
+///
+/// let id = BlobId([7; 32]);
+/// let mut bytes = canonical_bytes(&id);
+/// assert_eq!(from_canonical_bytes::<BlobId>(&bytes)?, id);
+/// bytes.push(0); // trailing bytes are refused
+/// assert!(from_canonical_bytes::<BlobId>(&bytes).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn from_canonical_bytes<'a, T: serde::Deserialize<'a>>(
     bytes: &'a [u8],
 ) -> Result<T, CanonicalError> {

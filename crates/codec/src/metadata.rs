@@ -156,6 +156,16 @@ impl BlobMetadata {
     }
 
     /// The blob ID this metadata commits to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, EncodingConfig};
+    ///
+    /// let (metadata, blob_id, _) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// assert_eq!(metadata.blob_id(), blob_id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn blob_id(&self) -> BlobId {
         let mut hasher = blake3::Hasher::new_derive_key(BLOB_ID_CONTEXT);
         hasher.update(&[self.encoding_type.tag(), self.version]);
@@ -165,6 +175,17 @@ impl BlobMetadata {
     }
 
     /// Checks that this metadata is the metadata of `blob_id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, BlobId, EncodingConfig};
+    ///
+    /// let (metadata, blob_id, _) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// metadata.verify(&blob_id)?;
+    /// assert!(metadata.verify(&BlobId([0; 32])).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, blob_id: &BlobId) -> Result<(), MetadataError> {
         let computed = self.blob_id();
         if computed == *blob_id {

@@ -58,6 +58,20 @@ impl RecoverySymbol {
     }
 
     /// Checks the symbol's proof against the metadata.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, EncodingConfig, SliverIndex};
+    ///
+    /// let (metadata, _, pairs) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// // Secondary sliver 3 (in pair 0) sends its symbol for primary sliver 1.
+    /// let mut symbol = pairs[0].secondary.recovery_symbol(&metadata, SliverIndex(1))?;
+    /// symbol.verify(&metadata)?;
+    /// symbol.data = vec![0xffu8; symbol.data.len()].into();
+    /// assert!(symbol.verify(&metadata).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SymbolError> {
         let n = metadata.config().n();
         let s = metadata.symbol_size();
@@ -95,6 +109,21 @@ impl RecoverySymbol {
 impl Sliver {
     /// The recovery symbols this sliver contributes to the orthogonal slivers
     /// `targets`: extends this sliver once and proves each symbol.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, Axis, EncodingConfig, SliverIndex};
+    ///
+    /// let (metadata, _, pairs) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// // Primary sliver 0 helps rebuild secondary slivers 1 and 3.
+    /// let targets = [SliverIndex(1), SliverIndex(3)];
+    /// let symbols = pairs[0].primary.recovery_symbols(&metadata, &targets)?;
+    /// assert_eq!(symbols.len(), 2);
+    /// assert_eq!(symbols[1].target_axis(), Axis::Secondary);
+    /// assert_eq!(symbols[1].target_index(), SliverIndex(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recovery_symbols(
         &self,
         metadata: &BlobMetadata,
@@ -164,6 +193,17 @@ impl Sliver {
 
 /// The number of recovery symbols needed to rebuild a sliver on `axis`:
 /// `n − f` for a primary sliver, `n − 2f` for a secondary sliver.
+///
+/// # Examples
+///
+/// ```
+/// use floe_codec::{encode, symbols_needed, Axis, EncodingConfig};
+///
+/// let (metadata, _, _) = encode(&EncodingConfig::new(10)?, b"hello")?; // f = 3
+/// assert_eq!(symbols_needed(&metadata, Axis::Primary), 7); // n - f
+/// assert_eq!(symbols_needed(&metadata, Axis::Secondary), 4); // n - 2f
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn symbols_needed(metadata: &BlobMetadata, axis: Axis) -> usize {
     LineShape::of(metadata, axis).k
 }
@@ -176,6 +216,24 @@ pub fn symbols_needed(metadata: &BlobMetadata, axis: Axis) -> usize {
 ///
 /// If the rebuilt sliver does not match the metadata, the blob was encoded
 /// inconsistently and the error carries the [`InconsistencyProof`].
+///
+/// # Examples
+///
+/// ```
+/// use floe_codec::{encode, recover_sliver, symbols_needed, Axis, EncodingConfig};
+///
+/// let (metadata, _, pairs) = encode(&EncodingConfig::new(4)?, b"hello")?;
+/// // Pair 1 lost its primary sliver; the secondary slivers of pairs 0, 2 and 3 help.
+/// let lost = &pairs[1].primary;
+/// let symbols = [0usize, 2, 3]
+///     .into_iter()
+///     .map(|p| pairs[p].secondary.recovery_symbol(&metadata, lost.index))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// assert_eq!(symbols.len(), symbols_needed(&metadata, Axis::Primary)); // n - f = 3
+/// let rebuilt = recover_sliver(&metadata, Axis::Primary, lost.index, symbols)?;
+/// assert_eq!(&rebuilt, lost);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn recover_sliver(
     metadata: &BlobMetadata,
     target_axis: Axis,
@@ -273,6 +331,36 @@ pub struct InconsistencyProof {
 impl InconsistencyProof {
     /// Checks the proof against the blob's metadata: `Ok` means the blob is
     /// proven inconsistent.
+    ///
+    /// # Examples
+    ///
+    /// A proof comes from [`recover_sliver`] as
+    /// [`RecoveryError::Inconsistent`]. Here the writer (hidden lines) altered
+    /// primary sliver 1 after encoding and put the altered sliver's
+    /// [`Sliver::commitment`] into the metadata, so every sliver verifies on
+    /// its own; rebuilding secondary sliver 0 from rows 0 and 1 exposes it.
+    ///
+    /// ```
+    /// use floe_codec::{recover_sliver, symbols_needed, Axis, RecoveryError, SliverIndex};
+    /// # use floe_codec::{encode, BlobMetadata, EncodingConfig};
+    /// # let (honest, _, mut pairs) = encode(&EncodingConfig::new(4)?, b"hello, Floe")?;
+    /// # let mut row = pairs[1].primary.data.to_vec();
+    /// # row[0] ^= 1;
+    /// # pairs[1].primary.data = row.into();
+    /// # let mut hashes = honest.hashes().to_vec();
+    /// # hashes[1].primary = pairs[1].primary.commitment(&honest)?;
+    /// # let metadata = BlobMetadata::new(honest.unencoded_length(), hashes)?;
+    ///
+    /// let target = SliverIndex(0);
+    /// let symbols = (0..symbols_needed(&metadata, Axis::Secondary))
+    ///     .map(|p| pairs[p].primary.recovery_symbol(&metadata, target))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// match recover_sliver(&metadata, Axis::Secondary, target, symbols) {
+    ///     Err(RecoveryError::Inconsistent(proof)) => assert!(proof.verify(&metadata).is_ok()),
+    ///     other => panic!("expected an inconsistency, got {other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), InconsistencyError> {
         metadata.verify(&self.blob_id)?;
         // Canonical form: exactly the needed symbols, sources strictly

@@ -102,6 +102,20 @@ impl Sliver {
 
     /// Checks that this sliver is the one the metadata commits to: extends
     /// it to all `n` symbols and compares its commitment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, EncodingConfig};
+    ///
+    /// let (metadata, _, pairs) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// let sliver = &pairs[2].secondary;
+    /// sliver.verify(&metadata)?;
+    /// let mut altered = sliver.clone();
+    /// altered.data = vec![0xffu8; altered.data.len()].into();
+    /// assert!(altered.verify(&metadata).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SliverError> {
         crate::line::with_coder(|coder| self.verify_with(metadata, coder))
     }
@@ -161,6 +175,19 @@ impl SliverPair {
     }
 
     /// Verifies both slivers, and that they are the slivers of this pair.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, EncodingConfig};
+    ///
+    /// let (metadata, _, pairs) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// pairs[0].verify(&metadata)?;
+    /// let mut mixed = pairs[0].clone();
+    /// mixed.secondary = pairs[1].secondary.clone(); // a valid sliver of another pair
+    /// assert!(mixed.verify(&metadata).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SliverError> {
         let n = metadata.config().n_shards();
         for (sliver, axis) in [

@@ -61,6 +61,7 @@ mod committee;
 mod digest;
 mod error;
 pub mod file;
+pub mod grant;
 pub mod handoff;
 mod keys;
 mod messages;

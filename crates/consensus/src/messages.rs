@@ -34,6 +34,8 @@ pub enum IntentKind {
     CommitteeHandover = 16,
     /// A member of a new committee holds every pair of its shards.
     ShardsSynced = 17,
+    /// An issuer lets a client key store ([`crate::grant::StorageGrant`]).
+    StorageGrant = 18,
 }
 
 /// The application domain of a signature: only Floe for now. Keeps Floe

@@ -94,6 +94,21 @@ pub enum GatewayError {
         /// The path asked for.
         path: String,
     },
+    /// The publisher needs a valid token and got none (missing, malformed,
+    /// bad signature, expired, replayed).
+    Unauthorized {
+        /// Why.
+        reason: String,
+    },
+    /// The token does not allow what the request asks.
+    TokenLimit {
+        /// The claim that limits it.
+        claim: &'static str,
+        /// The claim's value.
+        limit: u64,
+        /// What the request asked.
+        requested: u64,
+    },
     /// The gateway failed; a bug.
     Internal(String),
 }
@@ -135,7 +150,16 @@ impl GatewayError {
                 ClientError::NotAllowed(_) => {
                     (StatusCode::FORBIDDEN, "PERMISSION_DENIED", "NOT_ALLOWED")
                 }
+                ClientError::NotAdmitted { .. } => {
+                    (StatusCode::FORBIDDEN, "PERMISSION_DENIED", "NOT_ADMITTED")
+                }
             },
+            GatewayError::Unauthorized { .. } => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "BAD_TOKEN")
+            }
+            GatewayError::TokenLimit { .. } => {
+                (StatusCode::FORBIDDEN, "PERMISSION_DENIED", "TOKEN_LIMIT")
+            }
             GatewayError::BadBlobId(_) => {
                 (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, "BAD_BLOB_ID")
             }
@@ -228,6 +252,10 @@ impl GatewayError {
             GatewayError::NoRoute { path } => format!(
                 "no route {path:?}; the routes are PUT /v1/blobs, GET and HEAD /v1/blobs/{{blob_id}}, GET /v1/blobs/{{blob_id}}/status (see /v1/api)"
             ),
+            GatewayError::Unauthorized { reason } => reason.clone(),
+            GatewayError::TokenLimit { claim, limit, requested } => format!(
+                "the token's `{claim}` claim allows {limit}, and this request asks {requested}; get a token that allows it"
+            ),
             GatewayError::Internal(e) => format!("the gateway failed: {e}; please report it"),
         }
     }
@@ -260,6 +288,9 @@ impl GatewayError {
                 ClientError::EpochChanged { blob_id, from, to } => {
                     json!({"blobId": blob_id.to_string(), "fromEpoch": from.0, "epoch": to.0, "retryAfterSecs": RETRY_AFTER_SECS})
                 }
+                ClientError::NotAdmitted { blob_id, refusal } => {
+                    json!({"blobId": blob_id.to_string(), "refusal": refusal.to_string()})
+                }
                 ClientError::Rejected(_) | ClientError::NotAllowed(_) => json!({}),
             },
             GatewayError::BadBlobId(text) => json!({"blobId": text}),
@@ -284,6 +315,14 @@ impl GatewayError {
                 json!({"slots": slots, "retryAfterSecs": OVERLOADED_RETRY_AFTER_SECS})
             }
             GatewayError::NoRoute { path } => json!({"path": path}),
+            GatewayError::TokenLimit {
+                claim,
+                limit,
+                requested,
+            } => {
+                json!({"claim": claim, "limit": limit, "requested": requested})
+            }
+            GatewayError::Unauthorized { .. } => json!({}),
             GatewayError::NoOwnerKey | GatewayError::BadBody(_) | GatewayError::Internal(_) => {
                 json!({})
             }
@@ -330,6 +369,9 @@ impl IntoResponse for GatewayError {
             // connection cannot carry another request.
             GatewayError::BodyTimeout { .. } | GatewayError::BadBody(_) => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            GatewayError::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             GatewayError::RangeNotSatisfiable { length, .. } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {

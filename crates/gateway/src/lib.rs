@@ -43,6 +43,7 @@
 //! `no-store`.
 
 mod api;
+pub mod auth;
 mod cache;
 mod deadline;
 mod error;
@@ -109,6 +110,12 @@ pub struct GatewayConfig {
     /// Longest `max-age` of a deletable blob's bytes: a cache in front may
     /// serve it this long after its owner deleted it.
     pub deletable_max_age: Duration,
+    /// The publisher's token check; `None`: stores are open to anyone who
+    /// can reach the gateway.
+    pub auth: Option<Arc<auth::JwtAuth>>,
+    /// Origins browsers may call the gateway from (CORS), both roles; `*`
+    /// for any. Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -125,6 +132,8 @@ impl Default for GatewayConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(300),
             deletable_max_age: Duration::from_secs(60),
+            auth: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -190,6 +199,7 @@ impl Gateway {
                 Arc::clone(self),
                 middleware::record,
             ))
+            .layer(cors(&self.config.cors_origins))
             .with_state(Arc::clone(self))
     }
 
@@ -232,7 +242,39 @@ impl Gateway {
     }
 }
 
-fn now_unix_ms() -> u64 {
+/// The CORS layer for `origins` (none: no CORS headers; `*`: any origin).
+/// Blob bytes and statuses carry no credentials, so none are allowed.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            header::CONTENT_RANGE,
+            header::ETAG,
+            header::CACHE_CONTROL,
+            header::RETRY_AFTER,
+            header::CONTENT_LENGTH,
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -9,125 +9,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use floe_client::{Client, ClientConfig};
 use floe_consensus::KeyPair;
-use floe_gateway::{Gateway, GatewayConfig};
-use floe_node::{Limits, Tasks};
-use floe_testkit::local::Cluster;
+use floe_gateway::GatewayConfig;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Far longer than any answer here takes; only a hang reaches it.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// Epoch length of the test committee: one hour.
-const EPOCH_SECS: u64 = 3600;
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    cluster: Cluster,
-    client: Arc<Client>,
-    http: reqwest::Client,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-}
-
-async fn cluster() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(
-        dir.path(),
-        7,
-        100,
-        EPOCH_SECS * 1000,
-        Limits::default(),
-        Tasks::brisk(),
-    )
-    .await
-    .unwrap();
-    let config = ClientConfig {
-        read_hedge_after: Duration::from_millis(500),
-        ..ClientConfig::default()
-    };
-    let client = Arc::new(Client::new(cluster.file(), config).unwrap());
-    Setup {
-        _dir: dir,
-        cluster,
-        client,
-        http: reqwest::Client::builder().timeout(BOUND).build().unwrap(),
-        stops: Vec::new(),
-    }
-}
-
-impl Setup {
-    /// Starts a gateway with `config` (and `owner`) on the cluster; returns
-    /// its address.
-    async fn gateway(&mut self, config: GatewayConfig, owner: Option<KeyPair>) -> SocketAddr {
-        let gateway = Gateway::new(Arc::clone(&self.client), owner, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            gateway
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        self.stops.push(stop);
-        address
-    }
-
-    async fn shutdown(self) {
-        for stop in self.stops {
-            let _ = stop.send(());
-        }
-        self.cluster.shutdown().await;
-    }
-}
-
-fn blob(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(17).wrapping_add(seed) ^ (i >> 9) as u8)
-        .collect()
-}
-
-fn blob_id_of(cluster: &Cluster, data: &[u8]) -> String {
-    let encoding = cluster.file().committee.encoding();
-    let (metadata, _, _) = floe_codec::encode(&encoding, data).unwrap();
-    metadata.blob_id().to_string()
-}
-
-/// The JSON error body, checked to be Walrus's `Status` shape: `code`,
-/// `status`, `message` and `details` holding one `ErrorInfo`. Returns the
-/// `error` object.
-async fn walrus_error(response: reqwest::Response, code: u16, status: &str) -> Value {
-    assert_eq!(response.status().as_u16(), code);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
-        "errors are JSON"
-    );
-    assert_eq!(
-        response.headers()["cache-control"],
-        "no-store",
-        "an error is never cached"
-    );
-    let body: Value = response.json().await.unwrap();
-    let error = &body["error"];
-    assert_eq!(error["code"], code, "{body}");
-    assert_eq!(error["status"], status, "{body}");
-    assert!(!error["message"].as_str().unwrap().is_empty());
-    let info = &error["details"][0];
-    assert_eq!(info["@type"], "ErrorInfo", "{body}");
-    assert_eq!(info["domain"], "gateway.floe", "{body}");
-    assert!(info["reason"].is_string(), "{body}");
-    assert!(info["metadata"].is_object(), "{body}");
-    error.clone()
-}
+mod common;
+use common::*;
 
 /// Sends `head` (and `body`) on a raw connection and returns everything the
 /// server answers until it closes the connection, or `None` if it never

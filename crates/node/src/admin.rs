@@ -215,6 +215,27 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         "Shards new to this node still fetched from their previous holder.",
         &one(inner.shards_fetching().len() as f64),
     );
+    let usage = inner.admission.usage();
+    metric(
+        "floe_admission_usage_bytes",
+        "gauge",
+        "Blob bytes each client key holds stored on this node under its grant (grants mode), counted until each blob expires or is deleted.",
+        &usage
+            .iter()
+            .map(|(key, bytes, _)| (format!("{{client=\"{key}\"}}"), *bytes as f64))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "floe_admission_grant_bytes",
+        "gauge",
+        "The bytes of the live grant each client key presented (grants mode).",
+        &usage
+            .iter()
+            .filter_map(|(key, _, limit)| {
+                limit.map(|l| (format!("{{client=\"{key}\"}}"), l as f64))
+            })
+            .collect::<Vec<_>>(),
+    );
     metric(
         "floe_facts_received_total",
         "counter",

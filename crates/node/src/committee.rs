@@ -115,6 +115,7 @@ pub fn write_committee(
             limits: limits.clone(),
             tasks: tasks.clone(),
             server: ServerLimits::default(),
+            admission: crate::config::Admission::default(),
             byzantine: None,
         });
     }

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// What one caller may hold of the protocol server.
     #[serde(default)]
     pub server: ServerLimits,
+    /// Who may write (`[admission]`): anyone, or clients with a grant.
+    #[serde(default)]
+    pub admission: Admission,
     /// LAB ONLY: make this node a hostile member that lies in the ways
     /// chosen (see [`Byzantine`]). For fault drills and tests; a node with
     /// this section logs a warning at start.
@@ -79,6 +82,32 @@ impl Byzantine {
             oversized_listings: 50_000,
         }
     }
+}
+
+/// Who may write (`[admission]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admission {
+    /// `open` (the default, for local testnets): anyone may store.
+    /// `grants`: only a client key holding a storage grant signed by one
+    /// of `issuers`, within the grant's limits.
+    pub mode: AdmissionMode,
+    /// Public keys (hex) trusted to sign grants (`floe-node grant issue`).
+    pub issuers: Vec<floe_consensus::PublicKey>,
+    /// In `grants` mode, refuse blob data (metadata, slivers) to clients
+    /// without a live grant too. Reads are open by default.
+    pub closed_reads: bool,
+}
+
+/// [`Admission::mode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionMode {
+    /// Anyone may store.
+    #[default]
+    Open,
+    /// Only clients holding a grant from a trusted issuer.
+    Grants,
 }
 
 /// What the node accepts.
@@ -293,6 +322,20 @@ impl NodeConfig {
             if file.is_relative() {
                 *file = base.join(&*file);
             }
+        }
+        if config.admission.mode == AdmissionMode::Grants && config.admission.issuers.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "admission.mode = \"grants\" needs at least one key in admission.issuers \
+                          (the public key of `floe-node grant keygen`)"
+                    .into(),
+            });
+        }
+        if config.admission.closed_reads && config.admission.mode == AdmissionMode::Open {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "admission.closed_reads needs admission.mode = \"grants\"".into(),
+            });
         }
         if config.limits.max_blob_size == 0 {
             return Err(ConfigError::Invalid {

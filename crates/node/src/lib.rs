@@ -20,6 +20,7 @@
 //!   node's files; `byzantine`: a lab-only hostile member.
 
 mod admin;
+mod admission;
 mod byzantine;
 pub mod committee;
 pub mod config;
@@ -194,6 +195,20 @@ impl Node {
                 }
             }
         }
+        let pending_for = std::time::Duration::from_secs(config.limits.pending_upload_secs);
+        let admission = admission::Admission::open(config.admission.clone(), pending_for, &store)
+            .map_err(|source| StartError::Store {
+            path: config.database.clone(),
+            source,
+        })?;
+        if config.admission.mode == config::AdmissionMode::Grants {
+            tracing::info!(
+                node = %config.node_id,
+                issuers = config.admission.issuers.len(),
+                closed_reads = config.admission.closed_reads,
+                "admission: grants (clients write only under a storage grant from a trusted issuer)"
+            );
+        }
         let approvals = handover::load_approvals(&store);
         let intake = migration::load_intake(&store);
         let given_up = migration::load_given_up(&store);
@@ -218,6 +233,7 @@ impl Node {
             intake: Mutex::new(intake),
             handoffs: Mutex::new(std::collections::BTreeMap::new()),
             given_up: Mutex::new(given_up),
+            admission,
         });
         // The shards of the current epoch's committee (a restart mid-change
         // resumes the intake kept in the store).

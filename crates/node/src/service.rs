@@ -83,6 +83,7 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = route!(router, PutCommitteeLink, put_committee_link);
     let router = route!(router, GetShardPairs, shard_pairs);
     let router = route!(router, PutShardsSynced, shards_synced);
+    let router = route!(router, PutGrant, put_grant);
     route!(router, GetHandoff, handoff_notices)
 }
 
@@ -148,7 +149,19 @@ fn info(inner: &Inner, _: Caller, (): ()) -> Result<NodeInfo, ApiError> {
     })
 }
 
-fn put_metadata(inner: &Inner, _: Caller, request: PutMetadataRequest) -> Result<(), ApiError> {
+fn put_grant(
+    inner: &Inner,
+    caller: Caller,
+    grant: Signed<floe_consensus::grant::StorageGrant>,
+) -> Result<floe_api::GrantUsage, ApiError> {
+    inner.admission.present(&inner.store, &caller, grant)
+}
+
+fn put_metadata(
+    inner: &Inner,
+    caller: Caller,
+    request: PutMetadataRequest,
+) -> Result<(), ApiError> {
     let PutMetadataRequest { blob_id, metadata } = request;
     let rejected = |reason: String| ApiError::Rejected { blob_id, reason };
     metadata
@@ -168,6 +181,13 @@ fn put_metadata(inner: &Inner, _: Caller, request: PutMetadataRequest) -> Result
             inner.limits.max_blob_size
         )));
     }
+    inner.admission.check_metadata(
+        &inner.store,
+        &caller,
+        blob_id,
+        metadata.unencoded_length(),
+        crate::admission::charge_of(metadata.unencoded_length(), inner.n_shards),
+    )?;
     inner
         .store
         .put_metadata(&blob_id, &metadata, now_ms())
@@ -196,7 +216,8 @@ impl floe_net::Method for PutPairsByFrame {
 /// Checks every pair (at most one per shard of the committee, a shard of
 /// this node, the pair that shard holds, slivers matching the metadata)
 /// before storing any.
-fn put_pairs(inner: &Inner, _: Caller, frame: PutPairsFrame) -> Result<(), ApiError> {
+fn put_pairs(inner: &Inner, caller: Caller, frame: PutPairsFrame) -> Result<(), ApiError> {
+    inner.admission.check_pairs(&caller)?;
     let PutPairsRequest { blob_id, pairs } = frame.decode(usize::from(inner.n_shards))?;
     if pairs.is_empty() {
         return Err(ApiError::Rejected {
@@ -238,9 +259,10 @@ fn put_pairs(inner: &Inner, _: Caller, frame: PutPairsFrame) -> Result<(), ApiEr
 
 fn get_metadata(
     inner: &Inner,
-    _: Caller,
+    caller: Caller,
     blob_id: BlobId,
 ) -> Result<floe_codec::BlobMetadata, ApiError> {
+    inner.admission.check_read(&caller)?;
     stored_metadata(inner, &blob_id)
 }
 
@@ -281,9 +303,10 @@ fn check_servable(inner: &Inner, blob_id: &BlobId) -> Result<(), ApiError> {
 
 fn get_sliver(
     inner: &Inner,
-    _: Caller,
+    caller: Caller,
     request: GetSliverRequest,
 ) -> Result<floe_codec::Sliver, ApiError> {
+    inner.admission.check_read(&caller)?;
     let GetSliverRequest {
         blob_id,
         shard,
@@ -315,7 +338,7 @@ fn get_sliver(
 
 fn confirm(
     inner: &Inner,
-    _: Caller,
+    caller: Caller,
     request: ConfirmationRequest,
 ) -> Result<Signed<StorageConfirmation>, ApiError> {
     let ConfirmationRequest {
@@ -359,8 +382,21 @@ fn confirm(
             "this node is taking up its shards of epoch {epoch}; ask again shortly"
         )));
     }
-    // Signed only once the store says the promise is durable.
-    let durable = inner.store.promise(message).map_err(store_error)?;
+    // Charged to the caller's grant in `grants` mode; signed only once the
+    // store says the promise (and its charge) is durable.
+    let blob_bytes = inner
+        .store
+        .metadata(&blob_id)
+        .map_err(store_error)?
+        .map(|metadata| {
+            (
+                metadata.unencoded_length(),
+                crate::admission::charge_of(metadata.unencoded_length(), inner.n_shards),
+            )
+        });
+    let durable = inner
+        .admission
+        .promise(&inner.store, &caller, message, blob_bytes)?;
     Ok(Signed::sign(durable.into_message(), &inner.protocol_key))
 }
 

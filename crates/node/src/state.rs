@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     /// Shards this node gave up, with the change that moved each: their
     /// pairs are kept (and served) until the new holder synced.
     pub(crate) given_up: Mutex<BTreeMap<ShardIndex, Epoch>>,
+    /// Who may write, and what each client key holds (`[admission]`).
+    pub(crate) admission: crate::admission::Admission,
 }
 
 /// The anti-entropy items of the facts a state holds.

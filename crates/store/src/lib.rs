@@ -60,6 +60,7 @@ mod pair_files;
 pub mod records;
 mod slivers;
 mod states;
+mod usage;
 
 use std::{
     collections::BTreeSet,
@@ -72,7 +73,7 @@ use std::{
 
 use floe_codec::{Axis, BlobId, BlobMetadata, ShardIndex, Sliver, SliverPair};
 use floe_consensus::{
-    BlobState, BlobStatus, Epoch, ProtocolMessage, StorageConfirmation, VerifiedFact,
+    BlobState, BlobStatus, Epoch, ProtocolMessage, PublicKey, StorageConfirmation, VerifiedFact,
 };
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
@@ -81,11 +82,13 @@ use rocksdb::{
 
 pub use error::StoreError;
 use records::{decode, decode_state, file_place};
+pub use usage::Charge;
+use usage::{usage_key, USAGE};
 
 /// The tables, in a fixed order.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "metadata", "slivers", "pairs", "states", "pending", "expiry", "garbage", "drift", "node",
-    "promises",
+    "promises", "usage",
 ];
 
 const METADATA: &str = "metadata";

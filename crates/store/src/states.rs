@@ -17,6 +17,18 @@ impl Store {
         &self,
         message: ProtocolMessage<StorageConfirmation>,
     ) -> Result<DurableBlob, StoreError> {
+        self.promise_charged(message, None)
+            .map(|(durable, _)| durable)
+    }
+
+    /// [`Store::promise`], charging the blob's `bytes` to `client` in the
+    /// same write (admission in `grants` mode). Answers whether the charge
+    /// is new: a client's second confirmation of a blob is not charged again.
+    pub fn promise_charged(
+        &self,
+        message: ProtocolMessage<StorageConfirmation>,
+        charge: Option<(&PublicKey, u64)>,
+    ) -> Result<(DurableBlob, bool), StoreError> {
         let blob_id = message.body.blob_id;
         // Under the blob's lock, so garbage collection cannot remove the
         // pairs between the check and the promise.
@@ -56,15 +68,40 @@ impl Store {
         let mut promise = self.promised(&blob_id)?.unwrap_or_default();
         let before = promise.clone();
         promise.add(message.epoch, &message.body);
+        let mut batch = WriteBatch::default();
         if promise != before {
-            let mut batch = WriteBatch::default();
             batch.put_cf(self.cf(PROMISES)?, blob_id.0, encode(&promise));
+        }
+        let mut new_charge = false;
+        if let Some((client, bytes)) = charge {
+            let body = &message.body;
+            let charged = match self.charge(client, &blob_id)? {
+                Some(mut old) => {
+                    old.end_epoch = old.end_epoch.max(body.end_epoch);
+                    old
+                }
+                None => {
+                    new_charge = true;
+                    Charge {
+                        bytes,
+                        end_epoch: body.end_epoch,
+                    }
+                }
+            };
+            batch.put_cf(
+                self.cf(USAGE)?,
+                usage_key(client, &blob_id),
+                encode(&charged),
+            );
+        }
+        if !batch.is_empty() {
             self.write(PROMISES, batch, false)?;
         }
         // Pair files were synced before they were recorded; the records,
-        // the small pairs and the promise are in the WAL, which this syncs.
+        // the small pairs, the promise and its charge are in the WAL, which
+        // this syncs.
         self.db.flush_wal(true).map_err(StoreError::db(SLIVERS))?;
-        Ok(DurableBlob { message })
+        Ok((DurableBlob { message }, new_charge))
     }
 
     /// What this node's confirmations of a blob promise, if it signed any.

@@ -79,7 +79,9 @@ fn build(release: bool) -> Result<PathBuf, String> {
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    without_run_env(&mut command);
+    let mut child = command
         .current_dir(workspace())
         .args(build_args(release))
         .stdout(Stdio::piped())
@@ -124,6 +126,8 @@ struct Progress {
     built: AtomicUsize,
     compiled: AtomicUsize,
     last: Mutex<(Option<Instant>, String)>,
+    /// RocksDB's C++ (the longest step of a first build) is built.
+    rocksdb: AtomicBool,
     done: AtomicBool,
 }
 
@@ -132,6 +136,9 @@ impl Progress {
         self.built.fetch_add(1, Ordering::Relaxed);
         if line.contains("\"fresh\":false") {
             self.compiled.fetch_add(1, Ordering::Relaxed);
+        }
+        if json_string(line, "name").as_deref() == Some("librocksdb_sys") {
+            self.rocksdb.store(true, Ordering::Relaxed);
         }
         if let (Ok(mut last), Some(name)) = (self.last.lock(), json_string(line, "name")) {
             *last = (Some(Instant::now()), name);
@@ -176,9 +183,13 @@ impl Progress {
                 } else {
                     format!(", last: {last}")
                 };
+                let step = if self.rocksdb.load(Ordering::Relaxed) {
+                    "RocksDB is built; now compiling and linking Floe's crates, binaries and tests"
+                } else {
+                    "RocksDB's C++ is the longest step"
+                };
                 eprintln!(
-                    "cargo xtask: still building ({minutes} min so far, {built} crates compiled{last}; \
-                     RocksDB's C++ is the longest step)"
+                    "cargo xtask: still building ({minutes} min so far, {built} crates compiled{last}; {step})"
                 );
             }
         }
@@ -219,11 +230,34 @@ fn json_string(line: &str, key: &str) -> Option<String> {
     None
 }
 
+/// Removes what `cargo run` set in this process's environment for the
+/// launcher (`CARGO_PKG_NAME=xtask-launch`, `CARGO_MANIFEST_DIR`, ...).
+/// Build scripts such as ring's read those names and ask to rerun when they
+/// change, so a build started from here would otherwise differ from a
+/// plain `cargo test` and make it rebuild half the graph.
+fn without_run_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+}
+
 #[cfg(unix)]
 fn run(executable: &Path, args: &[OsString]) -> ExitCode {
     use std::os::unix::process::CommandExt;
-    // Replace this process, so signals (Ctrl-C) reach the task directly.
-    let error = Command::new(executable).args(args).exec();
+    // Replace this process, so signals (Ctrl-C) reach the task directly;
+    // the task's own builds see the environment a plain `cargo` would.
+    let mut command = Command::new(executable);
+    without_run_env(&mut command);
+    let error = command.args(args).exec();
     eprintln!(
         "cargo xtask: could not run {}: {error}",
         executable.display()
@@ -233,7 +267,9 @@ fn run(executable: &Path, args: &[OsString]) -> ExitCode {
 
 #[cfg(not(unix))]
 fn run(executable: &Path, args: &[OsString]) -> ExitCode {
-    match Command::new(executable).args(args).status() {
+    let mut command = Command::new(executable);
+    without_run_env(&mut command);
+    match command.args(args).status() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
         Err(error) => {

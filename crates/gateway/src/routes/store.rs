@@ -65,6 +65,8 @@ pub struct StoreQuery {
     request_body(content = BlobBytes, content_type = "application/octet-stream", description = "The blob."),
     responses(
         (status = 200, description = "The blob is certified: newly by this request (`newlyCreated`) or already, for at least as long (`alreadyCertified`).", body = StoreResponse),
+        (status = 401, description = "The publisher requires a token (`Authorization: Bearer <JWT>`) and none was sent, or it is malformed, does not verify, has expired, or was used before (`UNAUTHENTICATED`).", body = ErrorResponse),
+        (status = 403, description = "The token does not allow these epochs or this exact size (`TOKEN_LIMIT`, naming the claim), or the committee's nodes do not admit this gateway's key to write (`NOT_ADMITTED`).", body = ErrorResponse),
         (status = 400, description = "A bad or unsupported parameter (`INVALID_ARGUMENT`), more epochs than the committee stores ahead (reason `EPOCHS_OVER_LIMIT`, naming the limit), or `deletable=true` on a gateway without an owner key (`FAILED_PRECONDITION`). Retrying the same request cannot succeed.", body = ErrorResponse),
         (status = 408, description = "The body did not arrive within the gateway's body timeout.", body = ErrorResponse),
         (status = 413, description = "The body exceeds the gateway's limit or what the committee can encode.", body = ErrorResponse),
@@ -80,6 +82,11 @@ pub(crate) async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<StoreResponse>, GatewayError> {
+    // The token first: an unauthenticated caller learns nothing else.
+    let claims = match &gateway.config.auth {
+        Some(auth) => Some(auth.authorize(&headers, crate::now_unix_ms() / 1000)?),
+        None => None,
+    };
     let params = query::store_params(&query_pairs(query)?)?;
     let limit = gateway.config.max_epochs_ahead;
     let epochs = match params.epochs {
@@ -107,6 +114,9 @@ pub(crate) async fn put_blob(
             limit,
         });
     }
+    if let Some(claims) = &claims {
+        claims.check_epochs(epochs)?;
+    }
     let owner = if params.deletable {
         match &gateway.owner {
             Some(key) => Some(key.public()),
@@ -122,6 +132,12 @@ pub(crate) async fn put_blob(
     } else {
         (encoding.max_blob_size(), "the committee's encoding")
     };
+    // A token's size limit is checked from the announced length first, then
+    // bounds the body as it is read.
+    let (limit, by) = match claims.as_ref().and_then(|c| c.max_size) {
+        Some(max) if max < limit => (max, "the token's max_size claim"),
+        _ => (limit, by),
+    };
     let too_large = GatewayError::TooLarge { limit, by };
     // Refuse from the header when the client announced the size.
     let announced = headers
@@ -130,6 +146,9 @@ pub(crate) async fn put_blob(
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|length| length > limit) {
         return Err(too_large);
+    }
+    if let (Some(claims), Some(length)) = (&claims, announced) {
+        claims.check_size(length)?;
     }
     let blob = deadline::read_body(
         body,
@@ -140,6 +159,11 @@ pub(crate) async fn put_blob(
     )
     .await?;
     let size = blob.len() as u64;
+    if let (Some(claims), Some(auth)) = (&claims, &gateway.config.auth) {
+        claims.check_size(size)?;
+        // Every check passed: the token is spent now, not before.
+        auth.consume(claims, crate::now_unix_ms() / 1000)?;
+    }
     let options = StoreOptions {
         owner,
         ..StoreOptions::default()

@@ -35,4 +35,17 @@ pub(super) async fn gc_pass(inner: Arc<Inner>) {
     {
         warn!(error = %e, "collecting the pairs of shards given up");
     }
+    // Storage charged to client keys (grants mode) whose registration
+    // ended: expired, deleted or proven invalid.
+    match on_blocking(&inner, move |inner| {
+        inner.admission.release_ended(&inner.store, epoch)
+    })
+    .await
+    {
+        Some(Ok(released)) if released > 0 => {
+            info!(released, "storage charges of ended registrations freed")
+        }
+        Some(Err(e)) => warn!(error = %e, "freeing the storage charges of ended registrations"),
+        _ => {}
+    }
 }
