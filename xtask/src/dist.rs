@@ -7,7 +7,7 @@
 //! | path | what |
 //! |---|---|
 //! | `/usr/bin/floe`, `/usr/bin/floe-node` | the binaries (debug info stripped) |
-//! | `/lib/systemd/system/floe-node.service` | the unit from `deploy/systemd/` |
+//! | `/usr/lib/systemd/system/floe-node.service` | the unit from `deploy/systemd/` |
 //! | `/etc/floe/node.toml` | the commented configuration (a conffile: upgrades keep an edited copy) |
 //! | `/usr/share/man/man1/floe.1.gz`, `floe-node.1.gz` | manual pages, rendered from each binary's own `--help` |
 //! | `/usr/share/bash-completion/…`, `zsh/…`, `fish/…` | completions for `floe` |
@@ -114,7 +114,7 @@ fn stage_tree(stage: &Path, floe: &Path, node: &Path) -> Result<()> {
         "deploy/systemd/floe-node.service must start /usr/bin/floe-node, where the package puts it"
     );
     write(
-        &stage.join("lib/systemd/system/floe-node.service"),
+        &stage.join("usr/lib/systemd/system/floe-node.service"),
         unit.as_bytes(),
         0o644,
     )?;
@@ -156,13 +156,29 @@ fn stage_tree(stage: &Path, floe: &Path, node: &Path) -> Result<()> {
         &doc.join("operator-guide.md"),
         0o644,
     )?;
-    let license = std::fs::read_to_string(root.join("LICENSE")).context("reading LICENSE")?;
-    let copyright = format!(
-        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+    let copyright = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
          Upstream-Name: floe\nSource: https://github.com/floe-storage/floe\n\n\
-         Files: *\nCopyright: the Floe developers\nLicense: Apache-2.0\n\n{license}"
-    );
-    write(&doc.join("copyright"), copyright.as_bytes(), 0o644)
+         Files: *\nCopyright: the Floe developers\nLicense: Apache-2.0\n \
+         On Debian systems the full text of the Apache License 2.0 is in\n \
+         /usr/share/common-licenses/Apache-2.0.\n";
+    write(&doc.join("copyright"), copyright.as_bytes(), 0o644)?;
+    copy(&root.join("LICENSE"), &doc.join("LICENSE"), 0o644)?;
+    // Directories the package creates are 0755 whatever the builder's
+    // umask: dpkg keeps the modes of directories it creates.
+    directories_0755(stage)
+}
+
+fn directories_0755(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            directories_0755(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// `DEBIAN/`: control (with the shared libraries' packages as
@@ -171,9 +187,16 @@ fn write_control(stage: &Path, arch: &str) -> Result<()> {
     let depends =
         shared_library_packages(&[stage.join("usr/bin/floe"), stage.join("usr/bin/floe-node")])?;
     let installed_kib = tree_size(stage)?.div_ceil(1024);
+    // The amd64 build uses SSE4.2, PCLMULQDQ and POPCNT (.cargo/config.toml):
+    // isa-support's package refuses to install on a CPU without them.
+    let pre_depends = if arch == "amd64" {
+        "Pre-Depends: sse4.2-support\n"
+    } else {
+        ""
+    };
     let control = format!(
         "Package: floe\nVersion: {VERSION}\nArchitecture: {arch}\nMaintainer: {MAINTAINER}\n\
-         Installed-Size: {installed_kib}\nDepends: {}\nSection: net\nPriority: optional\n\
+         Installed-Size: {installed_kib}\n{pre_depends}Depends: {}\nSection: net\nPriority: optional\n\
          Homepage: https://github.com/floe-storage/floe\nDescription: {DESCRIPTION}\n",
         depends.join(", ")
     );
@@ -224,7 +247,7 @@ fn tarball(stage: &Path, out: &Path, arch: &str) -> Result<PathBuf> {
             "share/man/man1/floe-node.1.gz",
         ),
         (
-            "lib/systemd/system/floe-node.service",
+            "usr/lib/systemd/system/floe-node.service",
             "share/floe/floe-node.service",
         ),
         ("etc/floe/node.toml", "share/floe/node.toml"),
@@ -233,7 +256,7 @@ fn tarball(stage: &Path, out: &Path, arch: &str) -> Result<PathBuf> {
             "usr/share/doc/floe/operator-guide.md",
             "share/doc/floe/operator-guide.md",
         ),
-        ("usr/share/doc/floe/copyright", "LICENSE"),
+        ("usr/share/doc/floe/LICENSE", "LICENSE"),
     ] {
         let mode = if to.starts_with("bin/") { 0o755 } else { 0o644 };
         copy(&stage.join(from), &top.join(to), mode)?;
@@ -281,9 +304,27 @@ fn shared_library_packages(binaries: &[PathBuf]) -> Result<Vec<String>> {
                     output_of(Path::new("dpkg"), &["-S", &other])
                 })
                 .with_context(|| format!("no Debian package holds {path}"))?;
-            if let Some(name) = String::from_utf8_lossy(&owner).split(':').next() {
-                packages.insert(name.trim().to_string());
-            }
+            // "libc6:amd64: /lib/x86_64-linux-gnu/libc.so.6"; diversion
+            // lines ("diversion by ...") name no package.
+            let owner = String::from_utf8_lossy(&owner);
+            let Some(name) = owner
+                .lines()
+                .find(|line| !line.starts_with("diversion"))
+                .and_then(|line| line.split(':').next())
+                .map(str::trim)
+            else {
+                continue;
+            };
+            // At least the version built against: a newer library's
+            // symbols are missing from older ones.
+            let version = output_of(Path::new("dpkg-query"), &["-W", "-f=${Version}", name])
+                .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+                .unwrap_or_default();
+            packages.insert(if version.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name} (>= {version})")
+            });
         }
     }
     ensure!(

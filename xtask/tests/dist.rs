@@ -79,7 +79,17 @@ fn the_package_installs_a_runnable_node_with_its_unit_and_config() {
     let arch = run("dpkg", &["--print-architecture".as_ref()]);
     assert_eq!(field("Architecture").trim(), arch.trim());
     let depends = field("Depends");
-    assert!(depends.contains("libc6"), "Depends names libc6: {depends}");
+    assert!(
+        depends.contains("libc6 (>= "),
+        "Depends names libc6 with its version: {depends}"
+    );
+    if arch.trim() == "amd64" {
+        assert_eq!(
+            field("Pre-Depends").trim(),
+            "sse4.2-support",
+            "the build needs SSE4.2"
+        );
+    }
     let control = tempfile::tempdir().expect("a temp dir");
     run(
         "dpkg-deb",
@@ -88,11 +98,9 @@ fn the_package_installs_a_runnable_node_with_its_unit_and_config() {
     let conffiles = std::fs::read_to_string(control.path().join("conffiles")).expect("conffiles");
     assert_eq!(conffiles.trim(), "/etc/floe/node.toml");
     for script in ["postinst", "prerm", "postrm"] {
-        assert_eq!(
-            mode(&control.path().join(script)),
-            0o755,
-            "{script} is executable"
-        );
+        let path = control.path().join(script);
+        assert_eq!(mode(&path), 0o755, "{script} is executable");
+        run("sh", &["-n".as_ref(), path.as_os_str()]);
     }
 
     // Installed into a scratch root.
@@ -114,6 +122,14 @@ fn the_package_installs_a_runnable_node_with_its_unit_and_config() {
     for bin in ["/usr/bin/floe", "/usr/bin/floe-node"] {
         assert_eq!(mode(&at(bin)), 0o755, "{bin} is executable");
     }
+    for dir in [
+        "/usr/share/zsh/vendor-completions",
+        "/usr/lib/systemd/system",
+        "/etc/floe",
+        "/usr/share/man/man1",
+    ] {
+        assert_eq!(mode(&at(dir)), 0o755, "{dir} is 0755 whatever the umask");
+    }
     assert_eq!(
         mode(&at("/etc/floe/node.toml")),
         0o644,
@@ -134,7 +150,7 @@ fn the_package_installs_a_runnable_node_with_its_unit_and_config() {
 
     // The unit starts the installed binary with the installed config.
     let unit =
-        std::fs::read_to_string(at("/lib/systemd/system/floe-node.service")).expect("the unit");
+        std::fs::read_to_string(at("/usr/lib/systemd/system/floe-node.service")).expect("the unit");
     let exec = unit
         .lines()
         .find_map(|line| line.strip_prefix("ExecStart="))

@@ -149,7 +149,14 @@ impl Admission {
         let mut grants = self.grants.lock().map_err(|_| poisoned())?;
         match grants.get(&key) {
             Some(kept) if *kept == grant => {}
-            Some(kept) if kept.message.body.expires_ms >= grant.message.body.expires_ms => {
+            // The kept grant wins only while it still admits the key (its
+            // issuer may have been removed since).
+            Some(kept)
+                if kept.message.body.expires_ms >= grant.message.body.expires_ms
+                    && kept
+                        .admits(&self.config.issuers, Some(&key), now_ms())
+                        .is_ok() =>
+            {
                 return Err(ApiError::NotAdmitted(Refusal::BadGrant {
                     client,
                     reason: format!(

@@ -93,10 +93,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Frees `client`'s charge for `blob_id` once no promise of this node
-    /// binds it any more in `epoch` (every registration expired or was
-    /// deleted) or it is proven invalid: judged under the blob's lock, so a
-    /// confirmation extending it cannot interleave. Returns the bytes freed.
+    /// Frees `client`'s charge for `blob_id` once the client's own storage
+    /// ended in `epoch` (the latest end epoch confirmed to it passed), no
+    /// promise of this node binds the blob any more (every registration
+    /// expired or was deleted), or it is proven invalid: judged under the
+    /// blob's lock, so a confirmation extending it cannot interleave. Another
+    /// client keeping the blob alive does not keep this client charged past
+    /// its own end epoch. Returns the bytes freed.
     pub fn release_charge(
         &self,
         client: &PublicKey,
@@ -115,7 +118,7 @@ impl Store {
         let binds = self
             .promised(blob_id)?
             .is_some_and(|promise| promise.binds(&state, epoch));
-        if binds && !invalid {
+        if binds && !invalid && charge.end_epoch > epoch {
             return Ok(None);
         }
         let mut batch = rocksdb::WriteBatch::default();

@@ -134,7 +134,7 @@ pub(crate) async fn put_blob(
     };
     // A token's size limit is checked from the announced length first, then
     // bounds the body as it is read.
-    let (limit, by) = match claims.as_ref().and_then(|c| c.max_size) {
+    let (limit, by) = match claims.as_ref().and_then(|c| c.size_limit()) {
         Some(max) if max < limit => (max, "the token's max_size claim"),
         _ => (limit, by),
     };
