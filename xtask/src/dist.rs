@@ -80,8 +80,8 @@ pub fn run(binaries: Option<PathBuf>, out: Option<PathBuf>) -> Result<(PathBuf, 
 /// `cargo build --release` of the two binaries; returns their directory.
 fn build_release() -> Result<PathBuf> {
     eprintln!(
-        "cargo xtask dist: building floe and floe-node in release (the first release build \
-         compiles RocksDB again: about 10 minutes on 2 cores)"
+        "cargo xtask dist: building floe and floe-node in release (they share the release \
+         build cargo xtask made for this task)"
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run_tool(

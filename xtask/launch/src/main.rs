@@ -5,8 +5,9 @@
 //! `cargo test --workspace` uses: `cargo build --workspace --bins --tests`
 //! in the dev profile (dependencies optimised, see the workspace manifest).
 //! So the README's two commands compile RocksDB and every other dependency
-//! once, whichever runs first. Benchmarks measure release code: for them the
-//! launcher builds `xtask` in the release profile, on demand, and says so.
+//! once, whichever runs first. Benchmarks measure release code, and `dist`
+//! packs it: for them the launcher builds `xtask` in the release profile,
+//! on demand, and says so.
 //!
 //! The launcher itself has no dependencies, so `cargo xtask` compiles only
 //! this file before the real build starts.
@@ -19,8 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Tasks that measure speed, and so run from a release build.
-const RELEASE_TASKS: &[&str] = &["bench"];
+/// Tasks that run from a release build: benchmarks measure optimised code,
+/// and `dist` packs release binaries (built from the same release build).
+const RELEASE_TASKS: &[&str] = &["bench", "dist"];
 
 /// How long a build may run before the launcher says what it is doing.
 const FIRST_NOTICE: Duration = Duration::from_secs(5);
@@ -73,9 +75,9 @@ fn build_args(release: bool) -> Vec<&'static str> {
 fn build(release: bool) -> Result<PathBuf, String> {
     if release {
         eprintln!(
-            "cargo xtask: benchmarks measure optimised code, so this task runs from a release \
-             build (target/release). The first one compiles RocksDB again: about 10 minutes on \
-             2 cores; later ones take seconds."
+            "cargo xtask: this task runs from a release build (target/release): benchmarks \
+             measure optimised code, and dist packs it. The first release build compiles \
+             RocksDB again (about 15 to 20 minutes on 2 cores); later ones take seconds."
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
