@@ -318,7 +318,7 @@ fn shared_library_packages(binaries: &[PathBuf]) -> Result<Vec<String>> {
             // At least the version built against: a newer library's
             // symbols are missing from older ones.
             let version = output_of(Path::new("dpkg-query"), &["-W", "-f=${Version}", name])
-                .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+                .map(|v| upstream_version(String::from_utf8_lossy(&v).trim()))
                 .unwrap_or_default();
             packages.insert(if version.is_empty() {
                 name.to_string()
@@ -332,6 +332,16 @@ fn shared_library_packages(binaries: &[PathBuf]) -> Result<Vec<String>> {
         "ldd named no shared library of the binaries"
     );
     Ok(packages.into_iter().collect())
+}
+
+/// A Debian version without its Debian revision (`2.36-9+deb12u4` is
+/// `2.36`): the library's own version is what a binary needs, not the
+/// builder's patch level.
+fn upstream_version(version: &str) -> String {
+    version
+        .rsplit_once('-')
+        .map_or(version, |(upstream, _)| upstream)
+        .to_string()
 }
 
 fn tree_size(dir: &Path) -> Result<u64> {

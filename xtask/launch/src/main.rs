@@ -95,7 +95,10 @@ fn build(release: bool) -> Result<PathBuf, String> {
         .take()
         .ok_or_else(|| "cargo's output was not captured".to_string())?;
 
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress {
+        release,
+        ..Progress::default()
+    });
     let watcher = {
         let progress = Arc::clone(&progress);
         std::thread::spawn(move || progress.watch())
@@ -130,6 +133,8 @@ struct Progress {
     last: Mutex<(Option<Instant>, String)>,
     /// RocksDB's C++ (the longest step of a first build) is built.
     rocksdb: AtomicBool,
+    /// A release build (its notice was printed before it started).
+    release: bool,
     done: AtomicBool,
 }
 
@@ -158,7 +163,7 @@ impl Progress {
         while !self.done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
             let now = Instant::now();
-            if !noticed && now - start >= FIRST_NOTICE {
+            if !noticed && !self.release && now - start >= FIRST_NOTICE {
                 noticed = true;
                 if self.compiled.load(Ordering::Relaxed) > 0
                     || self.built.load(Ordering::Relaxed) == 0
