@@ -260,11 +260,7 @@ impl Admission {
         let mine = pending.entry(client).or_default();
         let now = std::time::Instant::now();
         mine.retain(|_, (_, since)| now.duration_since(*since) < self.pending_for);
-        let others: u64 = mine
-            .iter()
-            .filter(|(id, _)| **id != blob_id)
-            .map(|(_, (bytes, _))| *bytes)
-            .sum();
+        let others = pending_bytes(mine, &blob_id, now, self.pending_for);
         let usage = charged.saturating_add(others);
         if usage.saturating_add(blob_bytes) > grant.bytes {
             return Err(over_budget(client, &grant, blob_id, blob_bytes, usage));
@@ -285,14 +281,9 @@ impl Admission {
             .lock()
             .ok()
             .and_then(|pending| {
-                pending.get(client).map(|mine| {
-                    mine.iter()
-                        .filter(|(id, (_, since))| {
-                            *id != blob_id && now.duration_since(*since) < self.pending_for
-                        })
-                        .map(|(_, (bytes, _))| *bytes)
-                        .sum()
-                })
+                pending
+                    .get(client)
+                    .map(|mine| pending_bytes(mine, blob_id, now, self.pending_for))
             })
             .unwrap_or(0)
     }
@@ -425,6 +416,20 @@ impl Admission {
         }
         Ok(released)
     }
+}
+
+/// Bytes of one key's uploads still pending at `now` (younger than
+/// `pending_for`), other than `blob_id`.
+fn pending_bytes(
+    mine: &HashMap<BlobId, (u64, std::time::Instant)>,
+    blob_id: &BlobId,
+    now: std::time::Instant,
+    pending_for: std::time::Duration,
+) -> u64 {
+    mine.iter()
+        .filter(|(id, (_, since))| *id != blob_id && now.duration_since(*since) < pending_for)
+        .map(|(_, (bytes, _))| *bytes)
+        .sum()
 }
 
 fn check_size(
