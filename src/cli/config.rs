@@ -163,10 +163,21 @@ impl ClientFile {
             }
             None => None,
         };
+        // Lab only: the client's links shaped as the testnet's are.
+        let link_shape =
+            floe_net::LinkProfile::from_env().map_err(|message| FileError::Invalid {
+                path: self.path.clone(),
+                message,
+            })?;
+        let defaults = floe_client::ClientConfig::default();
         Ok(floe_client::ClientConfig {
             identity,
             grant,
-            ..floe_client::ClientConfig::default()
+            net: floe_net::NetConfig {
+                link_shape,
+                ..defaults.net.clone()
+            },
+            ..defaults
         })
     }
 }

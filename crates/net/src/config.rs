@@ -98,6 +98,9 @@ pub struct NetConfig {
     /// request at `net.core.{r,w}mem_max` (4 MiB on many systems), and the
     /// receive windows are clamped to what it grants; see [`NetConfig::bind`].
     pub socket_buffer: usize,
+    /// Lab only: shape every datagram this endpoint sends as a wide-area
+    /// link would ([`crate::shaper`]). `None` in production.
+    pub link_shape: Option<crate::LinkProfile>,
 }
 
 impl Default for NetConfig {
@@ -131,6 +134,7 @@ impl Default for NetConfig {
             backoff_max: Duration::from_secs(10),
             max_udp_payload: MAX_GSO_SAFE_UDP_PAYLOAD,
             socket_buffer: 32 << 20,
+            link_shape: None,
         }
     }
 }
@@ -212,12 +216,13 @@ impl NetConfig {
         endpoint
             .max_udp_payload_size(self.max_udp_payload.max(1200))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let endpoint = Endpoint::new(
-            endpoint,
-            server,
-            socket.into(),
-            Arc::new(quinn::TokioRuntime),
-        )?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket.into())?;
+        let socket: Arc<dyn quinn::AsyncUdpSocket> = match &self.link_shape {
+            Some(profile) => crate::shaper::ShapedSocket::new(socket, profile.clone())?,
+            None => socket,
+        };
+        let endpoint = Endpoint::new_with_abstract_socket(endpoint, server, socket, runtime)?;
         Ok((endpoint, effective))
     }
 

@@ -27,6 +27,7 @@ pub mod fanout;
 pub mod frame;
 pub mod pool;
 pub mod server;
+pub mod shaper;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub use pool::{PeerHealth, Pool};
 pub use server::{
     reserve_answer, spawn_blocking, Caller, Members, Router, Server, ServerStats, StatsHandle,
 };
+pub use shaper::{LinkProfile, ShapeStats, LAB_ENV};
 pub use tls::{TlsIdentity, ALPN};
 
 /// Failures setting up a server or pool.

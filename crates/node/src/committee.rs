@@ -117,6 +117,7 @@ pub fn write_committee(
             server: ServerLimits::default(),
             admission: crate::config::Admission::default(),
             byzantine: None,
+            lab: None,
         });
     }
     Ok(WrittenCommittee {

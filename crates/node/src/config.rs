@@ -44,6 +44,21 @@ pub struct NodeConfig {
     /// this section logs a warning at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byzantine: Option<Byzantine>,
+    /// LAB ONLY: shape this node's links as wide-area links (`[lab]`, or
+    /// the `FLOE_LAB_WAN` environment variable). A node with it logs a
+    /// warning at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<Lab>,
+}
+
+/// Lab settings (`[lab]`): never for a real node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lab {
+    /// Shape every datagram this node sends as a wide-area link would: a
+    /// profile name (`continent`, `planet`, `lossy`, `lan`) or a spec such
+    /// as `latency=40ms,jitter=10ms,loss=0.1%,bandwidth=1gbit`.
+    pub wan: Option<floe_net::LinkProfile>,
 }
 
 /// How a hostile member lies (`[byzantine]`, lab only). It keeps its real
@@ -312,6 +327,21 @@ impl NodeConfig {
             path: path.into(),
             message: e.to_string(),
         })?;
+        if config
+            .lab
+            .as_ref()
+            .and_then(|lab| lab.wan.as_ref())
+            .is_none()
+        {
+            let wan =
+                floe_net::LinkProfile::from_env().map_err(|message| ConfigError::Invalid {
+                    path: path.into(),
+                    message,
+                })?;
+            if let Some(wan) = wan {
+                config.lab = Some(Lab { wan: Some(wan) });
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [
             &mut config.protocol_key,

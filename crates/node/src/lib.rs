@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-pub use config::{Byzantine, ConfigError, Limits, NodeConfig, ServerLimits, Tasks};
+pub use config::{Byzantine, ConfigError, Lab, Limits, NodeConfig, ServerLimits, Tasks};
 pub use state::Metrics;
 
 use state::{digest_items, now_ms, Inner};
@@ -168,7 +168,10 @@ impl Node {
             &identity,
             members,
             router,
-            config.server.net_config(),
+            floe_net::NetConfig {
+                link_shape: config.lab.as_ref().and_then(|lab| lab.wan.clone()),
+                ..config.server.net_config()
+            },
         )?;
         let pool = Pool::with_endpoint(
             server.endpoint().clone(),
