@@ -10,9 +10,10 @@ use crate::rss;
 
 const MIB: f64 = (1 << 20) as f64;
 
-pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Result<()> {
-    if !only.is_empty() && name != Some("e2e") {
-        bail!("--only selects cases of the e2e benchmark: run `cargo xtask bench e2e --only ...`");
+pub fn run(name: Option<&str>, runs: usize, e2e: &crate::bench_e2e::Options) -> Result<()> {
+    let quick = e2e.quick;
+    if (!e2e.only.is_empty() || !e2e.nodes.is_empty() || e2e.wan.is_some()) && name != Some("e2e") {
+        bail!("--only, --nodes and --wan select cases of the e2e benchmark: run `cargo xtask bench e2e ...`");
     }
     match name {
         None => {
@@ -20,13 +21,13 @@ pub fn run(name: Option<&str>, runs: usize, quick: bool, only: &[String]) -> Res
             crate::bench_consensus::run(quick)?;
             crate::bench_store::run(quick)?;
             crate::bench_net::run(runs, quick)?;
-            crate::bench_e2e::run(quick, &[])?;
+            crate::bench_e2e::run(e2e)?;
             crate::bench_sync::run(quick)?;
             crate::bench_migration::run(quick)?;
             summary()
         }
         Some("net") => crate::bench_net::run(runs, quick),
-        Some("e2e") => crate::bench_e2e::run(quick, only),
+        Some("e2e") => crate::bench_e2e::run(e2e),
         Some("store") => crate::bench_store::run(quick),
         Some("codec") => codec(runs, quick),
         Some("consensus") => crate::bench_consensus::run(quick),
@@ -54,6 +55,19 @@ struct CodecRecord {
     /// Decode-and-verify from the last n-2f primary slivers (Reed–Solomon
     /// decoding of every column), not only the systematic ones.
     decode_nonsystematic_ms: f64,
+    /// Decode from the systematic slivers with [`DecodeCheck::Consistent`]:
+    /// slivers verified on arrival, rows the code rebuilt verified here.
+    /// The same work as Walrus's `decode_and_verify` (Default check).
+    decode_consistent_ms: f64,
+    /// The same from the last n-2f slivers (every row rebuilt and checked).
+    decode_consistent_nonsystematic_ms: f64,
+    /// Fastest and slowest encode of the runs (after a warm-up run).
+    encode_min_ms: f64,
+    encode_max_ms: f64,
+    /// One thread (`RAYON_NUM_THREADS=1`): per-core figures, to set beside
+    /// single-threaded Walrus.
+    encode_1t_ms: Option<f64>,
+    decode_consistent_1t_ms: Option<f64>,
     runs: usize,
 }
 
@@ -89,7 +103,7 @@ fn codec(runs: usize, quick: bool) -> Result<()> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let mut records = Vec::new();
     println!(
-        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>12} {:>13} {:>14}",
+        "{:>6} {:>8} {:>10} {:>12} {:>10} {:>12} {:>13} {:>14} {:>10} {:>13} {:>17}",
         "n",
         "blob",
         "encode ms",
@@ -97,31 +111,43 @@ fn codec(runs: usize, quick: bool) -> Result<()> {
         "decode ms",
         "decode MiB/s",
         "peak RSS MiB",
-        "decode RS ms"
+        "decode RS ms",
+        "consist ms",
+        "encode 1t ms",
+        "encode min-max"
     );
     for &n in &[100u16, 1000] {
         for &len in sizes {
-            let output = std::process::Command::new(&exe)
-                .args([
-                    "bench-codec-case",
-                    "--shards",
-                    &n.to_string(),
-                    "--bytes",
-                    &len.to_string(),
-                ])
-                .args(["--runs", &runs.to_string()])
-                .output()
-                .context("running a codec bench case")?;
-            if !output.status.success() {
-                bail!(
-                    "codec case n={n} {len} B failed:\n{}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            let record: CodecRecord = serde_json::from_slice(&output.stdout)
-                .context("parsing a codec bench case's output")?;
+            let case = |threads: Option<&str>| -> Result<CodecRecord> {
+                let mut command = std::process::Command::new(&exe);
+                command
+                    .args([
+                        "bench-codec-case",
+                        "--shards",
+                        &n.to_string(),
+                        "--bytes",
+                        &len.to_string(),
+                    ])
+                    .args(["--runs", &runs.to_string()]);
+                if let Some(threads) = threads {
+                    command.env("RAYON_NUM_THREADS", threads);
+                }
+                let output = command.output().context("running a codec bench case")?;
+                if !output.status.success() {
+                    bail!(
+                        "codec case n={n} {len} B failed:\n{}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+                serde_json::from_slice(&output.stdout)
+                    .context("parsing a codec bench case's output")
+            };
+            let mut record = case(None)?;
+            let single = case(Some("1"))?;
+            record.encode_1t_ms = Some(single.encode_ms);
+            record.decode_consistent_1t_ms = Some(single.decode_consistent_ms);
             println!(
-                "{:>6} {:>8} {:>10.2} {:>12.1} {:>10.2} {:>12.1} {:>13.1} {:>14.2}",
+                "{:>6} {:>8} {:>10.2} {:>12.1} {:>10.2} {:>12.1} {:>13.1} {:>14.2} {:>10.2} {:>13.2} {:>17}",
                 n,
                 human(len),
                 record.encode_ms,
@@ -129,12 +155,15 @@ fn codec(runs: usize, quick: bool) -> Result<()> {
                 record.decode_ms,
                 record.decode_mib_s,
                 record.peak_rss_mib,
-                record.decode_nonsystematic_ms
+                record.decode_nonsystematic_ms,
+                record.decode_consistent_ms,
+                single.encode_ms,
+                format!("{:.1}-{:.1}", record.encode_min_ms, record.encode_max_ms)
             );
             records.push(record);
         }
     }
-    println!("decode = decode-and-verify from the n-2f systematic primary slivers; decode RS = from the last n-2f (Reed-Solomon on every column). Medians of {runs} runs; peak RSS while encoding: input blob plus encoder, above the process baseline (process totals in the JSON).");
+    println!("decode = decode verifying every sliver given, from the n-2f systematic primary slivers; decode RS = the same from the last n-2f (Reed-Solomon on every column); consist = decode from the systematic slivers checking what the code rebuilt (slivers verified on arrival): Walrus's decode_and_verify. Medians of {runs} runs after a warm-up; 1t = one thread (RAYON_NUM_THREADS=1); min-max = the spread of the encodes. Peak RSS while encoding: input blob plus encoder, above the process baseline (process totals in the JSON).");
     write_json("codec", &records)?;
     println!();
     commitment_alternatives()
@@ -146,6 +175,9 @@ pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
     let baseline = rss::current_mib().unwrap_or(0.0);
     let blob = sample_blob(len);
     let (mut enc, mut dec, mut dec_any, mut peak) = (vec![], vec![], vec![], 0f64);
+    let (mut consistent, mut consistent_any) = (vec![], vec![]);
+    // A warm-up: the thread pool and the per-thread coders start once.
+    drop(encode(&config, &blob)?);
     // All encodes first, so the peak of each is not inflated by memory the
     // allocator keeps from an earlier decode.
     let mut encoded = None;
@@ -161,18 +193,24 @@ pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
     let rows = usize::from(config.primary_source_symbols());
     let primaries: Vec<Sliver> = pairs.into_iter().map(|p| p.primary).collect();
     for _ in 0..runs.max(1) {
-        for (slivers, times) in [
-            (&primaries[..rows], &mut dec),
-            (&primaries[primaries.len() - rows..], &mut dec_any),
+        let systematic = &primaries[..rows];
+        let last = &primaries[primaries.len() - rows..];
+        for (slivers, check, times) in [
+            (systematic, DecodeCheck::VerifySlivers, &mut dec),
+            (last, DecodeCheck::VerifySlivers, &mut dec_any),
+            (systematic, DecodeCheck::Consistent, &mut consistent),
+            (last, DecodeCheck::Consistent, &mut consistent_any),
         ] {
             let start = Instant::now();
-            let out = decode(&blob_id, &metadata, slivers, DecodeCheck::VerifySlivers)?;
+            let out = decode(&blob_id, &metadata, slivers, check)?;
             times.push(ms_since(start));
             if out != blob {
                 bail!("n={n} {len} B: decoded bytes differ from the blob");
             }
         }
     }
+    let encode_min_ms = enc.iter().copied().fold(f64::INFINITY, f64::min);
+    let encode_max_ms = enc.iter().copied().fold(0.0, f64::max);
     let (encode_ms, decode_ms) = (median(enc), median(dec));
     let record = CodecRecord {
         n_shards: n,
@@ -184,6 +222,12 @@ pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
         peak_rss_mib: peak - baseline,
         process_peak_rss_mib: peak,
         decode_nonsystematic_ms: median(dec_any),
+        decode_consistent_ms: median(consistent),
+        decode_consistent_nonsystematic_ms: median(consistent_any),
+        encode_min_ms,
+        encode_max_ms,
+        encode_1t_ms: None,
+        decode_consistent_1t_ms: None,
         runs,
     };
     println!("{}", serde_json::to_string(&record)?);

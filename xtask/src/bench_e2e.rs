@@ -13,20 +13,10 @@ use floe_client::{Client, ClientConfig, ReadOptions, StoreOptions};
 use floe_node::{Limits, Node, Tasks};
 use serde::Serialize;
 
-use crate::bench::{human, median};
+use crate::bench::human;
+use crate::bench_floor::{codec_encode, cpu_since, floor, FloorRecord, FLOOR_BLOB_BYTES};
 
 const MIB: f64 = (1 << 20) as f64;
-
-/// The blob size the target speaks of, and the floor is measured for.
-const FLOOR_BLOB_BYTES: usize = 16 << 20;
-
-/// CPU milliseconds this process used since `before` (0 without a clock).
-fn cpu_since(before: Option<f64>) -> f64 {
-    match (before, crate::rss::cpu_ms()) {
-        (Some(before), Some(after)) => after - before,
-        _ => 0.0,
-    }
-}
 
 #[derive(Serialize)]
 struct OpRecord {
@@ -44,6 +34,18 @@ struct OpRecord {
     store_over_encode: f64,
     /// CPU time (client and all nodes, one process) per store.
     store_cpu_ms: f64,
+    /// Request and answer bytes the nodes' servers carried, per byte stored.
+    sent_per_stored_byte: f64,
+    /// UDP bytes every shaped endpoint sent (QUIC and node-to-node
+    /// traffic included), per byte stored; with `--wan` only.
+    wire_bytes_per_stored_byte: Option<f64>,
+    /// Requests the client made to each node per store.
+    calls_per_node_per_store: f64,
+    /// The least a store can take: on loopback the CPU floor (16 MiB),
+    /// over shaped links the encode plus the quickest quorum's transfer
+    /// and four round trips.
+    floor_ms: Option<f64>,
+    store_p50_over_floor: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -58,38 +60,29 @@ struct RepairRecord {
     pairs_held: u64,
 }
 
-/// The least CPU a store of one blob costs on this machine: each piece of
-/// the work the protocol requires, measured alone with the parts the
-/// committee runs on (no contention, no waiting on peers). The client and
-/// every node share this machine's cores here, so no store can finish in
-/// less than `total_cpu_ms / cores`.
-#[derive(Serialize)]
-struct FloorRecord {
-    blob_bytes: usize,
-    /// Bytes of all sliver pairs: what the client sends and the nodes keep.
-    sliver_bytes: usize,
-    cores: usize,
-    /// The client's encode (the codec-only encode's CPU time).
-    encode_cpu_ms: f64,
-    /// The nodes' verification of every sliver against the metadata.
-    verify_cpu_ms: f64,
-    /// Every sliver over floe-net (QUIC, TLS 1.3) on loopback, both ends.
-    transport_cpu_ms: f64,
-    /// Every pair into floe-store (RocksDB on this disk), made durable.
-    storage_cpu_ms: f64,
-    total_cpu_ms: f64,
-    floor_ms: f64,
-    /// `floor_ms` over the codec-only encode's wall time.
-    floor_over_encode: f64,
-}
-
 #[derive(Serialize)]
 struct Report {
     nodes: usize,
     shards: u16,
+    /// The link profile, if links were shaped.
+    wan: Option<String>,
     ops: Vec<OpRecord>,
     repair: Option<RepairRecord>,
     floor: Option<FloorRecord>,
+    /// The 16 MiB store's p50 over its floor (target <= 1.2).
+    store_p50_over_floor: Option<f64>,
+    /// The floor's CPU, client and nodes together.
+    floor_total_cpu_ms: Option<f64>,
+    /// Repair's bytes fetched over bytes rebuilt (target <= 1.3).
+    repair_fetched_over_rebuilt: Option<f64>,
+    /// Over shaped links: a 1 KiB store's p50, less its encode, in RTTs.
+    round_trips_per_store: Option<f64>,
+    /// Time for a certificate told to one node to reach every node.
+    convergence_ms: Option<f64>,
+    /// Resident memory of the whole process after the stores, and what
+    /// each node added to it.
+    rss_mib: f64,
+    rss_per_node_mib: f64,
 }
 
 fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
@@ -102,15 +95,108 @@ fn case_name(bytes: usize, clients: usize) -> String {
     format!("{}x{clients}", human(bytes).replace(' ', ""))
 }
 
-pub fn run(quick: bool, only: &[String]) -> Result<()> {
+/// What `cargo xtask bench e2e` runs.
+pub struct Options {
+    /// Only the small cases.
+    pub quick: bool,
+    /// Only these cases (`16MiBx1`, `repair`).
+    pub only: Vec<String>,
+    /// Committee sizes, one run each (default: 7).
+    pub nodes: Vec<usize>,
+    /// Lab: every link shaped as a wide-area link.
+    pub wan: Option<floe_net::LinkProfile>,
+}
+
+/// A run over several committee sizes or shaped links (`e2e-wan.json`, or
+/// `e2e-scale.json` on loopback).
+#[derive(Serialize)]
+struct ScaleReport {
+    wan: Option<String>,
+    runs: Vec<Report>,
+}
+
+pub fn run(options: &Options) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(quick, only))
+    let sizes = if options.nodes.is_empty() {
+        vec![7]
+    } else {
+        options.nodes.clone()
+    };
+    anyhow::ensure!(
+        sizes.iter().all(|&n| (4..=100).contains(&n)),
+        "--nodes takes committee sizes from 4 to 100 (100 shards)"
+    );
+    let scale = options.wan.is_some() || sizes != [7];
+    let mut reports = Vec::new();
+    for &nodes in &sizes {
+        reports.push(runtime.block_on(committee_run(nodes, options, scale))?);
+    }
+    if scale {
+        let name = if options.wan.is_some() {
+            "e2e-wan"
+        } else {
+            "e2e-scale"
+        };
+        return crate::bench::write_json(
+            name,
+            &ScaleReport {
+                wan: options.wan.as_ref().map(ToString::to_string),
+                runs: reports,
+            },
+        );
+    }
+    // A partial run keeps its own file: `bench` summaries read `e2e.json`.
+    let name = if options.only.is_empty() {
+        "e2e"
+    } else {
+        "e2e-only"
+    };
+    crate::bench::write_json(name, &reports[0])
 }
 
-async fn run_async(quick: bool, only: &[String]) -> Result<()> {
-    let (nodes, shards) = (7usize, 100u16);
+/// Per-node sliver bytes of a blob of `len` bytes, and the floor a store of
+/// it has over shaped links: the encode, then the slowest member of the
+/// quickest quorum, each member's time being its pairs at its link's
+/// bandwidth plus the protocol's four round trips (metadata, pairs,
+/// confirmation, certificate).
+fn wan_floor_ms(
+    committee: &floe_consensus::Committee,
+    profile: &floe_net::LinkProfile,
+    len: usize,
+    encode_ms: f64,
+) -> Result<f64> {
+    let encoding = committee.encoding();
+    let (_, _, pairs) = floe_codec::encode(&encoding, &crate::bench::sample_blob(len))?;
+    let pair_bytes = pairs.first().map_or(0, |p| p.byte_len());
+    // The client's address is not known before it binds: each link's
+    // latency is taken as the profile's middle.
+    let latency = (profile.latency_min + profile.latency_max) / 2;
+    let mut members: Vec<(f64, u32)> = committee
+        .members()
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            let transfer = profile.transmit_time(pair_bytes * member.shards.len());
+            let ms = (transfer + latency * 8).as_secs_f64() * 1e3;
+            (ms, committee.weight(floe_consensus::MemberIndex(i as u16)))
+        })
+        .collect();
+    members.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut weight = 0;
+    for (ms, w) in members {
+        weight += w;
+        if committee.is_quorum(weight) {
+            return Ok(encode_ms + ms);
+        }
+    }
+    anyhow::bail!("the committee has no quorum")
+}
+
+async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<Report> {
+    let (quick, only) = (options.quick, &options.only[..]);
+    let shards = 100u16;
     let dir = tempfile::tempdir()?;
     let tasks = Tasks {
         sync_interval_ms: 500,
@@ -122,11 +208,18 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         max_blob_size: 256 << 20,
         ..Limits::default()
     };
-    let local = floe_testkit::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
+    let mut local =
+        floe_testkit::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
+    for config in &mut local.configs {
+        config.lab = options
+            .wan
+            .clone()
+            .map(|wan| floe_node::Lab { wan: Some(wan) });
+    }
     let selected =
         |name: &str| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name));
     // Before the nodes start: the CPU clock counts the whole process.
-    let floor = if selected(&case_name(FLOOR_BLOB_BYTES, 1)) {
+    let floor = if !scale && selected(&case_name(FLOOR_BLOB_BYTES, 1)) {
         Some(
             floor(&local.file.committee.encoding())
                 .await
@@ -135,6 +228,7 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
     } else {
         None
     };
+    let rss_before = crate::rss::current_mib().unwrap_or(0.0);
     let mut running = Vec::new();
     for config in &local.configs {
         running.push(Some(
@@ -143,22 +237,42 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
                 .context("starting a node")?,
         ));
     }
-    let client = Arc::new(Client::new(&local.file, ClientConfig::default())?);
-    let encoding = client.committee(client.epoch()).encoding();
+    let client_config = ClientConfig {
+        net: floe_net::NetConfig {
+            link_shape: options.wan.clone(),
+            ..floe_net::NetConfig::default()
+        },
+        ..ClientConfig::default()
+    };
+    let client = Arc::new(Client::new(&local.file, client_config)?);
+    let committee = client.committee(client.epoch());
+    let encoding = committee.encoding();
     let mut report = Report {
         nodes,
         shards,
+        wan: options.wan.as_ref().map(ToString::to_string),
         ops: Vec::new(),
         repair: None,
         floor,
+        store_p50_over_floor: None,
+        floor_total_cpu_ms: None,
+        repair_fetched_over_rebuilt: None,
+        round_trips_per_store: None,
+        convergence_ms: None,
+        rss_mib: 0.0,
+        rss_per_node_mib: 0.0,
     };
 
     println!(
-        "local committee: {nodes} nodes, {shards} shards, QUIC on 127.0.0.1, RocksDB in {}",
+        "committee: {nodes} nodes, {shards} shards, QUIC on 127.0.0.1 ({}), RocksDB in {}",
+        options
+            .wan
+            .as_ref()
+            .map_or_else(|| "loopback".to_string(), |w| format!("shaped: {w}")),
         dir.path().display()
     );
     println!(
-        "{:>8} {:>7} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>12}",
+        "{:>8} {:>7} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>12} {:>10}",
         "blob",
         "clients",
         "store MiB/s",
@@ -169,19 +283,21 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         "p99 ms",
         "encode ms",
         "store/enc",
-        "cpu ms/store"
+        "cpu ms/store",
+        "sent/byte"
     );
-    let cases: &[(usize, usize, usize)] = if quick {
-        &[(1 << 10, 1, 5), (1 << 20, 1, 3), (16 << 20, 1, 1)]
-    } else {
-        &[
+    let cases: &[(usize, usize, usize)] = match (scale, quick) {
+        (true, true) => &[(1 << 10, 1, 3), (1 << 20, 1, 2), (16 << 20, 1, 1)],
+        (true, false) => &[(1 << 10, 1, 10), (1 << 20, 1, 5), (16 << 20, 1, 3)],
+        (false, true) => &[(1 << 10, 1, 5), (1 << 20, 1, 3), (16 << 20, 1, 1)],
+        (false, false) => &[
             (1 << 10, 1, 30),
             (1 << 10, 8, 10),
             (1 << 20, 1, 10),
             (1 << 20, 8, 4),
             (16 << 20, 1, 5),
             (16 << 20, 8, 2),
-        ]
+        ],
     };
     let mut names: Vec<String> = cases.iter().map(|&(b, c, _)| case_name(b, c)).collect();
     names.push("repair".into());
@@ -195,6 +311,7 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
     let mut seed = 0u64;
     // Every blob stored: the wiped node must rebuild all of them.
     let mut all_ids = Vec::new();
+    let calls = |client: &Client| -> u64 { client.health().iter().map(|h| h.calls).sum() };
     for &(bytes, clients, ops) in cases {
         if !selected(&case_name(bytes, clients)) {
             continue;
@@ -216,39 +333,61 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
         let (encode_ms, _) = codec_encode(&encoding, &blobs[0]);
 
         let cpu_before = crate::rss::cpu_ms();
+        let served_before = served_bytes(&running);
+        let wire_before = floe_net::shaper::totals()
+            .sent_bytes
+            .load(Ordering::Relaxed);
+        let calls_before = calls(&client);
         let (store_s, store_lat, ids) = timed(&client, blobs, |client, blob| async move {
             let outcome = client.store(blob, 10, StoreOptions::default()).await?;
             Ok(outcome.blob_id)
         })
         .await?;
-        let store_cpu_ms = cpu_since(cpu_before) / (clients * ops) as f64;
-        let total = (bytes * clients * ops) as f64 / MIB;
+        let stores = (clients * ops) as f64;
+        let store_cpu_ms = cpu_since(cpu_before) / stores;
+        let stored = (bytes * clients * ops) as f64;
+        let sent_per_byte = (served_bytes(&running) - served_before) as f64 / stored;
+        let wire_per_byte = options.wan.as_ref().map(|_| {
+            let wire = floe_net::shaper::totals()
+                .sent_bytes
+                .load(Ordering::Relaxed);
+            (wire - wire_before) as f64 / stored
+        });
+        let calls_per_node = (calls(&client) - calls_before) as f64 / stores / nodes as f64;
+        let total = stored / MIB;
         all_ids.extend(ids.iter().flatten().copied());
         let (read_s, read_lat, _) = timed(&client, ids, |client, blob_id| async move {
             client.read(blob_id, ReadOptions::default()).await?;
             Ok(blob_id)
         })
         .await?;
+        let store_p50_ms = percentile(store_lat.clone(), 0.5);
+        let floor_ms = match (&options.wan, &report.floor) {
+            (Some(wan), _) => Some(wan_floor_ms(&committee, wan, bytes, encode_ms)?),
+            (None, Some(floor)) if bytes == FLOOR_BLOB_BYTES => Some(floor.floor_ms),
+            _ => None,
+        };
         let record = OpRecord {
             blob_bytes: bytes,
             clients,
             ops_per_client: ops,
             store_mib_s: total / store_s,
-            store_p50_ms: percentile(store_lat.clone(), 0.5),
+            store_p50_ms,
             store_p99_ms: percentile(store_lat, 0.99),
             read_mib_s: total / read_s,
             read_p50_ms: percentile(read_lat.clone(), 0.5),
             read_p99_ms: percentile(read_lat, 0.99),
             encode_ms,
-            store_over_encode: 0.0,
+            store_over_encode: store_p50_ms / encode_ms.max(1e-3),
             store_cpu_ms,
-        };
-        let record = OpRecord {
-            store_over_encode: record.store_p50_ms / encode_ms.max(1e-3),
-            ..record
+            sent_per_stored_byte: sent_per_byte,
+            wire_bytes_per_stored_byte: wire_per_byte,
+            calls_per_node_per_store: calls_per_node,
+            floor_ms,
+            store_p50_over_floor: floor_ms.map(|f| store_p50_ms / f.max(1e-3)),
         };
         println!(
-            "{:>8} {:>7} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>8.1}x {:>12.1}",
+            "{:>8} {:>7} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.1} {:>8.1}x {:>12.1} {:>10.2}",
             human(bytes),
             clients,
             record.store_mib_s,
@@ -259,11 +398,23 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
             record.read_p99_ms,
             record.encode_ms,
             record.store_over_encode,
-            record.store_cpu_ms
+            record.store_cpu_ms,
+            record.sent_per_stored_byte
         );
         report.ops.push(record);
     }
-
+    report.rss_mib = crate::rss::current_mib().unwrap_or(0.0);
+    report.rss_per_node_mib = (report.rss_mib - rss_before) / nodes as f64;
+    if let (Some(wan), Some(small)) = (
+        &options.wan,
+        report.ops.iter().find(|r| r.blob_bytes == 1 << 10),
+    ) {
+        let rtt_ms = ((wan.latency_min + wan.latency_max) / 2 * 2).as_secs_f64() * 1e3;
+        report.round_trips_per_store = Some((small.store_p50_ms - small.encode_ms) / rtt_ms);
+    }
+    if scale {
+        report.convergence_ms = Some(convergence(&local, &running).await?);
+    }
     if selected("repair") {
         repair(
             &mut report,
@@ -272,10 +423,14 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
             &client,
             &mut seed,
             all_ids,
-            quick,
+            quick || scale,
         )
         .await?;
     }
+    report.repair_fetched_over_rebuilt = report
+        .repair
+        .as_ref()
+        .map(|r| r.fetched_bytes as f64 / r.rebuilt_bytes.max(1) as f64);
     if let Some(floor) = &report.floor {
         println!(
             "floor for {}: encode {:.0} + verify {:.0} + QUIC {:.0} + durable write {:.0} = {:.0} ms CPU \
@@ -290,110 +445,92 @@ async fn run_async(quick: bool, only: &[String]) -> Result<()> {
             floor.floor_ms,
             floor.floor_over_encode
         );
+        report.floor_total_cpu_ms = Some(floor.total_cpu_ms);
     }
     if let Some(record) = report
         .ops
         .iter()
         .find(|r| r.blob_bytes == FLOOR_BLOB_BYTES && r.clients == 1)
     {
+        report.store_p50_over_floor = record.store_p50_over_floor;
+        if let Some(ratio) = record.store_p50_over_floor {
+            println!(
+                "store_p50_over_floor: a 16 MiB store's p50 is {ratio:.2}x its floor (target <= 1.2)"
+            );
+        }
+    }
+    if let Some(ratio) = report.repair_fetched_over_rebuilt {
+        println!("repair_fetched_over_rebuilt: {ratio:.2} (target <= 1.3)");
+    }
+    if let Some(rt) = report.round_trips_per_store {
         println!(
-            "target: a 16 MiB store with 1 client within 3x the codec-only encode time; measured {:.1}x",
-            record.store_over_encode
+            "round trips per store (1 KiB store p50 less its encode, over the link's RTT): {rt:.1}"
         );
     }
+    if let Some(ms) = report.convergence_ms {
+        println!(
+            "a new certificate told to one node reached all {nodes} by anti-entropy in {ms:.0} ms"
+        );
+    }
+    println!(
+        "resident memory: {:.0} MiB for the process, {:.1} MiB per node\n",
+        report.rss_mib, report.rss_per_node_mib
+    );
     for node in running.into_iter().flatten() {
         node.shutdown(Duration::from_secs(2)).await;
     }
-    // A partial run keeps its own file: `bench` summaries read `e2e.json`.
-    let name = if only.is_empty() { "e2e" } else { "e2e-only" };
-    crate::bench::write_json(name, &report)
+    Ok(report)
 }
 
-/// The codec-only encode of `blobs` (cycled, 5 encodes): median wall time
-/// and mean CPU time, in milliseconds.
-fn codec_encode(encoding: &floe_codec::EncodingConfig, blobs: &[Bytes]) -> (f64, f64) {
-    let encodes = 5;
-    let before = crate::rss::cpu_ms();
-    let wall = median(
-        blobs
-            .iter()
-            .cycle()
-            .take(encodes)
-            .map(|blob| {
-                let start = Instant::now();
-                let _ = floe_codec::encode(encoding, blob);
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    );
-    (wall, cpu_since(before) / encodes as f64)
-}
-
-/// Measures the floor (see [`FloorRecord`]) for a blob of
-/// [`FLOOR_BLOB_BYTES`], one piece at a time.
-async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
-    use rayon::prelude::*;
-    let blob = Bytes::from(crate::bench::sample_blob(FLOOR_BLOB_BYTES));
-    let (encode_ms, encode_cpu_ms) = codec_encode(encoding, std::slice::from_ref(&blob));
-    let (metadata, blob_id, pairs) = floe_codec::encode(encoding, &blob)?;
-    let slivers: Vec<Bytes> = pairs
+/// Request and answer bytes every running node's server has carried.
+fn served_bytes(running: &[Option<Node>]) -> u64 {
+    running
         .iter()
-        .flat_map(|pair| [pair.primary.data.clone(), pair.secondary.data.clone()])
-        .collect();
-    let sliver_bytes = slivers.iter().map(Bytes::len).sum();
+        .flatten()
+        .map(|node| {
+            let stats = node.server_stats();
+            stats.bytes_in.load(Ordering::Relaxed) + stats.bytes_out.load(Ordering::Relaxed)
+        })
+        .sum()
+}
 
-    let before = crate::rss::cpu_ms();
-    pairs
-        .par_iter()
-        .try_for_each(|pair| pair.verify(&metadata))
-        .context("verifying the slivers")?;
-    let verify_cpu_ms = cpu_since(before);
-
-    // The handshake and a first upload happen before the clock starts, as
-    // a committee's connections are up before a store.
-    let transport = crate::bench_net::Transport::quic(floe_net::NetConfig::default()).await?;
-    transport.upload_all(slivers[..1].to_vec(), 1).await?;
-    let before = crate::rss::cpu_ms();
-    transport.upload_all(slivers, 8).await?;
-    let transport_cpu_ms = cpu_since(before);
-    drop(transport);
-
-    let dir = tempfile::tempdir()?;
-    let shards: Vec<floe_codec::ShardIndex> = (0..pairs.len() as u16)
-        .map(floe_codec::ShardIndex)
-        .collect();
-    let store = floe_store::Store::open(dir.path(), shards.clone())?;
-    let before = crate::rss::cpu_ms();
-    store.put_metadata(&blob_id, &metadata, 0)?;
-    for (shard, pair) in shards.into_iter().zip(&pairs) {
-        store.put_sliver_pair(shard, &blob_id, pair)?;
+/// A certificate of a new blob, told to one node only: the time until
+/// every node knows it, by anti-entropy alone.
+async fn convergence(
+    local: &floe_testkit::local::LocalCommittee,
+    running: &[Option<Node>],
+) -> Result<f64> {
+    let facts = floe_testkit::local::certified_facts(local, 1, 10)?;
+    let fact = facts
+        .into_iter()
+        .next()
+        .context("no fact made")?
+        .into_fact();
+    let blob_id = fact.blob_id();
+    let pool = floe_net::Pool::new("127.0.0.1:0".parse()?, None, floe_net::NetConfig::default())?;
+    let first = &local.file.committee.members()[0];
+    pool.add_peer(first.network_key, first.address.clone())?;
+    let start = Instant::now();
+    pool.call::<floe_api::PutFact>(&first.network_key, &fact)
+        .await
+        .context("telling node 0 a certificate")?;
+    loop {
+        let mut every = true;
+        for node in running.iter().flatten() {
+            if !node.store().state(&blob_id)?.has_certificate() {
+                every = false;
+                break;
+            }
+        }
+        if every {
+            return Ok(start.elapsed().as_secs_f64() * 1e3);
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(300),
+            "a certificate told to one node had not reached every node after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    store.promise(floe_consensus::ProtocolMessage::new(
-        floe_consensus::Epoch(0),
-        floe_consensus::StorageConfirmation {
-            blob_id,
-            end_epoch: floe_consensus::Epoch(1),
-            deletable: false,
-            owner: None,
-        },
-    ))?;
-    let storage_cpu_ms = cpu_since(before);
-
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
-    let floor_ms = total_cpu_ms / cores as f64;
-    Ok(FloorRecord {
-        blob_bytes: blob.len(),
-        sliver_bytes,
-        cores,
-        encode_cpu_ms,
-        verify_cpu_ms,
-        transport_cpu_ms,
-        storage_cpu_ms,
-        total_cpu_ms,
-        floor_ms,
-        floor_over_encode: floor_ms / encode_ms.max(1e-3),
-    })
 }
 
 /// A node holding every blob stored so far plus 1000 small ones (100 if

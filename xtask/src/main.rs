@@ -16,6 +16,7 @@
 mod bench;
 mod bench_consensus;
 mod bench_e2e;
+mod bench_floor;
 mod bench_migration;
 mod bench_net;
 mod bench_store;
@@ -113,6 +114,15 @@ enum Task {
         /// `1KiBx8`) or `repair`; repeatable.
         #[arg(long, value_name = "CASE")]
         only: Vec<String>,
+        /// e2e only: committee sizes to run, one after another
+        /// (`--nodes 7,25,50`; default 7).
+        #[arg(long, value_delimiter = ',', value_name = "N")]
+        nodes: Vec<usize>,
+        /// e2e only (lab): shape every link as a wide-area link
+        /// (`continent`, `planet`, `lossy`, `lan`, or a spec such as
+        /// `latency=40ms,jitter=10ms,loss=0.1%,bandwidth=1gbit`).
+        #[arg(long, value_name = "PROFILE")]
+        wan: Option<floe_net::LinkProfile>,
     },
     /// Fuzz the parsers of untrusted bytes (all targets, the time split
     /// evenly, or one); exits non-zero on any panic, property violation or
@@ -186,7 +196,18 @@ fn main() -> Result<()> {
             runs,
             quick,
             only,
-        } => bench::run(name.as_deref(), runs.max(1), quick, &only),
+            nodes,
+            wan,
+        } => bench::run(
+            name.as_deref(),
+            runs.max(1),
+            &bench_e2e::Options {
+                quick,
+                only,
+                nodes,
+                wan,
+            },
+        ),
         Task::Fuzz {
             duration,
             seed,

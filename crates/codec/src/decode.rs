@@ -24,6 +24,13 @@ pub enum DecodeCheck {
     /// Every sliver used was already verified by the caller (for example as
     /// it arrived from the network), so it is not verified again.
     AlreadyVerified,
+    /// Every sliver given was verified by the caller, as with
+    /// [`DecodeCheck::AlreadyVerified`]; every row the decode rebuilt with
+    /// the code is then verified against the metadata, so that a writer who
+    /// encoded the blob inconsistently cannot make two readers, decoding
+    /// from different slivers, get different bytes. Free when the
+    /// systematic rows are given, since nothing is rebuilt.
+    Consistent,
     /// Verify every sliver used against the metadata before decoding.
     #[default]
     VerifySlivers,
@@ -86,10 +93,13 @@ pub fn decode(
     }
     let chosen: Vec<(usize, &Sliver)> = chosen.into_iter().collect();
 
-    let mut blob = match axis {
+    let (mut blob, rebuilt) = match axis {
         Axis::Primary => decode_rows(&chosen, rows, cols, s, config.n()),
         Axis::Secondary => decode_cols(&chosen, rows, cols, s, config.n()),
     };
+    if check == DecodeCheck::Consistent {
+        check_rebuilt(blob_id, metadata, &blob, &rebuilt, cols * s)?;
+    }
     // The metadata's length is at most the matrix size (checked at construction).
     blob.truncate(metadata.unencoded_length() as usize);
 
@@ -145,7 +155,9 @@ fn choose_valid<'a>(
         let results: Vec<Result<(), SliverError>> = batch
             .par_iter()
             .map(|sliver| match check {
-                DecodeCheck::AlreadyVerified => sliver.check_shape(metadata),
+                DecodeCheck::AlreadyVerified | DecodeCheck::Consistent => {
+                    sliver.check_shape(metadata)
+                }
                 _ => with_coder(|coder| sliver.verify_with(metadata, coder)),
             })
             .collect();
@@ -166,25 +178,54 @@ fn choose_valid<'a>(
     }
 }
 
+/// Verifies the source rows `rebuilt` of the decoded matrix `blob` (rows of
+/// `row_bytes`) against the metadata's commitments, in parallel.
+fn check_rebuilt(
+    blob_id: &BlobId,
+    metadata: &BlobMetadata,
+    blob: &[u8],
+    rebuilt: &[usize],
+    row_bytes: usize,
+) -> Result<(), DecodeError> {
+    rebuilt.par_iter().try_for_each(|&i| {
+        let sliver = Sliver {
+            axis: Axis::Primary,
+            index: crate::SliverIndex(i as u16),
+            data: bytes::Bytes::copy_from_slice(&blob[i * row_bytes..(i + 1) * row_bytes]),
+        };
+        with_coder(|coder| sliver.verify_with(metadata, coder)).map_err(|_| {
+            DecodeError::InconsistentEncoding {
+                blob_id: *blob_id,
+                row: sliver.index,
+            }
+        })
+    })
+}
+
 /// `rows` distinct rows `chosen` (each `cols` symbols) to the row-major
-/// source matrix.
+/// source matrix, and the rows rebuilt with the code (not given).
 fn decode_rows(
     chosen: &[(usize, &Sliver)],
     rows: usize,
     cols: usize,
     s: usize,
     n: usize,
-) -> Vec<u8> {
+) -> (Vec<u8>, Vec<usize>) {
     let row_bytes = cols * s;
     let mut out = vec![0u8; rows * row_bytes];
     let missing: Vec<usize> = (0..rows)
         .filter(|i| chosen.binary_search_by_key(i, |(j, _)| *j).is_err())
         .collect();
-    for (i, sliver) in chosen.iter().filter(|(i, _)| *i < rows) {
-        copy_parallel(&mut out[i * row_bytes..(i + 1) * row_bytes], &sliver.data);
-    }
+    // One parallel pass over the output, each row copied where it lands.
+    out.par_chunks_mut(row_bytes)
+        .enumerate()
+        .for_each(|(i, row)| {
+            if let Ok(k) = chosen.binary_search_by_key(&i, |(j, _)| *j) {
+                row.copy_from_slice(&chosen[k].1.data);
+            }
+        });
     if missing.is_empty() {
-        return out;
+        return (out, missing);
     }
     // Column j is a codeword of the column code: `rows` sources, `n - rows`
     // repair symbols. Restore every column, keep its missing rows.
@@ -209,18 +250,19 @@ fn decode_rows(
         let row = &missing_rows[t * row_bytes..(t + 1) * row_bytes];
         copy_parallel(&mut out[i * row_bytes..(i + 1) * row_bytes], row);
     }
-    out
+    (out, missing)
 }
 
 /// `cols` distinct columns `chosen` (each `rows` symbols) to the row-major
-/// source matrix.
+/// source matrix, and the rows rebuilt with the code (all of them unless
+/// the systematic columns were given).
 fn decode_cols(
     chosen: &[(usize, &Sliver)],
     rows: usize,
     cols: usize,
     s: usize,
     n: usize,
-) -> Vec<u8> {
+) -> (Vec<u8>, Vec<usize>) {
     let mut out = vec![0u8; rows * cols * s];
     if chosen.last().is_some_and(|(j, _)| *j < cols) {
         let mut col_major = vec![0u8; rows * cols * s];
@@ -228,7 +270,7 @@ fn decode_cols(
             col_major[j * rows * s..(j + 1) * rows * s].copy_from_slice(&sliver.data);
         }
         transpose_back(&col_major, &mut out, rows, cols, s);
-        return out;
+        return (out, Vec::new());
     }
     // Row i is a codeword of the row code: `cols` sources, `n - cols` repair.
     out.par_chunks_mut(cols * s)
@@ -239,7 +281,7 @@ fn decode_cols(
                 .map(|(j, sliver)| (*j, &sliver.data[i * s..(i + 1) * s]));
             with_coder(|coder| coder.restore(cols, n - cols, s, known, row));
         });
-    out
+    (out, (0..rows).collect())
 }
 
 /// Column-major `rows × cols` back to row-major: a transpose of the

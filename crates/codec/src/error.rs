@@ -227,6 +227,16 @@ pub enum DecodeError {
     /// A sliver failed verification.
     #[error(transparent)]
     InvalidSliver(#[from] SliverError),
+    /// A row the decode rebuilt does not match its commitment in the
+    /// metadata: the writer encoded the blob inconsistently, and readers
+    /// decoding from other slivers would get other bytes.
+    #[error("blob {blob_id}: source row {row} rebuilt from the slivers given does not match its commitment; the blob was not encoded consistently by its writer")]
+    InconsistentEncoding {
+        /// The blob.
+        blob_id: BlobId,
+        /// The rebuilt row that does not match.
+        row: SliverIndex,
+    },
     /// The strict check re-encoded the decoded blob and got another blob ID:
     /// the blob was not encoded consistently by its writer.
     #[error(

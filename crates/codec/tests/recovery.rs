@@ -222,3 +222,65 @@ fn a_proof_built_from_a_consistent_blob_does_not_verify() {
         );
     }
 }
+
+#[test]
+fn a_consistent_decode_refuses_rows_the_code_rebuilt_wrong() {
+    use floe_codec::{decode, DecodeCheck, DecodeError};
+    let n = 10;
+    let (metadata, pairs) = inconsistent_blob(n, 1);
+    let blob_id = metadata.blob_id();
+    let rows = usize::from(metadata.config().primary_source_symbols());
+    let primaries: Vec<_> = pairs.iter().map(|p| p.primary.clone()).collect();
+    // The systematic rows rebuild nothing: every check passes them.
+    decode(
+        &blob_id,
+        &metadata,
+        &primaries[..rows],
+        DecodeCheck::Consistent,
+    )
+    .unwrap();
+    // Without row 1 the code rebuilds it, and it is not the row the writer
+    // committed to: a reader that trusted it would get other bytes.
+    let without_row_1: Vec<_> = primaries
+        .iter()
+        .skip(2)
+        .cloned()
+        .chain([primaries[0].clone()])
+        .collect();
+    let trusting = decode(
+        &blob_id,
+        &metadata,
+        &without_row_1,
+        DecodeCheck::AlreadyVerified,
+    )
+    .unwrap();
+    let systematic = decode(
+        &blob_id,
+        &metadata,
+        &primaries[..rows],
+        DecodeCheck::AlreadyVerified,
+    )
+    .unwrap();
+    assert_ne!(trusting, systematic, "the inconsistency shows in the bytes");
+    match decode(&blob_id, &metadata, &without_row_1, DecodeCheck::Consistent) {
+        Err(DecodeError::InconsistentEncoding { row, .. }) => assert_eq!(row, SliverIndex(1)),
+        other => panic!(
+            "expected an inconsistent encoding, got {:?}",
+            other.map(|b| b.len())
+        ),
+    }
+    // From columns every row is rebuilt, so the altered one is caught too.
+    // (Without column 0, which holds the altered byte.)
+    let secondaries: Vec<_> = pairs
+        .iter()
+        .map(|p| p.secondary.clone())
+        .filter(|sliver| sliver.index != SliverIndex(0))
+        .collect();
+    match decode(&blob_id, &metadata, &secondaries, DecodeCheck::Consistent) {
+        Err(DecodeError::InconsistentEncoding { row, .. }) => assert_eq!(row, SliverIndex(1)),
+        other => panic!(
+            "expected an inconsistent encoding, got {:?}",
+            other.map(|b| b.len())
+        ),
+    }
+}

@@ -1,0 +1,133 @@
+//! The floor of `cargo xtask bench e2e`: the least CPU a store costs on
+//! this machine, each piece of the work measured alone.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::bench::median;
+
+/// The blob size the target speaks of, and the floor is measured for.
+pub const FLOOR_BLOB_BYTES: usize = 16 << 20;
+
+/// CPU milliseconds this process used since `before` (0 without a clock).
+pub fn cpu_since(before: Option<f64>) -> f64 {
+    match (before, crate::rss::cpu_ms()) {
+        (Some(before), Some(after)) => after - before,
+        _ => 0.0,
+    }
+}
+
+/// The least CPU a store of one blob costs on this machine: each piece of
+/// the work the protocol requires, measured alone with the parts the
+/// committee runs on (no contention, no waiting on peers). The client and
+/// every node share this machine's cores here, so no store can finish in
+/// less than `total_cpu_ms / cores`.
+#[derive(Serialize)]
+pub struct FloorRecord {
+    pub blob_bytes: usize,
+    /// Bytes of all sliver pairs: what the client sends and the nodes keep.
+    pub sliver_bytes: usize,
+    pub cores: usize,
+    /// The client's encode (the codec-only encode's CPU time).
+    pub encode_cpu_ms: f64,
+    /// The nodes' verification of every sliver against the metadata.
+    pub verify_cpu_ms: f64,
+    /// Every sliver over floe-net (QUIC, TLS 1.3) on loopback, both ends.
+    pub transport_cpu_ms: f64,
+    /// Every pair into floe-store (RocksDB on this disk), made durable.
+    pub storage_cpu_ms: f64,
+    pub total_cpu_ms: f64,
+    pub floor_ms: f64,
+    /// `floor_ms` over the codec-only encode's wall time.
+    pub floor_over_encode: f64,
+}
+
+/// The codec-only encode of `blobs` (cycled, 5 encodes): median wall time
+/// and mean CPU time, in milliseconds.
+pub fn codec_encode(encoding: &floe_codec::EncodingConfig, blobs: &[Bytes]) -> (f64, f64) {
+    let encodes = 5;
+    let before = crate::rss::cpu_ms();
+    let wall = median(
+        blobs
+            .iter()
+            .cycle()
+            .take(encodes)
+            .map(|blob| {
+                let start = Instant::now();
+                let _ = floe_codec::encode(encoding, blob);
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    );
+    (wall, cpu_since(before) / encodes as f64)
+}
+
+/// Measures the floor (see [`FloorRecord`]) for a blob of
+/// [`FLOOR_BLOB_BYTES`], one piece at a time.
+pub async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
+    use rayon::prelude::*;
+    let blob = Bytes::from(crate::bench::sample_blob(FLOOR_BLOB_BYTES));
+    let (encode_ms, encode_cpu_ms) = codec_encode(encoding, std::slice::from_ref(&blob));
+    let (metadata, blob_id, pairs) = floe_codec::encode(encoding, &blob)?;
+    let slivers: Vec<Bytes> = pairs
+        .iter()
+        .flat_map(|pair| [pair.primary.data.clone(), pair.secondary.data.clone()])
+        .collect();
+    let sliver_bytes = slivers.iter().map(Bytes::len).sum();
+
+    let before = crate::rss::cpu_ms();
+    pairs
+        .par_iter()
+        .try_for_each(|pair| pair.verify(&metadata))
+        .context("verifying the slivers")?;
+    let verify_cpu_ms = cpu_since(before);
+
+    // The handshake and a first upload happen before the clock starts, as
+    // a committee's connections are up before a store.
+    let transport = crate::bench_net::Transport::quic(floe_net::NetConfig::default()).await?;
+    transport.upload_all(slivers[..1].to_vec(), 1).await?;
+    let before = crate::rss::cpu_ms();
+    transport.upload_all(slivers, 8).await?;
+    let transport_cpu_ms = cpu_since(before);
+    drop(transport);
+
+    let dir = tempfile::tempdir()?;
+    let shards: Vec<floe_codec::ShardIndex> = (0..pairs.len() as u16)
+        .map(floe_codec::ShardIndex)
+        .collect();
+    let store = floe_store::Store::open(dir.path(), shards.clone())?;
+    let before = crate::rss::cpu_ms();
+    store.put_metadata(&blob_id, &metadata, 0)?;
+    for (shard, pair) in shards.into_iter().zip(&pairs) {
+        store.put_sliver_pair(shard, &blob_id, pair)?;
+    }
+    store.promise(floe_consensus::ProtocolMessage::new(
+        floe_consensus::Epoch(0),
+        floe_consensus::StorageConfirmation {
+            blob_id,
+            end_epoch: floe_consensus::Epoch(1),
+            deletable: false,
+            owner: None,
+        },
+    ))?;
+    let storage_cpu_ms = cpu_since(before);
+
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
+    let floor_ms = total_cpu_ms / cores as f64;
+    Ok(FloorRecord {
+        blob_bytes: blob.len(),
+        sliver_bytes,
+        cores,
+        encode_cpu_ms,
+        verify_cpu_ms,
+        transport_cpu_ms,
+        storage_cpu_ms,
+        total_cpu_ms,
+        floor_ms,
+        floor_over_encode: floor_ms / encode_ms.max(1e-3),
+    })
+}
