@@ -54,8 +54,13 @@ pub(super) async fn repair_pass(inner: Arc<Inner>) {
 /// Longest wait before retrying a blob whose repair failed.
 pub(super) const REPAIR_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Targets rebuilt per round of requests: bounds the symbols held at once.
-pub(super) const PAIRS_PER_ROUND: usize = 8;
+/// Symbol bytes one round of requests may rebuild: bounds the symbols held
+/// at once, while letting a node rebuild all its pairs of a blob in one
+/// round (so the secondaries it rebuilds serve all its primaries).
+pub(super) const ROUND_BYTES: usize = 16 << 20;
+
+/// Most pairs rebuilt per round, whatever their size.
+pub(super) const PAIRS_PER_ROUND: usize = 64;
 
 /// The blob's metadata: stored here, or from the first peer whose answer
 /// matches the blob ID (healthiest first; without an answer for
@@ -103,41 +108,44 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
     }
     let metadata = metadata_for(inner, blob_id).await?;
     let n = inner.n_shards;
-    for shards in missing.chunks(PAIRS_PER_ROUND) {
-        let mut targets = Vec::new();
-        for shard in shards {
-            let pair = shard.to_pair_index(n, &blob_id);
-            targets.push((Axis::Primary, pair.sliver_index(Axis::Primary, n)));
-            targets.push((Axis::Secondary, pair.sliver_index(Axis::Secondary, n)));
-        }
-        let symbols = gather_symbols(inner, &metadata, &targets).await?;
-        let mut rebuilt = BTreeMap::new();
-        for (axis, index) in &targets {
-            let theirs = symbols.get(&(*axis, *index)).cloned().unwrap_or_default();
-            let recovered = {
-                let metadata = metadata.clone();
-                let (axis, index) = (*axis, *index);
-                tokio::task::spawn_blocking(move || recover_sliver(&metadata, axis, index, theirs))
-                    .await
-                    .map_err(|_| TaskError::Interrupted("rebuilding a sliver"))?
-            };
-            match recovered {
-                Ok(sliver) => {
-                    rebuilt.insert((*axis, *index), sliver);
+    let config = metadata.config();
+    let pair_bytes = metadata.symbol_size().max(1)
+        * usize::from(config.primary_source_symbols() + config.secondary_source_symbols());
+    let per_round = (ROUND_BYTES / pair_bytes).clamp(1, PAIRS_PER_ROUND);
+    for shards in missing.chunks(per_round) {
+        let pairs: Vec<_> = shards
+            .iter()
+            .map(|shard| shard.to_pair_index(n, &blob_id))
+            .collect();
+        // Secondaries first: each needs only f + 1 symbols, and once
+        // rebuilt each gives every primary of this node one symbol, so
+        // peers are asked for that many fewer.
+        let secondaries: Vec<_> = pairs
+            .iter()
+            .map(|pair| (Axis::Secondary, pair.sliver_index(Axis::Secondary, n)))
+            .collect();
+        let Some(mut rebuilt) = rebuild(inner, &metadata, &secondaries, Vec::new()).await? else {
+            return Ok(());
+        };
+        let primaries: Vec<_> = pairs
+            .iter()
+            .map(|pair| (Axis::Primary, pair.sliver_index(Axis::Primary, n)))
+            .collect();
+        let wanted: Vec<SliverIndex> = primaries.iter().map(|(_, index)| *index).collect();
+        let mut fresh = Vec::new();
+        for sliver in rebuilt.values() {
+            fresh.extend(sliver.recovery_symbols(&metadata, &wanted).map_err(|e| {
+                TaskError::Recovery {
+                    blob_id,
+                    source: RecoveryError::Target(e),
                 }
-                Err(RecoveryError::Inconsistent(proof)) => {
-                    inner
-                        .metrics
-                        .inconsistencies_found
-                        .fetch_add(1, Ordering::Relaxed);
-                    warn!(blob = %blob_id, "repair proved the blob inconsistently encoded");
-                    return certify_invalid(inner, *proof).await;
-                }
-                Err(source) => return Err(TaskError::Recovery { blob_id, source }),
-            }
+            })?);
         }
-        for shard in shards {
-            let pair = shard.to_pair_index(n, &blob_id);
+        let Some(primary_slivers) = rebuild(inner, &metadata, &primaries, fresh).await? else {
+            return Ok(());
+        };
+        rebuilt.extend(primary_slivers);
+        for (shard, pair) in shards.iter().zip(pairs) {
             let (Some(primary), Some(secondary)) = (
                 rebuilt.remove(&(Axis::Primary, pair.sliver_index(Axis::Primary, n))),
                 rebuilt.remove(&(Axis::Secondary, pair.sliver_index(Axis::Secondary, n))),
@@ -165,6 +173,46 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
     Ok(())
 }
 
+/// Rebuilds `targets` from peers' symbols and `fresh` ones this node made
+/// from slivers it just rebuilt; `None` if the blob proved inconsistently
+/// encoded (it is then certified invalid).
+async fn rebuild(
+    inner: &Arc<Inner>,
+    metadata: &floe_codec::BlobMetadata,
+    targets: &[(Axis, SliverIndex)],
+    fresh: Vec<RecoverySymbol>,
+) -> Result<Option<BTreeMap<(Axis, SliverIndex), floe_codec::Sliver>>, TaskError> {
+    let blob_id = metadata.blob_id();
+    let symbols = gather_symbols(inner, metadata, targets, fresh).await?;
+    let mut rebuilt = BTreeMap::new();
+    for (axis, index) in targets {
+        let theirs = symbols.get(&(*axis, *index)).cloned().unwrap_or_default();
+        let recovered = {
+            let metadata = metadata.clone();
+            let (axis, index) = (*axis, *index);
+            tokio::task::spawn_blocking(move || recover_sliver(&metadata, axis, index, theirs))
+                .await
+                .map_err(|_| TaskError::Interrupted("rebuilding a sliver"))?
+        };
+        match recovered {
+            Ok(sliver) => {
+                rebuilt.insert((*axis, *index), sliver);
+            }
+            Err(RecoveryError::Inconsistent(proof)) => {
+                inner
+                    .metrics
+                    .inconsistencies_found
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(blob = %blob_id, "repair proved the blob inconsistently encoded");
+                certify_invalid(inner, *proof).await?;
+                return Ok(None);
+            }
+            Err(source) => return Err(TaskError::Recovery { blob_id, source }),
+        }
+    }
+    Ok(Some(rebuilt))
+}
+
 /// Peers asked at once for recovery symbols.
 pub(super) const REPAIR_FANOUT: usize = 2;
 /// Without an answer for this long, one more peer is asked (a peer that
@@ -179,6 +227,7 @@ pub(super) async fn gather_symbols(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
     targets: &[(Axis, SliverIndex)],
+    fresh: Vec<RecoverySymbol>,
 ) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, TaskError> {
     let blob_id = metadata.blob_id();
     let request = RecoveryRequest {
@@ -188,7 +237,7 @@ pub(super) async fn gather_symbols(
     let mut tally = SymbolTally::new(metadata, targets);
     // This node's own slivers count first: with a third of the shards down,
     // the other live shards alone may be too few.
-    let own = {
+    let mut own = {
         let (metadata, targets) = (metadata.clone(), targets.to_vec());
         on_blocking(inner, move |inner| {
             own_symbols(inner, &metadata, &targets, usize::MAX).unwrap_or_default()
@@ -196,6 +245,7 @@ pub(super) async fn gather_symbols(
         .await
         .unwrap_or_default()
     };
+    own.extend(fresh);
     let own_bytes: u64 = own.iter().map(|s| s.data.len() as u64).sum();
     if !own.is_empty() {
         use floe_consensus::quorum::Tally as _;
