@@ -25,6 +25,12 @@ pub enum Action {
         /// changes take effect at the next epoch).
         #[arg(long, default_value_t = 3600)]
         epoch_secs: u64,
+        /// Lab: shape every link of the nodes this starts as a wide-area
+        /// link (`continent`, `planet`, `lossy`, `lan` or a spec such as
+        /// `latency=40ms,jitter=10ms,loss=0.1%,bandwidth=1gbit`). Clients
+        /// shape theirs with the same FLOE_LAB_WAN.
+        #[arg(long, value_name = "PROFILE")]
+        wan: Option<floe_net::LinkProfile>,
     },
     /// Stop every node (their data stays; `up` starts them again).
     Down,
@@ -154,7 +160,16 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
             nodes,
             shards,
             epoch_secs,
+            wan,
         } => {
+            if let Some(wan) = &wan {
+                // The nodes started below inherit it (`NodeConfig::load`).
+                std::env::set_var(floe_net::LAB_ENV, wan.to_string());
+                println!(
+                    "links shaped as {wan}; shape the client's too: export {}='{wan}'",
+                    floe_net::LAB_ENV
+                );
+            }
             let fresh = !dir.join("committee.toml").exists();
             std::fs::create_dir_all(&dir)?;
             let mut testnet = Testnet::create_or_open_with(
