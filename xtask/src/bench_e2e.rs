@@ -66,6 +66,8 @@ struct Report {
     shards: u16,
     /// The link profile, if links were shaped.
     wan: Option<String>,
+    /// QUIC's congestion controller (BBR over shaped links).
+    congestion: String,
     ops: Vec<OpRecord>,
     repair: Option<RepairRecord>,
     floor: Option<FloorRecord>,
@@ -210,7 +212,15 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     };
     let mut local =
         floe_testkit::local::generate(dir.path(), nodes, shards, 3_600_000, limits, tasks)?;
+    // Over shaped links the committee runs as a spread-out one should be
+    // configured: with BBR (see `floe_net::Congestion`).
+    let congestion = if options.wan.is_some() {
+        floe_net::Congestion::Bbr
+    } else {
+        floe_net::Congestion::Cubic
+    };
     for config in &mut local.configs {
+        config.server.congestion = congestion;
         config.lab = options
             .wan
             .clone()
@@ -240,6 +250,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     let client_config = ClientConfig {
         net: floe_net::NetConfig {
             link_shape: options.wan.clone(),
+            congestion,
             ..floe_net::NetConfig::default()
         },
         ..ClientConfig::default()
@@ -251,6 +262,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         nodes,
         shards,
         wan: options.wan.as_ref().map(ToString::to_string),
+        congestion: format!("{congestion:?}"),
         ops: Vec::new(),
         repair: None,
         floor,
@@ -264,7 +276,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     };
 
     println!(
-        "committee: {nodes} nodes, {shards} shards, QUIC on 127.0.0.1 ({}), RocksDB in {}",
+        "committee: {nodes} nodes, {shards} shards, QUIC ({congestion:?}) on 127.0.0.1 ({}), RocksDB in {}",
         options
             .wan
             .as_ref()

@@ -254,8 +254,9 @@ fn decode_rows(
 }
 
 /// `cols` distinct columns `chosen` (each `rows` symbols) to the row-major
-/// source matrix, and the rows rebuilt with the code (all of them unless
-/// the systematic columns were given).
+/// source matrix, and the rows to check against their own commitments (all
+/// of them: even the systematic columns only hold rows through the columns'
+/// commitments).
 fn decode_cols(
     chosen: &[(usize, &Sliver)],
     rows: usize,
@@ -270,7 +271,9 @@ fn decode_cols(
             col_major[j * rows * s..(j + 1) * rows * s].copy_from_slice(&sliver.data);
         }
         transpose_back(&col_major, &mut out, rows, cols, s);
-        return (out, Vec::new());
+        // The rows come from the columns' commitments, not the rows' own:
+        // a consistent decode checks them against those too.
+        return (out, (0..rows).collect());
     }
     // Row i is a codeword of the row code: `cols` sources, `n - cols` repair.
     out.par_chunks_mut(cols * s)

@@ -437,7 +437,13 @@ impl ShapedSocket {
             0.0
         };
         let profile = &self.profile;
-        let local = self.local;
+        // An endpoint bound to 0.0.0.0 is seen by its peers at the address
+        // it sends to: hash that, so both ends agree on the link.
+        let local = if self.local.ip().is_unspecified() {
+            SocketAddr::new(transmit.destination.ip(), self.local.port())
+        } else {
+            self.local
+        };
         let link = state
             .links
             .entry(transmit.destination)

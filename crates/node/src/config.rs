@@ -186,6 +186,8 @@ pub struct ServerLimits {
     pub request_read_secs: u64,
     /// How long writing an answer may take before it is abandoned.
     pub response_write_secs: u64,
+    /// QUIC's congestion controller: `bbr` (default) or `cubic`.
+    pub congestion: floe_net::Congestion,
 }
 
 impl Default for ServerLimits {
@@ -212,6 +214,7 @@ impl ServerLimits {
             budget_wait_ms: net.budget_wait.as_millis() as u64,
             request_read_secs: net.request_read_timeout.as_secs(),
             response_write_secs: net.response_write_timeout.as_secs(),
+            congestion: net.congestion,
         }
     }
 
@@ -240,6 +243,7 @@ impl ServerLimits {
             budget_wait: Duration::from_millis(self.budget_wait_ms.clamp(1, 600_000)),
             request_read_timeout: Duration::from_secs(self.request_read_secs.clamp(1, 600)),
             response_write_timeout: Duration::from_secs(self.response_write_secs.clamp(1, 600)),
+            congestion: self.congestion,
             ..floe_net::NetConfig::default()
         }
     }
@@ -327,21 +331,12 @@ impl NodeConfig {
             path: path.into(),
             message: e.to_string(),
         })?;
-        if config
-            .lab
-            .as_ref()
-            .and_then(|lab| lab.wan.as_ref())
-            .is_none()
-        {
-            let wan =
-                floe_net::LinkProfile::from_env().map_err(|message| ConfigError::Invalid {
-                    path: path.into(),
-                    message,
-                })?;
-            if let Some(wan) = wan {
-                config.lab = Some(Lab { wan: Some(wan) });
-            }
-        }
+        // The FLOE_LAB_WAN variable is checked here, read when the node
+        // starts, and never written into the config.
+        floe_net::LinkProfile::from_env().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [
             &mut config.protocol_key,
@@ -431,6 +426,7 @@ mod tests {
         let shipped = config.server.net_config();
         let defaults = floe_net::NetConfig::default();
         assert_eq!(shipped.max_inflight_bytes, defaults.max_inflight_bytes);
+        assert_eq!(shipped.congestion, defaults.congestion);
         assert_eq!(
             shipped.client_inflight_bytes,
             defaults.client_inflight_bytes

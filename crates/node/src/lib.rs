@@ -169,7 +169,15 @@ impl Node {
             members,
             router,
             floe_net::NetConfig {
-                link_shape: config.lab.as_ref().and_then(|lab| lab.wan.clone()),
+                link_shape: match config.lab.as_ref().and_then(|lab| lab.wan.clone()) {
+                    Some(wan) => Some(wan),
+                    None => floe_net::LinkProfile::from_env().map_err(|message| {
+                        ConfigError::Invalid {
+                            path: config.committee.clone(),
+                            message,
+                        }
+                    })?,
+                },
                 ..config.server.net_config()
             },
         )?;

@@ -132,15 +132,23 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
             .map(|pair| (Axis::Primary, pair.sliver_index(Axis::Primary, n)))
             .collect();
         let wanted: Vec<SliverIndex> = primaries.iter().map(|(_, index)| *index).collect();
-        let mut fresh = Vec::new();
-        for sliver in rebuilt.values() {
-            fresh.extend(sliver.recovery_symbols(&metadata, &wanted).map_err(|e| {
-                TaskError::Recovery {
-                    blob_id,
-                    source: RecoveryError::Target(e),
+        let fresh = {
+            let metadata = metadata.clone();
+            let slivers: Vec<floe_codec::Sliver> = rebuilt.values().cloned().collect();
+            tokio::task::spawn_blocking(move || {
+                let mut fresh = Vec::new();
+                for sliver in &slivers {
+                    fresh.extend(sliver.recovery_symbols(&metadata, &wanted)?);
                 }
-            })?);
-        }
+                Ok::<_, floe_codec::SliverError>(fresh)
+            })
+            .await
+            .map_err(|_| TaskError::Interrupted("making symbols of rebuilt slivers"))?
+            .map_err(|e| TaskError::Recovery {
+                blob_id,
+                source: RecoveryError::Target(e),
+            })?
+        };
         let Some(primary_slivers) = rebuild(inner, &metadata, &primaries, fresh).await? else {
             return Ok(());
         };
