@@ -114,14 +114,7 @@ pub fn encode(
 /// Work is split into about this many blocks per thread, for load balance.
 const BLOCKS_PER_THREAD: usize = 4;
 
-/// A line this long is a task of its own: the work per line dwarfs the
-/// cost of a task, and finer tasks balance the threads better.
-const LINE_TASK_BYTES: usize = 256 << 10;
-
-fn lines_per_block(lines: usize, line_bytes: usize) -> usize {
-    if line_bytes >= LINE_TASK_BYTES {
-        return 1;
-    }
+fn lines_per_block(lines: usize) -> usize {
     lines
         .div_ceil(rayon::current_num_threads() * BLOCKS_PER_THREAD)
         .max(1)
@@ -163,9 +156,8 @@ pub(crate) fn transpose(
         });
 }
 
-/// Most bytes of corner symbols computed per batch in
-/// [`commit_through_corner`].
-const CORNER_BATCH_BYTES: usize = 24 << 20;
+/// Bytes of corner symbols computed per batch in [`commit_through_corner`].
+const CORNER_BATCH_BYTES: usize = 8 << 20;
 
 /// Commits to the extended rows `rows..n` and columns `cols..n`, whose
 /// last symbols form the corner of the matrix (`2f × f` symbols, in no
@@ -190,16 +182,7 @@ fn commit_through_corner(
             hasher
         })
         .collect();
-    // Batches of even width, a multiple of the thread count where the
-    // bound allows, so that no batch leaves a thread idle.
-    let widest = (CORNER_BATCH_BYTES / corner_col_bytes).clamp(1, f.max(1));
-    let threads = rayon::current_num_threads().max(1);
-    let even = f.max(1).div_ceil(f.max(1).div_ceil(widest));
-    let batch = if even >= threads {
-        even.next_multiple_of(threads).min(widest.max(even))
-    } else {
-        even
-    };
+    let batch = (CORNER_BATCH_BYTES / corner_col_bytes).clamp(1, f);
     let mut corner = vec![0u8; batch * corner_col_bytes];
     let mut col_hashes = Vec::with_capacity(f);
     for batch_cols in extension_cols.chunks(batch * col_bytes) {
@@ -250,7 +233,7 @@ fn extend_commit_scatter(
 ) -> Vec<Hash32> {
     let line_bytes = k * s;
     let count = lines.len() / line_bytes;
-    let per_block = lines_per_block(count, line_bytes);
+    let per_block = lines_per_block(count);
     let blocks = count.div_ceil(per_block);
 
     // Cut every output line at the block boundaries, so each block of input
