@@ -170,8 +170,9 @@ fn wan_floor_ms(
     encode_ms: f64,
 ) -> Result<f64> {
     let encoding = committee.encoding();
-    let (_, _, pairs) = floe_codec::encode(&encoding, &crate::bench::sample_blob(len))?;
-    let pair_bytes = pairs.first().map_or(0, |p| p.byte_len());
+    let pair_symbols =
+        usize::from(encoding.primary_source_symbols() + encoding.secondary_source_symbols());
+    let pair_bytes = encoding.symbol_size(len as u64)? as usize * pair_symbols;
     // The client's address is not known before it binds: each link's
     // latency is taken as the profile's middle.
     let latency = (profile.latency_min + profile.latency_max) / 2;
@@ -345,7 +346,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         let (encode_ms, _) = codec_encode(&encoding, &blobs[0]);
 
         let cpu_before = crate::rss::cpu_ms();
-        let served_before = served_bytes(&running);
+        let (served_before, _) = served(&running);
         let wire_before = floe_net::shaper::totals()
             .sent_bytes
             .load(Ordering::Relaxed);
@@ -358,7 +359,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         let stores = (clients * ops) as f64;
         let store_cpu_ms = cpu_since(cpu_before) / stores;
         let stored = (bytes * clients * ops) as f64;
-        let sent_per_byte = (served_bytes(&running) - served_before) as f64 / stored;
+        let sent_per_byte = (served(&running).0 - served_before) as f64 / stored;
         let wire_per_byte = options.wan.as_ref().map(|_| {
             let wire = floe_net::shaper::totals()
                 .sent_bytes
@@ -496,16 +497,21 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     Ok(report)
 }
 
-/// Request and answer bytes every running node's server has carried.
-fn served_bytes(running: &[Option<Node>]) -> u64 {
+/// Request and answer bytes every running node's server has carried, and
+/// the requests it answered.
+pub(crate) fn served(running: &[Option<Node>]) -> (u64, u64) {
     running
         .iter()
         .flatten()
-        .map(|node| {
+        .fold((0, 0), |(bytes, requests), node| {
             let stats = node.server_stats();
-            stats.bytes_in.load(Ordering::Relaxed) + stats.bytes_out.load(Ordering::Relaxed)
+            (
+                bytes
+                    + stats.bytes_in.load(Ordering::Relaxed)
+                    + stats.bytes_out.load(Ordering::Relaxed),
+                requests + stats.ok.load(Ordering::Relaxed),
+            )
         })
-        .sum()
 }
 
 /// A certificate of a new blob, told to one node only: the time until

@@ -4,7 +4,6 @@
 //! takes to learn every fact, the bytes the servers moved meanwhile, and the
 //! requests it took.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -68,21 +67,7 @@ async fn catch_up(count: usize) -> Result<SyncRecord> {
     let Some(reference) = cluster.node(0).map(floe_node::Node::digest_root) else {
         bail!("node 0 did not start");
     };
-    let served = |cluster: &local::Cluster| -> (u64, u64) {
-        cluster
-            .nodes
-            .iter()
-            .flatten()
-            .fold((0, 0), |(bytes, requests), node| {
-                let stats = node.server_stats();
-                (
-                    bytes
-                        + stats.bytes_in.load(Ordering::Relaxed)
-                        + stats.bytes_out.load(Ordering::Relaxed),
-                    requests + stats.ok.load(Ordering::Relaxed),
-                )
-            })
-    };
+    let served = |cluster: &local::Cluster| crate::bench_e2e::served(&cluster.nodes);
     let (bytes_before, requests_before) = served(&cluster);
     let started = Instant::now();
     loop {

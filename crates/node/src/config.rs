@@ -51,6 +51,20 @@ pub struct NodeConfig {
     pub lab: Option<Lab>,
 }
 
+impl NodeConfig {
+    /// The link profile this node's endpoint shapes with (lab only): its
+    /// `[lab] wan`, else the `FLOE_LAB_WAN` environment variable.
+    pub fn link_shape(&self) -> Result<Option<floe_net::LinkProfile>, ConfigError> {
+        if let Some(wan) = self.lab.as_ref().and_then(|lab| lab.wan.clone()) {
+            return Ok(Some(wan));
+        }
+        floe_net::LinkProfile::from_env().map_err(|message| ConfigError::Invalid {
+            path: PathBuf::from(floe_net::LAB_ENV),
+            message,
+        })
+    }
+}
+
 /// Lab settings (`[lab]`): never for a real node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -186,7 +200,7 @@ pub struct ServerLimits {
     pub request_read_secs: u64,
     /// How long writing an answer may take before it is abandoned.
     pub response_write_secs: u64,
-    /// QUIC's congestion controller: `bbr` (default) or `cubic`.
+    /// QUIC's congestion controller: `cubic` (default) or `bbr`.
     pub congestion: floe_net::Congestion,
 }
 
@@ -331,12 +345,9 @@ impl NodeConfig {
             path: path.into(),
             message: e.to_string(),
         })?;
-        // The FLOE_LAB_WAN variable is checked here, read when the node
-        // starts, and never written into the config.
-        floe_net::LinkProfile::from_env().map_err(|message| ConfigError::Invalid {
-            path: path.into(),
-            message,
-        })?;
+        // A bad FLOE_LAB_WAN fails here, before anything starts; it is read
+        // again when the node starts and never written into the config.
+        config.link_shape()?;
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [
             &mut config.protocol_key,

@@ -169,15 +169,7 @@ impl Node {
             members,
             router,
             floe_net::NetConfig {
-                link_shape: match config.lab.as_ref().and_then(|lab| lab.wan.clone()) {
-                    Some(wan) => Some(wan),
-                    None => floe_net::LinkProfile::from_env().map_err(|message| {
-                        ConfigError::Invalid {
-                            path: config.committee.clone(),
-                            message,
-                        }
-                    })?,
-                },
+                link_shape: config.link_shape()?,
                 ..config.server.net_config()
             },
         )?;
