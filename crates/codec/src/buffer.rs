@@ -5,6 +5,16 @@
 //! the Reed–Solomon work itself. Large buffers are therefore anonymous maps
 //! advised to use transparent huge pages where the OS supports it, and fall
 //! back to an ordinary allocation otherwise.
+//!
+//! A map is recycled: when the last sliver cut from it is dropped, it goes
+//! back to a small process-wide pool (at most [`POOL_BYTES`], entries idle
+//! longer than [`POOL_IDLE`] are unmapped), and the next encode of a similar
+//! size writes into pages that are already faulted in. A recycled buffer
+//! holds the previous blob's slivers: the encoder overwrites every byte of
+//! it but the source padding, which it zeroes (see `encode`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
@@ -12,20 +22,32 @@ use memmap2::MmapMut;
 /// Buffers smaller than this are plain heap allocations.
 const MAP_THRESHOLD: usize = 8 << 20;
 
+/// At most this many bytes of maps wait in the pool.
+const POOL_BYTES: usize = 640 << 20;
+
+/// A pooled map not reused for this long is unmapped at the pool's next use.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+static POOL: Mutex<Vec<(Instant, MmapMut)>> = Mutex::new(Vec::new());
+
 pub(crate) enum SliverBuffer {
     Heap(Vec<u8>),
-    Mapped(MmapMut),
+    Mapped { map: MmapMut, len: usize },
 }
 
 impl SliverBuffer {
-    /// A zeroed buffer of `len` bytes.
-    pub(crate) fn zeroed(len: usize) -> Self {
+    /// A buffer of `len` bytes whose contents are unspecified (zero, or a
+    /// previous encode's slivers): the caller writes every byte it keeps.
+    pub(crate) fn for_overwrite(len: usize) -> Self {
         if len >= MAP_THRESHOLD {
+            if let Some(map) = take_pooled(len) {
+                return SliverBuffer::Mapped { map, len };
+            }
             if let Ok(map) = MmapMut::map_anon(len) {
                 #[cfg(target_os = "linux")]
                 // Only advice: a kernel without THP simply ignores it.
                 let _ = map.advise(memmap2::Advice::HugePage);
-                return SliverBuffer::Mapped(map);
+                return SliverBuffer::Mapped { map, len };
             }
         }
         SliverBuffer::Heap(vec![0u8; len])
@@ -34,7 +56,7 @@ impl SliverBuffer {
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             SliverBuffer::Heap(vec) => vec,
-            SliverBuffer::Mapped(map) => map,
+            SliverBuffer::Mapped { map, len } => &mut map[..*len],
         }
     }
 
@@ -42,7 +64,86 @@ impl SliverBuffer {
     pub(crate) fn into_bytes(self) -> Bytes {
         match self {
             SliverBuffer::Heap(vec) => Bytes::from(vec),
-            SliverBuffer::Mapped(map) => Bytes::from_owner(map),
+            SliverBuffer::Mapped { map, len } => {
+                Bytes::from_owner(Recycled(Some(map))).slice(..len)
+            }
         }
+    }
+}
+
+/// Takes a pooled map of at least `len` bytes and at most a quarter more,
+/// unmapping entries that have idled too long.
+fn take_pooled(len: usize) -> Option<MmapMut> {
+    let mut pool = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = Instant::now();
+    pool.retain(|(since, _)| now.duration_since(*since) < POOL_IDLE);
+    let fits = |map: &MmapMut| map.len() >= len && map.len() - len <= len / 4;
+    let best = pool
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, map))| fits(map))
+        .min_by_key(|(_, (_, map))| map.len())
+        .map(|(i, _)| i)?;
+    Some(pool.swap_remove(best).1)
+}
+
+/// The owner of a mapped buffer's [`Bytes`]: returns the map to the pool
+/// when the last sliver cut from it is dropped.
+struct Recycled(Option<MmapMut>);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let Some(map) = self.0.take() else { return };
+        let mut pool = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        pool.retain(|(since, _)| now.duration_since(*since) < POOL_IDLE);
+        // Oldest first out until the new map fits under the cap.
+        let mut held: usize = pool.iter().map(|(_, m)| m.len()).sum();
+        while held + map.len() > POOL_BYTES && !pool.is_empty() {
+            held -= pool.remove(0).1.len();
+        }
+        if held + map.len() <= POOL_BYTES {
+            pool.push((now, map));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_map_is_reused_and_a_small_buffer_is_not_pooled() {
+        let len = MAP_THRESHOLD + 12_345;
+        let mut first = SliverBuffer::for_overwrite(len);
+        first.as_mut_slice().fill(7);
+        let bytes = first.into_bytes();
+        assert_eq!(bytes.len(), len);
+        let kept = bytes.slice(10..20);
+        drop(bytes);
+        // A slice still holds the map: it is not in the pool yet, so a new
+        // buffer is fresh (zeroed by the kernel).
+        let mut fresh = SliverBuffer::for_overwrite(len);
+        assert!(fresh.as_mut_slice().iter().all(|b| *b == 0));
+        assert_eq!(&kept[..], &[7; 10]);
+        drop(kept);
+        drop(fresh);
+        // The first map is back and is handed out again, old bytes and all.
+        let mut again = SliverBuffer::for_overwrite(len);
+        assert_eq!(again.as_mut_slice().len(), len);
+        assert!(again.as_mut_slice().iter().all(|b| *b == 7));
+        // Far larger requests do not take a small pooled map.
+        drop(again.into_bytes());
+        assert!(take_pooled(len * 2).is_none());
+        assert!(matches!(
+            SliverBuffer::for_overwrite(100),
+            SliverBuffer::Heap(_)
+        ));
     }
 }

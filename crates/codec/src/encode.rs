@@ -57,13 +57,16 @@ pub fn encode(
     let row_bytes = cols * s;
     let col_bytes = rows * s;
 
-    let mut primary_buffer = SliverBuffer::zeroed(n * row_bytes);
-    let mut secondary_buffer = SliverBuffer::zeroed(n * col_bytes);
+    // Every byte of both buffers is written below: the blob and its zero
+    // padding, then the transposed source and both extensions.
+    let mut primary_buffer = SliverBuffer::for_overwrite(n * row_bytes);
+    let mut secondary_buffer = SliverBuffer::for_overwrite(n * col_bytes);
     let (primary, secondary) = (
         primary_buffer.as_mut_slice(),
         secondary_buffer.as_mut_slice(),
     );
     copy_parallel(&mut primary[..blob.len()], blob);
+    primary[blob.len()..rows * row_bytes].fill(0);
 
     let (source_rows, extension_rows) = primary.split_at_mut(rows * row_bytes);
     let (source_cols, extension_cols) = secondary.split_at_mut(cols * col_bytes);

@@ -9,30 +9,72 @@
 //! A refusal would be a bug in floe-codec, not bad input.
 #![allow(clippy::expect_used)]
 
-use reed_solomon_simd::{EncoderResult, ReedSolomonDecoder, ReedSolomonEncoder};
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use crate::commitment;
 use crate::Hash32;
 
 const SHAPES_CHECKED: &str = "line shapes are validated before reaching the line coder";
 
-fn encode<'a>(
-    slot: &'a mut Option<ReedSolomonEncoder>,
-    source: &[u8],
-    k: usize,
-    m: usize,
-    s: usize,
-) -> EncoderResult<'a> {
-    debug_assert_eq!(source.len(), k * s);
-    if let Some(encoder) = slot.as_mut() {
-        encoder.reset(k, m, s).expect(SHAPES_CHECKED);
+/// Symbols at least twice this long are coded in stripes of this many bytes
+/// (a multiple of the code's 64-byte unit; see [`stripes`]).
+const STRIPE_BYTES: usize = 4096;
+
+/// The `(offset, width)` stripes a symbol of `s` bytes is coded in.
+///
+/// The code works on each 64-byte column of the symbols independently, so
+/// stripes cut at multiples of 64 bytes give the very same symbols as one
+/// call over whole symbols, while each stripe's working set (about
+/// `2 · max(k, m)` stripes) stays within a core's L2 cache instead of
+/// streaming megabytes through it: measured on n=100 64 MiB encodes
+/// (29 KB symbols), 15–25 % faster than whole symbols. The last stripe takes
+/// the rest (even, as `s` is).
+fn stripes(s: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        if offset >= s {
+            return None;
+        }
+        let width = if s - offset < 2 * STRIPE_BYTES {
+            s - offset
+        } else {
+            STRIPE_BYTES
+        };
+        offset += width;
+        Some((offset - width, width))
+    })
+}
+
+/// Both coders of reed-solomon-simd, reset for a new shape in place (their
+/// working memory is kept) or made on first use.
+trait Coder: Sized {
+    fn make(k: usize, m: usize, s: usize) -> Self;
+    fn reshape(&mut self, k: usize, m: usize, s: usize);
+}
+
+impl Coder for ReedSolomonEncoder {
+    fn make(k: usize, m: usize, s: usize) -> Self {
+        ReedSolomonEncoder::new(k, m, s).expect(SHAPES_CHECKED)
     }
-    let encoder =
-        slot.get_or_insert_with(|| ReedSolomonEncoder::new(k, m, s).expect(SHAPES_CHECKED));
-    for symbol in source.chunks_exact(s) {
-        encoder.add_original_shard(symbol).expect(SHAPES_CHECKED);
+    fn reshape(&mut self, k: usize, m: usize, s: usize) {
+        self.reset(k, m, s).expect(SHAPES_CHECKED);
     }
-    encoder.encode().expect(SHAPES_CHECKED)
+}
+
+impl Coder for ReedSolomonDecoder {
+    fn make(k: usize, m: usize, s: usize) -> Self {
+        ReedSolomonDecoder::new(k, m, s).expect(SHAPES_CHECKED)
+    }
+    fn reshape(&mut self, k: usize, m: usize, s: usize) {
+        self.reset(k, m, s).expect(SHAPES_CHECKED);
+    }
+}
+
+fn reset<C: Coder>(slot: &mut Option<C>, k: usize, m: usize, s: usize) -> &mut C {
+    if let Some(coder) = slot.as_mut() {
+        coder.reshape(k, m, s);
+    }
+    slot.get_or_insert_with(|| C::make(k, m, s))
 }
 
 /// A reusable Reed–Solomon encoder/decoder for lines of one matrix.
@@ -65,14 +107,23 @@ impl LineCoder {
     }
 
     /// The `m` repair symbols of the line `source` (`k` symbols of `s` bytes),
-    /// contiguous.
+    /// contiguous. Coded in [`stripes`].
     pub(crate) fn extend(&mut self, source: &[u8], k: usize, m: usize, s: usize) -> &[u8] {
-        let mut extension = std::mem::take(&mut self.extension);
-        extension.clear();
-        for symbol in encode(&mut self.encoder, source, k, m, s).recovery_iter() {
-            extension.extend_from_slice(symbol);
+        debug_assert_eq!(source.len(), k * s);
+        // Every byte is overwritten below: only a change of length zeroes.
+        self.extension.resize(m * s, 0);
+        for (offset, width) in stripes(s) {
+            let encoder = reset(&mut self.encoder, k, m, width);
+            for symbol in source.chunks_exact(s) {
+                encoder
+                    .add_original_shard(&symbol[offset..offset + width])
+                    .expect(SHAPES_CHECKED);
+            }
+            let result = encoder.encode().expect(SHAPES_CHECKED);
+            for (t, piece) in result.recovery_iter().enumerate() {
+                self.extension[t * s + offset..][..width].copy_from_slice(piece);
+            }
         }
-        self.extension = extension;
         &self.extension
     }
 
@@ -125,32 +176,32 @@ impl LineCoder {
         out: &mut [u8],
     ) {
         debug_assert_eq!(out.len(), k * s);
-        if let Some(decoder) = self.decoder.as_mut() {
-            decoder.reset(k, m, s).expect(SHAPES_CHECKED);
-        }
-        let decoder = self
-            .decoder
-            .get_or_insert_with(|| ReedSolomonDecoder::new(k, m, s).expect(SHAPES_CHECKED));
+        let known: Vec<(usize, &[u8])> = known.into_iter().collect();
         let mut have = vec![false; k];
-        for (position, symbol) in known {
+        for &(position, symbol) in &known {
             if position < k {
                 out[position * s..(position + 1) * s].copy_from_slice(symbol);
                 have[position] = true;
-                decoder
-                    .add_original_shard(position, symbol)
-                    .expect(SHAPES_CHECKED);
-            } else {
-                decoder
-                    .add_recovery_shard(position - k, symbol)
-                    .expect(SHAPES_CHECKED);
             }
         }
         if have.iter().all(|h| *h) {
             return;
         }
-        let result = decoder.decode().expect(SHAPES_CHECKED);
-        for (index, symbol) in result.restored_original_iter() {
-            out[index * s..(index + 1) * s].copy_from_slice(symbol);
+        for (offset, width) in stripes(s) {
+            let decoder = reset(&mut self.decoder, k, m, width);
+            for &(position, symbol) in &known {
+                let piece = &symbol[offset..offset + width];
+                if position < k {
+                    decoder.add_original_shard(position, piece)
+                } else {
+                    decoder.add_recovery_shard(position - k, piece)
+                }
+                .expect(SHAPES_CHECKED);
+            }
+            let result = decoder.decode().expect(SHAPES_CHECKED);
+            for (index, piece) in result.restored_original_iter() {
+                out[index * s + offset..][..width].copy_from_slice(piece);
+            }
         }
     }
 }
@@ -172,6 +223,46 @@ mod tests {
                 commitment::commit(&line),
                 "s={s}"
             );
+        }
+    }
+
+    #[test]
+    fn striped_extension_equals_the_whole_symbol_code() {
+        for (k, m) in [(5, 4), (4, 9)] {
+            for s in [
+                2 * STRIPE_BYTES - 2,
+                2 * STRIPE_BYTES,
+                3 * STRIPE_BYTES + 66,
+                29_460,
+            ] {
+                let source: Vec<u8> = (0..k * s).map(|i| (i * 31 / 7) as u8).collect();
+                let mut whole = ReedSolomonEncoder::new(k, m, s).unwrap();
+                for symbol in source.chunks_exact(s) {
+                    whole.add_original_shard(symbol).unwrap();
+                }
+                let expected: Vec<u8> = whole
+                    .encode()
+                    .unwrap()
+                    .recovery_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                let mut coder = LineCoder::new();
+                // Twice: the second run reuses the encoder of the last stripe.
+                for _ in 0..2 {
+                    assert!(
+                        coder.extend(&source, k, m, s) == expected,
+                        "k={k} m={m} s={s}"
+                    );
+                }
+                // Restored, in stripes too, from the last k positions.
+                let mut line = source.clone();
+                line.extend_from_slice(&expected);
+                let known = (m..m + k).map(|p| (p, &line[p * s..(p + 1) * s]));
+                let mut out = vec![0; k * s];
+                coder.restore(k, m, s, known, &mut out);
+                assert!(out == source, "restore k={k} m={m} s={s}");
+            }
         }
     }
 
