@@ -1124,6 +1124,17 @@ fn pair_record_seeds() -> Result<Vec<Vec<u8>>, String> {
         }
         .to_bytes(),
     );
+    // A record of an earlier version: a 16-byte BLAKE3 checksum, not a CRC.
+    let sliver = &fx.large.2[1].primary;
+    stored.push(
+        SliverRecord::InFile(records::FilePlace {
+            index: sliver.index,
+            offset: 8192,
+            length: sliver.data.len() as u64,
+            checksum: records::FileChecksum::Blake3(envelope::checksum(&sliver.data)),
+        })
+        .to_bytes(),
+    );
     let mut seeds = Vec::new();
     for value in stored {
         seeds.push([vec![0], value.clone()].concat());

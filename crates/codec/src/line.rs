@@ -18,7 +18,7 @@ const SHAPES_CHECKED: &str = "line shapes are validated before reaching the line
 
 /// Symbols at least twice this long are coded in stripes of this many bytes
 /// (a multiple of the code's 64-byte unit; see [`stripes`]).
-const STRIPE_BYTES: usize = 4096;
+const STRIPE_BYTES: usize = 2048;
 
 /// The `(offset, width)` stripes a symbol of `s` bytes is coded in.
 ///
@@ -26,9 +26,10 @@ const STRIPE_BYTES: usize = 4096;
 /// stripes cut at multiples of 64 bytes give the very same symbols as one
 /// call over whole symbols, while each stripe's working set (about
 /// `2 · max(k, m)` stripes) stays within a core's L2 cache instead of
-/// streaming megabytes through it: measured on n=100 64 MiB encodes
-/// (29 KB symbols), 15–25 % faster than whole symbols. The last stripe takes
-/// the rest (even, as `s` is).
+/// streaming megabytes through it. Measured on n=100 encodes: 15–25 %
+/// faster than whole symbols for 64 MiB (29 KB symbols), about 10 % for
+/// 16 MiB (7.4 KB symbols); 1 KiB stripes were no better. The last stripe
+/// takes the rest (even, as `s` is).
 fn stripes(s: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut offset = 0;
     std::iter::from_fn(move || {

@@ -11,7 +11,15 @@ use crate::error::StoreError;
 pub const FORMAT: u8 = 1;
 /// A value that is a sliver's place in a pair file (see `pair_files`):
 /// same envelope, payload `index u16 ‖ offset u64 ‖ length u64 ‖
-/// checksum of the sliver's bytes`, all little-endian.
+/// checksum of the sliver's bytes`, all little-endian. The checksum is a
+/// CRC-32C (u32, 4 bytes: what is written) or, in records of earlier
+/// versions, [`checksum`] (16 bytes); the payload's length tells which.
+///
+/// The CRC keeps this format byte on purpose: an earlier version counts a
+/// pair file as recorded by this byte alone, and removes files it thinks
+/// unrecorded at start. Rolled back onto a store with CRC records, it keeps
+/// their files and reports each record as corrupt (a typed error naming
+/// table and key); rolled forward again, every record reads.
 pub const FORMAT_IN_FILE: u8 = 2;
 /// A blob state in the layout that keeps only facts no other supersedes
 /// (`BlobState::to_bytes`); [`FORMAT`] states are the earlier layout.

@@ -13,7 +13,7 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `metadata` | blob ID | BCS `BlobMetadata` |
-//! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols; for a pair kept in a file (format 2): index ‖ offset (u64 LE) ‖ length (u64 LE) ‖ checksum |
+//! | `slivers` | shard (u16 BE) ‖ blob ID ‖ axis (u8) | sliver index (u16 LE) ‖ symbols; for a pair kept in a file (format 2): index ‖ offset (u64 LE) ‖ length (u64 LE) ‖ CRC-32C of the sliver (u32 LE), or in records of earlier versions a 16-byte BLAKE3 checksum |
 //! | `pairs` | blob ID ‖ shard (u16 BE) | — (the pair of that shard is stored) |
 //! | `states` | blob ID | the blob's proofs (`BlobState::to_bytes`) |
 //! | `promises` | blob ID | BCS `Promise`: what this node's signed confirmations promise to keep |

@@ -65,8 +65,36 @@ pub struct FilePlace {
     pub offset: u64,
     /// Its length in bytes.
     pub length: u64,
-    /// The checksum of its bytes ([`envelope::checksum`]).
-    pub checksum: [u8; CHECKSUM],
+    /// The checksum of its bytes.
+    pub checksum: FileChecksum,
+}
+
+/// The checksum a pair-file record keeps of its sliver's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChecksum {
+    /// [`envelope::checksum`] (BLAKE3, truncated), in records of earlier
+    /// versions.
+    Blake3([u8; CHECKSUM]),
+    /// CRC-32C: what is written. It guards against damage on disk (a sliver
+    /// read back is also checked against its commitment by whoever uses
+    /// it), and runs in hardware at several times BLAKE3's speed on one
+    /// core, over every byte a node stores and serves.
+    Crc32c(u32),
+}
+
+impl FileChecksum {
+    /// The checksum written for `data`.
+    pub fn of(data: &[u8]) -> Self {
+        FileChecksum::Crc32c(crc32c::crc32c(data))
+    }
+
+    /// Whether `data` is what this checksum was taken of.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        match self {
+            FileChecksum::Blake3(sum) => envelope::checksum(data) == *sum,
+            FileChecksum::Crc32c(sum) => crc32c::crc32c(data) == *sum,
+        }
+    }
 }
 
 /// A `slivers` value: the sliver's bytes, or where they are in a pair file.
@@ -90,15 +118,21 @@ impl SliverRecord<'_> {
             SliverRecord::Inline { index, data } => {
                 envelope::seal_parts(&[&index.0.to_le_bytes(), data])
             }
-            SliverRecord::InFile(place) => envelope::seal_parts_as(
-                envelope::FORMAT_IN_FILE,
-                &[
-                    &place.index.0.to_le_bytes(),
-                    &place.offset.to_le_bytes(),
-                    &place.length.to_le_bytes(),
-                    &place.checksum,
-                ],
-            ),
+            SliverRecord::InFile(place) => {
+                let checksum = match place.checksum {
+                    FileChecksum::Blake3(sum) => sum.to_vec(),
+                    FileChecksum::Crc32c(sum) => sum.to_le_bytes().to_vec(),
+                };
+                envelope::seal_parts_as(
+                    envelope::FORMAT_IN_FILE,
+                    &[
+                        &place.index.0.to_le_bytes(),
+                        &place.offset.to_le_bytes(),
+                        &place.length.to_le_bytes(),
+                        &checksum,
+                    ],
+                )
+            }
         }
     }
 }
@@ -109,7 +143,7 @@ pub fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
         index: sliver.index,
         offset,
         length: sliver.data.len() as u64,
-        checksum: envelope::checksum(&sliver.data),
+        checksum: FileChecksum::of(&sliver.data),
     })
     .to_bytes()
 }
@@ -137,16 +171,20 @@ pub fn decode_sliver_record<'a>(
     if format == envelope::FORMAT {
         return Ok(SliverRecord::Inline { index, data: rest });
     }
-    let place: &[u8; 16 + CHECKSUM] = rest
-        .try_into()
-        .map_err(|_| corrupt(format!("a pair-file record of {} bytes", payload.len())))?;
+    let place_error = || corrupt(format!("a pair-file record of {} bytes", payload.len()));
+    let (place, sum) = rest.split_at_checked(16).ok_or_else(place_error)?;
     let word = |at: usize| {
         let mut word = [0u8; 8];
         word.copy_from_slice(&place[at..at + 8]);
         u64::from_le_bytes(word)
     };
-    let mut checksum = [0u8; CHECKSUM];
-    checksum.copy_from_slice(&place[16..]);
+    let checksum = if let Ok(sum) = <[u8; 4]>::try_from(sum) {
+        FileChecksum::Crc32c(u32::from_le_bytes(sum))
+    } else if let Ok(sum) = <[u8; CHECKSUM]>::try_from(sum) {
+        FileChecksum::Blake3(sum)
+    } else {
+        return Err(place_error());
+    };
     Ok(SliverRecord::InFile(FilePlace {
         index,
         offset: word(0),
@@ -177,10 +215,29 @@ mod tests {
                 index: SliverIndex(7),
                 offset: 4096,
                 length: 12,
-                checksum: envelope::checksum(b"some symbols"),
+                checksum: FileChecksum::of(b"some symbols"),
             })
         );
         assert_eq!(record.to_bytes(), stored);
+        assert_eq!(stored[0], envelope::FORMAT_IN_FILE);
+        assert_eq!(stored.len(), envelope::HEADER + 2 + 16 + 4);
+        // A record of an earlier version (BLAKE3) still reads, and checks.
+        let earlier = SliverRecord::InFile(FilePlace {
+            index: SliverIndex(7),
+            offset: 4096,
+            length: 12,
+            checksum: FileChecksum::Blake3(envelope::checksum(b"some symbols")),
+        });
+        let earlier_bytes = earlier.to_bytes();
+        assert_eq!(earlier_bytes.len(), envelope::HEADER + 2 + 16 + CHECKSUM);
+        let parsed = decode_sliver_record(b"k", &earlier_bytes).unwrap();
+        assert_eq!(parsed, earlier);
+        if let SliverRecord::InFile(place) = parsed {
+            assert!(place.checksum.matches(b"some symbols"));
+            assert!(!place.checksum.matches(b"some symbolz"));
+        }
+        assert!(FileChecksum::of(b"some symbols").matches(b"some symbols"));
+        assert!(!FileChecksum::of(b"some symbols").matches(b"some symbolz"));
         let inline = SliverRecord::Inline {
             index: SliverIndex(3),
             data: b"abc",
@@ -190,9 +247,18 @@ mod tests {
             inline
         );
         // A pair-file record one byte short, and an envelope with no index.
-        let mut short = stored[envelope::HEADER..stored.len() - 1].to_vec();
-        short = envelope::seal_parts_as(envelope::FORMAT_IN_FILE, &[&short]);
-        assert!(decode_sliver_record(b"k", &short).is_err());
+        // Every other length of a pair-file record is refused.
+        let longest = &earlier_bytes[envelope::HEADER..];
+        for len in 0..longest.len() + 8 {
+            let payload: Vec<u8> = longest.iter().copied().cycle().take(len).collect();
+            let record = envelope::seal_parts_as(envelope::FORMAT_IN_FILE, &[&payload]);
+            let parsed = decode_sliver_record(b"k", &record);
+            assert_eq!(
+                parsed.is_ok(),
+                len == 2 + 16 + 4 || len == 2 + 16 + CHECKSUM,
+                "{len}"
+            );
+        }
         assert!(decode_sliver_record(b"k", &envelope::seal(&[1])).is_err());
     }
 }

@@ -369,7 +369,7 @@ impl Store {
                     }
                     read => read?,
                 };
-                if envelope::checksum(&data) != place.checksum {
+                if !place.checksum.matches(&data) {
                     return Err(lost(format!(
                         "fails its checksum over {len} bytes at offset {offset} of {}",
                         self.files.path(&blob_id, shard).display()
