@@ -29,7 +29,8 @@ const MAP_THRESHOLD: usize = 8 << 20;
 /// At most this many bytes of maps wait in the pool.
 const POOL_BYTES: usize = 640 << 20;
 
-/// A pooled map not reused for this long is unmapped at the pool's next use.
+/// A pooled map not reused for this long is unmapped (by the reaper thread,
+/// or by the next map returned to the pool).
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 static POOL: Mutex<Vec<(Instant, MmapMut)>> = Mutex::new(Vec::new());

@@ -246,8 +246,8 @@ mod tests {
             decode_sliver_record(b"k", &inline.to_bytes()).unwrap(),
             inline
         );
-        // A pair-file record one byte short, and an envelope with no index.
-        // Every other length of a pair-file record is refused.
+        // Every other length of a pair-file record is refused, and an
+        // envelope with no index.
         let longest = &earlier_bytes[envelope::HEADER..];
         for len in 0..longest.len() + 8 {
             let payload: Vec<u8> = longest.iter().copied().cycle().take(len).collect();
