@@ -271,3 +271,124 @@ async fn committee_changes_under_load_lose_nothing() {
     assert!(tally.blobs_verified > 0 && tally.reads > 0, "{tally:?}");
     assert_eq!(tally.kills, 2, "{tally:?}");
 }
+
+/// Whether this process may make network namespaces (root, and `ip`).
+fn may_make_namespaces() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let uids = s.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            uids.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false);
+    let ip = std::process::Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    root && ip
+}
+
+/// A process testnet whose nodes are separate hosts: each in a network
+/// namespace of its own, at an address of its own. A client here stores
+/// and reads across the bridge; a wiped node repairs from the others
+/// (node-to-node traffic between namespaces); `down` deletes every
+/// namespace and the bridge, and `up` makes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testnet_in_network_namespaces_stores_reads_repairs_and_cleans_up() {
+    use floe_testkit::testnet::Hosts;
+    if !may_make_namespaces() {
+        eprintln!("SKIPPED: making network namespaces needs root and iproute2's `ip`");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = 4;
+    let mut testnet = Testnet::create_or_open_on(
+        dir.path(),
+        nodes,
+        40,
+        floe_testkit::testnet::DEFAULT_EPOCH_MS,
+        Hosts::Namespaces,
+        &node_bin(),
+    )
+    .unwrap()
+    .down_on_drop();
+    assert_eq!(testnet.hosts(), Hosts::Namespaces);
+    // Opening it as a loopback testnet is refused: it keeps its hosts.
+    assert!(Testnet::create_or_open(dir.path(), nodes, 40, &node_bin()).is_err());
+    testnet.up(Duration::from_secs(60)).await.unwrap();
+    let lab = testnet.lab().unwrap().clone();
+
+    // Every node in a namespace of its own, none in ours, each at its own
+    // address on the lab's subnet.
+    let namespace_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let ours = namespace_of("self");
+    let mut seen = std::collections::HashSet::new();
+    for node in 0..nodes {
+        let pid = testnet.pid(node).unwrap().to_string();
+        let namespace = namespace_of(&pid);
+        assert_ne!(namespace, ours, "node-{node} runs in our namespace");
+        assert!(seen.insert(namespace), "node-{node} shares a namespace");
+        let member = &testnet.file().committee.members()[node];
+        assert_eq!(
+            member.address,
+            format!(
+                "{}:{}",
+                lab.address(node).unwrap(),
+                floe_testkit::netns::NODE_PORT
+            )
+        );
+    }
+
+    let client = Client::new(testnet.file(), ClientConfig::default()).unwrap();
+    let data = bytes::Bytes::from((0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let stored = client
+        .store(data.clone(), 5, Default::default())
+        .await
+        .unwrap();
+    let read = client
+        .read(stored.blob_id, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(read, data);
+
+    // A wiped node gets its slivers back from the nodes in the other
+    // namespaces.
+    testnet.wipe(1).unwrap();
+    testnet
+        .wait_healthy(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let member = testnet.file().committee.members()[1].clone();
+    eventually(
+        Duration::from_secs(60),
+        "the wiped node is certified and repaired",
+        async || {
+            let certified = matches!(
+                client
+                    .node_status(&member, stored.blob_id)
+                    .await
+                    .map(|a| a.status),
+                Ok(BlobStatus::Certified { .. })
+            );
+            let info = client.info(&member).await;
+            certified && info.is_ok_and(|i| i.drift == 0)
+        },
+    )
+    .await;
+
+    // down: no namespace and no bridge left; up: all made again.
+    testnet.down().unwrap();
+    let exists = |name: String| std::path::Path::new("/run/netns").join(name).exists();
+    assert!((0..nodes).all(|node| !exists(lab.namespace(node))));
+    assert!(!std::path::Path::new("/sys/class/net")
+        .join(lab.bridge())
+        .exists());
+    testnet.up(Duration::from_secs(60)).await.unwrap();
+    let read = client
+        .read(stored.blob_id, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(read, data, "the data survives down and up");
+    testnet.down().unwrap();
+    assert!((0..nodes).all(|node| !exists(lab.namespace(node))));
+}

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::bench::human;
 use crate::bench_floor::{codec_encode, cpu_since, floor, FloorRecord, FLOOR_BLOB_BYTES};
+use crate::bench_repair::{repair, RepairRecord};
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -49,19 +50,7 @@ struct OpRecord {
 }
 
 #[derive(Serialize)]
-struct RepairRecord {
-    blobs: usize,
-    blob_bytes: usize,
-    seconds: f64,
-    fetched_bytes: u64,
-    rebuilt_bytes: u64,
-    /// Slivers the node rebuilt (two per pair; more means repeated work).
-    slivers_rebuilt: u64,
-    pairs_held: u64,
-}
-
-#[derive(Serialize)]
-struct Report {
+pub(crate) struct Report {
     nodes: usize,
     shards: u16,
     /// The link profile, if links were shaped.
@@ -69,14 +58,16 @@ struct Report {
     /// QUIC's congestion controller (BBR over shaped links).
     congestion: String,
     ops: Vec<OpRecord>,
-    repair: Option<RepairRecord>,
+    pub(crate) repair: Option<RepairRecord>,
     floor: Option<FloorRecord>,
     /// The 16 MiB store's p50 over its floor (target <= 1.2).
     store_p50_over_floor: Option<f64>,
     /// The floor's CPU, client and nodes together.
     floor_total_cpu_ms: Option<f64>,
-    /// Repair's bytes fetched over bytes rebuilt (target <= 1.3).
+    /// Repair's symbol bytes fetched over bytes rebuilt (target <= 1.3).
     repair_fetched_over_rebuilt: Option<f64>,
+    /// The same with the symbols' proofs counted too: all repair fetched.
+    repair_fetched_with_proofs_over_rebuilt: Option<f64>,
     /// Over shaped links: a 1 KiB store's p50, less its encode, in RTTs.
     round_trips_per_store: Option<f64>,
     /// Time for a certificate told to one node to reach every node.
@@ -270,6 +261,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         store_p50_over_floor: None,
         floor_total_cpu_ms: None,
         repair_fetched_over_rebuilt: None,
+        repair_fetched_with_proofs_over_rebuilt: None,
         round_trips_per_store: None,
         convergence_ms: None,
         rss_mib: 0.0,
@@ -442,10 +434,10 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     if scale {
         report.convergence_ms = Some(convergence(&local, &running).await?);
     }
-    report.repair_fetched_over_rebuilt = report
-        .repair
-        .as_ref()
-        .map(|r| r.fetched_bytes as f64 / r.rebuilt_bytes.max(1) as f64);
+    if let Some((symbols, with_proofs)) = report.repair.as_ref().map(RepairRecord::ratios) {
+        report.repair_fetched_over_rebuilt = Some(symbols);
+        report.repair_fetched_with_proofs_over_rebuilt = Some(with_proofs);
+    }
     if let Some(floor) = &report.floor {
         println!(
             "floor for {}: encode {:.0} + verify {:.0} + QUIC {:.0} + durable write {:.0} = {:.0} ms CPU \
@@ -474,8 +466,11 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
             );
         }
     }
-    if let Some(ratio) = report.repair_fetched_over_rebuilt {
-        println!("repair_fetched_over_rebuilt: {ratio:.2} (target <= 1.3)");
+    if let (Some(ratio), Some(with_proofs)) = (
+        report.repair_fetched_over_rebuilt,
+        report.repair_fetched_with_proofs_over_rebuilt,
+    ) {
+        println!("repair_fetched_over_rebuilt: {ratio:.2} (target <= 1.3); with the symbols' proofs {with_proofs:.2}");
     }
     if let Some(rt) = report.round_trips_per_store {
         println!(
@@ -553,115 +548,9 @@ async fn convergence(
     }
 }
 
-/// A node holding every blob stored so far plus 1000 small ones (100 if
-/// `quick`) loses its disk; measure how long and how many bytes it takes to
-/// rebuild.
-async fn repair(
-    report: &mut Report,
-    local: &floe_testkit::local::LocalCommittee,
-    running: &mut [Option<Node>],
-    client: &Arc<Client>,
-    seed: &mut u64,
-    mut all_ids: Vec<floe_codec::BlobId>,
-    quick: bool,
-) -> Result<()> {
-    let (repair_blobs, repair_bytes) = if quick {
-        (100, 1 << 10)
-    } else {
-        (1000, 1 << 10)
-    };
-    let mut blobs = Vec::new();
-    for i in 0..8 {
-        blobs.push(
-            (0..repair_blobs / 8 + usize::from(i < repair_blobs % 8))
-                .map(|_| {
-                    *seed += 1;
-                    let mut blob = crate::bench::sample_blob(repair_bytes);
-                    blob[..8].copy_from_slice(&seed.to_le_bytes());
-                    Bytes::from(blob)
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-    let (_, _, ids) = timed(client, blobs, |client, blob| async move {
-        Ok(client
-            .store(blob, 10, StoreOptions::default())
-            .await?
-            .blob_id)
-    })
-    .await?;
-    let repair_ids: Vec<_> = ids.into_iter().flatten().collect();
-    let small = repair_ids.len();
-    all_ids.extend(repair_ids);
-    let ids = all_ids;
-    let wiped = 1;
-    if let Some(node) = running[wiped].take() {
-        node.shutdown(Duration::from_secs(2)).await;
-    }
-    std::fs::remove_dir_all(&local.configs[wiped].database)?;
-    let start = Instant::now();
-    let node = loop {
-        match Node::start(local.configs[wiped].clone()).await {
-            Ok(node) => break node,
-            Err(floe_node::StartError::Net(_)) if start.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let restarted = Instant::now();
-    loop {
-        let complete = node.drift() == 0
-            && ids
-                .iter()
-                .all(|id| node.store().holds_all_pairs(id).unwrap_or(false));
-        if complete {
-            break;
-        }
-        anyhow::ensure!(
-            restarted.elapsed() < Duration::from_secs(600),
-            "repair did not finish in 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let seconds = restarted.elapsed().as_secs_f64();
-    let mut rebuilt = 0u64;
-    let mut pairs_held = 0u64;
-    for id in &ids {
-        for shard in node.store().shards() {
-            if let Some(pair) = node.store().sliver_pair(shard, id)? {
-                rebuilt += pair.byte_len() as u64;
-                pairs_held += 1;
-            }
-        }
-    }
-    let fetched = node.metrics().repair_bytes_fetched.load(Ordering::Relaxed);
-    let slivers_rebuilt = node.metrics().slivers_repaired.load(Ordering::Relaxed);
-    println!(
-        "\nrepair of a wiped node holding {} blobs ({small} of {} and the {} above): {seconds:.1} s (learning the certificates included), fetched {} KiB of symbols to rebuild {} KiB ({:.2}x)",
-        ids.len(),
-        human(repair_bytes),
-        ids.len() - small,
-        fetched >> 10,
-        rebuilt >> 10,
-        fetched as f64 / rebuilt.max(1) as f64
-    );
-    report.repair = Some(RepairRecord {
-        blobs: ids.len(),
-        blob_bytes: repair_bytes,
-        seconds,
-        fetched_bytes: fetched,
-        rebuilt_bytes: rebuilt,
-        slivers_rebuilt,
-        pairs_held,
-    });
-    running[wiped] = Some(node);
-    Ok(())
-}
-
 /// Run `op` over each client's items, the clients concurrently; returns the
 /// wall time, every op's latency (ms) and every op's output, per client.
-async fn timed<T, U, F, Fut>(
+pub(crate) async fn timed<T, U, F, Fut>(
     client: &Arc<Client>,
     items: Vec<Vec<T>>,
     op: F,

@@ -19,6 +19,7 @@ mod bench_e2e;
 mod bench_floor;
 mod bench_migration;
 mod bench_net;
+mod bench_repair;
 mod bench_store;
 mod bench_sync;
 mod dist;

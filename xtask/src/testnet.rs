@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use floe_testkit::drill::{self, ChaosConfig};
-use floe_testkit::testnet::Testnet;
+use floe_testkit::testnet::{Hosts, Testnet};
 
 /// What `cargo xtask testnet` does.
 #[derive(Debug, Subcommand)]
@@ -31,6 +31,12 @@ pub enum Action {
         /// shape theirs with the same FLOE_LAB_WAN.
         #[arg(long, value_name = "PROFILE")]
         wan: Option<floe_net::LinkProfile>,
+        /// Run each node of a new testnet in a network namespace of its
+        /// own, at an address of its own (10.213.x.y), joined by a bridge,
+        /// as separate hosts are (needs root and iproute2; `down` deletes
+        /// the namespaces).
+        #[arg(long)]
+        netns: bool,
     },
     /// Stop every node (their data stays; `up` starts them again).
     Down,
@@ -161,6 +167,7 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
             shards,
             epoch_secs,
             wan,
+            netns,
         } => {
             if let Some(wan) = &wan {
                 // The nodes started below inherit it (`NodeConfig::load`).
@@ -172,17 +179,33 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
             }
             let fresh = !dir.join("committee.toml").exists();
             std::fs::create_dir_all(&dir)?;
-            let mut testnet = Testnet::create_or_open_with(
+            let hosts = if netns {
+                Hosts::Namespaces
+            } else {
+                // An existing testnet keeps the hosts it was made with.
+                Testnet::open(&dir, &node_bin).map_or(Hosts::Loopback, |t| t.hosts())
+            };
+            let mut testnet = Testnet::create_or_open_on(
                 &dir,
                 nodes,
                 shards,
                 epoch_secs.max(1) * 1000,
+                hosts,
                 &node_bin,
             )?;
             runtime.block_on(testnet.up(Duration::from_secs(60)))?;
             let committee = &testnet.file().committee;
+            let hosts = match testnet.lab() {
+                Some(lab) => format!(
+                    "each in its own network namespace ({} … {}), on the bridge {}",
+                    lab.namespace(0),
+                    lab.namespace(testnet.nodes() - 1),
+                    lab.bridge()
+                ),
+                None => "on 127.0.0.1".to_owned(),
+            };
             println!(
-                "testnet {} in {}: {} floe-node processes, {} shards (f = {}, a certificate needs {} shards), all healthy",
+                "testnet {} in {}: {} floe-node processes {hosts}, {} shards (f = {}, a certificate needs {} shards), all healthy",
                 if fresh { "created" } else { "restarted with its data" },
                 testnet.dir().display(),
                 testnet.nodes(),
@@ -202,7 +225,15 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
         Action::Down => {
             let mut testnet = Testnet::open(&dir, &node_bin)?;
             testnet.down()?;
-            println!("testnet in {} stopped (data kept)", testnet.dir().display());
+            println!(
+                "testnet in {} stopped (data kept{})",
+                testnet.dir().display(),
+                if testnet.lab().is_some() {
+                    "; its network namespaces deleted, `up` makes them again"
+                } else {
+                    ""
+                }
+            );
         }
         Action::Status { json } => {
             let mut testnet = Testnet::open(&dir, &node_bin)?;

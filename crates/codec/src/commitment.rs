@@ -85,6 +85,13 @@ pub struct SymbolProof {
     pub siblings: Vec<[u8; 32]>,
 }
 
+impl SymbolProof {
+    /// Bytes the proof carries: its chunk bytes and chaining values.
+    pub fn byte_len(&self) -> usize {
+        self.prefix.len() + self.suffix.len() + 32 * self.siblings.len()
+    }
+}
+
 /// The chunk-aligned span `[lo, hi)` that contains `range` within `total` bytes.
 fn chunk_span(range: &Range<usize>, total: usize) -> Range<usize> {
     let lo = range.start - range.start % CHUNK;

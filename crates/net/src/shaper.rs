@@ -47,6 +47,12 @@ pub const LAB_ENV: &str = "FLOE_LAB_WAN";
 /// it datagrams are dropped as a full queue would drop them.
 const MAX_HELD_BYTES: usize = 256 << 20;
 
+/// Links a shaped endpoint keeps state for. Beyond it, links with nothing
+/// in flight are forgotten (a link's latency is a function of its two
+/// addresses, so one seen again gets the same); if all are busy, the
+/// datagram to a new destination is dropped as a full queue would drop it.
+const MAX_LINKS: usize = 4096;
+
 /// What a shaped link does to the datagrams sent over it.
 ///
 /// Written as a profile name (`continent`, `planet`, `lossy`, `lan`) or a
@@ -444,6 +450,13 @@ impl ShapedSocket {
         } else {
             self.local
         };
+        if state.links.len() >= MAX_LINKS && !state.links.contains_key(&transmit.destination) {
+            state.links.retain(|_, link| link.last_due > now);
+            if state.links.len() >= MAX_LINKS {
+                TOTALS.queue_drops.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         let link = state
             .links
             .entry(transmit.destination)
@@ -639,6 +652,46 @@ mod tests {
         ] {
             assert!(bad.parse::<LinkProfile>().is_err(), "{bad} was accepted");
         }
+    }
+
+    /// The link table stays bounded however many destinations an endpoint
+    /// sends to: idle links are forgotten, busy ones kept.
+    #[tokio::test]
+    async fn idle_links_are_forgotten_beyond_the_cap() {
+        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let inner = quinn::default_runtime()
+            .unwrap()
+            .wrap_udp_socket(std_socket)
+            .unwrap();
+        let profile: LinkProfile = "latency=50ms,bandwidth=1gbit".parse().unwrap();
+        let socket = ShapedSocket::new(inner, profile).unwrap();
+        let transmit = |port: u16| Transmit {
+            // A port nothing listens on, on loopback.
+            destination: SocketAddr::from(([127, 0, 0, 1], port)),
+            ecn: None,
+            contents: &[0u8; 8],
+            segment_size: None,
+            src_ip: None,
+        };
+        let send = |port: u16, now: Instant| {
+            let mut state = socket.state.lock().unwrap();
+            socket.admit(&mut state, now, &transmit(port), &[0u8; 8]);
+            (
+                state.links.len(),
+                state.links.contains_key(&transmit(port).destination),
+            )
+        };
+        let start = Instant::now();
+        for i in 0..MAX_LINKS as u16 {
+            send(20_000 + i, start);
+        }
+        // All busy (their datagrams are 50 ms away): a new one is dropped.
+        let drops = TOTALS.queue_drops.load(Ordering::Relaxed);
+        assert_eq!(send(60_000, start), (MAX_LINKS, false));
+        assert!(TOTALS.queue_drops.load(Ordering::Relaxed) > drops);
+        // Once they are idle, a new destination makes room by forgetting them.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(send(60_000, later), (1, true));
     }
 
     #[test]

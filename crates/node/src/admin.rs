@@ -194,8 +194,14 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
     metric(
         "floe_repair_fetched_bytes_total",
         "counter",
-        "Bytes of recovery symbols fetched by repair.",
+        "Bytes of recovery symbols fetched by repair (their proofs apart).",
         &counter(&m.repair_bytes_fetched),
+    );
+    metric(
+        "floe_repair_fetched_proof_bytes_total",
+        "counter",
+        "Bytes of the proofs of the recovery symbols repair fetched.",
+        &counter(&m.repair_proof_bytes_fetched),
     );
     metric(
         "floe_migration_fetched_bytes_total",

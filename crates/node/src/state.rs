@@ -28,8 +28,10 @@ use crate::config::{Limits, Tasks};
 pub struct Metrics {
     /// Slivers rebuilt by repair.
     pub slivers_repaired: AtomicU64,
-    /// Bytes of recovery symbols fetched by repair.
+    /// Bytes of recovery symbols fetched by repair (their proofs apart).
     pub repair_bytes_fetched: AtomicU64,
+    /// Bytes of the proofs of the recovery symbols repair fetched.
+    pub repair_proof_bytes_fetched: AtomicU64,
     /// Facts learned from peers by anti-entropy or push.
     pub facts_received: AtomicU64,
     /// Anti-entropy rounds run.

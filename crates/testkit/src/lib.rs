@@ -5,7 +5,8 @@
 //!   node configs in one directory) and its nodes run in this process
 //!   ([`local::Cluster`]), with made-up certified facts to seed them.
 //! * [`testnet`]: a local test network of `floe-node` processes, as
-//!   `cargo xtask testnet …` runs it.
+//!   `cargo xtask testnet …` runs it, on 127.0.0.1 or each node in a
+//!   network namespace of its own ([`netns`]).
 //! * [`drill`]: the demo and the chaos drill on a [`testnet::Testnet`].
 //! * [`migration`]: a committee change that moves shards, on a cluster.
 //! * [`epochs`]: the epochs drill: a load across committee changes on a
@@ -20,4 +21,5 @@ pub mod epochs;
 pub mod local;
 mod membership;
 pub mod migration;
+pub mod netns;
 pub mod testnet;

@@ -57,12 +57,19 @@ impl Testnet {
         let port = |what: &str| {
             crate::local::free_port().map_err(|e| invalid(format!("a {what} port: {e}")))
         };
+        let (listen, admin) = match self.lab() {
+            Some(lab) => lab.listen(node)?,
+            None => (
+                SocketAddr::from(([127, 0, 0, 1], port("node")?)),
+                SocketAddr::from(([127, 0, 0, 1], port("admin")?)),
+            ),
+        };
         let config = NodeConfig {
             node_id: format!("node-{node}"),
             protocol_key: protocol,
             network_key: network,
-            listen: SocketAddr::from(([127, 0, 0, 1], port("node")?)),
-            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], port("admin")?))),
+            listen,
+            admin_listen: Some(admin),
             database: dir.join("db"),
             byzantine: None,
             ..template

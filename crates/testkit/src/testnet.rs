@@ -1,6 +1,8 @@
-//! A local test network of `floe-node` processes on 127.0.0.1, kept in one
-//! directory: `committee.toml`, `client.toml`, and per node `node-<i>/`
-//! with its keys, `node.toml`, database, `node.log` and `pid`.
+//! A local test network of `floe-node` processes, kept in one directory:
+//! `committee.toml`, `client.toml`, and per node `node-<i>/` with its keys,
+//! `node.toml`, database, `node.log` and `pid`. Its nodes share 127.0.0.1,
+//! or each runs in a network namespace of its own ([`Hosts`], see
+//! [`crate::netns`]).
 //!
 //! `cargo xtask testnet …` drives it; tests drive it through this API. The
 //! node processes outlive the command that started them (they run in their
@@ -15,6 +17,9 @@ use std::time::{Duration, Instant};
 use floe_client::{Client, ClientConfig};
 use floe_consensus::CommitteeFile;
 use floe_node::{Limits, NodeConfig, Tasks};
+
+pub use crate::netns::Hosts;
+use crate::netns::Netns;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -82,6 +87,9 @@ pub struct Testnet {
     /// Stop every node when this handle is dropped (for throwaway testnets:
     /// a failed test or drill leaves no process behind).
     down_on_drop: bool,
+    /// The network namespaces the nodes run in, if they do not share
+    /// 127.0.0.1.
+    lab: Option<Netns>,
 }
 
 impl Testnet {
@@ -104,10 +112,36 @@ impl Testnet {
         epoch_ms: u64,
         node_bin: &Path,
     ) -> Result<Self, TestnetError> {
+        Self::create_or_open_on(dir, nodes, shards, epoch_ms, Hosts::Loopback, node_bin)
+    }
+
+    /// [`Testnet::create_or_open_with`] whose nodes, in a new testnet, run
+    /// on `hosts`. An existing testnet keeps the hosts it was made with; a
+    /// request for other hosts is refused, naming the directory.
+    pub fn create_or_open_on(
+        dir: &Path,
+        nodes: usize,
+        shards: u16,
+        epoch_ms: u64,
+        hosts: Hosts,
+        node_bin: &Path,
+    ) -> Result<Self, TestnetError> {
         if !dir.join("committee.toml").exists() {
-            Self::write(dir, nodes, shards, epoch_ms)?;
+            Self::write(dir, nodes, shards, epoch_ms, hosts)?;
         }
-        Self::open(dir, node_bin)
+        let testnet = Self::open(dir, node_bin)?;
+        if testnet.hosts() != hosts {
+            return Err(TestnetError::Invalid(format!(
+                "the testnet in {} runs its nodes {}; it cannot be started otherwise \
+                 (take it down and delete the directory for a new one)",
+                testnet.dir.display(),
+                match testnet.hosts() {
+                    Hosts::Loopback => "on 127.0.0.1",
+                    Hosts::Namespaces => "in network namespaces",
+                }
+            )));
+        }
+        Ok(testnet)
     }
 
     /// Opens an existing testnet.
@@ -125,31 +159,84 @@ impl Testnet {
         while dir.join(format!("node-{nodes}")).join("node.toml").exists() {
             nodes += 1;
         }
+        let lab = Netns::load(&dir)?;
         Ok(Self {
             dir,
             node_bin: node_bin.to_owned(),
             file,
             children: (0..nodes).map(|_| None).collect(),
             down_on_drop: false,
+            lab,
         })
     }
 
-    fn write(dir: &Path, nodes: usize, shards: u16, epoch_ms: u64) -> Result<(), TestnetError> {
+    fn write(
+        dir: &Path,
+        nodes: usize,
+        shards: u16,
+        epoch_ms: u64,
+        hosts: Hosts,
+    ) -> Result<(), TestnetError> {
         let tasks = Tasks {
             sync_interval_ms: 500,
             repair_interval_ms: 500,
             repair_concurrency: 4,
             gc_interval_ms: 5_000,
         };
-        let local = crate::local::generate(dir, nodes, shards, epoch_ms, Limits::default(), tasks)
-            .map_err(|e| TestnetError::Invalid(e.to_string()))?;
-        local
-            .write_configs(dir, |_| {
-                crate::local::free_port()
-                    .map(|port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
-            })
-            .map_err(|e| TestnetError::Invalid(e.to_string()))?;
+        let invalid = |e: &dyn std::fmt::Display| TestnetError::Invalid(e.to_string());
+        match hosts {
+            Hosts::Loopback => {
+                let local =
+                    crate::local::generate(dir, nodes, shards, epoch_ms, Limits::default(), tasks)
+                        .map_err(|e| invalid(&e))?;
+                local
+                    .write_configs(dir, |_| {
+                        crate::local::free_port()
+                            .map(|port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+                    })
+                    .map_err(|e| invalid(&e))?;
+            }
+            Hosts::Namespaces => {
+                std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+                let canonical = std::fs::canonicalize(dir)
+                    .map_err(io(format!("resolving {}", dir.display())))?;
+                let lab = Netns::for_dir(&canonical);
+                let listen = (0..nodes)
+                    .map(|node| lab.listen(node))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let addresses: Vec<_> = listen
+                    .iter()
+                    .map(|(node, _)| (node.to_string(), *node))
+                    .collect();
+                let local = floe_node::committee::write_committee(
+                    dir,
+                    shards,
+                    epoch_ms,
+                    Limits::default(),
+                    tasks,
+                    &addresses,
+                )
+                .map_err(|e| invalid(&e))?;
+                local
+                    .write_configs(dir, |node| Ok(Some(listen[node].1)))
+                    .map_err(|e| invalid(&e))?;
+                lab.save(dir)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Where the nodes run.
+    pub fn hosts(&self) -> Hosts {
+        match self.lab {
+            Some(_) => Hosts::Namespaces,
+            None => Hosts::Loopback,
+        }
+    }
+
+    /// The network namespaces the nodes run in, if they do.
+    pub fn lab(&self) -> Option<&Netns> {
+        self.lab.as_ref()
     }
 
     /// Stops every node when this handle is dropped, even on a panic.
@@ -261,7 +348,13 @@ impl Testnet {
         let log_err = log
             .try_clone()
             .map_err(io(format!("opening {}", log_path.display())))?;
-        let mut command = Command::new(&self.node_bin);
+        let mut command = match &self.lab {
+            Some(lab) => {
+                lab.ensure(node)?;
+                lab.command(node, &self.node_bin)
+            }
+            None => Command::new(&self.node_bin),
+        };
         command
             .arg("run")
             .arg("--config")
@@ -333,10 +426,14 @@ impl Testnet {
         Ok(())
     }
 
-    /// Stops every node cleanly.
+    /// Stops every node cleanly, and deletes the network namespaces they
+    /// ran in, if they did (`up` makes them again).
     pub fn down(&mut self) -> Result<(), TestnetError> {
         for node in 0..self.nodes() {
             self.stop(node, false)?;
+        }
+        if let Some(lab) = &self.lab {
+            lab.teardown(self.nodes())?;
         }
         Ok(())
     }

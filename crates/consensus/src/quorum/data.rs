@@ -111,6 +111,7 @@ pub struct SymbolTally<'m, K> {
     targets: Vec<(Axis, SliverIndex)>,
     have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>>,
     bytes: u64,
+    proof_bytes: u64,
     failures: Vec<(K, Failure)>,
 }
 
@@ -122,6 +123,7 @@ impl<'m, K> SymbolTally<'m, K> {
             targets: targets.to_vec(),
             have: BTreeMap::new(),
             bytes: 0,
+            proof_bytes: 0,
             failures: Vec::new(),
         }
     }
@@ -133,9 +135,14 @@ impl<'m, K> SymbolTally<'m, K> {
         })
     }
 
-    /// Bytes of verified symbols received.
+    /// Bytes of verified symbols received (their proofs apart).
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Bytes of the proofs of the verified symbols received.
+    pub fn proof_bytes(&self) -> u64 {
+        self.proof_bytes
     }
 
     /// The peers that failed so far, and how.
@@ -195,6 +202,7 @@ impl<K> Tally<K, Result<Vec<RecoverySymbol>, String>> for SymbolTally<'_, K> {
                         continue;
                     }
                     self.bytes += symbol.data.len() as u64;
+                    self.proof_bytes += symbol.proof.byte_len() as u64;
                     self.have
                         .entry(target)
                         .or_default()

@@ -255,6 +255,7 @@ pub(super) async fn gather_symbols(
     };
     own.extend(fresh);
     let own_bytes: u64 = own.iter().map(|s| s.data.len() as u64).sum();
+    let own_proof_bytes: u64 = own.iter().map(|s| s.proof.byte_len() as u64).sum();
     if !own.is_empty() {
         use floe_consensus::quorum::Tally as _;
         tally.answer(inner.network_key, Ok(own), std::time::Instant::now());
@@ -276,6 +277,10 @@ pub(super) async fn gather_symbols(
         .metrics
         .repair_bytes_fetched
         .fetch_add(tally.bytes().saturating_sub(own_bytes), Ordering::Relaxed);
+    inner.metrics.repair_proof_bytes_fetched.fetch_add(
+        tally.proof_bytes().saturating_sub(own_proof_bytes),
+        Ordering::Relaxed,
+    );
     report_failures(inner, blob_id, "recovery symbols", tally.failures());
     // Calls still running are cancelled below: they are no longer needed. A
     // peer that held its answer back for several hedges while others
