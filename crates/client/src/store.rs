@@ -36,10 +36,14 @@ impl Client {
         // certified long enough is answered from its certificate as soon
         // as the check says so, and the upload is dropped (its calls
         // cancelled; what nodes received is pending data they collect).
-        let upload = self.store_encoded(metadata, pairs, epochs, options);
-        tokio::pin!(upload);
-        tokio::select! {
-            outcome = &mut upload => return outcome,
+        // The check races only the certification, never the delivery of
+        // this store's own certificate: a check answered after nodes
+        // learned that certificate would call it someone else's.
+        let certify = self.certify_at_quorum(metadata, pairs, epochs, options);
+        tokio::pin!(certify);
+        let (outcome, tail) = tokio::select! {
+            biased;
+            certified = &mut certify => certified?,
             status = self.status(blob_id) => {
                 if let Ok(QuorumStatus {
                     status: BlobStatus::Certified { certificate },
@@ -56,9 +60,10 @@ impl Client {
                         });
                     }
                 }
+                certify.await?
             }
-        }
-        upload.await
+        };
+        Ok(self.deliver_and_finish(outcome, tail).await)
     }
 
     /// Upload an already encoded blob, certify it and deliver the
@@ -70,16 +75,22 @@ impl Client {
         epochs: u64,
         options: StoreOptions,
     ) -> Result<StoreOutcome, ClientError> {
-        let (outcome, mut tail) = self
+        let (outcome, tail) = self
             .certify_at_quorum(metadata, pairs, epochs, options)
             .await?;
+        Ok(self.deliver_and_finish(outcome, tail).await)
+    }
+
+    /// Deliver a store's fresh certificate to every node while the tail of
+    /// its uploads finishes.
+    async fn deliver_and_finish(&self, outcome: StoreOutcome, mut tail: Tail) -> StoreOutcome {
         // The tail window and the delivery overlap: nodes still receiving
         // their slivers finish while the certificate reaches the others.
         tokio::join!(
             self.deliver(Fact::Certified(outcome.certificate.clone())),
             tail.finish()
         );
-        Ok(outcome)
+        outcome
     }
 
     /// Upload an already encoded blob and gather its certificate from a
