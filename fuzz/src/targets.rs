@@ -259,24 +259,36 @@ impl Deep for RecoveryRequest {
                     Axis::Secondary => &pair.primary,
                 };
                 let _ = source.recovery_symbols(&fx.metadata, &targets);
+                let _ = source.bare_symbols(&fx.metadata, &targets);
             }
         }
     }
 }
 
+/// What a repairing node does with an answer of recovery symbols.
+fn deep_symbols<S: floe_codec::Symbol>(symbols: &[S], fx: &Fixtures) {
+    for symbol in symbols {
+        let _ = symbol.check(&fx.metadata);
+    }
+    if let Some(first) = symbols.first() {
+        let _ = recover_sliver(
+            &fx.metadata,
+            first.target_axis(),
+            first.target_index(),
+            symbols.iter().cloned(),
+        );
+    }
+}
+
 impl Deep for Vec<RecoverySymbol> {
     fn deep(&self, fx: &Fixtures) {
-        for symbol in self {
-            let _ = symbol.verify(&fx.metadata);
-        }
-        if let Some(first) = self.first() {
-            let _ = recover_sliver(
-                &fx.metadata,
-                first.target_axis(),
-                first.target_index(),
-                self.iter().cloned(),
-            );
-        }
+        deep_symbols(self, fx);
+    }
+}
+
+impl Deep for Vec<floe_codec::BareSymbol> {
+    fn deep(&self, fx: &Fixtures) {
+        deep_symbols(self, fx);
     }
 }
 
@@ -432,13 +444,14 @@ macro_rules! with_method {
             PutShardsSynced::KIND => $f::<PutShardsSynced>($($args),*),
             GetHandoff::KIND => $f::<GetHandoff>($($args),*),
             floe_api::PutGrant::KIND => $f::<floe_api::PutGrant>($($args),*),
+            floe_api::GetBareSymbols::KIND => $f::<floe_api::GetBareSymbols>($($args),*),
             _ => $unknown,
         }
     };
 }
 
 /// Method kinds, in order.
-const KINDS: u16 = 18;
+const KINDS: u16 = 19;
 
 fn decode_deep<T: Wire + Deep>(body: &[u8]) -> Verdict {
     let fx = fixtures()?;
@@ -681,6 +694,13 @@ fn request_bodies(fx: &Fixtures) -> Result<Vec<(u16, Vec<u8>)>, String> {
                 ],
             })?,
         ),
+        (
+            floe_api::GetBareSymbols::KIND,
+            encoded(&RecoveryRequest {
+                blob_id: fx.blob_id,
+                targets: vec![(Axis::Primary, SliverIndex(2))],
+            })?,
+        ),
         (SubmitInconsistency::KIND, encoded(&fx.proof)?),
         (
             Reconcile::KIND,
@@ -764,6 +784,16 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
             encoded(&answer(BlobStatus::Pending))?,
         ),
         (GetRecoverySymbols::KIND, false, encoded(&symbols)?),
+        (
+            floe_api::GetBareSymbols::KIND,
+            false,
+            encoded(
+                &fx.pairs[0]
+                    .secondary
+                    .bare_symbols(&fx.metadata, &[SliverIndex(2)])
+                    .map_err(|x| x.to_string())?,
+            )?,
+        ),
         (SubmitInconsistency::KIND, false, encoded(&fx.attestation)?),
         (
             GetCommitteeChain::KIND,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use floe_codec::{
-    Axis, BlobId, BlobMetadata, InconsistencyProof, RecoverySymbol, ShardIndex, Sliver,
+    Axis, BareSymbol, BlobId, BlobMetadata, InconsistencyProof, RecoverySymbol, ShardIndex, Sliver,
     SliverIndex, SliverPair,
 };
 use floe_consensus::chain::{CommitteeCertificate, CommitteeProposal};
@@ -499,6 +499,12 @@ method!(
     /// certificate); a node in `grants` mode keeps it and admits the key's
     /// writes within its limits. Answers the key's usage on this node.
     PutGrant, 18, Access::Public, Signed<StorageGrant> => GrantUsage, MAX_SMALL_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// Recovery symbols without proofs, from the slivers this node holds:
+    /// what a repair asks for first, checking the slivers it rebuilds
+    /// against the metadata instead of each symbol against a proof.
+    GetBareSymbols, 19, Access::PeerOnly, RecoveryRequest => Vec<BareSymbol>, MAX_SMALL_FRAME, MAX_SLIVER_FRAME, LONG
 );
 
 /// A client key's standing on one node, as `PutGrant` answers it.

@@ -136,6 +136,13 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
     }
     let fetched = node.metrics().repair_bytes_fetched.load(Ordering::Relaxed);
     assert!(fetched > 0);
+    // Honest peers: bare symbols rebuilt every sliver, no proof was fetched.
+    let proven_rounds = node.metrics().repair_proven_rounds.load(Ordering::Relaxed);
+    let proof_bytes = node
+        .metrics()
+        .repair_proof_bytes_fetched
+        .load(Ordering::Relaxed);
+    assert_eq!((proven_rounds, proof_bytes), (0, 0));
     assert!(
         fetched <= 3 * stored,
         "fetched {fetched} bytes of symbols to rebuild {stored} bytes"
@@ -211,6 +218,11 @@ async fn an_inconsistently_encoded_blob_becomes_invalid_everywhere() {
         .await;
     }
     let _ = committee;
+    // The holder's bare symbols rebuilt a sliver failing its hash, which
+    // they cannot prove: it asked again for proven ones, which did.
+    let metrics = cluster.node(holder).metrics();
+    assert!(metrics.repair_proven_rounds.load(Ordering::Relaxed) >= 1);
+    assert!(metrics.inconsistencies_found.load(Ordering::Relaxed) >= 1);
     match client.read(blob_id, ReadOptions::default()).await {
         Err(ClientError::Invalid { certificate, .. }) => {
             let committee = client.committee(certificate.message.epoch);

@@ -291,6 +291,18 @@ pub enum RecoveryError {
     /// the blob was encoded inconsistently, and here is the proof.
     #[error("blob {} is inconsistently encoded: recovered {} sliver {} does not match its hash", .0.blob_id, .0.target_axis, .0.target)]
     Inconsistent(Box<crate::InconsistencyProof>),
+    /// Bare symbols (no proofs) decode to a sliver that does not match the
+    /// metadata: a sender lied, or the blob is inconsistently encoded. The
+    /// symbols prove neither; proven ones tell which.
+    #[error("blob {blob_id}: bare recovery symbols rebuild {target_axis} sliver {target} not matching its hash (a sender lied or the blob is inconsistent; ask for proven symbols)")]
+    Unproven {
+        /// The blob.
+        blob_id: BlobId,
+        /// The sliver that failed to rebuild.
+        target_axis: Axis,
+        /// Its index.
+        target: SliverIndex,
+    },
 }
 
 /// Why an [`crate::InconsistencyProof`] does not prove inconsistency.

@@ -91,7 +91,9 @@ pub use error::{
 };
 pub use index::{Axis, ShardIndex, SliverIndex, SliverPairIndex, SymbolIndex};
 pub use metadata::{BlobMetadata, EncodingType, SliverPairHashes, FORMAT_VERSION};
-pub use recovery::{recover_sliver, symbols_needed, InconsistencyProof, RecoverySymbol};
+pub use recovery::{
+    recover_sliver, symbols_needed, BareSymbol, InconsistencyProof, RecoverySymbol, Symbol,
+};
 pub use sliver::{Sliver, SliverPair};
 
 /// The canonical (BCS) bytes of any floe-codec type.

@@ -46,6 +46,195 @@ pub struct RecoverySymbol {
     pub proof: SymbolProof,
 }
 
+/// A recovery symbol sent without its proof.
+///
+/// A repair asks for bare symbols first: it checks the sliver they rebuild
+/// against the metadata's hash for it, one hash of the result instead of a
+/// proof per symbol (the proofs outweigh small symbols several times). Bare
+/// symbols prove nothing, so a rebuild that fails its hash is no proof of
+/// inconsistency: the repair asks again for proven [`RecoverySymbol`]s.
+///
+/// BCS: `source_axis: u8 enum, source_index: u16 LE, symbol_index: u16 LE,
+/// data: bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BareSymbol {
+    /// The axis of the sliver the symbol comes from.
+    pub source_axis: Axis,
+    /// The sliver the symbol comes from.
+    pub source_index: SliverIndex,
+    /// Its position in the extended source sliver, which is the index of the
+    /// orthogonal sliver it helps rebuild.
+    pub symbol_index: SymbolIndex,
+    /// The symbol.
+    pub data: Bytes,
+}
+
+/// A recovery symbol, proven ([`RecoverySymbol`]) or bare ([`BareSymbol`]):
+/// what gathering and rebuilding need of either.
+pub trait Symbol: Clone + Send + Sync + 'static {
+    /// The axis of the sliver the symbol comes from.
+    fn source_axis(&self) -> Axis;
+    /// The sliver the symbol comes from.
+    fn source_index(&self) -> SliverIndex;
+    /// Its position in the extended source sliver.
+    fn symbol_index(&self) -> SymbolIndex;
+    /// The symbol's bytes.
+    fn data(&self) -> &Bytes;
+    /// The symbol's bytes, to change (lab lies only).
+    fn data_mut(&mut self) -> &mut Bytes;
+    /// Bytes of its proof (0 for a bare symbol).
+    fn proof_len(&self) -> usize;
+    /// Checks its place and size against the metadata, and its proof if it
+    /// has one.
+    fn check(&self, metadata: &BlobMetadata) -> Result<(), SymbolError>;
+    /// The symbols `sliver` contributes to the orthogonal slivers `targets`.
+    fn of_sliver(
+        sliver: &Sliver,
+        metadata: &BlobMetadata,
+        targets: &[SliverIndex],
+    ) -> Result<Vec<Self>, SliverError>;
+    /// The error for symbols that rebuild a sliver not matching its hash.
+    fn mismatch(
+        metadata: &BlobMetadata,
+        target_axis: Axis,
+        target: SliverIndex,
+        symbols: Vec<Self>,
+    ) -> RecoveryError;
+
+    /// The axis of the sliver this symbol helps rebuild.
+    fn target_axis(&self) -> Axis {
+        self.source_axis().orthogonal()
+    }
+
+    /// The index of the sliver this symbol helps rebuild.
+    fn target_index(&self) -> SliverIndex {
+        SliverIndex(self.symbol_index().0)
+    }
+}
+
+/// Checks a symbol's place and size against the metadata.
+fn check_place(
+    metadata: &BlobMetadata,
+    source_axis: Axis,
+    source_index: SliverIndex,
+    symbol_index: SymbolIndex,
+    len: usize,
+) -> Result<(), SymbolError> {
+    let n = metadata.config().n();
+    let s = metadata.symbol_size();
+    if source_index.as_usize() >= n || symbol_index.as_usize() >= n {
+        return Err(SymbolError::IndexOutOfRange {
+            blob_id: metadata.blob_id(),
+            axis: source_axis,
+            source_index,
+            symbol_index,
+        });
+    }
+    if len != s {
+        return Err(SymbolError::WrongSize {
+            blob_id: metadata.blob_id(),
+            axis: source_axis,
+            source_index,
+            expected: s,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+impl Symbol for BareSymbol {
+    fn source_axis(&self) -> Axis {
+        self.source_axis
+    }
+    fn source_index(&self) -> SliverIndex {
+        self.source_index
+    }
+    fn symbol_index(&self) -> SymbolIndex {
+        self.symbol_index
+    }
+    fn data(&self) -> &Bytes {
+        &self.data
+    }
+    fn data_mut(&mut self) -> &mut Bytes {
+        &mut self.data
+    }
+    fn proof_len(&self) -> usize {
+        0
+    }
+    fn check(&self, metadata: &BlobMetadata) -> Result<(), SymbolError> {
+        check_place(
+            metadata,
+            self.source_axis,
+            self.source_index,
+            self.symbol_index,
+            self.data.len(),
+        )
+    }
+    fn of_sliver(
+        sliver: &Sliver,
+        metadata: &BlobMetadata,
+        targets: &[SliverIndex],
+    ) -> Result<Vec<Self>, SliverError> {
+        sliver.bare_symbols(metadata, targets)
+    }
+    fn mismatch(
+        metadata: &BlobMetadata,
+        target_axis: Axis,
+        target: SliverIndex,
+        _: Vec<Self>,
+    ) -> RecoveryError {
+        RecoveryError::Unproven {
+            blob_id: metadata.blob_id(),
+            target_axis,
+            target,
+        }
+    }
+}
+
+impl Symbol for RecoverySymbol {
+    fn source_axis(&self) -> Axis {
+        self.source_axis
+    }
+    fn source_index(&self) -> SliverIndex {
+        self.source_index
+    }
+    fn symbol_index(&self) -> SymbolIndex {
+        self.symbol_index
+    }
+    fn data(&self) -> &Bytes {
+        &self.data
+    }
+    fn data_mut(&mut self) -> &mut Bytes {
+        &mut self.data
+    }
+    fn proof_len(&self) -> usize {
+        self.proof.byte_len()
+    }
+    fn check(&self, metadata: &BlobMetadata) -> Result<(), SymbolError> {
+        self.verify(metadata)
+    }
+    fn of_sliver(
+        sliver: &Sliver,
+        metadata: &BlobMetadata,
+        targets: &[SliverIndex],
+    ) -> Result<Vec<Self>, SliverError> {
+        sliver.recovery_symbols(metadata, targets)
+    }
+    fn mismatch(
+        metadata: &BlobMetadata,
+        target_axis: Axis,
+        target: SliverIndex,
+        symbols: Vec<Self>,
+    ) -> RecoveryError {
+        RecoveryError::Inconsistent(Box::new(InconsistencyProof {
+            blob_id: metadata.blob_id(),
+            target_axis,
+            target,
+            symbols,
+        }))
+    }
+}
+
 impl RecoverySymbol {
     /// The axis of the sliver this symbol helps rebuild.
     pub fn target_axis(&self) -> Axis {
@@ -73,25 +262,14 @@ impl RecoverySymbol {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), SymbolError> {
-        let n = metadata.config().n();
-        let s = metadata.symbol_size();
-        if self.source_index.as_usize() >= n || self.symbol_index.as_usize() >= n {
-            return Err(SymbolError::IndexOutOfRange {
-                blob_id: metadata.blob_id(),
-                axis: self.source_axis,
-                source_index: self.source_index,
-                symbol_index: self.symbol_index,
-            });
-        }
-        if self.data.len() != s {
-            return Err(SymbolError::WrongSize {
-                blob_id: metadata.blob_id(),
-                axis: self.source_axis,
-                source_index: self.source_index,
-                expected: s,
-                actual: self.data.len(),
-            });
-        }
+        check_place(
+            metadata,
+            self.source_axis,
+            self.source_index,
+            self.symbol_index,
+            self.data.len(),
+        )?;
+        let (n, s) = (metadata.config().n(), metadata.symbol_size());
         let root = metadata.sliver_hash(self.source_axis, self.source_index);
         let start = self.symbol_index.as_usize() * s;
         commitment::verify(&root, n * s, start..start + s, &self.data, &self.proof).map_err(
@@ -129,6 +307,62 @@ impl Sliver {
         metadata: &BlobMetadata,
         targets: &[SliverIndex],
     ) -> Result<Vec<RecoverySymbol>, SliverError> {
+        let (extended, s) = self.extended_for(metadata, targets)?;
+        let mut prover = commitment::Prover::new(&extended);
+        Ok(targets
+            .iter()
+            .map(|target| {
+                let range = target.as_usize() * s..(target.as_usize() + 1) * s;
+                RecoverySymbol {
+                    source_axis: self.axis,
+                    source_index: self.index,
+                    symbol_index: SymbolIndex(target.0),
+                    data: Bytes::copy_from_slice(&extended[range.clone()]),
+                    proof: prover.prove(range),
+                }
+            })
+            .collect())
+    }
+
+    /// The bare symbols (no proofs) this sliver contributes to the orthogonal
+    /// slivers `targets`: extends this sliver once, and hashes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use floe_codec::{encode, EncodingConfig, SliverIndex};
+    ///
+    /// let (metadata, _, pairs) = encode(&EncodingConfig::new(4)?, b"hello")?;
+    /// let targets = [SliverIndex(1), SliverIndex(3)];
+    /// let bare = pairs[0].primary.bare_symbols(&metadata, &targets)?;
+    /// let proven = pairs[0].primary.recovery_symbols(&metadata, &targets)?;
+    /// assert_eq!(bare[1].data, proven[1].data);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bare_symbols(
+        &self,
+        metadata: &BlobMetadata,
+        targets: &[SliverIndex],
+    ) -> Result<Vec<BareSymbol>, SliverError> {
+        let (extended, s) = self.extended_for(metadata, targets)?;
+        Ok(targets
+            .iter()
+            .map(|target| BareSymbol {
+                source_axis: self.axis,
+                source_index: self.index,
+                symbol_index: SymbolIndex(target.0),
+                data: Bytes::copy_from_slice(&extended[target.as_usize() * s..][..s]),
+            })
+            .collect())
+    }
+
+    /// This sliver extended to all `n` symbols, and the symbol size, once
+    /// `targets` are checked to be distinct orthogonal slivers.
+    fn extended_for(
+        &self,
+        metadata: &BlobMetadata,
+        targets: &[SliverIndex],
+    ) -> Result<(Vec<u8>, usize), SliverError> {
         self.check_shape(metadata)?;
         let n = metadata.config().n_shards();
         let mut seen = vec![false; usize::from(n)];
@@ -158,21 +392,7 @@ impl Sliver {
         crate::line::with_coder(|coder| {
             extended.extend_from_slice(coder.extend(&self.data, shape.k, shape.m, shape.s));
         });
-        let s = shape.s;
-        let mut prover = commitment::Prover::new(&extended);
-        Ok(targets
-            .iter()
-            .map(|target| {
-                let range = target.as_usize() * s..(target.as_usize() + 1) * s;
-                RecoverySymbol {
-                    source_axis: self.axis,
-                    source_index: self.index,
-                    symbol_index: SymbolIndex(target.0),
-                    data: Bytes::copy_from_slice(&extended[range.clone()]),
-                    proof: prover.prove(range),
-                }
-            })
-            .collect())
+        Ok((extended, shape.s))
     }
 
     /// The recovery symbol this sliver contributes to orthogonal sliver `target`.
@@ -209,13 +429,16 @@ pub fn symbols_needed(metadata: &BlobMetadata, axis: Axis) -> usize {
 }
 
 /// Rebuilds sliver `target` on `target_axis` from recovery symbols of the
-/// orthogonal axis. Every symbol is verified; symbols that fail, or belong to
+/// orthogonal axis, proven or bare. Every symbol is checked (its proof too,
+/// if it has one); symbols that fail, or belong to
 /// another target, are skipped (a faulty peer cannot block recovery when
 /// enough good symbols are given); duplicates (same source) count once; the
 /// first `symbols_needed` valid distinct ones are used.
 ///
-/// If the rebuilt sliver does not match the metadata, the blob was encoded
-/// inconsistently and the error carries the [`InconsistencyProof`].
+/// If the rebuilt sliver does not match the metadata: from proven symbols,
+/// the blob was encoded inconsistently and the error carries the
+/// [`InconsistencyProof`]; from bare ones, the error is
+/// [`RecoveryError::Unproven`] (a sender may have lied; ask for proofs).
 ///
 /// # Examples
 ///
@@ -234,11 +457,11 @@ pub fn symbols_needed(metadata: &BlobMetadata, axis: Axis) -> usize {
 /// assert_eq!(&rebuilt, lost);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn recover_sliver(
+pub fn recover_sliver<S: Symbol>(
     metadata: &BlobMetadata,
     target_axis: Axis,
     target: SliverIndex,
-    symbols: impl IntoIterator<Item = RecoverySymbol>,
+    symbols: impl IntoIterator<Item = S>,
 ) -> Result<Sliver, RecoveryError> {
     let blob_id = metadata.blob_id();
     let n_shards = metadata.config().n_shards();
@@ -255,24 +478,24 @@ pub fn recover_sliver(
     let mut distinct = BTreeMap::new();
     let mut rejected = None;
     for symbol in symbols {
-        if distinct.len() == shape.k || distinct.contains_key(&symbol.source_index) {
+        if distinct.len() == shape.k || distinct.contains_key(&symbol.source_index()) {
             continue;
         }
         if symbol.target_axis() != target_axis || symbol.target_index() != target {
             rejected.get_or_insert(RecoveryError::WrongTarget {
                 blob_id,
-                axis: symbol.source_axis,
-                source_index: symbol.source_index,
+                axis: symbol.source_axis(),
+                source_index: symbol.source_index(),
                 target_axis,
                 target,
             });
             continue;
         }
-        if let Err(error) = symbol.verify(metadata) {
+        if let Err(error) = symbol.check(metadata) {
             rejected.get_or_insert(error.into());
             continue;
         }
-        distinct.insert(symbol.source_index, symbol);
+        distinct.insert(symbol.source_index(), symbol);
     }
     if distinct.len() < shape.k {
         // Too few good symbols: name the first bad one if there was one.
@@ -287,7 +510,7 @@ pub fn recover_sliver(
     let mut data = vec![0u8; shape.source_bytes()];
     let known = distinct
         .iter()
-        .map(|(source, symbol)| (source.as_usize(), &symbol.data[..]));
+        .map(|(source, symbol)| (source.as_usize(), &symbol.data()[..]));
     let (sliver, commitment) = crate::line::with_coder(|coder| {
         coder.restore(shape.k, shape.m, shape.s, known, &mut data);
         let sliver = Sliver {
@@ -301,12 +524,12 @@ pub fn recover_sliver(
     if commitment == metadata.sliver_hash(target_axis, target) {
         Ok(sliver)
     } else {
-        Err(RecoveryError::Inconsistent(Box::new(InconsistencyProof {
-            blob_id,
+        Err(S::mismatch(
+            metadata,
             target_axis,
             target,
-            symbols: distinct.into_values().collect(),
-        })))
+            distinct.into_values().collect(),
+        ))
     }
 }
 

@@ -7,8 +7,8 @@ mod common;
 
 use bytes::Bytes;
 use floe_codec::{
-    recover_sliver, symbols_needed, Axis, BlobMetadata, InconsistencyError, InconsistencyProof,
-    RecoveryError, RecoverySymbol, SliverIndex, SliverPair, SliverPairHashes,
+    recover_sliver, symbols_needed, Axis, BareSymbol, BlobMetadata, InconsistencyError,
+    InconsistencyProof, RecoveryError, RecoverySymbol, SliverIndex, SliverPair, SliverPairHashes,
 };
 use proptest::prelude::*;
 
@@ -126,6 +126,66 @@ fn bad_symbols_are_skipped_and_named_only_when_too_few_remain() {
     assert_eq!(many.len(), 2);
     for symbol in &many {
         symbol.verify(&metadata).unwrap();
+    }
+}
+
+/// Bare symbols rebuild the same sliver as proven ones; a lie among them
+/// rebuilds a sliver that fails its hash, which they cannot prove
+/// (`Unproven`, never `Inconsistent`); one of the wrong size or place is
+/// refused before decoding.
+#[test]
+fn bare_symbols_rebuild_or_fail_the_slivers_hash() {
+    let (_, metadata, blob_id, pairs) = common::encoded(10, &common::blob(3000, 9));
+    for (axis, lost) in [
+        (Axis::Primary, pairs[3].primary.clone()),
+        (Axis::Secondary, pairs[3].secondary.clone()),
+    ] {
+        let target = lost.index;
+        let needed = symbols_needed(&metadata, axis);
+        let bare: Vec<BareSymbol> = (0..needed)
+            .map(|p| {
+                let source = match axis {
+                    Axis::Primary => &pairs[(p + 4) % 10].secondary,
+                    Axis::Secondary => &pairs[(p + 4) % 10].primary,
+                };
+                let mut one = source.bare_symbols(&metadata, &[target]).unwrap();
+                let proven = source.recovery_symbol(&metadata, target).unwrap();
+                assert_eq!(one[0].data, proven.data);
+                one.remove(0)
+            })
+            .collect();
+        assert_eq!(
+            recover_sliver(&metadata, axis, target, bare.clone()).unwrap(),
+            lost
+        );
+
+        let mut lie = bare.clone();
+        let mut data = lie[1].data.to_vec();
+        data[0] ^= 0x5a;
+        lie[1].data = data.into();
+        assert_eq!(
+            recover_sliver(&metadata, axis, target, lie),
+            Err(RecoveryError::Unproven {
+                blob_id,
+                target_axis: axis,
+                target
+            })
+        );
+
+        let mut short = bare.clone();
+        short[0].data = short[0].data.slice(1..);
+        assert!(matches!(
+            recover_sliver(&metadata, axis, target, short),
+            Err(RecoveryError::Symbol(floe_codec::SymbolError::WrongSize { blob_id: b, .. })) if b == blob_id
+        ));
+        let mut astray = bare.clone();
+        astray[0].source_index = SliverIndex(10);
+        assert!(matches!(
+            recover_sliver(&metadata, axis, target, astray),
+            Err(RecoveryError::Symbol(
+                floe_codec::SymbolError::IndexOutOfRange { .. }
+            ))
+        ));
     }
 }
 

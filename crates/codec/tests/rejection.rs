@@ -258,7 +258,12 @@ fn slivers_of_the_wrong_shape_are_refused() {
         Err(SliverError::IndexOutOfRange { .. })
     ));
     assert!(matches!(
-        floe_codec::recover_sliver(&metadata, Axis::Primary, SliverIndex(70), Vec::new()),
+        floe_codec::recover_sliver(
+            &metadata,
+            Axis::Primary,
+            SliverIndex(70),
+            Vec::<floe_codec::RecoverySymbol>::new()
+        ),
         Err(RecoveryError::Target(SliverError::IndexOutOfRange { .. }))
     ));
 }

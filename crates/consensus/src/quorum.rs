@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use floe_codec::{symbols_needed, Axis, BlobId, BlobMetadata, RecoverySymbol, Sliver, SliverIndex};
+use floe_codec::{
+    symbols_needed, Axis, BlobId, BlobMetadata, RecoverySymbol, Sliver, SliverIndex, Symbol,
+};
 
 use crate::chain::CommitteeChain;
 

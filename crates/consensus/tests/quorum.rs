@@ -331,6 +331,61 @@ fn recovery_symbols_not_asked_for_or_tampered_are_lies_and_good_ones_still_count
     assert_eq!(lacking.finish().unwrap_err().needed as usize, needed);
 }
 
+/// Bare symbols are checked for place and size only: a misplaced or
+/// short one is a lie; a source already counted is never replaced (a peer
+/// resending another's source cannot displace it) nor counted twice.
+#[test]
+fn bare_symbols_count_once_per_source_and_are_checked_for_shape() {
+    let (metadata, _, pairs) = encoded(&[6; 5000]);
+    let target = (Axis::Secondary, SliverIndex(1));
+    let needed = floe_codec::symbols_needed(&metadata, Axis::Secondary);
+    let bare = |p: usize| {
+        pairs[p]
+            .primary
+            .bare_symbols(&metadata, &[target.1])
+            .unwrap()
+            .remove(0)
+    };
+    let mut tally: SymbolTally<'_, &str, floe_codec::BareSymbol> =
+        SymbolTally::new(&metadata, &[target]);
+    let now = Instant::now();
+    let first = bare(0);
+    let size = first.data.len() as u64;
+    assert_eq!(
+        tally.answer("honest", Ok(vec![first.clone()]), now),
+        Step::CONTINUE
+    );
+    // The same source again, altered, and a short symbol: the first stays.
+    let mut again = first.clone();
+    again.data = vec![0u8; first.data.len()].into();
+    let mut short = bare(1);
+    short.data = short.data.slice(1..);
+    assert_eq!(
+        tally.answer("liar", Ok(vec![again, short]), now),
+        Step::CONTINUE
+    );
+    assert_eq!(tally.bytes(), size);
+    assert_eq!(tally.proof_bytes(), 0);
+    assert!(tally.failures()[0]
+        .1
+        .to_string()
+        .starts_with("1 recovery symbols"));
+    let rest: Vec<_> = (1..needed).map(bare).collect();
+    assert_eq!(tally.answer("honest", Ok(rest), now), Step::Done);
+    let symbols = tally.finish().unwrap();
+    assert_eq!(symbols[&target][0], first);
+    assert_eq!(symbols[&target].len(), needed);
+    assert_eq!(
+        floe_codec::recover_sliver(&metadata, target.0, target.1, symbols[&target].clone())
+            .unwrap(),
+        pairs
+            .iter()
+            .find(|p| p.secondary.index == target.1)
+            .unwrap()
+            .secondary
+    );
+}
+
 #[test]
 fn all_succeed_stops_at_the_first_failure() {
     let mut tally = AllSucceed::default();

@@ -204,6 +204,12 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         &counter(&m.repair_proof_bytes_fetched),
     );
     metric(
+        "floe_repair_proven_rounds_total",
+        "counter",
+        "Repair rounds that asked for proven recovery symbols because bare ones did not rebuild every target (a sender lied, the blob is inconsistent, or too few answered).",
+        &counter(&m.repair_proven_rounds),
+    );
+    metric(
         "floe_migration_fetched_bytes_total",
         "counter",
         "Bytes of pairs fetched from previous holders of shards new to this node at a committee change.",

@@ -3,7 +3,7 @@
 //! node without the section never reaches them.
 
 use floe_api::{BlobStatusAnswer, ReconcileResponse};
-use floe_codec::{BlobId, RecoverySymbol, Sliver};
+use floe_codec::{BlobId, Sliver, Symbol};
 use floe_consensus::{BlobStatus, ItemId, Prefix, ReconcileMessage};
 use rand::Rng as _;
 
@@ -64,17 +64,17 @@ pub(crate) fn sliver(inner: &Inner, mut sliver: Sliver) -> Sliver {
 }
 
 /// Recovery symbols with a byte flipped in each, if this node is told to.
-pub(crate) fn symbols(inner: &Inner, symbols: Vec<RecoverySymbol>) -> Vec<RecoverySymbol> {
+pub(crate) fn symbols<S: Symbol>(inner: &Inner, symbols: Vec<S>) -> Vec<S> {
     if !inner.byzantine.as_ref().is_some_and(|l| l.flip_slivers) {
         return symbols;
     }
     symbols
         .into_iter()
         .map(|mut symbol| {
-            if !symbol.data.is_empty() {
-                let mut data = symbol.data.to_vec();
+            if !symbol.data().is_empty() {
+                let mut data = symbol.data().to_vec();
                 data[0] ^= 0x5a;
-                symbol.data = data.into();
+                *symbol.data_mut() = data.into();
             }
             symbol
         })

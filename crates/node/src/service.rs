@@ -76,6 +76,7 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = route!(router, PutFact, put_fact);
     let router = route!(router, GetStatus, status);
     let router = route!(router, GetRecoverySymbols, recovery_symbols);
+    let router = route!(router, GetBareSymbols, bare_symbols);
     let router = route!(router, SubmitInconsistency, attest_inconsistency);
     let router = route!(router, Reconcile, reconcile);
     let router = route!(router, GetCommitteeChain, committee_chain);
@@ -424,6 +425,24 @@ fn recovery_symbols(
     _: Caller,
     request: RecoveryRequest,
 ) -> Result<Vec<floe_codec::RecoverySymbol>, ApiError> {
+    symbols_for::<GetRecoverySymbols, _>(inner, request)
+}
+
+fn bare_symbols(
+    inner: &Inner,
+    _: Caller,
+    request: RecoveryRequest,
+) -> Result<Vec<floe_codec::BareSymbol>, ApiError> {
+    symbols_for::<GetBareSymbols, _>(inner, request)
+}
+
+/// The symbols, proven or bare as method `M` answers them, that this
+/// node's slivers contribute to the targets asked for.
+fn symbols_for<M, S>(inner: &Inner, request: RecoveryRequest) -> Result<Vec<S>, ApiError>
+where
+    M: floe_net::Method<Response = Vec<S>>,
+    S: floe_codec::Symbol,
+{
     let RecoveryRequest { blob_id, targets } = request;
     check_servable(inner, &blob_id)?;
     if targets.len() > usize::from(inner.n_shards) * 2 {
@@ -435,7 +454,7 @@ fn recovery_symbols(
     let metadata = stored_metadata(inner, &blob_id)?;
     // What the caller can use: per target, no more symbols than a recovery
     // needs, and no more bytes than the answer may carry.
-    let budget = <GetRecoverySymbols as floe_net::Method>::MAX_RESPONSE_BYTES as usize / 2;
+    let budget = M::MAX_RESPONSE_BYTES as usize / 2;
     // Paid for before the slivers are read: one symbol per target and shard
     // held (and the last symbols past the byte budget).
     let symbols_at_most = targets.len().saturating_mul(inner.my_shards().len());

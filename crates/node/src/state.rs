@@ -32,6 +32,10 @@ pub struct Metrics {
     pub repair_bytes_fetched: AtomicU64,
     /// Bytes of the proofs of the recovery symbols repair fetched.
     pub repair_proof_bytes_fetched: AtomicU64,
+    /// Repair rounds that asked for proven symbols because bare ones did
+    /// not rebuild every target (a sender lied, the blob is inconsistent,
+    /// or too few answered).
+    pub repair_proven_rounds: AtomicU64,
     /// Facts learned from peers by anti-entropy or push.
     pub facts_received: AtomicU64,
     /// Anti-entropy rounds run.
@@ -251,12 +255,12 @@ pub(crate) fn check_pair(
 /// Recovery symbols for `targets` from the slivers of this node's shards:
 /// per target no more than a recovery needs, and (past the first symbols)
 /// no more than `budget` bytes.
-pub(crate) fn own_symbols(
+pub(crate) fn own_symbols<S: floe_codec::Symbol>(
     inner: &Inner,
     metadata: &floe_codec::BlobMetadata,
     targets: &[(floe_codec::Axis, floe_codec::SliverIndex)],
     budget: usize,
-) -> Result<Vec<floe_codec::RecoverySymbol>, ApiError> {
+) -> Result<Vec<S>, ApiError> {
     use floe_codec::Axis;
     let blob_id = metadata.blob_id();
     let mut bytes = 0usize;
@@ -285,19 +289,12 @@ pub(crate) fn own_symbols(
                 continue;
             };
             let made =
-                source
-                    .recovery_symbols(metadata, &wanted)
-                    .map_err(|e| ApiError::Rejected {
-                        blob_id,
-                        reason: e.to_string(),
-                    })?;
+                S::of_sliver(&source, metadata, &wanted).map_err(|e| ApiError::Rejected {
+                    blob_id,
+                    reason: e.to_string(),
+                })?;
             for symbol in made {
-                let proof = &symbol.proof;
-                bytes += symbol.data.len()
-                    + proof.prefix.len()
-                    + proof.suffix.len()
-                    + 32 * proof.siblings.len()
-                    + 16;
+                bytes += symbol.data().len() + symbol.proof_len() + 16;
                 *per_target.entry((axis, symbol.target_index())).or_default() += 1;
                 symbols.push(symbol);
             }

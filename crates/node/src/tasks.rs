@@ -7,9 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use floe_api::*;
-use floe_codec::{
-    recover_sliver, Axis, BlobId, RecoveryError, RecoverySymbol, SliverIndex, SliverPair,
-};
+use floe_codec::{recover_sliver, Axis, BlobId, RecoveryError, SliverIndex, SliverPair, Symbol};
 use floe_consensus::quorum::{
     Discard, Failure, MetadataTally, Pacing, SignatureTally, SymbolTally,
 };

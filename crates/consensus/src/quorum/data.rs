@@ -103,19 +103,22 @@ impl Tally<SliverIndex, Result<Sliver, Failure>> for SliverTally {
 }
 
 /// Recovery symbols for a set of target slivers, from distinct sources,
-/// each verified against the metadata. A peer that sends symbols not asked
-/// for, or failing their proofs, is a liar; its good symbols still count.
+/// each checked against the metadata: proven ones ([`RecoverySymbol`], the
+/// default) against their proofs, bare ones for their place and size only
+/// (the sliver they rebuild is checked instead). A peer that sends symbols
+/// not asked for, or failing their checks, is a liar; its good symbols
+/// still count.
 #[derive(Debug)]
-pub struct SymbolTally<'m, K> {
+pub struct SymbolTally<'m, K, S = RecoverySymbol> {
     metadata: &'m BlobMetadata,
     targets: Vec<(Axis, SliverIndex)>,
-    have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, RecoverySymbol>>,
+    have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, S>>,
     bytes: u64,
     proof_bytes: u64,
     failures: Vec<(K, Failure)>,
 }
 
-impl<'m, K> SymbolTally<'m, K> {
+impl<'m, K, S: Symbol> SymbolTally<'m, K, S> {
     /// Gathers symbols rebuilding `targets` of the blob `metadata` describes.
     pub fn new(metadata: &'m BlobMetadata, targets: &[(Axis, SliverIndex)]) -> Self {
         Self {
@@ -135,12 +138,12 @@ impl<'m, K> SymbolTally<'m, K> {
         })
     }
 
-    /// Bytes of verified symbols received (their proofs apart).
+    /// Bytes of checked symbols received (their proofs apart).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Bytes of the proofs of the verified symbols received.
+    /// Bytes of the proofs of the checked symbols received.
     pub fn proof_bytes(&self) -> u64 {
         self.proof_bytes
     }
@@ -152,9 +155,7 @@ impl<'m, K> SymbolTally<'m, K> {
 
     /// Each target's symbols, if every target has enough.
     #[allow(clippy::type_complexity)]
-    pub fn finish(
-        self,
-    ) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, Shortfall<K>> {
+    pub fn finish(self) -> Result<BTreeMap<(Axis, SliverIndex), Vec<S>>, Shortfall<K>> {
         if !self.enough() {
             let needed: usize = self
                 .targets
@@ -185,34 +186,34 @@ impl<'m, K> SymbolTally<'m, K> {
     }
 }
 
-impl<K> Tally<K, Result<Vec<RecoverySymbol>, String>> for SymbolTally<'_, K> {
-    fn answer(
-        &mut self,
-        from: K,
-        answer: Result<Vec<RecoverySymbol>, String>,
-        _now: Instant,
-    ) -> Step {
+impl<K, S: Symbol> Tally<K, Result<Vec<S>, String>> for SymbolTally<'_, K, S> {
+    fn answer(&mut self, from: K, answer: Result<Vec<S>, String>, _now: Instant) -> Step {
         match answer {
             Ok(symbols) => {
                 let mut bad = 0usize;
                 for symbol in symbols {
                     let target = (symbol.target_axis(), symbol.target_index());
-                    if !self.targets.contains(&target) || symbol.verify(self.metadata).is_err() {
+                    if !self.targets.contains(&target) || symbol.check(self.metadata).is_err() {
                         bad += 1;
                         continue;
                     }
-                    self.bytes += symbol.data.len() as u64;
-                    self.proof_bytes += symbol.proof.byte_len() as u64;
-                    self.have
-                        .entry(target)
-                        .or_default()
-                        .insert(symbol.source_index, symbol);
+                    let (bytes, proof_bytes) = (symbol.data().len(), symbol.proof_len());
+                    let source = symbol.source_index();
+                    // The first symbol from a source counts, once: one sent
+                    // again (or claimed by another peer) replaces nothing.
+                    if let std::collections::btree_map::Entry::Vacant(slot) =
+                        self.have.entry(target).or_default().entry(source)
+                    {
+                        slot.insert(symbol);
+                        self.bytes += bytes as u64;
+                        self.proof_bytes += proof_bytes as u64;
+                    }
                 }
                 if bad > 0 {
                     self.failures.push((
                         from,
                         Failure::Lie(format!(
-                            "{bad} recovery symbols of blob {} not asked for or failing their proofs",
+                            "{bad} recovery symbols of blob {} not asked for or failing their checks",
                             self.metadata.blob_id()
                         )),
                     ));

@@ -124,32 +124,15 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
             .iter()
             .map(|pair| (Axis::Secondary, pair.sliver_index(Axis::Secondary, n)))
             .collect();
-        let Some(mut rebuilt) = rebuild(inner, &metadata, &secondaries, Vec::new()).await? else {
+        let Some(mut rebuilt) = rebuild(inner, &metadata, &secondaries, &[]).await? else {
             return Ok(());
         };
         let primaries: Vec<_> = pairs
             .iter()
             .map(|pair| (Axis::Primary, pair.sliver_index(Axis::Primary, n)))
             .collect();
-        let wanted: Vec<SliverIndex> = primaries.iter().map(|(_, index)| *index).collect();
-        let fresh = {
-            let metadata = metadata.clone();
-            let slivers: Vec<floe_codec::Sliver> = rebuilt.values().cloned().collect();
-            tokio::task::spawn_blocking(move || {
-                let mut fresh = Vec::new();
-                for sliver in &slivers {
-                    fresh.extend(sliver.recovery_symbols(&metadata, &wanted)?);
-                }
-                Ok::<_, floe_codec::SliverError>(fresh)
-            })
-            .await
-            .map_err(|_| TaskError::Interrupted("making symbols of rebuilt slivers"))?
-            .map_err(|e| TaskError::Recovery {
-                blob_id,
-                source: RecoveryError::Target(e),
-            })?
-        };
-        let Some(primary_slivers) = rebuild(inner, &metadata, &primaries, fresh).await? else {
+        let fresh: Vec<floe_codec::Sliver> = rebuilt.values().cloned().collect();
+        let Some(primary_slivers) = rebuild(inner, &metadata, &primaries, &fresh).await? else {
             return Ok(());
         };
         rebuilt.extend(primary_slivers);
@@ -181,30 +164,56 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
     Ok(())
 }
 
-/// Rebuilds `targets` from peers' symbols and `fresh` ones this node made
-/// from slivers it just rebuilt; `None` if the blob proved inconsistently
-/// encoded (it is then certified invalid).
+/// Rebuilds `targets` from peers' symbols, this node's own and those of
+/// the slivers it just rebuilt (`fresh`); `None` if the blob proved
+/// inconsistently encoded (it is then certified invalid).
+///
+/// Bare symbols first: each sliver they rebuild is checked against its hash
+/// in the metadata, which is what a proof per symbol would have secured,
+/// without the proofs' bytes (several times a small symbol's). A target
+/// that fails its hash (a sender lied, or the blob is inconsistent) or that
+/// bare symbols could not cover is rebuilt again from proven symbols, which
+/// name the liar or prove the inconsistency. A liar thus costs a repair one
+/// extra round, and is ranked last for the next.
 async fn rebuild(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
     targets: &[(Axis, SliverIndex)],
-    fresh: Vec<RecoverySymbol>,
+    fresh: &[floe_codec::Sliver],
 ) -> Result<Option<BTreeMap<(Axis, SliverIndex), floe_codec::Sliver>>, TaskError> {
     let blob_id = metadata.blob_id();
-    let symbols = gather_symbols(inner, metadata, targets, fresh).await?;
     let mut rebuilt = BTreeMap::new();
-    for (axis, index) in targets {
-        let theirs = symbols.get(&(*axis, *index)).cloned().unwrap_or_default();
-        let recovered = {
-            let metadata = metadata.clone();
-            let (axis, index) = (*axis, *index);
-            tokio::task::spawn_blocking(move || recover_sliver(&metadata, axis, index, theirs))
-                .await
-                .map_err(|_| TaskError::Interrupted("rebuilding a sliver"))?
-        };
-        match recovered {
+    match gather_symbols::<GetBareSymbols, _>(inner, metadata, targets, fresh).await {
+        Ok(symbols) => {
+            for (target, symbols) in symbols {
+                match recover(metadata, target, symbols).await? {
+                    Ok(sliver) => {
+                        rebuilt.insert(target, sliver);
+                    }
+                    Err(e) => debug!(blob = %blob_id, error = %e, "asking for proven symbols"),
+                }
+            }
+        }
+        Err(e) => debug!(blob = %blob_id, error = %e, "asking for proven symbols"),
+    }
+    let left: Vec<_> = targets
+        .iter()
+        .filter(|target| !rebuilt.contains_key(*target))
+        .copied()
+        .collect();
+    if left.is_empty() {
+        return Ok(Some(rebuilt));
+    }
+    inner
+        .metrics
+        .repair_proven_rounds
+        .fetch_add(1, Ordering::Relaxed);
+    let symbols = gather_symbols::<GetRecoverySymbols, _>(inner, metadata, &left, fresh).await?;
+    for target in left {
+        let theirs = symbols.get(&target).cloned().unwrap_or_default();
+        match recover(metadata, target, theirs).await? {
             Ok(sliver) => {
-                rebuilt.insert((*axis, *index), sliver);
+                rebuilt.insert(target, sliver);
             }
             Err(RecoveryError::Inconsistent(proof)) => {
                 inner
@@ -221,22 +230,40 @@ async fn rebuild(
     Ok(Some(rebuilt))
 }
 
+/// Rebuilds one sliver from `symbols`, off the runtime.
+async fn recover<S: Symbol>(
+    metadata: &floe_codec::BlobMetadata,
+    (axis, index): (Axis, SliverIndex),
+    symbols: Vec<S>,
+) -> Result<Result<floe_codec::Sliver, RecoveryError>, TaskError> {
+    let metadata = metadata.clone();
+    tokio::task::spawn_blocking(move || recover_sliver(&metadata, axis, index, symbols))
+        .await
+        .map_err(|_| TaskError::Interrupted("rebuilding a sliver"))
+}
+
 /// Peers asked at once for recovery symbols.
 pub(super) const REPAIR_FANOUT: usize = 2;
 /// Without an answer for this long, one more peer is asked (a peer that
 /// trickles its answer holds no repair back).
 pub(super) const REPAIR_HEDGE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Ask peers, healthiest first and a few at a time, until every target has
-/// enough valid symbols from distinct sources; stops waiting for the others
-/// the moment it has. A peer whose symbols fail their proofs is reported
-/// (ranked last for a while); one that times out is ranked down by the pool.
-pub(super) async fn gather_symbols(
+/// Ask peers with method `M` (proven or bare symbols), healthiest first and
+/// a few at a time, until every target has enough checked symbols from
+/// distinct sources; stops waiting for the others the moment it has. A
+/// peer whose symbols fail their checks is reported (ranked last for a
+/// while); one that times out is ranked down by the pool.
+pub(super) async fn gather_symbols<M, S>(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
     targets: &[(Axis, SliverIndex)],
-    fresh: Vec<RecoverySymbol>,
-) -> Result<BTreeMap<(Axis, SliverIndex), Vec<RecoverySymbol>>, TaskError> {
+    fresh: &[floe_codec::Sliver],
+) -> Result<BTreeMap<(Axis, SliverIndex), Vec<S>>, TaskError>
+where
+    M: floe_net::Method<Request = RecoveryRequest, Response = Vec<S>>,
+    M::Error: std::fmt::Display,
+    S: Symbol,
+{
     let blob_id = metadata.blob_id();
     let request = RecoveryRequest {
         blob_id,
@@ -244,18 +271,27 @@ pub(super) async fn gather_symbols(
     };
     let mut tally = SymbolTally::new(metadata, targets);
     // This node's own slivers count first: with a third of the shards down,
-    // the other live shards alone may be too few.
-    let mut own = {
-        let (metadata, targets) = (metadata.clone(), targets.to_vec());
+    // the other live shards alone may be too few. So do the slivers it
+    // just rebuilt.
+    let own: Vec<S> = {
+        let (metadata, targets, fresh) = (metadata.clone(), targets.to_vec(), fresh.to_vec());
         on_blocking(inner, move |inner| {
-            own_symbols(inner, &metadata, &targets, usize::MAX).unwrap_or_default()
+            let mut own = own_symbols(inner, &metadata, &targets, usize::MAX).unwrap_or_default();
+            for sliver in &fresh {
+                let wanted: Vec<SliverIndex> = targets
+                    .iter()
+                    .filter(|(axis, _)| *axis == sliver.axis.orthogonal())
+                    .map(|(_, index)| *index)
+                    .collect();
+                own.extend(S::of_sliver(sliver, &metadata, &wanted).unwrap_or_default());
+            }
+            own
         })
         .await
         .unwrap_or_default()
     };
-    own.extend(fresh);
-    let own_bytes: u64 = own.iter().map(|s| s.data.len() as u64).sum();
-    let own_proof_bytes: u64 = own.iter().map(|s| s.proof.byte_len() as u64).sum();
+    let own_bytes: u64 = own.iter().map(|s| s.data().len() as u64).sum();
+    let own_proof_bytes: u64 = own.iter().map(|s| s.proof_len() as u64).sum();
     if !own.is_empty() {
         use floe_consensus::quorum::Tally as _;
         tally.answer(inner.network_key, Ok(own), std::time::Instant::now());
@@ -268,7 +304,7 @@ pub(super) async fn gather_symbols(
         .run(&mut tally, |peer| {
             let (pool, request) = (Arc::clone(&inner.pool), request.clone());
             async move {
-                let answer = pool.call::<GetRecoverySymbols>(&peer, &request).await;
+                let answer = pool.call::<M>(&peer, &request).await;
                 answer.map_err(|e| e.to_string())
             }
         })
