@@ -23,6 +23,8 @@ pub(crate) struct RepairRecord {
     fetched_bytes: u64,
     /// Bytes of those symbols' proofs.
     fetched_proof_bytes: u64,
+    /// Repair rounds that fell back to proven symbols.
+    proven_rounds: u64,
     rebuilt_bytes: u64,
     /// Slivers the node rebuilt (two per pair; more means repeated work).
     slivers_rebuilt: u64,
@@ -129,8 +131,9 @@ pub(crate) async fn repair(
         .repair_proof_bytes_fetched
         .load(Ordering::Relaxed);
     let slivers_rebuilt = node.metrics().slivers_repaired.load(Ordering::Relaxed);
+    let proven_rounds = node.metrics().repair_proven_rounds.load(Ordering::Relaxed);
     println!(
-        "\nrepair of a wiped node holding {} blobs ({small} of {} and the {} above): {seconds:.1} s (learning the certificates included), fetched {} KiB of symbols to rebuild {} KiB ({:.2}x), and {} KiB of their proofs (with them {:.2}x)",
+        "\nrepair of a wiped node holding {} blobs ({small} of {} and the {} above): {seconds:.1} s (learning the certificates included), fetched {} KiB of symbols to rebuild {} KiB ({:.2}x), and {} KiB of proofs in {proven_rounds} rounds that fell back to proven symbols (with them {:.2}x)",
         ids.len(),
         human(repair_bytes),
         ids.len() - small,
@@ -146,6 +149,7 @@ pub(crate) async fn repair(
         seconds,
         fetched_bytes: fetched,
         fetched_proof_bytes: proofs,
+        proven_rounds,
         rebuilt_bytes: rebuilt,
         slivers_rebuilt,
         pairs_held,

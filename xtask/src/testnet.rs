@@ -199,7 +199,7 @@ pub fn run(action: Action, dir: Option<PathBuf>) -> Result<()> {
                 Some(lab) => format!(
                     "each in its own network namespace ({} … {}), on the bridge {}",
                     lab.namespace(0),
-                    lab.namespace(testnet.nodes() - 1),
+                    lab.namespace(testnet.nodes().saturating_sub(1)),
                     lab.bridge()
                 ),
                 None => "on 127.0.0.1".to_owned(),

@@ -148,12 +148,28 @@ impl Netns {
         ))
     }
 
-    /// Makes the bridge, unless it is there.
+    /// Makes the bridge, unless it is there, and gives it its address and
+    /// brings it up either way (a bridge half made by a failed earlier
+    /// attempt is finished, not trusted).
     fn ensure_bridge(&self) -> Result<(), TestnetError> {
         let bridge = self.bridge();
-        if link_exists(&bridge) {
-            return Ok(());
+        if !link_exists(&bridge) {
+            self.check_subnet_free()?;
+            ip(&["link", "add", &bridge, "type", "bridge"])?;
         }
+        ip(&[
+            "addr",
+            "replace",
+            &format!("{}/24", self.gateway()),
+            "dev",
+            &bridge,
+        ])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(())
+    }
+
+    /// Refuses a subnet something else here already routes.
+    fn check_subnet_free(&self) -> Result<(), TestnetError> {
         let subnet = format!("10.213.{}.0/24", self.subnet);
         // Another testnet (or anything else here) on the same subnet would
         // make addresses ambiguous: refuse instead of sharing it.
@@ -172,15 +188,6 @@ impl Netns {
                 routes.trim()
             )));
         }
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", self.gateway()),
-            "dev",
-            &bridge,
-        ])?;
-        ip(&["link", "set", &bridge, "up"])?;
         Ok(())
     }
 
@@ -190,12 +197,17 @@ impl Netns {
         let address = self.address(node)?;
         self.ensure_bridge()?;
         let namespace = self.namespace(node);
-        if Path::new("/run/netns").join(&namespace).exists() && link_exists(&self.veth(node)) {
+        let veth = self.veth(node);
+        if Path::new("/run/netns").join(&namespace).exists() && link_exists(&veth) {
+            // Kept, but put back on the bridge and up: the bridge may have
+            // been made again since.
+            ip(&["link", "set", &veth, "master", &self.bridge()])?;
+            ip(&["link", "set", &veth, "up"])?;
             return Ok(());
         }
         // A half-made namespace (a failed earlier attempt) is made again.
         let _ = ip(&["netns", "del", &namespace]);
-        let veth = self.veth(node);
+        let _ = ip(&["link", "del", &veth]);
         ip(&["netns", "add", &namespace])?;
         ip(&[
             "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &namespace,
@@ -224,19 +236,25 @@ impl Netns {
     }
 
     /// Deletes the namespaces of nodes `0..nodes` (their veth pairs go with
-    /// them) and the bridge. What is already gone is skipped.
+    /// them) and the bridge. What is already gone is skipped; a step that
+    /// fails does not stop the others, and the first failure is answered.
     pub fn teardown(&self, nodes: usize) -> Result<(), TestnetError> {
+        let mut first = None;
         for node in 0..nodes {
             let namespace = self.namespace(node);
             if Path::new("/run/netns").join(&namespace).exists() {
-                ip(&["netns", "del", &namespace])?;
+                if let Err(e) = ip(&["netns", "del", &namespace]) {
+                    first.get_or_insert(e);
+                }
             }
         }
         let bridge = self.bridge();
         if link_exists(&bridge) {
-            ip(&["link", "del", &bridge])?;
+            if let Err(e) = ip(&["link", "del", &bridge]) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 }
 

@@ -429,13 +429,20 @@ impl Testnet {
     /// Stops every node cleanly, and deletes the network namespaces they
     /// ran in, if they did (`up` makes them again).
     pub fn down(&mut self) -> Result<(), TestnetError> {
+        // Every node is stopped and the namespaces go even when a step
+        // fails; the first failure is answered.
+        let mut first = None;
         for node in 0..self.nodes() {
-            self.stop(node, false)?;
+            if let Err(e) = self.stop(node, false) {
+                first.get_or_insert(e);
+            }
         }
         if let Some(lab) = &self.lab {
-            lab.teardown(self.nodes())?;
+            if let Err(e) = lab.teardown(self.nodes()) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     pub(crate) fn client(&self) -> Result<Client, TestnetError> {
