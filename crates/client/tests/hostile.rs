@@ -380,3 +380,75 @@ async fn lying_recovery_symbols_cannot_corrupt_a_repair() {
     );
     cluster.shutdown().await;
 }
+
+/// A member that lies in bare recovery symbols only, serving proven ones
+/// honestly: repair still rebuilds exactly the pairs lost, and the proven
+/// symbols asked of it show its bare ones false, so it is named a liar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_lying_only_in_bare_symbols_is_named() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let mut blobs = Vec::new();
+    for seed in 0..3 {
+        let data = Bytes::from(blob(80_000, 70 + seed));
+        blobs.push(store_and_read_back(&client, data).await.blob_id);
+    }
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                flip_bare_symbols: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    let wiped = 0;
+    cluster.stop(wiped).await;
+    std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
+    cluster.restart(wiped).await;
+    eventually(
+        Duration::from_secs(60),
+        "the wiped node is repaired",
+        async || {
+            let node = cluster.node(wiped);
+            node.drift() == 0
+                && blobs
+                    .iter()
+                    .all(|b| node.store().holds_all_pairs(b).unwrap_or(false))
+        },
+    )
+    .await;
+    let liar = cluster.file.committee.members()[LIAR].network_key;
+    let node = cluster.node(wiped);
+    let proven_rounds = node
+        .metrics()
+        .repair_proven_rounds
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let health = node.peer_health();
+    let named: Vec<_> = health
+        .iter()
+        .filter(|h| h.misbehaviours > 0)
+        .map(|h| (h.peer.key, h.last_misbehaviour.clone()))
+        .collect();
+    if proven_rounds > 0 {
+        assert_eq!(named.len(), 1, "only the liar is named: {named:?}");
+        assert_eq!(named[0].0, liar);
+        let what = named[0].1.clone().unwrap_or_default();
+        assert!(what.contains("bare recovery symbol"), "{what}");
+    } else {
+        // Its sources were never needed: then no one may be named.
+        assert!(named.is_empty(), "{named:?}");
+    }
+    let read = client
+        .read(
+            blobs[1],
+            ReadOptions {
+                strict: true,
+                ..ReadOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(read, Bytes::from(blob(80_000, 71)));
+    cluster.shutdown().await;
+}

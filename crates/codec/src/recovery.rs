@@ -72,6 +72,9 @@ pub struct BareSymbol {
 /// A recovery symbol, proven ([`RecoverySymbol`]) or bare ([`BareSymbol`]):
 /// what gathering and rebuilding need of either.
 pub trait Symbol: Clone + Send + Sync + 'static {
+    /// Whether the symbol carries its proof (so it vouches for itself,
+    /// whoever sends it).
+    const PROVEN: bool;
     /// The axis of the sliver the symbol comes from.
     fn source_axis(&self) -> Axis;
     /// The sliver the symbol comes from.
@@ -143,6 +146,7 @@ fn check_place(
 }
 
 impl Symbol for BareSymbol {
+    const PROVEN: bool = false;
     fn source_axis(&self) -> Axis {
         self.source_axis
     }
@@ -192,6 +196,7 @@ impl Symbol for BareSymbol {
 }
 
 impl Symbol for RecoverySymbol {
+    const PROVEN: bool = true;
     fn source_axis(&self) -> Axis {
         self.source_axis
     }

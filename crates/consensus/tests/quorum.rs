@@ -332,8 +332,9 @@ fn recovery_symbols_not_asked_for_or_tampered_are_lies_and_good_ones_still_count
 }
 
 /// Bare symbols are checked for place and size only: a misplaced or
-/// short one is a lie; a source already counted is never replaced (a peer
-/// resending another's source cannot displace it) nor counted twice.
+/// short one is a lie; a source already held is never replaced (a peer
+/// resending another's source cannot displace it); every byte received
+/// counts as fetched; each symbol kept names its sender.
 #[test]
 fn bare_symbols_count_once_per_source_and_are_checked_for_shape() {
     let (metadata, _, pairs) = encoded(&[6; 5000]);
@@ -364,7 +365,7 @@ fn bare_symbols_count_once_per_source_and_are_checked_for_shape() {
         tally.answer("liar", Ok(vec![again, short]), now),
         Step::CONTINUE
     );
-    assert_eq!(tally.bytes(), size);
+    assert_eq!(tally.bytes(), 3 * size - 1);
     assert_eq!(tally.proof_bytes(), 0);
     assert!(tally.failures()[0]
         .1
@@ -372,8 +373,13 @@ fn bare_symbols_count_once_per_source_and_are_checked_for_shape() {
         .starts_with("1 recovery symbols"));
     let rest: Vec<_> = (1..needed).map(bare).collect();
     assert_eq!(tally.answer("honest", Ok(rest), now), Step::Done);
-    let symbols = tally.finish().unwrap();
-    assert_eq!(symbols[&target][0], first);
+    let symbols = tally.finish_with_senders().unwrap();
+    assert_eq!(symbols[&target][0], ("honest", first));
+    assert!(symbols[&target].iter().all(|(from, _)| *from == "honest"));
+    let symbols: std::collections::BTreeMap<_, Vec<_>> = symbols
+        .into_iter()
+        .map(|(t, s)| (t, s.into_iter().map(|(_, s)| s).collect()))
+        .collect();
     assert_eq!(symbols[&target].len(), needed);
     assert_eq!(
         floe_codec::recover_sliver(&metadata, target.0, target.1, symbols[&target].clone())

@@ -65,7 +65,11 @@ pub(crate) fn sliver(inner: &Inner, mut sliver: Sliver) -> Sliver {
 
 /// Recovery symbols with a byte flipped in each, if this node is told to.
 pub(crate) fn symbols<S: Symbol>(inner: &Inner, symbols: Vec<S>) -> Vec<S> {
-    if !inner.byzantine.as_ref().is_some_and(|l| l.flip_slivers) {
+    let flip = inner
+        .byzantine
+        .as_ref()
+        .is_some_and(|l| l.flip_slivers || (l.flip_bare_symbols && !S::PROVEN));
+    if !flip {
         return symbols;
     }
     symbols

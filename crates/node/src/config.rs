@@ -92,6 +92,9 @@ pub struct Byzantine {
     pub withhold_facts: bool,
     /// Flip a byte in every sliver and recovery symbol it serves.
     pub flip_slivers: bool,
+    /// Flip a byte in every bare recovery symbol it serves, and serve
+    /// proven ones honestly (a liar hoping the proofs never name it).
+    pub flip_bare_symbols: bool,
     /// Hold every answer back this long (a peer that trickles).
     pub delay_ms: u64,
     /// Answer anti-entropy with listings of this many made-up items.
@@ -107,6 +110,7 @@ impl Byzantine {
             foreign_invalid: true,
             withhold_facts: false,
             flip_slivers: true,
+            flip_bare_symbols: false,
             delay_ms: 0,
             oversized_listings: 50_000,
         }

@@ -289,6 +289,11 @@ impl Node {
         &self.inner.metrics
     }
 
+    /// What this node knows of each peer's health (lies reported included).
+    pub fn peer_health(&self) -> Vec<floe_net::PeerHealth> {
+        self.inner.pool.health()
+    }
+
     /// The anti-entropy digest's root: (facts held, their sum). Nodes that
     /// hold the same facts have the same root.
     pub fn digest_root(&self) -> (u64, [u8; 32]) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use floe_api::*;
 use floe_codec::{recover_sliver, Axis, BlobId, RecoveryError, SliverIndex, SliverPair, Symbol};
 use floe_consensus::quorum::{
-    Discard, Failure, MetadataTally, Pacing, SignatureTally, SymbolTally,
+    Collect, Discard, Failure, MetadataTally, Pacing, SignatureTally, SymbolTally,
 };
 use floe_consensus::{Fact, InvalidBlobAttestation, ItemId, ProtocolMessage, PublicKey, Signed};
 use floe_net::FanOut;

@@ -112,7 +112,8 @@ impl Tally<SliverIndex, Result<Sliver, Failure>> for SliverTally {
 pub struct SymbolTally<'m, K, S = RecoverySymbol> {
     metadata: &'m BlobMetadata,
     targets: Vec<(Axis, SliverIndex)>,
-    have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, S>>,
+    /// Per target, per source: who sent the symbol, and the symbol.
+    have: BTreeMap<(Axis, SliverIndex), BTreeMap<SliverIndex, (K, S)>>,
     bytes: u64,
     proof_bytes: u64,
     failures: Vec<(K, Failure)>,
@@ -138,12 +139,12 @@ impl<'m, K, S: Symbol> SymbolTally<'m, K, S> {
         })
     }
 
-    /// Bytes of checked symbols received (their proofs apart).
+    /// Bytes of symbols received, used or not (their proofs apart).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    /// Bytes of the proofs of the checked symbols received.
+    /// Bytes of the proofs of the symbols received.
     pub fn proof_bytes(&self) -> u64 {
         self.proof_bytes
     }
@@ -156,6 +157,19 @@ impl<'m, K, S: Symbol> SymbolTally<'m, K, S> {
     /// Each target's symbols, if every target has enough.
     #[allow(clippy::type_complexity)]
     pub fn finish(self) -> Result<BTreeMap<(Axis, SliverIndex), Vec<S>>, Shortfall<K>> {
+        Ok(self
+            .finish_with_senders()?
+            .into_iter()
+            .map(|(target, symbols)| (target, symbols.into_iter().map(|(_, s)| s).collect()))
+            .collect())
+    }
+
+    /// Each target's symbols with who sent each, if every target has
+    /// enough: a bare symbol found wrong later names its sender.
+    #[allow(clippy::type_complexity)]
+    pub fn finish_with_senders(
+        self,
+    ) -> Result<BTreeMap<(Axis, SliverIndex), Vec<(K, S)>>, Shortfall<K>> {
         if !self.enough() {
             let needed: usize = self
                 .targets
@@ -186,28 +200,27 @@ impl<'m, K, S: Symbol> SymbolTally<'m, K, S> {
     }
 }
 
-impl<K, S: Symbol> Tally<K, Result<Vec<S>, String>> for SymbolTally<'_, K, S> {
+impl<K: Clone, S: Symbol> Tally<K, Result<Vec<S>, String>> for SymbolTally<'_, K, S> {
     fn answer(&mut self, from: K, answer: Result<Vec<S>, String>, _now: Instant) -> Step {
         match answer {
             Ok(symbols) => {
                 let mut bad = 0usize;
                 for symbol in symbols {
+                    // Every byte received counts as fetched, used or not.
+                    self.bytes += symbol.data().len() as u64;
+                    self.proof_bytes += symbol.proof_len() as u64;
                     let target = (symbol.target_axis(), symbol.target_index());
                     if !self.targets.contains(&target) || symbol.check(self.metadata).is_err() {
                         bad += 1;
                         continue;
                     }
-                    let (bytes, proof_bytes) = (symbol.data().len(), symbol.proof_len());
-                    let source = symbol.source_index();
-                    // The first symbol from a source counts, once: one sent
-                    // again (or claimed by another peer) replaces nothing.
-                    if let std::collections::btree_map::Entry::Vacant(slot) =
-                        self.have.entry(target).or_default().entry(source)
-                    {
-                        slot.insert(symbol);
-                        self.bytes += bytes as u64;
-                        self.proof_bytes += proof_bytes as u64;
-                    }
+                    // The first symbol from a source counts: one sent again
+                    // (or claimed by another peer) replaces nothing.
+                    self.have
+                        .entry(target)
+                        .or_default()
+                        .entry(symbol.source_index())
+                        .or_insert_with(|| (from.clone(), symbol));
                 }
                 if bad > 0 {
                     self.failures.push((

@@ -168,13 +168,15 @@ pub(crate) async fn repair_blob(inner: &Arc<Inner>, blob_id: BlobId) -> Result<(
 /// the slivers it just rebuilt (`fresh`); `None` if the blob proved
 /// inconsistently encoded (it is then certified invalid).
 ///
-/// Bare symbols first: each sliver they rebuild is checked against its hash
-/// in the metadata, which is what a proof per symbol would have secured,
-/// without the proofs' bytes (several times a small symbol's). A target
-/// that fails its hash (a sender lied, or the blob is inconsistent) or that
-/// bare symbols could not cover is rebuilt again from proven symbols, which
-/// name the liar or prove the inconsistency. A liar thus costs a repair one
-/// extra round, and is ranked last for the next.
+/// Bare symbols first, each taken only from the holder of its source
+/// sliver: each sliver they rebuild is checked against its hash in the
+/// metadata, which is what a proof per symbol would have secured, without
+/// the proofs' bytes (several times a small symbol's). A target that fails
+/// its hash (a sender lied, or the blob is inconsistent) or that bare
+/// symbols could not cover is rebuilt again from proven symbols, asked of
+/// the bare senders first: they prove the inconsistency, or show which
+/// bare symbols were false, and their senders are reported as liars
+/// (ranked last for a while). A liar costs a repair one extra round.
 async fn rebuild(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
@@ -183,14 +185,19 @@ async fn rebuild(
 ) -> Result<Option<BTreeMap<(Axis, SliverIndex), floe_codec::Sliver>>, TaskError> {
     let blob_id = metadata.blob_id();
     let mut rebuilt = BTreeMap::new();
-    match gather_symbols::<GetBareSymbols, _>(inner, metadata, targets, fresh).await {
+    let mut failed = BTreeMap::new();
+    match gather_symbols::<GetBareSymbols, _>(inner, metadata, targets, fresh, &[]).await {
         Ok(symbols) => {
-            for (target, symbols) in symbols {
-                match recover(metadata, target, symbols).await? {
+            for (target, sent) in symbols {
+                let bare = sent.iter().map(|(_, symbol)| symbol.clone()).collect();
+                match recover(metadata, target, bare).await? {
                     Ok(sliver) => {
                         rebuilt.insert(target, sliver);
                     }
-                    Err(e) => debug!(blob = %blob_id, error = %e, "asking for proven symbols"),
+                    Err(e) => {
+                        debug!(blob = %blob_id, error = %e, "asking for proven symbols");
+                        failed.insert(target, sent);
+                    }
                 }
             }
         }
@@ -208,9 +215,22 @@ async fn rebuild(
         .metrics
         .repair_proven_rounds
         .fetch_add(1, Ordering::Relaxed);
-    let symbols = gather_symbols::<GetRecoverySymbols, _>(inner, metadata, &left, fresh).await?;
+    let mut suspects: Vec<PublicKey> = failed
+        .values()
+        .flatten()
+        .map(|(peer, _)| *peer)
+        .filter(|peer| *peer != inner.network_key)
+        .collect();
+    suspects.sort_unstable();
+    suspects.dedup();
+    let symbols =
+        gather_symbols::<GetRecoverySymbols, _>(inner, metadata, &left, fresh, &suspects).await?;
+    blame_bare_liars(inner, metadata, &failed, &symbols).await;
     for target in left {
-        let theirs = symbols.get(&target).cloned().unwrap_or_default();
+        let theirs = symbols
+            .get(&target)
+            .map(|sent| sent.iter().map(|(_, symbol)| symbol.clone()).collect())
+            .unwrap_or_default();
         match recover(metadata, target, theirs).await? {
             Ok(sliver) => {
                 rebuilt.insert(target, sliver);
@@ -228,6 +248,97 @@ async fn rebuild(
         }
     }
     Ok(Some(rebuilt))
+}
+
+/// Symbols of each target, with who sent each.
+type Sent<S> = BTreeMap<(Axis, SliverIndex), Vec<(PublicKey, S)>>;
+
+/// Reports the senders of bare symbols that differ from the proven symbol
+/// of the same target and source: the proven one is the committed value,
+/// so whatever else was sent for it is a lie, whether or not the blob is
+/// consistent. A sender whose sources the proven round did not cover is
+/// asked for their proven symbols (all such senders at once, each for the
+/// targets it sent bare symbols of); one that answers none is not named.
+async fn blame_bare_liars(
+    inner: &Arc<Inner>,
+    metadata: &floe_codec::BlobMetadata,
+    bare: &Sent<floe_codec::BareSymbol>,
+    proven: &Sent<floe_codec::RecoverySymbol>,
+) {
+    let blob_id = metadata.blob_id();
+    let mut committed: BTreeMap<(Axis, SliverIndex, SliverIndex), bytes::Bytes> = proven
+        .iter()
+        .flat_map(|(target, sent)| {
+            sent.iter()
+                .map(move |(_, s)| ((target.0, target.1, s.source_index), s.data.clone()))
+        })
+        .collect();
+    let mut unchecked: BTreeMap<PublicKey, BTreeSet<(Axis, SliverIndex)>> = BTreeMap::new();
+    for (target, sent) in bare {
+        for (peer, symbol) in sent {
+            let key = (target.0, target.1, symbol.source_index);
+            if *peer != inner.network_key && !committed.contains_key(&key) {
+                unchecked.entry(*peer).or_default().insert(*target);
+            }
+        }
+    }
+    let mut lies = Vec::new();
+    if !unchecked.is_empty() {
+        let mut answers = Collect(Vec::new());
+        let peers: Vec<PublicKey> = unchecked.keys().copied().collect();
+        FanOut::new(peers, Pacing::ALL)
+            .run(&mut answers, |peer| {
+                let pool = Arc::clone(&inner.pool);
+                let request = RecoveryRequest {
+                    blob_id,
+                    targets: unchecked
+                        .get(&peer)
+                        .map(|t| t.iter().copied().collect())
+                        .unwrap_or_default(),
+                };
+                async move {
+                    let timeout = 2 * REPAIR_HEDGE;
+                    pool.call_with_timeout::<GetRecoverySymbols>(&peer, &request, timeout)
+                        .await
+                }
+            })
+            .await;
+        for (peer, answer) in answers.0 {
+            for symbol in answer.unwrap_or_default() {
+                if symbol.verify(metadata).is_err() {
+                    lies.push((
+                        peer,
+                        Failure::Lie(format!(
+                            "sent a proven recovery symbol of blob {blob_id} failing its proof"
+                        )),
+                    ));
+                    break;
+                }
+                let key = (
+                    symbol.target_axis(),
+                    symbol.target_index(),
+                    symbol.source_index,
+                );
+                committed.entry(key).or_insert(symbol.data);
+            }
+        }
+    }
+    for (target, sent) in bare {
+        for (peer, symbol) in sent {
+            let key = (target.0, target.1, symbol.source_index);
+            let differs = committed.get(&key).is_some_and(|data| *data != symbol.data);
+            if differs && *peer != inner.network_key {
+                lies.push((
+                    *peer,
+                    Failure::Lie(format!(
+                        "sent a bare recovery symbol of blob {blob_id} ({} sliver {} for {} sliver {}) that differs from the proven one",
+                        symbol.source_axis, symbol.source_index, target.0, target.1
+                    )),
+                ));
+            }
+        }
+    }
+    report_failures(inner, blob_id, "bare recovery symbols", &lies);
 }
 
 /// Rebuilds one sliver from `symbols`, off the runtime.
@@ -248,9 +359,11 @@ pub(super) const REPAIR_FANOUT: usize = 2;
 /// trickles its answer holds no repair back).
 pub(super) const REPAIR_HEDGE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Ask peers with method `M` (proven or bare symbols), healthiest first and
-/// a few at a time, until every target has enough checked symbols from
-/// distinct sources; stops waiting for the others the moment it has. A
+/// Ask peers with method `M` (proven or bare symbols), `first` and then the
+/// healthiest, a few at a time, until every target has enough checked
+/// symbols from distinct sources; stops waiting for the others the moment
+/// it has. A bare symbol counts only from the holder of its source sliver
+/// (one cannot vouch for another's); a proven one vouches for itself. A
 /// peer whose symbols fail their checks is reported (ranked last for a
 /// while); one that times out is ranked down by the pool.
 pub(super) async fn gather_symbols<M, S>(
@@ -258,7 +371,8 @@ pub(super) async fn gather_symbols<M, S>(
     metadata: &floe_codec::BlobMetadata,
     targets: &[(Axis, SliverIndex)],
     fresh: &[floe_codec::Sliver],
-) -> Result<BTreeMap<(Axis, SliverIndex), Vec<S>>, TaskError>
+    first: &[PublicKey],
+) -> Result<Sent<S>, TaskError>
 where
     M: floe_net::Method<Request = RecoveryRequest, Response = Vec<S>>,
     M::Error: std::fmt::Display,
@@ -283,12 +397,16 @@ where
                     .filter(|(axis, _)| *axis == sliver.axis.orthogonal())
                     .map(|(_, index)| *index)
                     .collect();
-                own.extend(S::of_sliver(sliver, &metadata, &wanted).unwrap_or_default());
+                own.extend(S::of_sliver(sliver, &metadata, &wanted)?);
             }
-            own
+            Ok(own)
         })
         .await
-        .unwrap_or_default()
+        .ok_or(TaskError::Interrupted("making this node's own symbols"))?
+        .map_err(|e| TaskError::Recovery {
+            blob_id,
+            source: RecoveryError::Target(e),
+        })?
     };
     let own_bytes: u64 = own.iter().map(|s| s.data().len() as u64).sum();
     let own_proof_bytes: u64 = own.iter().map(|s| s.proof_len() as u64).sum();
@@ -296,16 +414,33 @@ where
         use floe_consensus::quorum::Tally as _;
         tally.answer(inner.network_key, Ok(own), std::time::Instant::now());
     }
-    let mut calls = FanOut::new(
-        inner.pool.rank(&peer_keys(inner)),
-        Pacing::window(REPAIR_FANOUT, Some(REPAIR_HEDGE)),
+    let holders = Arc::new(source_holders(inner, metadata));
+    let mut order: Vec<PublicKey> = first.to_vec();
+    order.extend(
+        inner
+            .pool
+            .rank(&peer_keys(inner))
+            .into_iter()
+            .filter(|peer| !first.contains(peer)),
     );
+    let mut calls = FanOut::new(order, Pacing::window(REPAIR_FANOUT, Some(REPAIR_HEDGE)));
     calls
         .run(&mut tally, |peer| {
             let (pool, request) = (Arc::clone(&inner.pool), request.clone());
+            let holders = Arc::clone(&holders);
             async move {
-                let answer = pool.call::<M>(&peer, &request).await;
-                answer.map_err(|e| e.to_string())
+                let mut symbols = pool
+                    .call::<M>(&peer, &request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !S::PROVEN {
+                    // Symbols of slivers the peer does not hold are dropped
+                    // unread: from it they vouch for nothing.
+                    symbols.retain(|symbol| {
+                        holders.get(&(symbol.source_axis(), symbol.source_index())) == Some(&peer)
+                    });
+                }
+                Ok(symbols)
             }
         })
         .await;
@@ -329,8 +464,30 @@ where
     }
     drop(calls);
     tally
-        .finish()
+        .finish_with_senders()
         .map_err(|_| TaskError::NotEnoughSymbols(blob_id))
+}
+
+/// Who holds each sliver of the blob in this epoch's committee.
+fn source_holders(
+    inner: &Inner,
+    metadata: &floe_codec::BlobMetadata,
+) -> BTreeMap<(Axis, SliverIndex), PublicKey> {
+    let (n, blob_id) = (inner.n_shards, metadata.blob_id());
+    let committee = inner.committee(inner.epoch());
+    let mut holders = BTreeMap::new();
+    for pair in 0..n {
+        let pair = floe_codec::SliverPairIndex(pair);
+        let holder = committee
+            .shard_holder(pair.to_shard_index(n, &blob_id))
+            .and_then(|member| committee.member(member));
+        if let Some(member) = holder {
+            for axis in [Axis::Primary, Axis::Secondary] {
+                holders.insert((axis, pair.sliver_index(axis, n)), member.network_key);
+            }
+        }
+    }
+    holders
 }
 
 /// Reports the peers whose answers about `blob_id` were lies (ranked last
