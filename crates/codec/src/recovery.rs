@@ -145,23 +145,30 @@ fn check_place(
     Ok(())
 }
 
+/// The accessors both kinds of symbol share: their fields of the same names.
+macro_rules! symbol_fields {
+    () => {
+        fn source_axis(&self) -> Axis {
+            self.source_axis
+        }
+        fn source_index(&self) -> SliverIndex {
+            self.source_index
+        }
+        fn symbol_index(&self) -> SymbolIndex {
+            self.symbol_index
+        }
+        fn data(&self) -> &Bytes {
+            &self.data
+        }
+        fn data_mut(&mut self) -> &mut Bytes {
+            &mut self.data
+        }
+    };
+}
+
 impl Symbol for BareSymbol {
     const PROVEN: bool = false;
-    fn source_axis(&self) -> Axis {
-        self.source_axis
-    }
-    fn source_index(&self) -> SliverIndex {
-        self.source_index
-    }
-    fn symbol_index(&self) -> SymbolIndex {
-        self.symbol_index
-    }
-    fn data(&self) -> &Bytes {
-        &self.data
-    }
-    fn data_mut(&mut self) -> &mut Bytes {
-        &mut self.data
-    }
+    symbol_fields!();
     fn proof_len(&self) -> usize {
         0
     }
@@ -197,21 +204,7 @@ impl Symbol for BareSymbol {
 
 impl Symbol for RecoverySymbol {
     const PROVEN: bool = true;
-    fn source_axis(&self) -> Axis {
-        self.source_axis
-    }
-    fn source_index(&self) -> SliverIndex {
-        self.source_index
-    }
-    fn symbol_index(&self) -> SymbolIndex {
-        self.symbol_index
-    }
-    fn data(&self) -> &Bytes {
-        &self.data
-    }
-    fn data_mut(&mut self) -> &mut Bytes {
-        &mut self.data
-    }
+    symbol_fields!();
     fn proof_len(&self) -> usize {
         self.proof.byte_len()
     }

@@ -258,7 +258,9 @@ type Sent<S> = BTreeMap<(Axis, SliverIndex), Vec<(PublicKey, S)>>;
 /// so whatever else was sent for it is a lie, whether or not the blob is
 /// consistent. A sender whose sources the proven round did not cover is
 /// asked for their proven symbols (all such senders at once, each for the
-/// targets it sent bare symbols of); one that answers none is not named.
+/// targets it sent bare symbols of). Each liar is reported once; a sender
+/// that backs a bare symbol with no proven one cannot be proven false, and
+/// is ranked down as if it had timed out.
 async fn blame_bare_liars(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
@@ -284,61 +286,89 @@ async fn blame_bare_liars(
     }
     let mut lies = Vec::new();
     if !unchecked.is_empty() {
+        // Two at a time, each answer cut to what was asked and checked off
+        // the runtime as it arrives: only asked-for values are kept.
         let mut answers = Collect(Vec::new());
         let peers: Vec<PublicKey> = unchecked.keys().copied().collect();
-        FanOut::new(peers, Pacing::ALL)
+        FanOut::new(peers, Pacing::window(REPAIR_FANOUT, None))
             .run(&mut answers, |peer| {
                 let pool = Arc::clone(&inner.pool);
-                let request = RecoveryRequest {
-                    blob_id,
-                    targets: unchecked
-                        .get(&peer)
-                        .map(|t| t.iter().copied().collect())
-                        .unwrap_or_default(),
-                };
+                let asked = unchecked.get(&peer).cloned().unwrap_or_default();
+                let metadata = metadata.clone();
                 async move {
+                    let request = RecoveryRequest {
+                        blob_id,
+                        targets: asked.iter().copied().collect(),
+                    };
                     let timeout = 2 * REPAIR_HEDGE;
-                    pool.call_with_timeout::<GetRecoverySymbols>(&peer, &request, timeout)
+                    let symbols = pool
+                        .call_with_timeout::<GetRecoverySymbols>(&peer, &request, timeout)
                         .await
+                        .unwrap_or_default();
+                    tokio::task::spawn_blocking(move || {
+                        let mut bad = false;
+                        let mut kept = Vec::new();
+                        for symbol in symbols {
+                            let target = (symbol.target_axis(), symbol.target_index());
+                            if !asked.contains(&target) {
+                                continue;
+                            }
+                            if symbol.verify(&metadata).is_err() {
+                                bad = true;
+                                continue;
+                            }
+                            kept.push(((target.0, target.1, symbol.source_index), symbol.data));
+                        }
+                        (kept, bad)
+                    })
+                    .await
+                    .unwrap_or_default()
                 }
             })
             .await;
-        for (peer, answer) in answers.0 {
-            for symbol in answer.unwrap_or_default() {
-                if symbol.verify(metadata).is_err() {
-                    lies.push((
-                        peer,
-                        Failure::Lie(format!(
-                            "sent a proven recovery symbol of blob {blob_id} failing its proof"
-                        )),
-                    ));
-                    break;
-                }
-                let key = (
-                    symbol.target_axis(),
-                    symbol.target_index(),
-                    symbol.source_index,
-                );
-                committed.entry(key).or_insert(symbol.data);
+        for (peer, (kept, bad)) in answers.0 {
+            if bad {
+                lies.push((
+                    peer,
+                    Failure::Lie(format!(
+                        "sent a proven recovery symbol of blob {blob_id} failing its proof"
+                    )),
+                ));
+            }
+            for (key, data) in kept {
+                committed.entry(key).or_insert(data);
             }
         }
     }
+    let mut silent = BTreeSet::new();
     for (target, sent) in bare {
         for (peer, symbol) in sent {
+            if *peer == inner.network_key || lies.iter().any(|(liar, _)| liar == peer) {
+                continue;
+            }
             let key = (target.0, target.1, symbol.source_index);
-            let differs = committed.get(&key).is_some_and(|data| *data != symbol.data);
-            if differs && *peer != inner.network_key {
-                lies.push((
+            match committed.get(&key) {
+                Some(data) if *data != symbol.data => lies.push((
                     *peer,
                     Failure::Lie(format!(
                         "sent a bare recovery symbol of blob {blob_id} ({} sliver {} for {} sliver {}) that differs from the proven one",
                         symbol.source_axis, symbol.source_index, target.0, target.1
                     )),
-                ));
+                )),
+                Some(_) => {}
+                // It would not back its bare symbol with a proven one.
+                None => {
+                    silent.insert(*peer);
+                }
             }
         }
     }
     report_failures(inner, blob_id, "bare recovery symbols", &lies);
+    for peer in silent {
+        if !lies.iter().any(|(liar, _)| *liar == peer) {
+            inner.pool.report_slow(&peer);
+        }
+    }
 }
 
 /// Rebuilds one sliver from `symbols`, off the runtime.
