@@ -107,21 +107,7 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
         );
     }
     let wiped = 1;
-    cluster.stop(wiped).await;
-    std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
-    cluster.restart(wiped).await;
-    eventually(
-        Duration::from_secs(90),
-        "the wiped node holds every pair of its shards again",
-        async || {
-            let node = cluster.node(wiped);
-            node.drift() == 0
-                && blobs
-                    .iter()
-                    .all(|b| node.store().holds_all_pairs(b).unwrap_or(false))
-        },
-    )
-    .await;
+    wipe_and_await_repair(&mut cluster, wiped, &blobs, Duration::from_secs(90)).await;
     let node = cluster.node(wiped);
     let mut stored = 0u64;
     for blob_id in &blobs {

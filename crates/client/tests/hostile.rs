@@ -359,21 +359,7 @@ async fn lying_recovery_symbols_cannot_corrupt_a_repair() {
             },
         )
         .await;
-    cluster.stop(wiped).await;
-    std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
-    cluster.restart(wiped).await;
-    eventually(
-        Duration::from_secs(60),
-        "the wiped node is repaired",
-        async || {
-            let node = cluster.node(wiped);
-            node.drift() == 0
-                && blobs
-                    .iter()
-                    .all(|b| node.store().holds_all_pairs(b).unwrap_or(false))
-        },
-    )
-    .await;
+    wipe_and_await_repair(&mut cluster, wiped, &blobs, Duration::from_secs(60)).await;
     assert!(
         pairs_of(&cluster) == before,
         "a repaired pair differs from the one lost"
@@ -403,21 +389,7 @@ async fn a_peer_lying_only_in_bare_symbols_is_named() {
         )
         .await;
     let wiped = 0;
-    cluster.stop(wiped).await;
-    std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
-    cluster.restart(wiped).await;
-    eventually(
-        Duration::from_secs(60),
-        "the wiped node is repaired",
-        async || {
-            let node = cluster.node(wiped);
-            node.drift() == 0
-                && blobs
-                    .iter()
-                    .all(|b| node.store().holds_all_pairs(b).unwrap_or(false))
-        },
-    )
-    .await;
+    wipe_and_await_repair(&mut cluster, wiped, &blobs, Duration::from_secs(60)).await;
     let liar = cluster.file.committee.members()[LIAR].network_key;
     let node = cluster.node(wiped);
     let proven_rounds = node

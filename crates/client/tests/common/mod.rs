@@ -163,3 +163,29 @@ pub async fn certify_undelivered(client: &Client, data: &[u8]) -> floe_client::S
         .await
         .unwrap()
 }
+
+/// Node `i` loses its disk (stopped, its database deleted, restarted);
+/// waits until it holds every pair of `blobs` again, with no drift.
+#[allow(dead_code)]
+pub async fn wipe_and_await_repair(
+    cluster: &mut Cluster,
+    i: usize,
+    blobs: &[floe_codec::BlobId],
+    within: Duration,
+) {
+    cluster.stop(i).await;
+    std::fs::remove_dir_all(cluster.database(i)).unwrap();
+    cluster.restart(i).await;
+    eventually(
+        within,
+        &format!("wiped node {i} holds every pair of its shards again"),
+        async || {
+            let node = cluster.node(i);
+            node.drift() == 0
+                && blobs
+                    .iter()
+                    .all(|b| node.store().holds_all_pairs(b).unwrap_or(false))
+        },
+    )
+    .await;
+}
