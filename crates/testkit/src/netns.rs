@@ -198,30 +198,27 @@ impl Netns {
         self.ensure_bridge()?;
         let namespace = self.namespace(node);
         let veth = self.veth(node);
-        if Path::new("/run/netns").join(&namespace).exists() && link_exists(&veth) {
-            // Kept, but put back on the bridge and up: the bridge may have
-            // been made again since.
-            ip(&["link", "set", &veth, "master", &self.bridge()])?;
-            ip(&["link", "set", &veth, "up"])?;
-            return Ok(());
+        if !(Path::new("/run/netns").join(&namespace).exists() && link_exists(&veth)) {
+            // A half-made namespace (a failed earlier attempt) is made again.
+            let _ = ip(&["netns", "del", &namespace]);
+            let _ = ip(&["link", "del", &veth]);
+            ip(&["netns", "add", &namespace])?;
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &namespace,
+            ])?;
+            let inside = |args: &[&str]| {
+                let mut all = vec!["-n", namespace.as_str()];
+                all.extend_from_slice(args);
+                ip(&all)
+            };
+            inside(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+            inside(&["link", "set", "eth0", "up"])?;
+            inside(&["link", "set", "lo", "up"])?;
         }
-        // A half-made namespace (a failed earlier attempt) is made again.
-        let _ = ip(&["netns", "del", &namespace]);
-        let _ = ip(&["link", "del", &veth]);
-        ip(&["netns", "add", &namespace])?;
-        ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &namespace,
-        ])?;
+        // New or kept, the veth goes on the bridge (which may have been made
+        // again since) and up.
         ip(&["link", "set", &veth, "master", &self.bridge()])?;
         ip(&["link", "set", &veth, "up"])?;
-        let inside = |args: &[&str]| {
-            let mut all = vec!["-n", namespace.as_str()];
-            all.extend_from_slice(args);
-            ip(&all)
-        };
-        inside(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
-        inside(&["link", "set", "eth0", "up"])?;
-        inside(&["link", "set", "lo", "up"])?;
         Ok(())
     }
 

@@ -444,7 +444,9 @@ where
         use floe_consensus::quorum::Tally as _;
         tally.answer(inner.network_key, Ok(own), std::time::Instant::now());
     }
-    let holders = Arc::new(source_holders(inner, metadata));
+    // Only bare symbols are bound to their holders: proven ones vouch for
+    // themselves.
+    let holders = (!S::PROVEN).then(|| Arc::new(source_holders(inner, metadata)));
     let mut order: Vec<PublicKey> = first.to_vec();
     order.extend(
         inner
@@ -457,13 +459,13 @@ where
     calls
         .run(&mut tally, |peer| {
             let (pool, request) = (Arc::clone(&inner.pool), request.clone());
-            let holders = Arc::clone(&holders);
+            let holders = holders.clone();
             async move {
                 let mut symbols = pool
                     .call::<M>(&peer, &request)
                     .await
                     .map_err(|e| e.to_string())?;
-                if !S::PROVEN {
+                if let Some(holders) = holders {
                     // Symbols of slivers the peer does not hold are dropped
                     // unread: from it they vouch for nothing.
                     symbols.retain(|symbol| {
