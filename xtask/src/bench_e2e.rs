@@ -301,7 +301,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
             (1 << 10, 8, 10),
             (1 << 20, 1, 10),
             (1 << 20, 8, 4),
-            (16 << 20, 1, 5),
+            (16 << 20, 1, 15),
             (16 << 20, 8, 2),
         ],
     };

@@ -433,3 +433,56 @@ async fn health_ranks_answering_peers_first() {
         vec![up.key.public(), down_key, unknown]
     );
 }
+
+/// Streams go out in the order they were written, so a large upload
+/// arrives whole as early as it can; a small call written after megabytes
+/// of uploads on the same connection must still not wait behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_call_is_not_queued_behind_bulk_uploads_on_its_connection() {
+    // A link slow enough that the uploads take seconds.
+    let config = NetConfig {
+        link_shape: Some(floe_net::LinkProfile {
+            latency_min: Duration::from_millis(1),
+            latency_max: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            bandwidth_bps: 200_000_000,
+            queue: Duration::from_millis(50),
+        }),
+        ..NetConfig::default()
+    };
+    let server = serve(1, 0, &[], config.clone());
+    let pool = std::sync::Arc::new(pool(None, &server, config));
+    let peer = server.key.public();
+    // The connection is up before the uploads start.
+    let query = common::Query {
+        id: 1,
+        name: "known".into(),
+    };
+    assert_eq!(pool.call::<Lookup>(&peer, &query).await.unwrap(), 2);
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut uploads = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (pool, done) = (std::sync::Arc::clone(&pool), std::sync::Arc::clone(&done));
+        uploads.spawn(async move {
+            let body = payload(8 << 20 | i);
+            let echoed = pool.call::<Echo>(&peer, &Raw(body.clone())).await.unwrap();
+            assert_eq!(echoed.0, body);
+            done.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    // Every upload is written (and mostly queued) before the small call.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(pool.call::<Lookup>(&peer, &query).await.unwrap(), 2);
+    let waited = started.elapsed();
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        0,
+        "the small call waited {waited:?}, until an upload of 8 MiB had finished"
+    );
+    while let Some(joined) = uploads.join_next().await {
+        joined.unwrap();
+    }
+}
