@@ -185,9 +185,7 @@ impl NetConfig {
             .receive_window(VarInt::from_u32(self.connection_window))
             .send_window(u64::from(self.connection_window))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
-            .keep_alive_interval(Some(self.keep_alive))
-            // In order, not round-robin: see `frame::prioritize`.
-            .send_fairness(false);
+            .keep_alive_interval(Some(self.keep_alive));
         let mut mtu = MtuDiscoveryConfig::default();
         // Loss bursts under load look like a black hole and drop the MTU to
         // 1200; probe again soon instead of running small for a minute.

@@ -9,7 +9,7 @@
 //! caller's expectation, for responses) before a buffer is reserved.
 
 use bytes::{Bytes, BytesMut};
-use quinn::{ReadError, RecvStream, SendStream};
+use quinn::{ReadError, RecvStream};
 
 /// Bytes of a request header.
 pub const REQUEST_HEADER_LEN: usize = 6;
@@ -117,22 +117,6 @@ pub enum FrameError {
     /// The stream failed underneath.
     #[error("stream failed: {0}")]
     Stream(#[from] ReadError),
-}
-
-/// Frames of at most this many bytes are sent ahead of larger ones.
-pub const SMALL_FRAME_BYTES: usize = 64 << 10;
-
-/// Connections send their streams in the order they were written, not
-/// round-robin (see `NetConfig::transport`): a pair being uploaded arrives
-/// whole as early as it can, so the node verifies and stores it while the
-/// next one is on the wire. A small frame (a confirmation, a status, a
-/// certificate) is raised above the bulk so it never waits behind
-/// megabytes of slivers on the same connection.
-pub fn prioritize(send: &SendStream, frame_bytes: usize) {
-    if frame_bytes <= SMALL_FRAME_BYTES {
-        // Fails only on a stream already closed, whose write fails anyway.
-        let _ = send.set_priority(1);
-    }
 }
 
 /// Read exactly `N` header bytes.

@@ -520,7 +520,6 @@ impl Pool {
             .acquire_many(budget_permits(size, &self.config))
             .await;
         let mut chunks = Vec::with_capacity(body.len() + 1);
-        frame::prioritize(&stream.send, size);
         chunks.push(frame::request_header(M::KIND, length));
         chunks.extend(body);
         match stream.send.write_all_chunks(&mut chunks).await {

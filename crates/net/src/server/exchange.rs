@@ -37,7 +37,6 @@ pub(super) async fn serve_stream(
     let length = reply.body.len();
     let header = frame::response_header(reply.status, u32::try_from(length).unwrap_or(u32::MAX));
     let deadline = Instant::now() + shared.config.response_write_timeout;
-    frame::prioritize(&send, length);
     let written =
         tokio::time::timeout_at(deadline, send.write_all_chunks(&mut [header, reply.body])).await;
     match written {
