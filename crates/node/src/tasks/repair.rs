@@ -189,8 +189,7 @@ async fn rebuild(
     match gather_symbols::<GetBareSymbols, _>(inner, metadata, targets, fresh, &[]).await {
         Ok(symbols) => {
             for (target, sent) in symbols {
-                let bare = sent.iter().map(|(_, symbol)| symbol.clone()).collect();
-                match recover(metadata, target, bare).await? {
+                match recover(metadata, target, symbols_of(&sent)).await? {
                     Ok(sliver) => {
                         rebuilt.insert(target, sliver);
                     }
@@ -229,8 +228,7 @@ async fn rebuild(
     for target in left {
         let theirs = symbols
             .get(&target)
-            .map(|sent| sent.iter().map(|(_, symbol)| symbol.clone()).collect())
-            .unwrap_or_default();
+            .map_or_else(Vec::new, |s| symbols_of(s));
         match recover(metadata, target, theirs).await? {
             Ok(sliver) => {
                 rebuilt.insert(target, sliver);
@@ -253,14 +251,19 @@ async fn rebuild(
 /// Symbols of each target, with who sent each.
 type Sent<S> = BTreeMap<(Axis, SliverIndex), Vec<(PublicKey, S)>>;
 
+/// One target's symbols, without their senders.
+fn symbols_of<S: Clone>(sent: &[(PublicKey, S)]) -> Vec<S> {
+    sent.iter().map(|(_, symbol)| symbol.clone()).collect()
+}
+
 /// Reports the senders of bare symbols that differ from the proven symbol
 /// of the same target and source: the proven one is the committed value,
 /// so whatever else was sent for it is a lie, whether or not the blob is
 /// consistent. A sender whose sources the proven round did not cover is
-/// asked for their proven symbols (all such senders at once, each for the
-/// targets it sent bare symbols of). Each liar is reported once; a sender
-/// that backs a bare symbol with no proven one cannot be proven false, and
-/// is ranked down as if it had timed out.
+/// asked for their proven symbols ([`REPAIR_FANOUT`] senders at a time,
+/// each for the targets it sent bare symbols of). Each liar is reported
+/// once; a sender that backs a bare symbol with no proven one cannot be
+/// proven false, and is ranked down as if it had timed out.
 async fn blame_bare_liars(
     inner: &Arc<Inner>,
     metadata: &floe_codec::BlobMetadata,
