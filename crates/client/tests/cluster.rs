@@ -59,19 +59,7 @@ async fn stores_and_reads_with_f_shards_stopped() {
     cluster.stop(6).await;
     let data = Bytes::from(blob(500_000, 8));
     let outcome = store_and_read_back(&client, data).await;
-    assert_eq!(
-        client
-            .read(
-                stored_before.blob_id,
-                ReadOptions {
-                    strict: true,
-                    ..ReadOptions::default()
-                }
-            )
-            .await
-            .unwrap(),
-        before
-    );
+    assert_eq!(read_strict(&client, stored_before.blob_id).await, before);
     assert!(matches!(
         client.status(outcome.blob_id).await.unwrap().status,
         BlobStatus::Certified { .. }

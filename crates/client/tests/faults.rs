@@ -134,16 +134,7 @@ async fn a_wiped_node_rebuilds_its_slivers_from_recovery_symbols() {
         "fetched {fetched} bytes of symbols to rebuild {stored} bytes"
     );
     // And the data reads back from the committee.
-    let read = client
-        .read(
-            blobs[2],
-            ReadOptions {
-                strict: true,
-                ..ReadOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let read = read_strict(&client, blobs[2]).await;
     assert_eq!(read, Bytes::from(blob(1 << 20, 33)));
     cluster.shutdown().await;
 }

@@ -411,16 +411,7 @@ async fn a_peer_lying_only_in_bare_symbols_is_named() {
         // Its sources were never needed: then no one may be named.
         assert!(named.is_empty(), "{named:?}");
     }
-    let read = client
-        .read(
-            blobs[1],
-            ReadOptions {
-                strict: true,
-                ..ReadOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let read = read_strict(&client, blobs[1]).await;
     assert_eq!(read, Bytes::from(blob(80_000, 71)));
     cluster.shutdown().await;
 }

@@ -153,6 +153,22 @@ pub async fn store_and_read_back(client: &Client, data: bytes::Bytes) -> floe_cl
     outcome
 }
 
+/// Reads `blob_id` strictly (the decoded blob re-encoded and checked
+/// against the blob ID's commitments); panics if the read fails.
+#[allow(dead_code)]
+pub async fn read_strict(client: &Client, blob_id: floe_codec::BlobId) -> bytes::Bytes {
+    client
+        .read(
+            blob_id,
+            floe_client::ReadOptions {
+                strict: true,
+                ..floe_client::ReadOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
 /// Encodes `data`, uploads it and gathers its certificate from a quorum,
 /// without delivering the certificate to the nodes.
 pub async fn certify_undelivered(client: &Client, data: &[u8]) -> floe_client::StoreOutcome {
