@@ -338,6 +338,14 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
             .collect();
         let (encode_ms, _) = codec_encode(&encoding, &blobs[0]);
 
+        if std::env::var_os("FLOE_BENCH_IDLE").is_some() {
+            let before = crate::rss::cpu_ms();
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            println!(
+                "idle committee: {:.1} ms CPU per second",
+                cpu_since(before) / 3.0
+            );
+        }
         let cpu_before = crate::rss::cpu_ms();
         let (served_before, _) = served(&running);
         let wire_before = floe_net::shaper::totals()

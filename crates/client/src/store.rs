@@ -38,12 +38,13 @@ impl Client {
         // cancelled; what nodes received is pending data they collect).
         // The check races only the certification, never the delivery of
         // this store's own certificate: a check answered after nodes
-        // learned that certificate would call it someone else's.
+        // learned that certificate would call it someone else's. A tie goes
+        // to the check: until delivery, no node holds this store's own
+        // certificate, so a certificate the check found is an earlier one.
         let certify = self.certify_at_quorum(metadata, pairs, epochs, options);
         tokio::pin!(certify);
         let (outcome, tail) = tokio::select! {
             biased;
-            certified = &mut certify => certified?,
             status = self.status(blob_id) => {
                 if let Ok(QuorumStatus {
                     status: BlobStatus::Certified { certificate },
@@ -62,6 +63,7 @@ impl Client {
                 }
                 certify.await?
             }
+            certified = &mut certify => certified?,
         };
         Ok(self.deliver_and_finish(outcome, tail).await)
     }
