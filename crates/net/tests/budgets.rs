@@ -322,3 +322,48 @@ async fn a_large_answer_is_paid_for_before_it_is_built() {
         32 << 20
     );
 }
+
+/// This process's resident memory, in bytes (Linux).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begun_bodies_hold_memory_for_what_arrived_not_what_was_announced() {
+    let server = serve(3, 0, &[], NetConfig::default());
+    let peer = server.key.public();
+    let attacker = pool(None, &server, NetConfig::default());
+    let connection = attacker.connection(&peer).await.unwrap();
+    // Warm up: one honest multi-chunk body, so the allocator's own growth
+    // is not counted below.
+    let honest = vec![5u8; 16 << 20];
+    let answer = attacker
+        .call::<Echo>(&peer, &Raw(honest.clone().into()))
+        .await
+        .unwrap();
+    assert!(answer.0 == honest);
+    drop((honest, answer));
+    let before = resident_bytes();
+    // 48 streams each announce a 16 MiB body (768 MiB together) and send
+    // 96 KiB of it: a body's room is set aside when its bytes start, but
+    // only what arrives may take memory.
+    let mut held = Vec::new();
+    for _ in 0..48 {
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        send.write_all(&frame::request_header(Echo::KIND, 16 << 20))
+            .await
+            .unwrap();
+        send.write_all(&[1u8; 96 << 10]).await.unwrap();
+        held.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 128 << 20,
+        "48 begun bodies of 96 KiB made the process grow by {} MiB",
+        grown >> 20
+    );
+    drop(held);
+}

@@ -48,6 +48,8 @@ pub(super) enum Busy {
     Bytes { class: Class, limit: u32 },
     #[error("the node is serving its {limit} {class} requests at once; retry shortly or ask another node")]
     Requests { class: Class, limit: u32 },
+    #[error("the node could not find {bytes} bytes of memory for this request; retry shortly or ask another node")]
+    Memory { bytes: usize },
 }
 
 /// The budget one request holds: bytes from its connection and its class,

@@ -70,8 +70,14 @@ pub(super) async fn serve_stream(
     drop(charge);
 }
 
-/// The smallest buffer a multi-chunk body starts with.
+/// The smallest charge a multi-chunk body starts with.
 pub(super) const MIN_BODY_BUFFER: usize = 64 << 10;
+
+/// Bodies up to this size get their whole buffer's room at their first
+/// bytes, so they are copied once as they arrive instead of again at every
+/// doubling. The room is address space: pages are only committed as bytes
+/// land in them, so the memory held still follows what has arrived.
+pub(super) const BODY_RESERVE_MAX: usize = 16 << 20;
 
 /// Why a request body was not read.
 pub(super) enum BodyError {
@@ -81,8 +87,9 @@ pub(super) enum BodyError {
 
 /// Read a body of exactly `length` bytes, then the end of the stream,
 /// charging its buffer to `charge` as it grows: a header that announces a
-/// large body costs nothing until the bytes arrive, and the buffer never
-/// exceeds twice what has arrived.
+/// large body costs nothing until the bytes arrive, and the charge never
+/// exceeds twice what has arrived (nor does the memory written, see
+/// [`BODY_RESERVE_MAX`]).
 pub(super) async fn read_charged_body(
     shared: &Shared,
     lane: &Lane,
@@ -92,6 +99,7 @@ pub(super) async fn read_charged_body(
     length: usize,
 ) -> Result<Bytes, BodyError> {
     let mut buffer: Vec<u8> = Vec::new();
+    let mut charged = 0;
     let mut got = 0;
     while got < length {
         let chunk = recv
@@ -113,9 +121,9 @@ pub(super) async fn read_charged_body(
             return Ok(bytes);
         }
         let needed = got + bytes.len();
-        if needed > buffer.capacity() {
+        if needed > charged {
             let grow_to = needed
-                .max(buffer.capacity().saturating_mul(2))
+                .max(charged.saturating_mul(2))
                 .max(MIN_BODY_BUFFER)
                 .min(length);
             shared
@@ -123,12 +131,22 @@ pub(super) async fn read_charged_body(
                     lane,
                     class,
                     charge,
-                    grow_to - buffer.capacity(),
+                    grow_to - charged,
                     shared.budget_deadline(),
                 )
                 .await
                 .map_err(BodyError::Busy)?;
-            buffer.reserve_exact(grow_to - buffer.len());
+            charged = grow_to;
+            let room = if length <= BODY_RESERVE_MAX {
+                length
+            } else {
+                grow_to
+            };
+            if room > buffer.capacity() {
+                buffer
+                    .try_reserve_exact(room - buffer.len())
+                    .map_err(|_| BodyError::Busy(Busy::Memory { bytes: room }))?;
+            }
         }
         buffer.extend_from_slice(&bytes);
         got = needed;
