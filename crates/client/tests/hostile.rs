@@ -415,3 +415,61 @@ async fn a_peer_lying_only_in_bare_symbols_is_named() {
     assert_eq!(read, Bytes::from(blob(80_000, 71)));
     cluster.shutdown().await;
 }
+
+/// A member that labels its bare symbols as made from slivers it does not
+/// hold: the repair drops them unread (only a sliver's holder vouches for
+/// it), counts their bytes as fetched and dropped, and rebuilds every pair
+/// from the others. Another member is down, so the liar is among the few
+/// the repair must ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_symbols_of_slivers_a_peer_does_not_hold_are_dropped_and_counted() {
+    let mut cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let mut blobs = Vec::new();
+    for seed in 0..3 {
+        let data = Bytes::from(blob(80_000, 90 + seed));
+        blobs.push(store_and_read_back(&client, data).await.blob_id);
+    }
+    let (wiped, down) = (0, 1);
+    assert!(cluster.shards(wiped) + cluster.shards(down) <= 33);
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                foreign_bare_symbols: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    cluster.stop(down).await;
+    wipe_and_await_repair(&mut cluster, wiped, &blobs, Duration::from_secs(60)).await;
+    let served = cluster
+        .node(LIAR)
+        .metrics()
+        .requests
+        .lock()
+        .unwrap()
+        .get(&("GetBareSymbols", "ok"))
+        .copied()
+        .unwrap_or(0);
+    let metrics = cluster.node(wiped).metrics();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let (dropped, fetched) = (
+        load(&metrics.repair_bytes_dropped),
+        load(&metrics.repair_bytes_fetched),
+    );
+    if served > 0 {
+        assert!(
+            dropped > 0,
+            "the liar answered {served} times; nothing was dropped"
+        );
+    }
+    assert!(
+        dropped < fetched,
+        "dropped {dropped} of {fetched} fetched bytes"
+    );
+    let read = read_strict(&client, blobs[2]).await;
+    assert_eq!(read, Bytes::from(blob(80_000, 92)));
+    cluster.shutdown().await;
+}

@@ -204,6 +204,12 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         &counter(&m.repair_proof_bytes_fetched),
     );
     metric(
+        "floe_repair_dropped_bytes_total",
+        "counter",
+        "Bytes of bare recovery symbols repair fetched from peers that do not hold their source sliver, dropped unread (part of floe_repair_fetched_bytes_total).",
+        &counter(&m.repair_bytes_dropped),
+    );
+    metric(
         "floe_repair_proven_rounds_total",
         "counter",
         "Repair rounds that asked for proven recovery symbols because bare ones did not rebuild every target (a sender lied, the blob is inconsistent, or too few answered).",

@@ -3,7 +3,7 @@
 //! node without the section never reaches them.
 
 use floe_api::{BlobStatusAnswer, ReconcileResponse};
-use floe_codec::{BlobId, Sliver, Symbol};
+use floe_codec::{BareSymbol, BlobId, Sliver, SliverIndex, Symbol};
 use floe_consensus::{BlobStatus, ItemId, Prefix, ReconcileMessage};
 use rand::Rng as _;
 
@@ -79,6 +79,39 @@ pub(crate) fn symbols<S: Symbol>(inner: &Inner, symbols: Vec<S>) -> Vec<S> {
                 let mut data = symbol.data().to_vec();
                 data[0] ^= 0x5a;
                 *symbol.data_mut() = data.into();
+            }
+            symbol
+        })
+        .collect()
+}
+
+/// Bare symbols relabelled as made from slivers of shards this node does
+/// not hold, if it is told to (their bytes are its own slivers' symbols).
+pub(crate) fn bare_symbols(
+    inner: &Inner,
+    blob_id: &BlobId,
+    symbols: Vec<BareSymbol>,
+) -> Vec<BareSymbol> {
+    if !inner
+        .byzantine
+        .as_ref()
+        .is_some_and(|l| l.foreign_bare_symbols)
+    {
+        return symbols;
+    }
+    let (n, mine) = (inner.n_shards, inner.my_shards());
+    symbols
+        .into_iter()
+        .map(|mut symbol| {
+            let axis = symbol.source_axis;
+            let others = (1..n)
+                .map(|step| SliverIndex((symbol.source_index.0 + step) % n))
+                .find(|index| {
+                    let shard = index.to_pair_index(axis, n).to_shard_index(n, blob_id);
+                    !mine.contains(&shard)
+                });
+            if let Some(index) = others {
+                symbol.source_index = index;
             }
             symbol
         })

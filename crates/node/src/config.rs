@@ -95,6 +95,9 @@ pub struct Byzantine {
     /// Flip a byte in every bare recovery symbol it serves, and serve
     /// proven ones honestly (a liar hoping the proofs never name it).
     pub flip_bare_symbols: bool,
+    /// Serve bare recovery symbols labelled as made from slivers of shards
+    /// it does not hold (a peer vouching for others' slivers).
+    pub foreign_bare_symbols: bool,
     /// Hold every answer back this long (a peer that trickles).
     pub delay_ms: u64,
     /// Answer anti-entropy with listings of this many made-up items.
@@ -111,6 +114,7 @@ impl Byzantine {
             withhold_facts: false,
             flip_slivers: true,
             flip_bare_symbols: false,
+            foreign_bare_symbols: false,
             delay_ms: 0,
             oversized_listings: 50_000,
         }

@@ -433,7 +433,9 @@ fn bare_symbols(
     _: Caller,
     request: RecoveryRequest,
 ) -> Result<Vec<floe_codec::BareSymbol>, ApiError> {
-    symbols_for::<GetBareSymbols, _>(inner, request)
+    let blob_id = request.blob_id;
+    let symbols = symbols_for::<GetBareSymbols, _>(inner, request)?;
+    Ok(crate::byzantine::bare_symbols(inner, &blob_id, symbols))
 }
 
 /// The symbols, proven or bare as method `M` answers them, that this

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub repair_bytes_fetched: AtomicU64,
     /// Bytes of the proofs of the recovery symbols repair fetched.
     pub repair_proof_bytes_fetched: AtomicU64,
+    /// Bytes of bare recovery symbols repair fetched from peers that do not
+    /// hold their source sliver and dropped unread (counted in
+    /// `repair_bytes_fetched` too).
+    pub repair_bytes_dropped: AtomicU64,
     /// Repair rounds that asked for proven symbols because bare ones did
     /// not rebuild every target (a sender lied, the blob is inconsistent,
     /// or too few answered).

@@ -26,6 +26,7 @@ use crate::state::{
 
 mod epochs;
 mod gc;
+mod holders;
 mod migrate;
 mod repair;
 mod sync;

@@ -449,7 +449,18 @@ where
     }
     // Only bare symbols are bound to their holders: proven ones vouch for
     // themselves.
-    let holders = (!S::PROVEN).then(|| Arc::new(source_holders(inner, metadata)));
+    let holders = (!S::PROVEN).then(|| {
+        let epoch = inner.epoch();
+        let committees = [
+            inner.committee(epoch),
+            inner.committee(floe_consensus::Epoch(epoch.0.saturating_sub(1))),
+        ];
+        Arc::new(super::holders::SourceHolders::new(
+            &committees,
+            metadata.blob_id(),
+        ))
+    });
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut order: Vec<PublicKey> = first.to_vec();
     order.extend(
         inner
@@ -462,7 +473,7 @@ where
     calls
         .run(&mut tally, |peer| {
             let (pool, request) = (Arc::clone(&inner.pool), request.clone());
-            let holders = holders.clone();
+            let (holders, dropped) = (holders.clone(), Arc::clone(&dropped));
             async move {
                 let mut symbols = pool
                     .call::<M>(&peer, &request)
@@ -470,19 +481,30 @@ where
                     .map_err(|e| e.to_string())?;
                 if let Some(holders) = holders {
                     // Symbols of slivers the peer does not hold are dropped
-                    // unread: from it they vouch for nothing.
+                    // unread: from it they vouch for nothing. Their bytes
+                    // were fetched all the same, and are counted.
                     symbols.retain(|symbol| {
-                        holders.get(&(symbol.source_axis(), symbol.source_index())) == Some(&peer)
+                        let held =
+                            holders.holds(&peer, symbol.source_axis(), symbol.source_index());
+                        if !held {
+                            dropped.fetch_add(symbol.data().len() as u64, Ordering::Relaxed);
+                        }
+                        held
                     });
                 }
                 Ok(symbols)
             }
         })
         .await;
+    let dropped = dropped.load(Ordering::Relaxed);
+    inner.metrics.repair_bytes_fetched.fetch_add(
+        tally.bytes().saturating_sub(own_bytes) + dropped,
+        Ordering::Relaxed,
+    );
     inner
         .metrics
-        .repair_bytes_fetched
-        .fetch_add(tally.bytes().saturating_sub(own_bytes), Ordering::Relaxed);
+        .repair_bytes_dropped
+        .fetch_add(dropped, Ordering::Relaxed);
     inner.metrics.repair_proof_bytes_fetched.fetch_add(
         tally.proof_bytes().saturating_sub(own_proof_bytes),
         Ordering::Relaxed,
@@ -501,28 +523,6 @@ where
     tally
         .finish_with_senders()
         .map_err(|_| TaskError::NotEnoughSymbols(blob_id))
-}
-
-/// Who holds each sliver of the blob in this epoch's committee.
-fn source_holders(
-    inner: &Inner,
-    metadata: &floe_codec::BlobMetadata,
-) -> BTreeMap<(Axis, SliverIndex), PublicKey> {
-    let (n, blob_id) = (inner.n_shards, metadata.blob_id());
-    let committee = inner.committee(inner.epoch());
-    let mut holders = BTreeMap::new();
-    for pair in 0..n {
-        let pair = floe_codec::SliverPairIndex(pair);
-        let holder = committee
-            .shard_holder(pair.to_shard_index(n, &blob_id))
-            .and_then(|member| committee.member(member));
-        if let Some(member) = holder {
-            for axis in [Axis::Primary, Axis::Secondary] {
-                holders.insert((axis, pair.sliver_index(axis, n)), member.network_key);
-            }
-        }
-    }
-    holders
 }
 
 /// Reports the peers whose answers about `blob_id` were lies (ranked last
