@@ -73,12 +73,6 @@ pub(super) async fn serve_stream(
 /// The smallest charge a multi-chunk body starts with.
 pub(super) const MIN_BODY_BUFFER: usize = 64 << 10;
 
-/// Bodies up to this size get their whole buffer's room at their first
-/// bytes, so they are copied once as they arrive instead of again at every
-/// doubling. The room is address space: pages are only committed as bytes
-/// land in them, so the memory held still follows what has arrived.
-pub(super) const BODY_RESERVE_MAX: usize = 16 << 20;
-
 /// Why a request body was not read.
 pub(super) enum BodyError {
     Frame(frame::FrameError),
@@ -87,9 +81,12 @@ pub(super) enum BodyError {
 
 /// Read a body of exactly `length` bytes, then the end of the stream,
 /// charging its buffer to `charge` as it grows: a header that announces a
-/// large body costs nothing until the bytes arrive, and the charge never
-/// exceeds twice what has arrived (nor does the memory written, see
-/// [`BODY_RESERVE_MAX`]).
+/// large body costs nothing until the bytes arrive. The buffer doubles with
+/// what arrives, and once a doubling would reach a quarter of the body it
+/// takes the whole body's room at once (the last doublings are the costly
+/// copies and page faults). Its room is always exactly what is charged:
+/// never more than eight times what has arrived, nor than four times
+/// [`MIN_BODY_BUFFER`] before that.
 pub(super) async fn read_charged_body(
     shared: &Shared,
     lane: &Lane,
@@ -122,10 +119,13 @@ pub(super) async fn read_charged_body(
         }
         let needed = got + bytes.len();
         if needed > charged {
-            let grow_to = needed
+            let mut grow_to = needed
                 .max(charged.saturating_mul(2))
                 .max(MIN_BODY_BUFFER)
                 .min(length);
+            if grow_to.saturating_mul(4) >= length {
+                grow_to = length;
+            }
             shared
                 .charge(
                     lane,
@@ -137,16 +137,9 @@ pub(super) async fn read_charged_body(
                 .await
                 .map_err(BodyError::Busy)?;
             charged = grow_to;
-            let room = if length <= BODY_RESERVE_MAX {
-                length
-            } else {
-                grow_to
-            };
-            if room > buffer.capacity() {
-                buffer
-                    .try_reserve_exact(room - buffer.len())
-                    .map_err(|_| BodyError::Busy(Busy::Memory { bytes: room }))?;
-            }
+            buffer
+                .try_reserve_exact(grow_to - buffer.len())
+                .map_err(|_| BodyError::Busy(Busy::Memory { bytes: grow_to }))?;
         }
         buffer.extend_from_slice(&bytes);
         got = needed;

@@ -496,6 +496,19 @@ where
             }
         })
         .await;
+    report_failures(inner, blob_id, "recovery symbols", tally.failures());
+    // Calls still running are cancelled below: they are no longer needed. A
+    // peer that held its answer back for several hedges while others
+    // answered is ranked down, as if it had timed out: cancelling it must
+    // not leave its record clean.
+    for (peer, asked) in calls.waiting() {
+        if asked.elapsed() >= 4 * REPAIR_HEDGE {
+            inner.pool.report_slow(peer);
+        }
+    }
+    // Counted once the calls are cancelled, so a late answer's dropped
+    // bytes are not missed.
+    drop(calls);
     let dropped = dropped.load(Ordering::Relaxed);
     inner.metrics.repair_bytes_fetched.fetch_add(
         tally.bytes().saturating_sub(own_bytes) + dropped,
@@ -509,17 +522,6 @@ where
         tally.proof_bytes().saturating_sub(own_proof_bytes),
         Ordering::Relaxed,
     );
-    report_failures(inner, blob_id, "recovery symbols", tally.failures());
-    // Calls still running are cancelled below: they are no longer needed. A
-    // peer that held its answer back for several hedges while others
-    // answered is ranked down, as if it had timed out: cancelling it must
-    // not leave its record clean.
-    for (peer, asked) in calls.waiting() {
-        if asked.elapsed() >= 4 * REPAIR_HEDGE {
-            inner.pool.report_slow(peer);
-        }
-    }
-    drop(calls);
     tally
         .finish_with_senders()
         .map_err(|_| TaskError::NotEnoughSymbols(blob_id))
