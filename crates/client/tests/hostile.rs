@@ -420,13 +420,15 @@ async fn a_peer_lying_only_in_bare_symbols_is_named() {
 /// hold: the repair drops them unread (only a sliver's holder vouches for
 /// it), counts their bytes as fetched and dropped, and rebuilds every pair
 /// from the others. Another member is down, so the liar is among the few
-/// the repair must ask.
+/// the repair may ask; it is not always asked (the pool ranks peers by
+/// round trip), so the filter itself is pinned by the unit test in
+/// `floe-node`'s `tasks::holders`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_symbols_of_slivers_a_peer_does_not_hold_are_dropped_and_counted() {
     let mut cluster = Cluster::start(7, 100).await;
     let client = cluster.client();
     let mut blobs = Vec::new();
-    for seed in 0..3 {
+    for seed in 0..6 {
         let data = Bytes::from(blob(80_000, 90 + seed));
         blobs.push(store_and_read_back(&client, data).await.blob_id);
     }
@@ -466,9 +468,10 @@ async fn bare_symbols_of_slivers_a_peer_does_not_hold_are_dropped_and_counted() 
         proven, 0,
         "the liar's symbols sent repairs to proven rounds"
     );
-    // A few of the liar's answers may be cancelled on their way (others
-    // answered first), but not ten of them.
-    if served >= 10 {
+    eprintln!("the liar answered {served} times; {dropped} of {fetched} fetched bytes dropped");
+    // One of the liar's answers may be cancelled after it was sent (others
+    // answered first), but not three of them.
+    if served >= 3 {
         assert!(
             dropped > 0,
             "the liar answered {served} times; nothing was dropped"

@@ -191,6 +191,9 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         "Slivers rebuilt by repair.",
         &counter(&m.slivers_repaired),
     );
+    // Read before the fetched bytes, which are added to first: a scrape
+    // never shows more dropped than fetched.
+    let dropped = counter(&m.repair_bytes_dropped);
     metric(
         "floe_repair_fetched_bytes_total",
         "counter",
@@ -207,7 +210,7 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         "floe_repair_dropped_bytes_total",
         "counter",
         "Bytes of bare recovery symbols repair fetched from peers that do not hold their source sliver, dropped unread (part of floe_repair_fetched_bytes_total).",
-        &counter(&m.repair_bytes_dropped),
+        &dropped,
     );
     metric(
         "floe_repair_proven_rounds_total",

@@ -82,11 +82,10 @@ pub(super) enum BodyError {
 /// Read a body of exactly `length` bytes, then the end of the stream,
 /// charging its buffer to `charge` as it grows: a header that announces a
 /// large body costs nothing until the bytes arrive. The buffer doubles with
-/// what arrives, and once a doubling would reach a quarter of the body it
-/// takes the whole body's room at once (the last doublings are the costly
-/// copies and page faults). Its room is always exactly what is charged:
-/// never more than eight times what has arrived, nor than four times
-/// [`MIN_BODY_BUFFER`] before that.
+/// what arrives and its room is exactly what is charged: never more than
+/// twice what has arrived, or [`MIN_BODY_BUFFER`]. (Taking the announced
+/// length's room sooner saves copies, but lets a few bytes hold address
+/// space and budget they did not pay for.)
 pub(super) async fn read_charged_body(
     shared: &Shared,
     lane: &Lane,
@@ -119,13 +118,10 @@ pub(super) async fn read_charged_body(
         }
         let needed = got + bytes.len();
         if needed > charged {
-            let mut grow_to = needed
+            let grow_to = needed
                 .max(charged.saturating_mul(2))
                 .max(MIN_BODY_BUFFER)
                 .min(length);
-            if grow_to.saturating_mul(4) >= length {
-                grow_to = length;
-            }
             shared
                 .charge(
                     lane,

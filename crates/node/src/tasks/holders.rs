@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use floe_codec::Symbol;
 use floe_codec::{Axis, BlobId, ShardIndex, SliverIndex};
+use floe_consensus::quorum::{Step, Tally};
 use floe_consensus::PublicKey;
 
 /// Who holds each sliver of a blob: its holder in this epoch's committee
@@ -55,6 +59,52 @@ impl SourceHolders {
     }
 }
 
+/// A symbol tally that takes bare symbols only from their source sliver's
+/// holder: the others are dropped unread (from their sender they vouch for
+/// nothing) and their bytes counted. Counted as answers are folded, so only
+/// answers the tally took are counted, each once.
+pub(crate) struct HeldOnly<T> {
+    pub(crate) tally: T,
+    /// `None`: every symbol counts (proven symbols vouch for themselves).
+    holders: Option<SourceHolders>,
+    /// Bytes of symbols dropped so far.
+    pub(crate) dropped: u64,
+}
+
+impl<T> HeldOnly<T> {
+    pub(crate) fn new(tally: T, holders: Option<SourceHolders>) -> Self {
+        HeldOnly {
+            tally,
+            holders,
+            dropped: 0,
+        }
+    }
+}
+
+impl<S: Symbol, T: Tally<PublicKey, Result<Vec<S>, String>>>
+    Tally<PublicKey, Result<Vec<S>, String>> for HeldOnly<T>
+{
+    fn answer(&mut self, from: PublicKey, answer: Result<Vec<S>, String>, now: Instant) -> Step {
+        let answer = answer.map(|mut symbols| {
+            if let Some(holders) = &self.holders {
+                symbols.retain(|symbol| {
+                    let held = holders.holds(&from, symbol.source_axis(), symbol.source_index());
+                    if !held {
+                        self.dropped += symbol.data().len() as u64;
+                    }
+                    held
+                });
+            }
+            symbols
+        });
+        self.tally.answer(from, answer, now)
+    }
+
+    fn wanted(&self, in_flight: usize) -> usize {
+        self.tally.wanted(in_flight)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +150,44 @@ mod tests {
             // A sliver index beyond the committee's shards is no one's.
             assert!(!holders.holds(&key(0), axis, SliverIndex(n)));
         }
+    }
+
+    #[test]
+    fn a_peer_s_bare_symbols_of_slivers_it_does_not_hold_are_dropped_and_counted() {
+        use floe_codec::{BareSymbol, EncodingConfig};
+        use floe_consensus::quorum::Collect;
+        let key = |i: u8| KeyPair::from_seed(&[100 + i; 32]).public();
+        let committee = committee(4, &[vec![0], vec![1], vec![2, 3]]);
+        let n = 4;
+        let blob = vec![7u8; 10_000];
+        let (metadata, blob_id, pairs) =
+            floe_codec::encode(&EncodingConfig::new(n).unwrap(), &blob).unwrap();
+        let holders = SourceHolders::new(&[committee], blob_id);
+        let sliver = &pairs[0].primary;
+        let symbols =
+            BareSymbol::of_sliver(sliver, &metadata, &[SliverIndex(0), SliverIndex(1)]).unwrap();
+        let bytes: u64 = symbols.iter().map(|s| s.data().len() as u64).sum();
+        assert!(bytes > 0);
+        let holds: Vec<u8> = (0..3)
+            .filter(|&i| holders.holds(&key(i), sliver.axis, sliver.index))
+            .collect();
+        assert_eq!(holds.len(), 1, "one member holds the source sliver");
+        let (holder, other) = (holds[0], (holds[0] + 1) % 3);
+        let mut tally = HeldOnly::new(Collect::default(), Some(holders));
+        let now = Instant::now();
+        tally.answer(key(other), Ok(symbols.clone()), now);
+        tally.answer(key(holder), Ok(symbols.clone()), now);
+        tally.answer(key(other), Err("unreachable".into()), now);
+        assert_eq!(tally.dropped, bytes);
+        let answers = &tally.tally.0;
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].1.as_ref().unwrap().len(), 0);
+        assert_eq!(answers[1].1.as_ref().unwrap().len(), symbols.len());
+        assert!(answers[2].1.is_err());
+        // Without holders (proven symbols) nothing is dropped.
+        let mut tally = HeldOnly::new(Collect::default(), None);
+        tally.answer(key(other), Ok(symbols.clone()), now);
+        assert_eq!(tally.dropped, 0);
+        assert_eq!(tally.tally.0[0].1.as_ref().unwrap().len(), symbols.len());
     }
 }

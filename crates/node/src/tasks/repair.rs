@@ -455,12 +455,9 @@ where
             inner.committee(epoch),
             inner.committee(floe_consensus::Epoch(epoch.0.saturating_sub(1))),
         ];
-        Arc::new(super::holders::SourceHolders::new(
-            &committees,
-            metadata.blob_id(),
-        ))
+        super::holders::SourceHolders::new(&committees, metadata.blob_id())
     });
-    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut held = super::holders::HeldOnly::new(tally, holders);
     let mut order: Vec<PublicKey> = first.to_vec();
     order.extend(
         inner
@@ -471,45 +468,17 @@ where
     );
     let mut calls = FanOut::new(order, Pacing::window(REPAIR_FANOUT, Some(REPAIR_HEDGE)));
     calls
-        .run(&mut tally, |peer| {
+        .run(&mut held, |peer| {
             let (pool, request) = (Arc::clone(&inner.pool), request.clone());
-            let (holders, dropped) = (holders.clone(), Arc::clone(&dropped));
             async move {
-                let mut symbols = pool
-                    .call::<M>(&peer, &request)
+                pool.call::<M>(&peer, &request)
                     .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(holders) = holders {
-                    // Symbols of slivers the peer does not hold are dropped
-                    // unread: from it they vouch for nothing. Their bytes
-                    // were fetched all the same, and are counted.
-                    symbols.retain(|symbol| {
-                        let held =
-                            holders.holds(&peer, symbol.source_axis(), symbol.source_index());
-                        if !held {
-                            dropped.fetch_add(symbol.data().len() as u64, Ordering::Relaxed);
-                        }
-                        held
-                    });
-                }
-                Ok(symbols)
+                    .map_err(|e| e.to_string())
             }
         })
         .await;
-    report_failures(inner, blob_id, "recovery symbols", tally.failures());
-    // Calls still running are cancelled below: they are no longer needed. A
-    // peer that held its answer back for several hedges while others
-    // answered is ranked down, as if it had timed out: cancelling it must
-    // not leave its record clean.
-    for (peer, asked) in calls.waiting() {
-        if asked.elapsed() >= 4 * REPAIR_HEDGE {
-            inner.pool.report_slow(peer);
-        }
-    }
-    // Counted once the calls are cancelled, so a late answer's dropped
-    // bytes are not missed.
-    drop(calls);
-    let dropped = dropped.load(Ordering::Relaxed);
+    let (tally, dropped) = (held.tally, held.dropped);
+    // Bytes of dropped symbols were fetched all the same, and are counted.
     inner.metrics.repair_bytes_fetched.fetch_add(
         tally.bytes().saturating_sub(own_bytes) + dropped,
         Ordering::Relaxed,
@@ -522,6 +491,17 @@ where
         tally.proof_bytes().saturating_sub(own_proof_bytes),
         Ordering::Relaxed,
     );
+    report_failures(inner, blob_id, "recovery symbols", tally.failures());
+    // Calls still running are cancelled below: they are no longer needed. A
+    // peer that held its answer back for several hedges while others
+    // answered is ranked down, as if it had timed out: cancelling it must
+    // not leave its record clean.
+    for (peer, asked) in calls.waiting() {
+        if asked.elapsed() >= 4 * REPAIR_HEDGE {
+            inner.pool.report_slow(peer);
+        }
+    }
+    drop(calls);
     tally
         .finish_with_senders()
         .map_err(|_| TaskError::NotEnoughSymbols(blob_id))
