@@ -37,14 +37,32 @@ async fn stores_and_reads_blobs_of_every_size() {
         // uploading, unless its own upload certified before the status
         // check answered (a small blob's upload is one round trip too, and
         // the check runs beside it): then a valid certificate of its own.
-        // A 32 MiB upload cannot beat one status round trip.
+        // A 32 MiB blob's pairs (100 requests of 1.4 MB) take far longer
+        // than one status round trip: its upload is cut short, long before
+        // the nodes take a third of the pairs again (a certification needs
+        // two thirds).
+        let pairs_taken = || {
+            (0..7)
+                .map(|i| {
+                    let requests = cluster.node(i).metrics().requests.lock().unwrap();
+                    requests.get(&("PutPairs", "ok")).copied().unwrap_or(0)
+                })
+                .sum::<u64>()
+        };
+        let taken_before = pairs_taken();
+        assert!(taken_before > 0, "the nodes count the pairs they take");
         let again = client
             .store(data, 5, StoreOptions::default())
             .await
             .unwrap();
         assert_eq!(again.blob_id, outcome.blob_id);
         if len >= 32 << 20 {
-            assert!(!again.newly_certified, "{len} bytes uploaded again");
+            assert!(!again.newly_certified, "{len} bytes certified again");
+            let again_taken = pairs_taken() - taken_before;
+            assert!(
+                again_taken < 33,
+                "{len} bytes: {again_taken} pairs taken again"
+            );
         }
         if again.newly_certified {
             again.certificate.verify(&committee).unwrap();

@@ -81,10 +81,10 @@ impl<T> HeldOnly<T> {
     }
 }
 
-impl<S: Symbol, T: Tally<PublicKey, Result<Vec<S>, String>>>
-    Tally<PublicKey, Result<Vec<S>, String>> for HeldOnly<T>
+impl<S: Symbol, E, T: Tally<PublicKey, Result<Vec<S>, E>>> Tally<PublicKey, Result<Vec<S>, E>>
+    for HeldOnly<T>
 {
-    fn answer(&mut self, from: PublicKey, answer: Result<Vec<S>, String>, now: Instant) -> Step {
+    fn answer(&mut self, from: PublicKey, answer: Result<Vec<S>, E>, now: Instant) -> Step {
         let answer = answer.map(|mut symbols| {
             if let Some(holders) = &self.holders {
                 symbols.retain(|symbol| {
@@ -177,7 +177,7 @@ mod tests {
         let now = Instant::now();
         tally.answer(key(other), Ok(symbols.clone()), now);
         tally.answer(key(holder), Ok(symbols.clone()), now);
-        tally.answer(key(other), Err("unreachable".into()), now);
+        tally.answer(key(other), Err("unreachable"), now);
         assert_eq!(tally.dropped, bytes);
         let answers = &tally.tally.0;
         assert_eq!(answers.len(), 3);
@@ -186,7 +186,7 @@ mod tests {
         assert!(answers[2].1.is_err());
         // Without holders (proven symbols) nothing is dropped.
         let mut tally = HeldOnly::new(Collect::default(), None);
-        tally.answer(key(other), Ok(symbols.clone()), now);
+        tally.answer(key(other), Ok::<_, &str>(symbols.clone()), now);
         assert_eq!(tally.dropped, 0);
         assert_eq!(tally.tally.0[0].1.as_ref().unwrap().len(), symbols.len());
     }
