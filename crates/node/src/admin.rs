@@ -191,9 +191,10 @@ fn render(inner: &Inner, server: &StatsHandle) -> String {
         "Slivers rebuilt by repair.",
         &counter(&m.slivers_repaired),
     );
-    // Read before the fetched bytes, which are added to first: a scrape
-    // never shows more dropped than fetched.
-    let dropped = counter(&m.repair_bytes_dropped);
+    // Read before the fetched bytes, which are added to first, and with
+    // Acquire (paired with repair's Release): a scrape never shows more
+    // dropped than fetched.
+    let dropped = one(m.repair_bytes_dropped.load(Ordering::Acquire) as f64);
     metric(
         "floe_repair_fetched_bytes_total",
         "counter",

@@ -486,7 +486,7 @@ where
     inner
         .metrics
         .repair_bytes_dropped
-        .fetch_add(dropped, Ordering::Relaxed);
+        .fetch_add(dropped, Ordering::Release);
     inner.metrics.repair_proof_bytes_fetched.fetch_add(
         tally.proof_bytes().saturating_sub(own_proof_bytes),
         Ordering::Relaxed,
