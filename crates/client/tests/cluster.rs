@@ -43,10 +43,7 @@ async fn stores_and_reads_blobs_of_every_size() {
         // two thirds).
         let pairs_taken = || {
             (0..7)
-                .map(|i| {
-                    let requests = cluster.node(i).metrics().requests.lock().unwrap();
-                    requests.get(&("PutPairs", "ok")).copied().unwrap_or(0)
-                })
+                .map(|i| cluster.node(i).metrics().requests("PutPairs", "ok"))
                 .sum::<u64>()
         };
         let taken_before = pairs_taken();

@@ -448,12 +448,7 @@ async fn bare_symbols_of_slivers_a_peer_does_not_hold_are_dropped_and_counted() 
     let served = cluster
         .node(LIAR)
         .metrics()
-        .requests
-        .lock()
-        .unwrap()
-        .get(&("GetBareSymbols", "ok"))
-        .copied()
-        .unwrap_or(0);
+        .requests("GetBareSymbols", "ok");
     let metrics = cluster.node(wiped).metrics();
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);

@@ -62,6 +62,13 @@ impl Metrics {
             *requests.entry((kind, outcome)).or_default() += 1;
         }
     }
+
+    /// Requests of `kind` served with `outcome` so far.
+    pub fn requests(&self, kind: &'static str, outcome: &'static str) -> u64 {
+        self.requests.lock().map_or(0, |requests| {
+            requests.get(&(kind, outcome)).copied().unwrap_or(0)
+        })
+    }
 }
 
 /// The node: its identity, committee, store, connections and counters.

@@ -2,11 +2,9 @@
 //! holder's word counts for it.
 
 use std::sync::Arc;
-
 use std::time::Instant;
 
-use floe_codec::Symbol;
-use floe_codec::{Axis, BlobId, ShardIndex, SliverIndex};
+use floe_codec::{Axis, BlobId, ShardIndex, SliverIndex, Symbol};
 use floe_consensus::quorum::{Step, Tally};
 use floe_consensus::PublicKey;
 
