@@ -1158,6 +1158,7 @@ fn pair_record_seeds() -> Result<Vec<Vec<u8>>, String> {
     let sliver = &fx.large.2[1].primary;
     stored.push(
         SliverRecord::InFile(records::FilePlace {
+            file: records::PairFile::Own,
             index: sliver.index,
             offset: 8192,
             length: sliver.data.len() as u64,

@@ -24,6 +24,13 @@ pub const FORMAT_IN_FILE: u8 = 2;
 /// A blob state in the layout that keeps only facts no other supersedes
 /// (`BlobState::to_bytes`); [`FORMAT`] states are the earlier layout.
 pub const FORMAT_STATE: u8 = 3;
+/// A value that is a sliver's place in its blob's pair file (one file per
+/// blob, see `pair_files`): the payload of [`FORMAT_IN_FILE`] with a
+/// CRC-32C. Its own byte, so that an earlier version, which knows only
+/// files per pair, neither reads such a record as one (a typed error
+/// naming table and key) nor removes the blob's file at start (it keeps
+/// files whose names are not shard numbers).
+pub const FORMAT_IN_BLOB_FILE: u8 = 4;
 /// Bytes of a checksum.
 pub const CHECKSUM: usize = 16;
 /// Envelope bytes before the payload.

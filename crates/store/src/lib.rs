@@ -81,6 +81,7 @@ use rocksdb::{
 };
 
 pub use error::StoreError;
+use pair_files::PairPlace;
 use records::{decode, decode_state, file_place};
 pub use usage::Charge;
 use usage::{usage_key, USAGE};

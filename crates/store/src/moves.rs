@@ -62,11 +62,14 @@ impl Store {
                 break;
             }
             dropped += 1;
+            let place = self.recorded_place(shard, blob_id)?;
             let mut batch = WriteBatch::default();
             self.unrecord_pair(&mut batch, shard, blob_id)?;
-            // Synced before the file goes, as in garbage collection.
+            // Synced before the bytes go, as in garbage collection.
             self.write(SLIVERS, batch, true)?;
-            self.files.remove(blob_id, shard);
+            if let Some(place) = place {
+                self.files.remove(blob_id, shard, place);
+            }
         }
         Ok(dropped)
     }

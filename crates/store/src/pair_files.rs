@@ -1,16 +1,30 @@
-//! Large sliver pairs live in files of their own, one per blob and shard,
-//! beside the database: `pairs/<blob ID in hex>/<shard>`, the primary
-//! sliver's bytes followed by the secondary's.
+//! Large sliver pairs live in one file per blob beside the database,
+//! `pairs/<blob ID in hex>/pairs`: each pair this node keeps of the blob is
+//! its primary sliver's bytes followed by its secondary's, at a
+//! block-aligned offset the database records.
 //!
-//! A pair is written to `pairs/.tmp/`, synced, and renamed into its blob's
-//! directory, which is synced too, before the database records it; so a
-//! recorded pair always has its complete, durable file, and a confirmation
-//! needs nothing more than the WAL sync. Through RocksDB the same bytes
-//! were copied into a write batch, then into the memtable, then into a
-//! blob file at a flush the confirmation had to wait for.
+//! A pair's place is reserved at the file's end in memory; the pair is
+//! written there and synced before the database records it, so a recorded
+//! pair always has complete, durable bytes, and a confirmation needs
+//! nothing more than the WAL sync. Through RocksDB the same bytes were
+//! copied into a write batch, then into the memtable, then into a blob file
+//! at a flush the confirmation had to wait for.
 //!
-//! What a crash can leave behind (a file in `.tmp/`, or a renamed file the
-//! database never recorded) is removed when the store opens.
+//! One file per blob, not per pair: a node taking a blob's pairs creates one
+//! inode and syncs one directory entry, where a file per pair created,
+//! renamed and synced the directory for each (on a journal-less ext4 each
+//! creation also scans the inodes deleted in the last half minute: 6 % of a
+//! 16 MiB store's CPU in `cargo xtask bench e2e`).
+//!
+//! A pair removed alone (its shard moved away, its bytes found damaged, or
+//! replaced by a newer copy) has its bytes punched out of the file. What a
+//! crash can leave behind (bytes written and never recorded, a file of a
+//! blob with no recorded pair) is punched out or removed when the store
+//! opens.
+//!
+//! Stores of earlier versions kept a file per pair, `pairs/<blob>/<shard>`;
+//! their records say so ([`PairFile::Own`]), and such files are read,
+//! removed and swept as before.
 //!
 //! Where the file system takes direct I/O, pairs are written with it, from
 //! a page-aligned buffer and padded to whole blocks (the records say where
@@ -18,44 +32,67 @@
 //! buffered write first makes the kernel reclaim pages for the copy, which
 //! costs more than the copy into the aligned buffer.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use floe_codec::{BlobId, ShardIndex, SliverPair};
 
 use crate::envelope::hex;
 use crate::error::StoreError;
+use crate::records::PairFile;
 
 /// The directory under the database holding the pair files.
 const DIR: &str = "pairs";
-/// Where pairs are written before they are renamed into place.
+/// Where earlier versions wrote pairs before renaming them into place;
+/// cleared at open.
 const TMP: &str = ".tmp";
+/// The name of a blob's pair file in its directory.
+pub(crate) const BLOB_FILE: &str = "pairs";
 /// Direct I/O writes whole blocks of this many bytes, from buffers aligned
-/// to it (a page covers every common logical block size).
+/// to it (a page covers every common logical block size). Every pair
+/// starts on a block boundary.
 pub(crate) const BLOCK: usize = 4096;
 /// Aligned buffers kept for reuse between writes.
 const SPARE_BUFFERS: usize = 4;
 
+/// A blob's pair file, open while pairs are written to it.
+struct BlobFile {
+    file: File,
+    path: PathBuf,
+    /// The next free block-aligned offset.
+    end: Mutex<u64>,
+    /// Set when the blob's files are removed (under the blob's lock): a
+    /// pair written through this handle went to an unlinked file and must
+    /// not be recorded.
+    removed: AtomicBool,
+}
+
 /// The pair files of one store.
 pub(crate) struct PairFiles {
     root: PathBuf,
-    /// Names temporary files uniquely within this process.
-    next_tmp: AtomicU64,
-    /// Bytes in pair files, for metrics.
+    /// Bytes the pair files take on disk, for metrics.
     bytes: AtomicU64,
     /// Write with direct I/O.
     direct: bool,
     /// Page-aligned buffers for direct I/O, kept between writes.
     buffers: Mutex<Vec<memmap2::MmapMut>>,
+    /// The blob files pairs are being written to. A handle is taken and
+    /// dropped under this lock only, so a count of one means no writer.
+    open: Mutex<HashMap<BlobId, Arc<BlobFile>>>,
 }
 
 fn file_error(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::File { path, what, source }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Makes `dir`'s entries (files created, renamed or removed in it) durable.
@@ -65,25 +102,69 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(file_error(dir, "syncing the directory"))
 }
 
+/// `len` rounded up to whole blocks.
+pub(crate) fn padded(len: u64) -> u64 {
+    len.div_ceil(BLOCK as u64) * BLOCK as u64
+}
+
+/// Bytes a file takes on disk (its blocks, holes not counted).
+fn allocated(metadata: &fs::Metadata) -> u64 {
+    metadata.blocks() * 512
+}
+
+/// Frees `len` bytes at `offset` of `file`, keeping its size. Best effort:
+/// a file system that cannot punch holes keeps the bytes (unrecorded, so
+/// never read) until the blob's file goes.
+fn punch(file: &File, offset: u64, len: u64) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::FallocateFlags;
+        rustix::fs::fallocate(
+            file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        false
+    }
+}
+
+/// A pair file found at open.
+pub(crate) enum Listed {
+    /// A blob's pair file, of `len` bytes.
+    Blob { blob_id: BlobId, len: u64 },
+    /// A file of one pair (earlier versions), taking `bytes` on disk.
+    Own {
+        blob_id: BlobId,
+        shard: ShardIndex,
+        bytes: u64,
+    },
+}
+
 impl PairFiles {
     /// Opens (creating) the pair directory under `db_path`, clearing what
-    /// an interrupted write left in `.tmp/`. `direct`: the file system takes
-    /// direct I/O.
+    /// an interrupted write of an earlier version left in `.tmp/`.
+    /// `direct`: the file system takes direct I/O.
     pub(crate) fn open(db_path: &Path, direct: bool) -> Result<PairFiles, StoreError> {
         let root = db_path.join(DIR);
         let tmp = root.join(TMP);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(file_error(&tmp, "clearing leftovers"))?;
         }
-        fs::create_dir_all(&tmp).map_err(file_error(&tmp, "creating"))?;
+        fs::create_dir_all(&root).map_err(file_error(&root, "creating"))?;
         sync_dir(&root)?;
         sync_dir(db_path)?;
         Ok(PairFiles {
             root,
-            next_tmp: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             direct,
             buffers: Mutex::new(Vec::new()),
+            open: Mutex::new(HashMap::new()),
         })
     }
 
@@ -91,82 +172,21 @@ impl PairFiles {
         self.root.join(hex(&blob_id.0))
     }
 
-    pub(crate) fn path(&self, blob_id: &BlobId, shard: ShardIndex) -> PathBuf {
-        self.blob_dir(blob_id).join(shard.0.to_string())
-    }
-
-    /// Writes `pair` to a temporary file and syncs it; [`PairFiles::place`]
-    /// then puts it where readers find it. The slow part, done before the
-    /// caller takes the blob's lock.
-    pub(crate) fn stage(&self, pair: &SliverPair) -> Result<Staged, StoreError> {
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let path = self.root.join(TMP).join(n.to_string());
-        let written = if self.direct {
-            self.write_direct(&path, pair)
-        } else {
-            write_buffered(&path, pair)
-        }
-        .and_then(|file| file.sync_data())
-        .map_err(file_error(&path, "writing a sliver pair"));
-        // What the file takes on disk, padding included.
-        let bytes = written.and_then(|()| {
-            fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(file_error(&path, "measuring a sliver pair"))
-        });
-        match bytes {
-            Ok(bytes) => Ok(Staged { path, bytes }),
-            Err(e) => {
-                let _ = fs::remove_file(&path);
-                Err(e)
-            }
+    /// The file a pair of `shard` recorded in `file` is in.
+    pub(crate) fn path(&self, blob_id: &BlobId, shard: ShardIndex, file: PairFile) -> PathBuf {
+        match file {
+            PairFile::Blob => self.blob_dir(blob_id).join(BLOB_FILE),
+            PairFile::Own => self.blob_dir(blob_id).join(shard.0.to_string()),
         }
     }
 
-    /// Writes `pair` with direct I/O, padded with zeros to whole blocks.
-    #[cfg(target_os = "linux")]
-    fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<File> {
-        let (primary, secondary) = (&pair.primary.data, &pair.secondary.data);
-        let len = primary.len() + secondary.len();
-        let padded = len.div_ceil(BLOCK) * BLOCK;
-        let mut buffer = self.buffer(padded)?;
-        buffer[..primary.len()].copy_from_slice(primary);
-        buffer[primary.len()..len].copy_from_slice(secondary);
-        buffer[len..padded].fill(0);
-        let written = create_direct(path, &buffer[..padded]);
-        let mut spare = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buffer);
+    /// The blob's file, open for writing: created (its directory entry
+    /// durable) if it is not there yet.
+    fn acquire(&self, blob_id: &BlobId) -> Result<Arc<BlobFile>, StoreError> {
+        let mut open = lock(&self.open);
+        if let Some(file) = open.get(blob_id) {
+            return Ok(Arc::clone(file));
         }
-        written
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn write_direct(&self, path: &Path, pair: &SliverPair) -> io::Result<File> {
-        write_buffered(path, pair)
-    }
-
-    /// A page-aligned buffer of at least `len` bytes: a spare one, or a
-    /// new anonymous map.
-    fn buffer(&self, len: usize) -> io::Result<memmap2::MmapMut> {
-        let mut spare = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = spare.iter().position(|b| b.len() >= len) {
-            return Ok(spare.swap_remove(at));
-        }
-        drop(spare);
-        // Rounded up so pairs of one blob size share buffers.
-        memmap2::MmapMut::map_anon(len.div_ceil(1 << 20) * (1 << 20))
-    }
-
-    /// Moves a staged pair into place, durably. Called under the blob's
-    /// lock, so the blob's directory is created (and its creation synced)
-    /// once.
-    pub(crate) fn place(
-        &self,
-        mut staged: Staged,
-        blob_id: &BlobId,
-        shard: ShardIndex,
-    ) -> Result<(), StoreError> {
         let dir = self.blob_dir(blob_id);
         match fs::create_dir(&dir) {
             Ok(()) => {
@@ -179,25 +199,139 @@ impl PairFiles {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(file_error(&dir, "creating")(e)),
         }
-        let path = self.path(blob_id, shard);
-        let replaced = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        fs::rename(&staged.path, &path).map_err(file_error(&path, "placing a sliver pair"))?;
-        sync_dir(&dir)?;
-        // Placed: nothing left for the drop to remove.
-        staged.path = PathBuf::new();
-        self.add_bytes(staged.bytes, replaced);
-        Ok(())
+        let path = dir.join(BLOB_FILE);
+        let options = |create: bool| {
+            let mut options = fs::OpenOptions::new();
+            options.read(true).write(true).create_new(create);
+            #[cfg(target_os = "linux")]
+            if self.direct {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.custom_flags(libc::O_DIRECT);
+            }
+            options
+        };
+        let file = match options(true).open(&path) {
+            Ok(file) => {
+                // The entry durable before any record points into the file.
+                if let Err(e) = sync_dir(&dir) {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options(false)
+                .open(&path)
+                .map_err(file_error(&path, "opening a blob's pair file"))?,
+            Err(e) => return Err(file_error(&path, "creating a blob's pair file")(e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(file_error(&path, "measuring a blob's pair file"))?
+            .len();
+        let file = Arc::new(BlobFile {
+            file,
+            path,
+            end: Mutex::new(padded(len)),
+            removed: AtomicBool::new(false),
+        });
+        open.insert(*blob_id, Arc::clone(&file));
+        Ok(file)
     }
 
-    /// `len` bytes at `offset` of a pair's file.
+    /// A writer is done with `file`: closed with its last writer (the map
+    /// and the caller hold the only handles; none is taken but under the
+    /// map's lock).
+    fn release(&self, blob_id: &BlobId, file: &Arc<BlobFile>) {
+        let mut open = lock(&self.open);
+        if open
+            .get(blob_id)
+            .is_some_and(|open| Arc::ptr_eq(open, file) && Arc::strong_count(file) == 2)
+        {
+            open.remove(blob_id);
+        }
+    }
+
+    /// Writes `pair` at the end of its blob's file and syncs it;
+    /// [`Staged::offset`] says where, and [`PairFiles::commit`] keeps it
+    /// once the database records it. The slow part, done before the caller
+    /// takes the blob's lock; pairs of one blob are written side by side.
+    pub(crate) fn stage(&self, blob_id: &BlobId, pair: &SliverPair) -> Result<Staged<'_>, StoreError> {
+        let file = self.acquire(blob_id)?;
+        let len = pair.byte_len() as u64;
+        let offset = {
+            let mut end = lock(&file.end);
+            let at = *end;
+            *end += padded(len);
+            at
+        };
+        // Dropped on an error, it frees what was reserved.
+        let staged = Staged {
+            files: self,
+            blob_id: *blob_id,
+            file,
+            offset,
+            bytes: padded(len),
+            kept: false,
+        };
+        let file = &staged.file;
+        if self.direct {
+            self.write_direct(&file.file, offset, pair)
+        } else {
+            write_buffered(&file.file, offset, pair)
+        }
+        .and_then(|()| file.file.sync_data())
+        .map_err(file_error(&file.path, "writing a sliver pair"))?;
+        Ok(staged)
+    }
+
+    /// Writes `pair` at `offset` with direct I/O, padded with zeros to
+    /// whole blocks.
+    fn write_direct(&self, file: &File, offset: u64, pair: &SliverPair) -> io::Result<()> {
+        let (primary, secondary) = (&pair.primary.data, &pair.secondary.data);
+        let len = primary.len() + secondary.len();
+        let padded = len.div_ceil(BLOCK) * BLOCK;
+        let mut buffer = self.buffer(padded)?;
+        buffer[..primary.len()].copy_from_slice(primary);
+        buffer[primary.len()..len].copy_from_slice(secondary);
+        buffer[len..padded].fill(0);
+        let written = file.write_all_at(&buffer[..padded], offset);
+        let mut spare = lock(&self.buffers);
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
+        }
+        written
+    }
+
+    /// A page-aligned buffer of at least `len` bytes: a spare one, or a
+    /// new anonymous map.
+    fn buffer(&self, len: usize) -> io::Result<memmap2::MmapMut> {
+        let mut spare = lock(&self.buffers);
+        if let Some(at) = spare.iter().position(|b| b.len() >= len) {
+            return Ok(spare.swap_remove(at));
+        }
+        drop(spare);
+        // Rounded up so pairs of one blob size share buffers.
+        memmap2::MmapMut::map_anon(len.div_ceil(1 << 20) * (1 << 20))
+    }
+
+    /// Keeps a staged pair, now that the database records it (under the
+    /// blob's lock, after [`Staged::check_live`]).
+    pub(crate) fn commit(&self, mut staged: Staged<'_>) {
+        staged.kept = true;
+        self.add_bytes(staged.bytes, 0);
+    }
+
+    /// `len` bytes at `offset` of the pair file a pair of `shard` is
+    /// recorded in.
     pub(crate) fn read(
         &self,
         blob_id: &BlobId,
         shard: ShardIndex,
+        file: PairFile,
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>, StoreError> {
-        let path = self.path(blob_id, shard);
+        let path = self.path(blob_id, shard, file);
         let file = File::open(&path).map_err(file_error(&path, "reading a sliver"))?;
         let size = file
             .metadata()
@@ -220,8 +354,12 @@ impl PairFiles {
         Ok(out)
     }
 
-    /// Removes every pair file of a blob (already unrecorded).
+    /// Removes every pair file of a blob (already unrecorded; under the
+    /// blob's lock, so no pair written meanwhile is recorded).
     pub(crate) fn remove_blob(&self, blob_id: &BlobId) -> Result<(), StoreError> {
+        if let Some(file) = lock(&self.open).remove(blob_id) {
+            file.removed.store(true, Ordering::Release);
+        }
         let dir = self.blob_dir(blob_id);
         let freed = dir_bytes(&dir);
         match fs::remove_dir_all(&dir) {
@@ -241,10 +379,11 @@ impl PairFiles {
             });
     }
 
-    /// Every pair file: its blob, shard and size. Entries not named as the
-    /// store names pair files are skipped; empty blob directories (left by
-    /// a crash) are removed.
-    pub(crate) fn list(&self) -> Result<Vec<(BlobId, ShardIndex, u64)>, StoreError> {
+    /// Every pair file: blob files with their length, files per pair with
+    /// their blob, shard and size. Entries not named as the store names
+    /// pair files are skipped; empty blob directories (left by a crash)
+    /// are removed.
+    pub(crate) fn list(&self) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.root).map_err(file_error(&self.root, "listing"))?;
         for entry in entries.flatten() {
@@ -256,11 +395,21 @@ impl PairFiles {
             let before = out.len();
             for file in files.flatten() {
                 let name = file.file_name().to_string_lossy().into_owned();
+                let metadata = file.metadata().ok();
+                if name == BLOB_FILE {
+                    let len = metadata.map_or(0, |m| m.len());
+                    out.push(Listed::Blob { blob_id, len });
+                    continue;
+                }
                 let Some(shard) = name.parse::<u16>().ok().filter(|s| s.to_string() == name) else {
                     continue;
                 };
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((blob_id, ShardIndex(shard), len));
+                let bytes = metadata.as_ref().map_or(0, allocated);
+                out.push(Listed::Own {
+                    blob_id,
+                    shard: ShardIndex(shard),
+                    bytes,
+                });
             }
             if out.len() == before {
                 // Only succeeds if it is empty.
@@ -270,22 +419,73 @@ impl PairFiles {
         Ok(out)
     }
 
-    /// Removes one pair file the database does not record (not counted).
-    pub(crate) fn remove_orphan(&self, blob_id: &BlobId, shard: ShardIndex) {
-        let _ = fs::remove_file(self.path(blob_id, shard));
+    /// Punches out of a blob's file (at open) every byte outside
+    /// `recorded` (block-aligned extents, sorted), and answers what the
+    /// file then takes on disk.
+    pub(crate) fn keep_only(
+        &self,
+        blob_id: &BlobId,
+        recorded: &[(u64, u64)],
+        len: u64,
+    ) -> Result<u64, StoreError> {
+        let path = self.path(blob_id, ShardIndex(0), PairFile::Blob);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(file_error(&path, "opening a blob's pair file"))?;
+        let mut at = 0;
+        for &(start, end) in recorded.iter().chain([&(len, len)]) {
+            if start > at {
+                punch(&file, at, start - at);
+            }
+            at = at.max(end);
+        }
+        Ok(file
+            .metadata()
+            .map_err(file_error(&path, "measuring a blob's pair file"))
+            .map(|m| allocated(&m))?)
+    }
+
+    /// Removes a blob's file, which holds no recorded pair (not counted).
+    pub(crate) fn remove_orphan_blob_file(&self, blob_id: &BlobId) {
+        let _ = fs::remove_file(self.path(blob_id, ShardIndex(0), PairFile::Blob));
         // Only succeeds once the directory is empty.
         let _ = fs::remove_dir(self.blob_dir(blob_id));
     }
 
-    /// Removes one counted pair file, if it is still there (no longer
-    /// recorded). What cannot be removed is left to the next open's sweep.
-    pub(crate) fn remove(&self, blob_id: &BlobId, shard: ShardIndex) {
-        let path = self.path(blob_id, shard);
-        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if fs::remove_file(&path).is_ok() {
-            self.add_bytes(0, len);
-        }
+    /// Removes one pair's own file the database does not record (not
+    /// counted).
+    pub(crate) fn remove_orphan(&self, blob_id: &BlobId, shard: ShardIndex) {
+        let _ = fs::remove_file(self.path(blob_id, shard, PairFile::Own));
+        // Only succeeds once the directory is empty.
         let _ = fs::remove_dir(self.blob_dir(blob_id));
+    }
+
+    /// Frees one pair that is no longer recorded, if its bytes are still
+    /// there: its own file is removed, its extent in the blob's file
+    /// punched out. What cannot be freed now is left to the next open's
+    /// sweep.
+    pub(crate) fn remove(&self, blob_id: &BlobId, shard: ShardIndex, place: PairPlace) {
+        match place {
+            PairPlace::Own => {
+                let path = self.path(blob_id, shard, PairFile::Own);
+                let bytes = fs::metadata(&path).map_or(0, |m| allocated(&m));
+                if fs::remove_file(&path).is_ok() {
+                    self.add_bytes(0, bytes);
+                }
+                let _ = fs::remove_dir(self.blob_dir(blob_id));
+            }
+            PairPlace::Blob { offset, end } => {
+                let path = self.path(blob_id, shard, PairFile::Blob);
+                let punched = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .is_ok_and(|file| punch(&file, offset, end - offset));
+                if punched {
+                    self.add_bytes(0, end - offset);
+                }
+            }
+        }
     }
 
     /// Sets the byte count (after listing the files at open).
@@ -299,10 +499,20 @@ impl PairFiles {
     }
 }
 
+/// Where a recorded pair's bytes are, to free them once it is unrecorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PairPlace {
+    /// A file of its own.
+    Own,
+    /// Block-aligned bytes `offset..end` of its blob's file.
+    Blob { offset: u64, end: u64 },
+}
+
 /// Creates `path` and writes `aligned` to it with direct I/O: a page-aligned
 /// buffer of whole blocks, as direct I/O requires.
 #[cfg(target_os = "linux")]
 pub(crate) fn create_direct(path: &Path, aligned: &[u8]) -> io::Result<File> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -313,26 +523,56 @@ pub(crate) fn create_direct(path: &Path, aligned: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-/// Writes `pair` through the page cache.
-fn write_buffered(path: &Path, pair: &SliverPair) -> io::Result<File> {
-    let mut file = File::create(path)?;
-    file.write_all(&pair.primary.data)?;
-    file.write_all(&pair.secondary.data)?;
-    Ok(file)
+/// Writes `pair` at `offset` through the page cache.
+fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<()> {
+    file.write_all_at(&pair.primary.data, offset)?;
+    file.write_all_at(
+        &pair.secondary.data,
+        offset + pair.primary.data.len() as u64,
+    )
 }
 
-/// A pair written and synced to a temporary file, not yet in place. Dropped
-/// without being placed, the file is removed.
-pub(crate) struct Staged {
-    path: PathBuf,
+/// A pair written and synced to its blob's file, not yet recorded. Dropped
+/// without being kept, its bytes are punched out again.
+pub(crate) struct Staged<'a> {
+    files: &'a PairFiles,
+    blob_id: BlobId,
+    file: Arc<BlobFile>,
+    offset: u64,
+    /// The bytes reserved: the pair, padded to whole blocks.
     bytes: u64,
+    kept: bool,
 }
 
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
+impl Staged<'_> {
+    /// Where the pair starts in its blob's file.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Checked under the blob's lock before the pair is recorded: the file
+    /// written is still the blob's (its files were not removed meanwhile).
+    pub(crate) fn check_live(&self) -> Result<(), StoreError> {
+        if !self.file.removed.load(Ordering::Acquire) {
+            return Ok(());
         }
+        Err(StoreError::File {
+            path: self.file.path.clone(),
+            what: "recording a sliver pair",
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "the blob's pair file was removed while the pair was written; store it again",
+            ),
+        })
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            punch(&self.file.file, self.offset, self.bytes);
+        }
+        self.files.release(&self.blob_id, &self.file);
     }
 }
 
@@ -349,13 +589,14 @@ fn parse_blob_dir(name: &str) -> Option<BlobId> {
     (hex(&id) == name).then_some(BlobId(id))
 }
 
+/// Bytes the files in `dir` take on disk.
 fn dir_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
                 .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
+                .map(|m| allocated(&m))
                 .sum()
         })
         .unwrap_or(0)
@@ -369,43 +610,73 @@ mod tests {
     use super::*;
 
     /// Both ways of writing (direct I/O is only taken where the file system
-    /// allows it, so the buffered way would otherwise go untested here).
+    /// allows it, so the buffered way would otherwise go untested here):
+    /// pairs of one blob side by side in one file, block-aligned; a pair
+    /// staged and never kept is punched out again.
     #[test]
-    fn pairs_round_trip_written_either_way() {
+    fn pairs_of_a_blob_share_its_file_written_either_way() {
         let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 31 + 7) as u8).collect();
         let (_, blob_id, pairs) = encode(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
-        let pair = &pairs[3];
-        let (primary, secondary) = (pair.primary.data.len(), pair.secondary.data.len());
+        let len = |pair: &SliverPair| pair.byte_len() as u64;
         for direct in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let files = PairFiles::open(dir.path(), direct).unwrap();
-            let staged = files.stage(pair).unwrap();
-            files.place(staged, &blob_id, ShardIndex(3)).unwrap();
-            let on_disk = fs::metadata(files.path(&blob_id, ShardIndex(3)))
-                .unwrap()
-                .len();
-            let expected = if direct {
-                (primary + secondary).div_ceil(BLOCK) * BLOCK
+            let first = files.stage(&blob_id, &pairs[3]).unwrap();
+            let second = files.stage(&blob_id, &pairs[4]).unwrap();
+            assert_eq!(first.offset(), 0);
+            assert_eq!(second.offset(), padded(len(&pairs[3])));
+            // Pairs being written share one open file.
+            assert_eq!(lock(&files.open).len(), 1);
+            first.check_live().unwrap();
+            files.commit(first);
+            files.commit(second);
+            // Closed with its last writer.
+            assert!(lock(&files.open).is_empty());
+            let path = files.path(&blob_id, ShardIndex(3), PairFile::Blob);
+            let on_disk = fs::metadata(&path).unwrap();
+            let expected_len = if direct {
+                padded(len(&pairs[3])) + padded(len(&pairs[4]))
             } else {
-                primary + secondary
+                padded(len(&pairs[3])) + len(&pairs[4])
             };
-            assert_eq!(on_disk, expected as u64, "direct: {direct}");
-            assert_eq!(files.bytes(), on_disk);
-            let read = files.read(&blob_id, ShardIndex(3), 0, primary).unwrap();
-            assert_eq!(read, pair.primary.data.as_ref());
-            let read = files
-                .read(&blob_id, ShardIndex(3), primary as u64, secondary)
-                .unwrap();
-            assert_eq!(read, pair.secondary.data.as_ref());
-            // Nothing is left in the staging directory.
+            assert_eq!(on_disk.len(), expected_len, "direct: {direct}");
             assert_eq!(
-                fs::read_dir(dir.path().join(DIR).join(TMP))
-                    .unwrap()
-                    .count(),
-                0
+                files.bytes(),
+                padded(len(&pairs[3])) + padded(len(&pairs[4]))
             );
+            for (pair, offset) in [(&pairs[3], 0), (&pairs[4], padded(len(&pairs[3])))] {
+                let primary = pair.primary.data.len();
+                let read = files
+                    .read(&blob_id, ShardIndex(3), PairFile::Blob, offset, primary)
+                    .unwrap();
+                assert_eq!(read, pair.primary.data.as_ref());
+                let read = files
+                    .read(
+                        &blob_id,
+                        ShardIndex(3),
+                        PairFile::Blob,
+                        offset + primary as u64,
+                        pair.secondary.data.len(),
+                    )
+                    .unwrap();
+                assert_eq!(read, pair.secondary.data.as_ref());
+            }
+            // Reopened for a third pair: it goes after the others, and is
+            // punched out again when dropped unkept.
+            let before = allocated(&fs::metadata(&path).unwrap());
+            let third = files.stage(&blob_id, &pairs[5]).unwrap();
+            assert_eq!(third.offset(), padded(expected_len));
+            assert!(allocated(&fs::metadata(&path).unwrap()) > before);
+            drop(third);
+            assert_eq!(allocated(&fs::metadata(&path).unwrap()), before);
+            // Removed while a pair is written: that pair cannot be kept.
+            let fourth = files.stage(&blob_id, &pairs[6]).unwrap();
             files.remove_blob(&blob_id).unwrap();
+            assert!(fourth.check_live().is_err());
+            drop(fourth);
             assert_eq!(files.bytes(), 0);
+            assert!(!path.exists());
+            assert!(lock(&files.open).is_empty());
         }
     }
 }

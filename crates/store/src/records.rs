@@ -56,9 +56,22 @@ pub fn decode_arrival(blob_id: &BlobId, stored: &[u8]) -> Result<u64, StoreError
     })?))
 }
 
+/// Which pair file a sliver is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairFile {
+    /// Its blob's file, shared by every pair of the blob this node keeps
+    /// ([`envelope::FORMAT_IN_BLOB_FILE`]): what is written.
+    Blob,
+    /// A file of its pair's own ([`envelope::FORMAT_IN_FILE`]), in stores
+    /// written by earlier versions.
+    Own,
+}
+
 /// Where a sliver kept in a pair file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FilePlace {
+    /// The file it is in.
+    pub file: PairFile,
     /// The sliver's index.
     pub index: SliverIndex,
     /// Its first byte in the pair file.
@@ -107,7 +120,8 @@ pub enum SliverRecord<'a> {
         /// Its symbols.
         data: &'a [u8],
     },
-    /// A place in a pair file ([`envelope::FORMAT_IN_FILE`]).
+    /// A place in a pair file ([`envelope::FORMAT_IN_BLOB_FILE`] or
+    /// [`envelope::FORMAT_IN_FILE`]).
     InFile(FilePlace),
 }
 
@@ -123,8 +137,12 @@ impl SliverRecord<'_> {
                     FileChecksum::Blake3(sum) => sum.to_vec(),
                     FileChecksum::Crc32c(sum) => sum.to_le_bytes().to_vec(),
                 };
+                let format = match place.file {
+                    PairFile::Blob => envelope::FORMAT_IN_BLOB_FILE,
+                    PairFile::Own => envelope::FORMAT_IN_FILE,
+                };
                 envelope::seal_parts_as(
-                    envelope::FORMAT_IN_FILE,
+                    format,
                     &[
                         &place.index.0.to_le_bytes(),
                         &place.offset.to_le_bytes(),
@@ -137,9 +155,10 @@ impl SliverRecord<'_> {
     }
 }
 
-/// The record of a sliver kept in a pair file at `offset`.
+/// The record of a sliver kept in its blob's pair file at `offset`.
 pub fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
     SliverRecord::InFile(FilePlace {
+        file: PairFile::Blob,
         index: sliver.index,
         offset,
         length: sliver.data.len() as u64,
@@ -159,7 +178,11 @@ pub fn decode_sliver_record<'a>(
         reason,
     };
     let (format, payload) = envelope::open_as(
-        &[envelope::FORMAT, envelope::FORMAT_IN_FILE],
+        &[
+            envelope::FORMAT,
+            envelope::FORMAT_IN_FILE,
+            envelope::FORMAT_IN_BLOB_FILE,
+        ],
         crate::SLIVERS,
         key,
         stored,
@@ -178,14 +201,21 @@ pub fn decode_sliver_record<'a>(
         word.copy_from_slice(&place[at..at + 8]);
         u64::from_le_bytes(word)
     };
+    let file = if format == envelope::FORMAT_IN_BLOB_FILE {
+        PairFile::Blob
+    } else {
+        PairFile::Own
+    };
     let checksum = if let Ok(sum) = <[u8; 4]>::try_from(sum) {
         FileChecksum::Crc32c(u32::from_le_bytes(sum))
-    } else if let Ok(sum) = <[u8; CHECKSUM]>::try_from(sum) {
+    } else if let (Ok(sum), PairFile::Own) = (<[u8; CHECKSUM]>::try_from(sum), file) {
+        // Only earlier versions wrote BLAKE3, and only in files per pair.
         FileChecksum::Blake3(sum)
     } else {
         return Err(place_error());
     };
     Ok(SliverRecord::InFile(FilePlace {
+        file,
         index,
         offset: word(0),
         length: word(8),
@@ -212,6 +242,7 @@ mod tests {
         assert_eq!(
             record,
             SliverRecord::InFile(FilePlace {
+                file: PairFile::Blob,
                 index: SliverIndex(7),
                 offset: 4096,
                 length: 12,
@@ -219,10 +250,11 @@ mod tests {
             })
         );
         assert_eq!(record.to_bytes(), stored);
-        assert_eq!(stored[0], envelope::FORMAT_IN_FILE);
+        assert_eq!(stored[0], envelope::FORMAT_IN_BLOB_FILE);
         assert_eq!(stored.len(), envelope::HEADER + 2 + 16 + 4);
         // A record of an earlier version (BLAKE3) still reads, and checks.
         let earlier = SliverRecord::InFile(FilePlace {
+            file: PairFile::Own,
             index: SliverIndex(7),
             offset: 4096,
             length: 12,
@@ -238,6 +270,17 @@ mod tests {
         }
         assert!(FileChecksum::of(b"some symbols").matches(b"some symbols"));
         assert!(!FileChecksum::of(b"some symbols").matches(b"some symbolz"));
+        // A record of a file per pair with a CRC (the version before one
+        // file per blob) reads as such.
+        let own = SliverRecord::InFile(FilePlace {
+            file: PairFile::Own,
+            index: SliverIndex(7),
+            offset: 4096,
+            length: 12,
+            checksum: FileChecksum::of(b"some symbols"),
+        });
+        assert_eq!(own.to_bytes()[0], envelope::FORMAT_IN_FILE);
+        assert_eq!(decode_sliver_record(b"k", &own.to_bytes()).unwrap(), own);
         let inline = SliverRecord::Inline {
             index: SliverIndex(3),
             data: b"abc",
@@ -246,18 +289,19 @@ mod tests {
             decode_sliver_record(b"k", &inline.to_bytes()).unwrap(),
             inline
         );
-        // Every other length of a pair-file record is refused, and an
-        // envelope with no index.
+        // Every other length of a pair-file record is refused (a blob
+        // file's record has a CRC, never BLAKE3), and an envelope with no
+        // index.
         let longest = &earlier_bytes[envelope::HEADER..];
         for len in 0..longest.len() + 8 {
             let payload: Vec<u8> = longest.iter().copied().cycle().take(len).collect();
-            let record = envelope::seal_parts_as(envelope::FORMAT_IN_FILE, &[&payload]);
-            let parsed = decode_sliver_record(b"k", &record);
-            assert_eq!(
-                parsed.is_ok(),
-                len == 2 + 16 + 4 || len == 2 + 16 + CHECKSUM,
-                "{len}"
-            );
+            for format in [envelope::FORMAT_IN_FILE, envelope::FORMAT_IN_BLOB_FILE] {
+                let record = envelope::seal_parts_as(format, &[&payload]);
+                let parsed = decode_sliver_record(b"k", &record);
+                let valid = len == 2 + 16 + 4
+                    || (len == 2 + 16 + CHECKSUM && format == envelope::FORMAT_IN_FILE);
+                assert_eq!(parsed.is_ok(), valid, "{len} {format}");
+            }
         }
         assert!(decode_sliver_record(b"k", &envelope::seal(&[1])).is_err());
     }

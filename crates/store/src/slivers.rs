@@ -77,31 +77,39 @@ impl Store {
         }
         let slivers = [&pair.primary, &pair.secondary];
         let in_file = pair.byte_len() >= FILE_MIN_PAIR_BYTES;
-        // The slow part, before the blob's lock: the file written and synced.
-        let staged = in_file.then(|| self.files.stage(pair)).transpose()?;
-        let values: Vec<Vec<u8>> = if in_file {
-            let mut offset = 0u64;
-            slivers
-                .iter()
-                .map(|sliver| {
-                    let place = file_place(sliver, offset);
-                    offset += sliver.data.len() as u64;
-                    place
-                })
-                .collect()
-        } else {
-            slivers
+        // The slow part, before the blob's lock: the pair written at the
+        // end of its blob's file and synced.
+        let staged = in_file
+            .then(|| self.files.stage(blob_id, pair))
+            .transpose()?;
+        let values: Vec<Vec<u8>> = match &staged {
+            Some(staged) => {
+                let mut offset = staged.offset();
+                slivers
+                    .iter()
+                    .map(|sliver| {
+                        let place = file_place(sliver, offset);
+                        offset += sliver.data.len() as u64;
+                        place
+                    })
+                    .collect()
+            }
+            None => slivers
                 .iter()
                 .map(|sliver| envelope::seal_parts(&[&sliver.index.0.to_le_bytes(), &sliver.data]))
-                .collect()
+                .collect(),
         };
         let _guard = self.lock(blob_id);
         if self.get(METADATA, &blob_id.0)?.is_none() {
             return Err(StoreError::MissingMetadata { blob_id: *blob_id });
         }
-        if let Some(staged) = staged {
-            self.files.place(staged, blob_id, shard)?;
+        if let Some(staged) = &staged {
+            staged.check_live()?;
         }
+        // A copy recorded before (a retry, a repair) is freed once this
+        // one is recorded, durably: a crash in between must find the old
+        // record's bytes still there.
+        let replaced = self.recorded_place(shard, blob_id)?;
         // Sized up front: a batch grows by doubling, and each doubling
         // copies every sliver byte already in it again.
         let mut batch = WriteBatch::with_capacity_bytes(
@@ -117,11 +125,49 @@ impl Store {
         if resolves_drift {
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
         }
-        self.write(SLIVERS, batch, false)?;
+        self.write(SLIVERS, batch, replaced.is_some())?;
+        if let Some(staged) = staged {
+            self.files.commit(staged);
+        }
+        if let Some(replaced) = replaced {
+            self.files.remove(blob_id, shard, replaced);
+        }
         if resolves_drift {
             self.drift_set().remove(blob_id);
         }
         Ok(())
+    }
+
+    /// Where `shard`'s recorded pair of a blob keeps its bytes outside the
+    /// database, if it is recorded and does.
+    pub(crate) fn recorded_place(
+        &self,
+        shard: ShardIndex,
+        blob_id: &BlobId,
+    ) -> Result<Option<PairPlace>, StoreError> {
+        let mut extent = None;
+        for axis in [Axis::Primary, Axis::Secondary] {
+            let key = sliver_key(shard, blob_id, axis);
+            let Some(stored) = self.get(SLIVERS, &key)? else {
+                return Ok(None);
+            };
+            let records::SliverRecord::InFile(place) = records::decode_sliver_record(&key, &stored)?
+            else {
+                return Ok(None);
+            };
+            if place.file == records::PairFile::Own {
+                return Ok(Some(PairPlace::Own));
+            }
+            let end = place.offset.saturating_add(place.length);
+            extent = Some(match extent {
+                None => (place.offset, end),
+                Some((start, stop)) => (place.offset.min(start), end.max(stop)),
+            });
+        }
+        Ok(extent.map(|(offset, end)| PairPlace::Blob {
+            offset,
+            end: pair_files::padded(end),
+        }))
     }
 
     /// One sliver of `shard`'s pair for a blob.
@@ -307,6 +353,7 @@ impl Store {
         blob_id: &BlobId,
     ) -> Result<(), StoreError> {
         let _guard = self.lock(blob_id);
+        let place = self.recorded_place(shard, blob_id)?;
         let mut batch = WriteBatch::default();
         self.unrecord_pair(&mut batch, shard, blob_id)?;
         let state = self.stored_state(blob_id)?;
@@ -322,7 +369,9 @@ impl Store {
         if drifting {
             self.drift_set().insert(*blob_id);
         }
-        self.files.remove(blob_id, shard);
+        if let Some(place) = place {
+            self.files.remove(blob_id, shard, place);
+        }
         Ok(())
     }
 
@@ -358,7 +407,7 @@ impl Store {
                     shard,
                     reason,
                 };
-                let data = match self.files.read(&blob_id, shard, offset, len) {
+                let data = match self.files.read(&blob_id, shard, place.file, offset, len) {
                     Err(StoreError::File { source, path, .. })
                         if matches!(
                             source.kind(),
@@ -372,7 +421,7 @@ impl Store {
                 if !place.checksum.matches(&data) {
                     return Err(lost(format!(
                         "fails its checksum over {len} bytes at offset {offset} of {}",
-                        self.files.path(&blob_id, shard).display()
+                        self.files.path(&blob_id, shard, place.file).display()
                     )));
                 }
                 (place.index, bytes::Bytes::from(data))
@@ -381,27 +430,48 @@ impl Store {
         Ok(Sliver { axis, index, data })
     }
 
-    /// Removes pair files the database does not record (a crash between
-    /// placing a file and recording it, or between unrecording a blob and
-    /// removing its files), and counts the bytes of the others.
+    /// Removes pair files, and bytes of blob files, the database does not
+    /// record (a crash between writing a pair and recording it, or between
+    /// unrecording pairs and freeing their bytes), and counts the bytes of
+    /// the others.
     pub(crate) fn remove_unrecorded_pair_files(&self) -> Result<(), StoreError> {
         let mut bytes = 0;
-        for (blob_id, shard, len) in self.files.list()? {
-            let key = sliver_key(shard, &blob_id, Axis::Primary);
-            let recorded = self
-                .get(SLIVERS, &key)?
-                .is_some_and(|stored| stored.first() == Some(&envelope::FORMAT_IN_FILE));
-            if recorded {
-                bytes += len;
-            } else {
-                self.files.remove_orphan(&blob_id, shard);
+        for listed in self.files.list()? {
+            match listed {
+                pair_files::Listed::Own {
+                    blob_id,
+                    shard,
+                    bytes: own,
+                } => {
+                    if self.recorded_place(shard, &blob_id)? == Some(PairPlace::Own) {
+                        bytes += own;
+                    } else {
+                        self.files.remove_orphan(&blob_id, shard);
+                    }
+                }
+                pair_files::Listed::Blob { blob_id, len } => {
+                    let mut recorded = Vec::new();
+                    for shard in self.stored_shards(&blob_id)? {
+                        if let Some(PairPlace::Blob { offset, end }) =
+                            self.recorded_place(shard, &blob_id)?
+                        {
+                            recorded.push((offset, end));
+                        }
+                    }
+                    if recorded.is_empty() {
+                        self.files.remove_orphan_blob_file(&blob_id);
+                    } else {
+                        recorded.sort_unstable();
+                        bytes += self.files.keep_only(&blob_id, &recorded, len)?;
+                    }
+                }
             }
         }
         self.files.set_bytes(bytes);
         Ok(())
     }
 
-    /// Bytes of sliver pairs kept in files of their own.
+    /// Bytes the pair files take on disk.
     pub fn pair_file_bytes(&self) -> u64 {
         self.files.bytes()
     }

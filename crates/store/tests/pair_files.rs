@@ -48,69 +48,116 @@ fn pair_dir(dir: &std::path::Path, blob: &common::Blob) -> std::path::PathBuf {
     dir.join("pairs").join(hex)
 }
 
+/// Bytes a file takes on disk (holes not counted).
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// `len` rounded up to whole 4 KiB blocks.
+fn padded(len: usize) -> u64 {
+    (len as u64).div_ceil(4096) * 4096
+}
+
+/// Where the pair of `shard` starts in its blob's file: the block where its
+/// bytes are.
+fn offset_of(file: &[u8], blob: &common::Blob, shard: ShardIndex) -> usize {
+    let pair = blob.pair_for(shard);
+    let whole = [pair.primary.data.as_ref(), pair.secondary.data.as_ref()].concat();
+    (0..file.len())
+        .step_by(4096)
+        .find(|&at| file.get(at..at + whole.len()) == Some(&whole[..]))
+        .expect("the pair is in its blob's file, on a block boundary")
+}
+
 #[test]
-fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
+fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     let dir = tempfile::tempdir().unwrap();
     let blob = common::blob(8, 4_000_000);
-    let pair_bytes = |shard| {
-        let pair = blob.pair_for(shard);
-        pair.byte_len() as u64
-    };
-    let files = pair_dir(dir.path(), &blob);
-    let file_bytes = |shard: ShardIndex| {
-        std::fs::metadata(files.join(shard.0.to_string()))
-            .unwrap()
-            .len()
-    };
-    let all_bytes = || my_shards().into_iter().map(file_bytes).sum::<u64>();
+    let pair_bytes = |shard| blob.pair_for(shard).byte_len();
+    let file = pair_dir(dir.path(), &blob).join("pairs");
+    let recorded = |shards: &[ShardIndex]| shards.iter().map(|&s| padded(pair_bytes(s))).sum::<u64>();
     {
         let store = Store::open(dir.path(), my_shards()).unwrap();
         store_all(&store, &blob);
-        assert_eq!(store.pair_file_bytes(), all_bytes());
+        // One file holds the blob's pairs, each on whole blocks.
+        assert_eq!(
+            std::fs::read_dir(pair_dir(dir.path(), &blob)).unwrap().count(),
+            1
+        );
+        assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
+        assert_eq!(allocated(&file), recorded(&my_shards()));
+        let bytes = std::fs::read(&file).unwrap();
         for &shard in &my_shards() {
-            // The pair, padded to whole blocks where direct I/O wrote it.
-            let padding = file_bytes(shard) - pair_bytes(shard);
-            assert!(padding < 4096, "{padding}");
+            offset_of(&bytes, &blob, shard);
             assert_eq!(
                 &store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap(),
                 blob.pair_for(shard)
             );
         }
-        // Stored again (a retry, a repair): replaced, counted once.
+        // Stored again (a retry, a repair): the new copy is appended, the
+        // old one punched out, counted once.
+        let len = std::fs::metadata(&file).unwrap().len();
         store
             .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
             .unwrap();
-        assert_eq!(store.pair_file_bytes(), all_bytes());
+        assert!(std::fs::metadata(&file).unwrap().len() > len);
+        assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
+        assert_eq!(allocated(&file), recorded(&my_shards()));
+        assert_eq!(
+            &store.sliver_pair(ShardIndex(5), &blob.blob_id).unwrap().unwrap(),
+            blob.pair_for(ShardIndex(5))
+        );
     }
 
-    // Damage: a flipped byte in one file, another file cut short. Both are
-    // errors naming what is wrong, never data.
-    let flipped = files.join("1");
-    let mut bytes = std::fs::read(&flipped).unwrap();
-    bytes[10] ^= 1;
-    std::fs::write(&flipped, bytes).unwrap();
-    let cut = files.join("5");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&cut)
-        .unwrap()
-        .set_len(pair_bytes(ShardIndex(5)) - 1)
-        .unwrap();
-    // Leftovers of a crash: a half-written temporary file, and a placed
-    // file the database never recorded.
+    // Bytes written after the last recorded pair and never recorded (a
+    // crash before the record): punched out at the next open.
+    {
+        use std::os::unix::fs::FileExt;
+        let end = padded(std::fs::metadata(&file).unwrap().len() as usize);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .write_all_at(&[7u8; 3 * 4096], end)
+            .unwrap();
+        assert_eq!(allocated(&file), recorded(&my_shards()) + 3 * 4096);
+        let store = Store::open(dir.path(), my_shards()).unwrap();
+        assert_eq!(allocated(&file), recorded(&my_shards()));
+        assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
+        assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
+    }
+
+    // Damage: a flipped byte in shard 1's pair; the file cut short inside
+    // shard 5's (stored last).
+    let mut bytes = std::fs::read(&file).unwrap();
+    let shard_1 = offset_of(&bytes, &blob, ShardIndex(1));
+    bytes[shard_1 + 10] ^= 1;
+    let shard_5 = offset_of(&bytes, &blob, ShardIndex(5));
+    bytes.truncate(shard_5 + pair_bytes(ShardIndex(5)) - 1);
+    std::fs::write(&file, &bytes).unwrap();
+    // Leftovers of a crash: an earlier version's half-written temporary
+    // file and a pair file of its own the database never recorded; a blob
+    // file with no recorded pair; a blob directory whose creation was
+    // never followed by a pair.
+    std::fs::create_dir_all(dir.path().join("pairs/.tmp")).unwrap();
     std::fs::write(dir.path().join("pairs/.tmp/17"), b"half a pair").unwrap();
     let other = common::blob(9, 4_000_000);
     std::fs::create_dir_all(pair_dir(dir.path(), &other)).unwrap();
     std::fs::write(pair_dir(dir.path(), &other).join("9"), b"never recorded").unwrap();
-    // And a blob directory whose creation was never followed by a pair.
+    let unrecorded = common::blob(12, 4_000_000);
+    std::fs::create_dir_all(pair_dir(dir.path(), &unrecorded)).unwrap();
+    std::fs::write(pair_dir(dir.path(), &unrecorded).join("pairs"), b"never recorded").unwrap();
     let empty = common::blob(10, 1_000);
     std::fs::create_dir_all(pair_dir(dir.path(), &empty)).unwrap();
 
     let store = Store::open(dir.path(), my_shards()).unwrap();
-    assert!(!dir.path().join("pairs/.tmp/17").exists());
+    assert!(!dir.path().join("pairs/.tmp").exists());
     assert!(!pair_dir(dir.path(), &other).exists());
+    assert!(!pair_dir(dir.path(), &unrecorded).exists());
     assert!(!pair_dir(dir.path(), &empty).exists());
-    assert_eq!(store.pair_file_bytes(), all_bytes());
+    // The recorded bytes (the cut pair's as far as they go) count.
+    assert_eq!(store.pair_file_bytes(), allocated(&file));
     match store.sliver(ShardIndex(1), &blob.blob_id, Axis::Primary) {
         Err(StoreError::PairLost { shard, reason, .. }) => {
             assert_eq!(shard, ShardIndex(1));
@@ -121,12 +168,12 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
     match store.sliver(ShardIndex(5), &blob.blob_id, Axis::Secondary) {
         Err(StoreError::PairLost { shard, reason, .. }) => {
             assert_eq!(shard, ShardIndex(5));
-            assert!(reason.contains(&cut.display().to_string()), "{reason}")
+            assert!(reason.contains(&file.display().to_string()), "{reason}")
         }
         other => panic!("expected a lost pair, got {other:?}"),
     }
-    // Both damaged pairs were dropped, files and all: the upload is
-    // incomplete again rather than confirmable on damaged data.
+    // Both damaged pairs were dropped and their bytes punched out: the
+    // upload is incomplete again rather than confirmable on damaged data.
     assert_eq!(
         store.missing_pairs(&blob.blob_id).unwrap(),
         [ShardIndex(1), ShardIndex(5)]
@@ -134,8 +181,8 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
     assert!(store
         .promise(common::confirmation(blob.blob_id, 100))
         .is_err());
-    assert!(!flipped.exists() && !cut.exists());
-    assert_eq!(store.pair_file_bytes(), file_bytes(ShardIndex(9)));
+    assert_eq!(allocated(&file), recorded(&[ShardIndex(9)]));
+    assert_eq!(store.pair_file_bytes(), recorded(&[ShardIndex(9)]));
     // The undamaged pair still reads back.
     assert_eq!(
         &store
@@ -150,7 +197,7 @@ fn large_pairs_live_in_files_that_are_checked_collected_and_swept() {
     // Never certified and past the pending deadline: collected, files too.
     let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
     assert_eq!(report.blobs, 1);
-    assert!(!files.exists());
+    assert!(!pair_dir(dir.path(), &blob).exists());
     assert_eq!(store.pair_file_bytes(), 0);
 }
 
@@ -162,8 +209,8 @@ fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
     let store = Store::open(dir.path(), my_shards()).unwrap();
     store_certified(&store, &world, &blob, 9);
     assert_eq!(store.drift_count(), 0);
-    // The file disappears behind the store's back.
-    std::fs::remove_file(pair_dir(dir.path(), &blob).join("9")).unwrap();
+    // The blob's file disappears behind the store's back.
+    std::fs::remove_file(pair_dir(dir.path(), &blob).join("pairs")).unwrap();
     assert!(matches!(
         store.sliver_pair(ShardIndex(9), &blob.blob_id),
         Err(StoreError::PairLost {
