@@ -29,7 +29,7 @@
 //!
 //! ## Options, and why
 //!
-//! * Sliver pairs of 512 KiB and more are kept in files of their own (see
+//! * Sliver pairs of 512 KiB and more are kept in one file per blob (see
 //!   `pair_files`), not in RocksDB: the memtable copy, the flush and its
 //!   checksum pass would all be spent on bytes that are written once and
 //!   read whole.

@@ -92,7 +92,9 @@ fn file_error(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> Stor
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Makes `dir`'s entries (files created, renamed or removed in it) durable.
@@ -255,7 +257,11 @@ impl PairFiles {
     /// [`Staged::offset`] says where, and [`PairFiles::commit`] keeps it
     /// once the database records it. The slow part, done before the caller
     /// takes the blob's lock; pairs of one blob are written side by side.
-    pub(crate) fn stage(&self, blob_id: &BlobId, pair: &SliverPair) -> Result<Staged<'_>, StoreError> {
+    pub(crate) fn stage(
+        &self,
+        blob_id: &BlobId,
+        pair: &SliverPair,
+    ) -> Result<Staged<'_>, StoreError> {
         let file = self.acquire(blob_id)?;
         let len = pair.byte_len() as u64;
         let offset = {

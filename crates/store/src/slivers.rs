@@ -151,7 +151,8 @@ impl Store {
             let Some(stored) = self.get(SLIVERS, &key)? else {
                 return Ok(None);
             };
-            let records::SliverRecord::InFile(place) = records::decode_sliver_record(&key, &stored)?
+            let records::SliverRecord::InFile(place) =
+                records::decode_sliver_record(&key, &stored)?
             else {
                 return Ok(None);
             };

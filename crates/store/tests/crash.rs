@@ -163,7 +163,10 @@ fn check(dir: &Path, durable: &BTreeSet<BlobId>, confirmed: &BTreeSet<BlobId>) -
         assert!(recorded > 0, "a pair file in {name} without a record");
         let on_disk = {
             use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(blob_dir.path().join("pairs")).unwrap().blocks() * 512
+            std::fs::metadata(blob_dir.path().join("pairs"))
+                .unwrap()
+                .blocks()
+                * 512
         };
         assert!(
             on_disk <= recorded,

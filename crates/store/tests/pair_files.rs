@@ -76,13 +76,16 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     let blob = common::blob(8, 4_000_000);
     let pair_bytes = |shard| blob.pair_for(shard).byte_len();
     let file = pair_dir(dir.path(), &blob).join("pairs");
-    let recorded = |shards: &[ShardIndex]| shards.iter().map(|&s| padded(pair_bytes(s))).sum::<u64>();
+    let recorded =
+        |shards: &[ShardIndex]| shards.iter().map(|&s| padded(pair_bytes(s))).sum::<u64>();
     {
         let store = Store::open(dir.path(), my_shards()).unwrap();
         store_all(&store, &blob);
         // One file holds the blob's pairs, each on whole blocks.
         assert_eq!(
-            std::fs::read_dir(pair_dir(dir.path(), &blob)).unwrap().count(),
+            std::fs::read_dir(pair_dir(dir.path(), &blob))
+                .unwrap()
+                .count(),
             1
         );
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
@@ -105,7 +108,10 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
         assert_eq!(allocated(&file), recorded(&my_shards()));
         assert_eq!(
-            &store.sliver_pair(ShardIndex(5), &blob.blob_id).unwrap().unwrap(),
+            &store
+                .sliver_pair(ShardIndex(5), &blob.blob_id)
+                .unwrap()
+                .unwrap(),
             blob.pair_for(ShardIndex(5))
         );
     }
@@ -147,7 +153,11 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     std::fs::write(pair_dir(dir.path(), &other).join("9"), b"never recorded").unwrap();
     let unrecorded = common::blob(12, 4_000_000);
     std::fs::create_dir_all(pair_dir(dir.path(), &unrecorded)).unwrap();
-    std::fs::write(pair_dir(dir.path(), &unrecorded).join("pairs"), b"never recorded").unwrap();
+    std::fs::write(
+        pair_dir(dir.path(), &unrecorded).join("pairs"),
+        b"never recorded",
+    )
+    .unwrap();
     let empty = common::blob(10, 1_000);
     std::fs::create_dir_all(pair_dir(dir.path(), &empty)).unwrap();
 
@@ -237,4 +247,98 @@ fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
             .unwrap(),
         blob.pair_for(ShardIndex(9))
     );
+}
+
+/// A store written by an earlier version (a file per pair, records with
+/// format byte 2) opens and reads; a pair stored again moves to the blob's
+/// shared file and its own file goes; a damaged one's file goes; an
+/// unrecorded one is swept.
+#[test]
+fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() {
+    use floe_store::records::{FileChecksum, FilePlace, PairFile, SliverRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let blob = common::blob(13, 4_000_000);
+    {
+        let store = Store::open(dir.path(), my_shards()).unwrap();
+        store_all(&store, &blob);
+    }
+    // Rewritten as an earlier version kept it, through RocksDB itself.
+    let blob_dir = pair_dir(dir.path(), &blob);
+    {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&options, dir.path(), floe_store::TABLES).unwrap();
+        let slivers = db.cf_handle("slivers").unwrap();
+        for &shard in &my_shards() {
+            let pair = blob.pair_for(shard);
+            let own = [pair.primary.data.as_ref(), pair.secondary.data.as_ref()].concat();
+            std::fs::write(blob_dir.join(shard.0.to_string()), own).unwrap();
+            let at = pair.primary.data.len() as u64;
+            for (axis, sliver, offset) in [(0u8, &pair.primary, 0), (1, &pair.secondary, at)] {
+                let mut key = shard.0.to_be_bytes().to_vec();
+                key.extend_from_slice(&blob.blob_id.0);
+                key.push(axis);
+                let record = SliverRecord::InFile(FilePlace {
+                    file: PairFile::Own,
+                    index: sliver.index,
+                    offset,
+                    length: sliver.data.len() as u64,
+                    checksum: FileChecksum::of(&sliver.data),
+                });
+                db.put_cf(slivers, &key, record.to_bytes()).unwrap();
+            }
+        }
+    }
+    std::fs::remove_file(blob_dir.join("pairs")).unwrap();
+    std::fs::write(blob_dir.join("3"), b"a pair never recorded").unwrap();
+
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    assert!(!blob_dir.join("3").exists());
+    let own_bytes = |shards: &[ShardIndex]| -> u64 {
+        shards
+            .iter()
+            .map(|s| allocated(&blob_dir.join(s.0.to_string())))
+            .sum()
+    };
+    assert_eq!(store.pair_file_bytes(), own_bytes(&my_shards()));
+    for &shard in &my_shards() {
+        assert_eq!(
+            &store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap(),
+            blob.pair_for(shard)
+        );
+    }
+    // Stored again: into the blob's shared file; its own file goes.
+    store
+        .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
+        .unwrap();
+    assert!(!blob_dir.join("5").exists());
+    assert_eq!(
+        &store
+            .sliver_pair(ShardIndex(5), &blob.blob_id)
+            .unwrap()
+            .unwrap(),
+        blob.pair_for(ShardIndex(5))
+    );
+    // Damaged: lost, and its file goes.
+    let damaged = blob_dir.join("1");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&damaged, bytes).unwrap();
+    assert!(matches!(
+        store.sliver(ShardIndex(1), &blob.blob_id, Axis::Primary),
+        Err(StoreError::PairLost {
+            shard: ShardIndex(1),
+            ..
+        })
+    ));
+    assert!(!damaged.exists());
+    assert_eq!(
+        store.pair_file_bytes(),
+        own_bytes(&[ShardIndex(9)]) + allocated(&blob_dir.join("pairs"))
+    );
+    // Collected: every file of the blob goes.
+    let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
+    assert_eq!(report.blobs, 1);
+    assert!(!blob_dir.exists());
+    assert_eq!(store.pair_file_bytes(), 0);
 }
