@@ -46,23 +46,22 @@ pub struct FloorRecord {
 }
 
 /// The codec-only encode of `blobs` (cycled, 5 encodes): median wall time
-/// and mean CPU time, in milliseconds.
+/// and median CPU time, in milliseconds. (The mean CPU time counted the
+/// first encode's warm-up, fresh pages and the thread pool's start, and
+/// moved the floor's encode piece between 82 and 131 ms from run to run.)
 pub fn codec_encode(encoding: &floe_codec::EncodingConfig, blobs: &[Bytes]) -> (f64, f64) {
     let encodes = 5;
-    let before = crate::rss::cpu_ms();
-    let wall = median(
-        blobs
-            .iter()
-            .cycle()
-            .take(encodes)
-            .map(|blob| {
-                let start = Instant::now();
-                let _ = floe_codec::encode(encoding, blob);
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    );
-    (wall, cpu_since(before) / encodes as f64)
+    let (wall, cpu): (Vec<f64>, Vec<f64>) = blobs
+        .iter()
+        .cycle()
+        .take(encodes)
+        .map(|blob| {
+            let (start, before) = (Instant::now(), crate::rss::cpu_ms());
+            let _ = floe_codec::encode(encoding, blob);
+            (start.elapsed().as_secs_f64() * 1e3, cpu_since(before))
+        })
+        .unzip();
+    (median(wall), median(cpu))
 }
 
 /// Each piece of the floor is measured this many times and the median
@@ -83,7 +82,7 @@ fn median_cpu(mut work: impl FnMut() -> Result<()>) -> Result<f64> {
 
 /// Measures the floor (see [`FloorRecord`]) for a blob of
 /// [`FLOOR_BLOB_BYTES`], one piece at a time, each the median of
-/// [`SAMPLES`] runs (the encode: the mean of five).
+/// [`SAMPLES`] runs.
 pub async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
     use rayon::prelude::*;
     let blob = Bytes::from(crate::bench::sample_blob(FLOOR_BLOB_BYTES));

@@ -106,7 +106,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// `len` rounded up to whole blocks.
 pub(crate) fn padded(len: u64) -> u64 {
-    len.div_ceil(BLOCK as u64) * BLOCK as u64
+    len.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64)
 }
 
 /// Bytes a file takes on disk (its blocks, holes not counted).
@@ -363,7 +363,11 @@ impl PairFiles {
     /// Removes every pair file of a blob (already unrecorded; under the
     /// blob's lock, so no pair written meanwhile is recorded).
     pub(crate) fn remove_blob(&self, blob_id: &BlobId) -> Result<(), StoreError> {
-        if let Some(file) = lock(&self.open).remove(blob_id) {
+        // Held until the files are gone: a writer of the same blob (stored
+        // again meanwhile) then creates a fresh file rather than opening
+        // the one being removed.
+        let mut open = lock(&self.open);
+        if let Some(file) = open.remove(blob_id) {
             file.removed.store(true, Ordering::Release);
         }
         let dir = self.blob_dir(blob_id);
@@ -486,9 +490,9 @@ impl PairFiles {
                 let punched = fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
-                    .is_ok_and(|file| punch(&file, offset, end - offset));
+                    .is_ok_and(|file| punch(&file, offset, end.saturating_sub(offset)));
                 if punched {
-                    self.add_bytes(0, end - offset);
+                    self.add_bytes(0, end.saturating_sub(offset));
                 }
             }
         }
