@@ -450,10 +450,9 @@ impl PairFiles {
             }
             at = at.max(end);
         }
-        Ok(file
-            .metadata()
+        file.metadata()
             .map_err(file_error(&path, "measuring a blob's pair file"))
-            .map(|m| allocated(&m))?)
+            .map(|m| allocated(&m))
     }
 
     /// Removes a blob's file, which holds no recorded pair (not counted).

@@ -1,6 +1,7 @@
-//! floe-store against real RocksDB in temp dirs: large pairs in files of
-//! their own, checked, collected and swept.
-#![allow(clippy::unwrap_used, clippy::panic, missing_docs)]
+//! floe-store against real RocksDB in temp dirs: large pairs in one file
+//! per blob (or, from earlier versions, a file per pair), checked,
+//! collected and swept.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
 
@@ -48,6 +49,15 @@ fn pair_dir(dir: &std::path::Path, blob: &common::Blob) -> std::path::PathBuf {
     dir.join("pairs").join(hex)
 }
 
+/// `shard`'s pair of `blob` reads back whole.
+fn reads_back(store: &Store, blob: &common::Blob, shard: ShardIndex) {
+    assert_eq!(
+        &store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap(),
+        blob.pair_for(shard),
+        "shard {shard}"
+    );
+}
+
 /// Bytes a file takes on disk (holes not counted).
 fn allocated(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -93,10 +103,7 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
         let bytes = std::fs::read(&file).unwrap();
         for &shard in &my_shards() {
             offset_of(&bytes, &blob, shard);
-            assert_eq!(
-                &store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap(),
-                blob.pair_for(shard)
-            );
+            reads_back(&store, &blob, shard);
         }
         // Stored again (a retry, a repair): the new copy is appended, the
         // old one punched out, counted once.
@@ -107,13 +114,7 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
         assert!(std::fs::metadata(&file).unwrap().len() > len);
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
         assert_eq!(allocated(&file), recorded(&my_shards()));
-        assert_eq!(
-            &store
-                .sliver_pair(ShardIndex(5), &blob.blob_id)
-                .unwrap()
-                .unwrap(),
-            blob.pair_for(ShardIndex(5))
-        );
+        reads_back(&store, &blob, ShardIndex(5));
     }
 
     // Bytes written after the last recorded pair and never recorded (a
@@ -194,13 +195,7 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     assert_eq!(allocated(&file), recorded(&[ShardIndex(9)]));
     assert_eq!(store.pair_file_bytes(), recorded(&[ShardIndex(9)]));
     // The undamaged pair still reads back.
-    assert_eq!(
-        &store
-            .sliver_pair(ShardIndex(9), &blob.blob_id)
-            .unwrap()
-            .unwrap(),
-        blob.pair_for(ShardIndex(9))
-    );
+    reads_back(&store, &blob, ShardIndex(9));
 
     assert_eq!(store.drift_count(), 0, "an uncertified blob does not drift");
 
@@ -240,13 +235,7 @@ fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
         .put_sliver_pair(ShardIndex(9), &blob.blob_id, blob.pair_for(ShardIndex(9)))
         .unwrap();
     assert_eq!(store.drift_count(), 0);
-    assert_eq!(
-        &store
-            .sliver_pair(ShardIndex(9), &blob.blob_id)
-            .unwrap()
-            .unwrap(),
-        blob.pair_for(ShardIndex(9))
-    );
+    reads_back(&store, &blob, ShardIndex(9));
 }
 
 /// A store written by an earlier version (a file per pair, records with
@@ -302,23 +291,14 @@ fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() 
     };
     assert_eq!(store.pair_file_bytes(), own_bytes(&my_shards()));
     for &shard in &my_shards() {
-        assert_eq!(
-            &store.sliver_pair(shard, &blob.blob_id).unwrap().unwrap(),
-            blob.pair_for(shard)
-        );
+        reads_back(&store, &blob, shard);
     }
     // Stored again: into the blob's shared file; its own file goes.
     store
         .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
         .unwrap();
     assert!(!blob_dir.join("5").exists());
-    assert_eq!(
-        &store
-            .sliver_pair(ShardIndex(5), &blob.blob_id)
-            .unwrap()
-            .unwrap(),
-        blob.pair_for(ShardIndex(5))
-    );
+    reads_back(&store, &blob, ShardIndex(5));
     // Damaged: lost, and its file goes.
     let damaged = blob_dir.join("1");
     let mut bytes = std::fs::read(&damaged).unwrap();
