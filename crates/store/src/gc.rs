@@ -160,6 +160,7 @@ impl Store {
             {
                 continue;
             }
+            let (in_blob_file, _) = self.blob_file_extents(&blob_id)?;
             let mut batch = WriteBatch::default();
             for shard in self.stored_shards(&blob_id)? {
                 self.unrecord_pair(&mut batch, shard, &blob_id)?;
@@ -180,7 +181,8 @@ impl Store {
             self.drift_set().remove(&blob_id);
             // A file that cannot be removed now is unrecorded: the next open
             // removes it.
-            let _ = self.files.remove_blob(&blob_id);
+            let in_blob_file = in_blob_file.iter().map(|(start, end)| end - start).sum();
+            let _ = self.files.remove_blob(&blob_id, in_blob_file);
             report.blobs += 1;
         }
         self.gc[0].fetch_add(1, Ordering::Relaxed);

@@ -62,7 +62,9 @@ impl Store {
                 break;
             }
             dropped += 1;
-            let place = self.recorded_place(shard, blob_id)?;
+            // Bytes of a record that does not place them as this store
+            // does are left to the next open's sweep.
+            let place = self.recorded_place(shard, blob_id).ok().flatten();
             let mut batch = WriteBatch::default();
             self.unrecord_pair(&mut batch, shard, blob_id)?;
             // Synced before the bytes go, as in garbage collection.

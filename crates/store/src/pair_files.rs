@@ -240,14 +240,30 @@ impl PairFiles {
         Ok(file)
     }
 
-    /// A writer is done with `file`: closed with its last writer (the map
-    /// and the caller hold the only handles; none is taken but under the
-    /// map's lock).
-    fn release(&self, blob_id: &BlobId, file: &Arc<BlobFile>) {
+    /// A writer is done with `file`: closed with its last writer. Handles
+    /// are taken and dropped under the map's lock only, so a count of one
+    /// there means the map holds the last.
+    fn release(&self, blob_id: &BlobId, file: Arc<BlobFile>) {
         let mut open = lock(&self.open);
+        drop(file);
         if open
             .get(blob_id)
-            .is_some_and(|open| Arc::ptr_eq(open, file) && Arc::strong_count(file) == 2)
+            .is_some_and(|open| Arc::strong_count(open) == 1)
+        {
+            open.remove(blob_id);
+        }
+    }
+
+    /// A write or sync through `file` failed: no pair written through it
+    /// since may be recorded (a sync can report another writer's lost
+    /// write once, and then succeed for that writer), and the next writer
+    /// opens the file afresh.
+    fn retire(&self, blob_id: &BlobId, file: &Arc<BlobFile>) {
+        let mut open = lock(&self.open);
+        file.removed.store(true, Ordering::Release);
+        if open
+            .get(blob_id)
+            .is_some_and(|open| Arc::ptr_eq(open, file))
         {
             open.remove(blob_id);
         }
@@ -270,23 +286,26 @@ impl PairFiles {
             *end += padded(len);
             at
         };
-        // Dropped on an error, it frees what was reserved.
-        let staged = Staged {
-            files: self,
-            blob_id: *blob_id,
-            file,
-            offset,
-            bytes: padded(len),
-            kept: false,
-        };
-        let file = &staged.file;
-        if self.direct {
+        let written = if self.direct {
             self.write_direct(&file.file, offset, pair)
         } else {
             write_buffered(&file.file, offset, pair)
         }
-        .and_then(|()| file.file.sync_data())
-        .map_err(file_error(&file.path, "writing a sliver pair"))?;
+        .and_then(|()| file.file.sync_data());
+        if written.is_err() {
+            self.retire(blob_id, &file);
+        }
+        let path = file.path.clone();
+        // Dropped on an error, it frees what was reserved.
+        let staged = Staged {
+            files: self,
+            blob_id: *blob_id,
+            file: Some(file),
+            offset,
+            bytes: padded(len),
+            kept: false,
+        };
+        written.map_err(file_error(&path, "writing a sliver pair"))?;
         Ok(staged)
     }
 
@@ -327,6 +346,13 @@ impl PairFiles {
         self.add_bytes(staged.bytes, 0);
     }
 
+    /// Leaves a staged pair's bytes where they are, uncounted: the database
+    /// failed to record it, and may still have (a write can fail after its
+    /// WAL record is durable). The next open's sweep frees them if not.
+    pub(crate) fn abandon(&self, mut staged: Staged<'_>) {
+        staged.kept = true;
+    }
+
     /// `len` bytes at `offset` of the pair file a pair of `shard` is
     /// recorded in.
     pub(crate) fn read(
@@ -362,7 +388,13 @@ impl PairFiles {
 
     /// Removes every pair file of a blob (already unrecorded; under the
     /// blob's lock, so no pair written meanwhile is recorded).
-    pub(crate) fn remove_blob(&self, blob_id: &BlobId) -> Result<(), StoreError> {
+    /// `in_blob_file`: the bytes its records held in the blob's file, as
+    /// counted when they were kept.
+    pub(crate) fn remove_blob(
+        &self,
+        blob_id: &BlobId,
+        in_blob_file: u64,
+    ) -> Result<(), StoreError> {
         // Held until the files are gone: a writer of the same blob (stored
         // again meanwhile) then creates a fresh file rather than opening
         // the one being removed.
@@ -371,7 +403,7 @@ impl PairFiles {
             file.removed.store(true, Ordering::Release);
         }
         let dir = self.blob_dir(blob_id);
-        let freed = dir_bytes(&dir);
+        let freed = in_blob_file + own_files_bytes(&dir);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -430,14 +462,13 @@ impl PairFiles {
     }
 
     /// Punches out of a blob's file (at open) every byte outside
-    /// `recorded` (block-aligned extents, sorted), and answers what the
-    /// file then takes on disk.
+    /// `recorded` (block-aligned extents, sorted).
     pub(crate) fn keep_only(
         &self,
         blob_id: &BlobId,
         recorded: &[(u64, u64)],
         len: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(), StoreError> {
         let path = self.path(blob_id, ShardIndex(0), PairFile::Blob);
         let file = fs::OpenOptions::new()
             .write(true)
@@ -450,9 +481,7 @@ impl PairFiles {
             }
             at = at.max(end);
         }
-        file.metadata()
-            .map_err(file_error(&path, "measuring a blob's pair file"))
-            .map(|m| allocated(&m))
+        Ok(())
     }
 
     /// Removes a blob's file, which holds no recorded pair (not counted).
@@ -546,7 +575,8 @@ fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<()>
 pub(crate) struct Staged<'a> {
     files: &'a PairFiles,
     blob_id: BlobId,
-    file: Arc<BlobFile>,
+    /// `Some` until dropped.
+    file: Option<Arc<BlobFile>>,
     offset: u64,
     /// The bytes reserved: the pair, padded to whole blocks.
     bytes: u64,
@@ -562,11 +592,14 @@ impl Staged<'_> {
     /// Checked under the blob's lock before the pair is recorded: the file
     /// written is still the blob's (its files were not removed meanwhile).
     pub(crate) fn check_live(&self) -> Result<(), StoreError> {
-        if !self.file.removed.load(Ordering::Acquire) {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !file.removed.load(Ordering::Acquire) {
             return Ok(());
         }
         Err(StoreError::File {
-            path: self.file.path.clone(),
+            path: file.path.clone(),
             what: "recording a sliver pair",
             source: io::Error::new(
                 io::ErrorKind::NotFound,
@@ -578,10 +611,11 @@ impl Staged<'_> {
 
 impl Drop for Staged<'_> {
     fn drop(&mut self) {
+        let Some(file) = self.file.take() else { return };
         if !self.kept {
-            punch(&self.file.file, self.offset, self.bytes);
+            punch(&file.file, self.offset, self.bytes);
         }
-        self.files.release(&self.blob_id, &self.file);
+        self.files.release(&self.blob_id, file);
     }
 }
 
@@ -598,12 +632,14 @@ fn parse_blob_dir(name: &str) -> Option<BlobId> {
     (hex(&id) == name).then_some(BlobId(id))
 }
 
-/// Bytes the files in `dir` take on disk.
-fn dir_bytes(dir: &Path) -> u64 {
+/// Bytes the files of single pairs (earlier versions) in `dir` take on
+/// disk.
+fn own_files_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
+                .filter(|e| e.file_name() != BLOB_FILE)
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| allocated(&m))
                 .sum()
@@ -680,7 +716,9 @@ mod tests {
             assert_eq!(allocated(&fs::metadata(&path).unwrap()), before);
             // Removed while a pair is written: that pair cannot be kept.
             let fourth = files.stage(&blob_id, &pairs[6]).unwrap();
-            files.remove_blob(&blob_id).unwrap();
+            files
+                .remove_blob(&blob_id, padded(len(&pairs[3])) + padded(len(&pairs[4])))
+                .unwrap();
             assert!(fourth.check_live().is_err());
             drop(fourth);
             assert_eq!(files.bytes(), 0);

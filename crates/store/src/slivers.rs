@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// What became of a pair whose bytes failed to read.
+enum Lost {
+    /// Unrecorded (and marked as drift if certified).
+    Dropped,
+    /// Unrecorded meanwhile (collected).
+    Unrecorded,
+    /// Recorded anew since: the current record.
+    Changed(Vec<u8>),
+}
+
 impl Store {
     /// Stores a blob's metadata (already verified against its ID) and, if the
     /// blob has no certificate yet, records it as a pending upload that
@@ -59,10 +69,15 @@ impl Store {
     /// Stores the sliver pair of `shard` (already verified against the
     /// metadata). Refuses shards this node does not hold.
     ///
-    /// A pair of [`FILE_MIN_PAIR_BYTES`] or more goes to a file of its own,
+    /// A pair of [`FILE_MIN_PAIR_BYTES`] or more goes to its blob's file,
     /// written and synced before the database records where it is (see
     /// `pair_files`); smaller ones go into the database with the WAL. Either
     /// way, a recorded pair is complete once the WAL is synced.
+    ///
+    /// A pair already recorded is not written again: a shard's pair of a
+    /// blob is fixed by the blob ID (every caller has verified it against
+    /// the metadata), so a retry or a second upload has nothing to add. A
+    /// record that does not read is written over.
     pub fn put_sliver_pair(
         &self,
         shard: ShardIndex,
@@ -74,6 +89,9 @@ impl Store {
                 blob_id: *blob_id,
                 shard,
             });
+        }
+        if self.pair_recorded(shard, blob_id)? {
+            return Ok(());
         }
         let slivers = [&pair.primary, &pair.secondary];
         let in_file = pair.byte_len() >= FILE_MIN_PAIR_BYTES;
@@ -106,10 +124,11 @@ impl Store {
         if let Some(staged) = &staged {
             staged.check_live()?;
         }
-        // A copy recorded before (a retry, a repair) is freed once this
-        // one is recorded, durably: a crash in between must find the old
-        // record's bytes still there.
-        let replaced = self.recorded_place(shard, blob_id)?;
+        // Recorded meanwhile by another put: this copy goes (punched out
+        // as `staged` drops).
+        if self.pair_recorded(shard, blob_id)? {
+            return Ok(());
+        }
         // Sized up front: a batch grows by doubling, and each doubling
         // copies every sliver byte already in it again.
         let mut batch = WriteBatch::with_capacity_bytes(
@@ -125,49 +144,78 @@ impl Store {
         if resolves_drift {
             batch.delete_cf(self.cf(DRIFT)?, blob_id.0);
         }
-        self.write(SLIVERS, batch, replaced.is_some())?;
+        let written = self.write(SLIVERS, batch, false);
         if let Some(staged) = staged {
-            self.files.commit(staged);
+            if written.is_ok() {
+                self.files.commit(staged);
+            } else {
+                self.files.abandon(staged);
+            }
         }
-        if let Some(replaced) = replaced {
-            self.files.remove(blob_id, shard, replaced);
-        }
+        written?;
         if resolves_drift {
             self.drift_set().remove(blob_id);
         }
         Ok(())
     }
 
+    /// Whether `shard`'s pair of a blob is recorded, both records reading.
+    fn pair_recorded(&self, shard: ShardIndex, blob_id: &BlobId) -> Result<bool, StoreError> {
+        for axis in [Axis::Primary, Axis::Secondary] {
+            let key = sliver_key(shard, blob_id, axis);
+            let Some(stored) = self.get(SLIVERS, &key)? else {
+                return Ok(false);
+            };
+            if records::decode_sliver_record(&key, &stored).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Where `shard`'s recorded pair of a blob keeps its bytes outside the
-    /// database, if it is recorded and does.
+    /// database, if it is recorded and does. An error if its records do not
+    /// read, or do not place the pair as this store does (its primary
+    /// block-aligned, its secondary right after, both in one file): where
+    /// its bytes are is then unknown, and nothing is freed by them.
     pub(crate) fn recorded_place(
         &self,
         shard: ShardIndex,
         blob_id: &BlobId,
     ) -> Result<Option<PairPlace>, StoreError> {
-        let mut extent = None;
+        let mut places = Vec::with_capacity(2);
         for axis in [Axis::Primary, Axis::Secondary] {
             let key = sliver_key(shard, blob_id, axis);
             let Some(stored) = self.get(SLIVERS, &key)? else {
                 return Ok(None);
             };
-            let records::SliverRecord::InFile(place) =
-                records::decode_sliver_record(&key, &stored)?
-            else {
-                return Ok(None);
-            };
-            if place.file == records::PairFile::Own {
-                return Ok(Some(PairPlace::Own));
+            match records::decode_sliver_record(&key, &stored)? {
+                records::SliverRecord::InFile(place) => places.push(place),
+                records::SliverRecord::Inline { .. } => return Ok(None),
             }
-            let end = place.offset.saturating_add(place.length);
-            extent = Some(match extent {
-                None => (place.offset, end),
-                Some((start, stop)) => (place.offset.min(start), end.max(stop)),
+        }
+        let [primary, secondary] = places[..] else {
+            return Ok(None);
+        };
+        let placed = primary.file == secondary.file
+            && primary.offset % pair_files::BLOCK as u64 == 0
+            && Some(secondary.offset) == primary.offset.checked_add(primary.length);
+        if !placed {
+            return Err(StoreError::Corrupt {
+                table: SLIVERS,
+                key: envelope::hex(&sliver_key(shard, blob_id, Axis::Primary)),
+                reason: format!(
+                    "the pair is recorded at {}+{} and {}+{}, not where this store puts pairs",
+                    primary.offset, primary.length, secondary.offset, secondary.length
+                ),
             });
         }
-        Ok(extent.map(|(offset, end)| PairPlace::Blob {
-            offset,
-            end: pair_files::padded(end),
+        Ok(Some(match primary.file {
+            records::PairFile::Own => PairPlace::Own,
+            records::PairFile::Blob => PairPlace::Blob {
+                offset: primary.offset,
+                end: pair_files::padded(secondary.offset.saturating_add(secondary.length)),
+            },
         }))
     }
 
@@ -321,10 +369,14 @@ impl Store {
         stored: &[u8],
     ) -> Result<Option<Sliver>, StoreError> {
         match self.load_sliver(key, axis, stored) {
-            Err(StoreError::PairLost { .. }) if self.get(SLIVERS, key)?.is_none() => Ok(None),
             Err(lost @ StoreError::PairLost { blob_id, shard, .. }) => {
-                self.drop_lost_pair(shard, &blob_id)?;
-                Err(lost)
+                match self.drop_lost_pair(shard, &blob_id, key, stored)? {
+                    Lost::Dropped => Err(lost),
+                    Lost::Unrecorded => Ok(None),
+                    // Recorded anew since it was read (collected and stored
+                    // again, or rebuilt): read once more, dropping nothing.
+                    Lost::Changed(current) => self.load_sliver(key, axis, &current).map(Some),
+                }
             }
             loaded => loaded.map(Some),
         }
@@ -345,16 +397,26 @@ impl Store {
         Ok(())
     }
 
-    /// Unrecords a pair whose file is gone or damaged, removes what is left
-    /// of the file, and marks a certified blob as drifting: repair then
-    /// rebuilds the pair as it does for any missing one.
-    pub(crate) fn drop_lost_pair(
+    /// Unrecords a pair whose bytes are gone or damaged, frees what is left
+    /// of them, and marks a certified blob as drifting: repair then
+    /// rebuilds the pair as it does for any missing one. Only if its record
+    /// under `key` is still `stored`, the one whose bytes failed.
+    fn drop_lost_pair(
         &self,
         shard: ShardIndex,
         blob_id: &BlobId,
-    ) -> Result<(), StoreError> {
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<Lost, StoreError> {
         let _guard = self.lock(blob_id);
-        let place = self.recorded_place(shard, blob_id)?;
+        match self.get(SLIVERS, key)? {
+            None => return Ok(Lost::Unrecorded),
+            Some(current) if current != stored => return Ok(Lost::Changed(current)),
+            Some(_) => {}
+        }
+        // Bytes of a record that does not place them as this store does
+        // are left to the next open's sweep.
+        let place = self.recorded_place(shard, blob_id).ok().flatten();
         let mut batch = WriteBatch::default();
         self.unrecord_pair(&mut batch, shard, blob_id)?;
         let state = self.stored_state(blob_id)?;
@@ -373,7 +435,7 @@ impl Store {
         if let Some(place) = place {
             self.files.remove(blob_id, shard, place);
         }
-        Ok(())
+        Ok(Lost::Dropped)
     }
 
     /// A sliver from its record: the bytes themselves, or where they are in
@@ -443,27 +505,24 @@ impl Store {
                     blob_id,
                     shard,
                     bytes: own,
-                } => {
-                    if self.recorded_place(shard, &blob_id)? == Some(PairPlace::Own) {
-                        bytes += own;
-                    } else {
-                        self.files.remove_orphan(&blob_id, shard);
+                } => match self.recorded_place(shard, &blob_id) {
+                    Ok(Some(PairPlace::Blob { .. }) | None) => {
+                        self.files.remove_orphan(&blob_id, shard)
                     }
-                }
+                    // Recorded here, or recorded so that nobody can say
+                    // (a read reports the record): kept.
+                    Ok(Some(PairPlace::Own)) | Err(_) => bytes += own,
+                },
                 pair_files::Listed::Blob { blob_id, len } => {
-                    let mut recorded = Vec::new();
-                    for shard in self.stored_shards(&blob_id)? {
-                        if let Some(PairPlace::Blob { offset, end }) =
-                            self.recorded_place(shard, &blob_id)?
-                        {
-                            recorded.push((offset, end));
-                        }
-                    }
-                    if recorded.is_empty() {
+                    let (recorded, unknown) = self.blob_file_extents(&blob_id)?;
+                    bytes += recorded.iter().map(|(start, end)| end - start).sum::<u64>();
+                    if unknown {
+                        // Some record does not say where its pair is: the
+                        // whole file is kept.
+                    } else if recorded.is_empty() {
                         self.files.remove_orphan_blob_file(&blob_id);
                     } else {
-                        recorded.sort_unstable();
-                        bytes += self.files.keep_only(&blob_id, &recorded, len)?;
+                        self.files.keep_only(&blob_id, &recorded, len)?;
                     }
                 }
             }
@@ -472,7 +531,26 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the pair files take on disk.
+    /// The extents a blob's recorded pairs take in its file, sorted, and
+    /// whether some record of the blob does not say where its pair is.
+    pub(crate) fn blob_file_extents(
+        &self,
+        blob_id: &BlobId,
+    ) -> Result<(Vec<(u64, u64)>, bool), StoreError> {
+        let (mut recorded, mut unknown) = (Vec::new(), false);
+        for shard in self.stored_shards(blob_id)? {
+            match self.recorded_place(shard, blob_id) {
+                Ok(Some(PairPlace::Blob { offset, end })) => recorded.push((offset, end)),
+                Ok(_) => {}
+                Err(_) => unknown = true,
+            }
+        }
+        recorded.sort_unstable();
+        Ok((recorded, unknown))
+    }
+
+    /// Bytes the pair files hold: their recorded pairs, padded to whole
+    /// blocks (and files of single pairs, as they take on disk).
     pub fn pair_file_bytes(&self) -> u64 {
         self.files.bytes()
     }

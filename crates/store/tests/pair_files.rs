@@ -105,13 +105,13 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
             offset_of(&bytes, &blob, shard);
             reads_back(&store, &blob, shard);
         }
-        // Stored again (a retry, a repair): the new copy is appended, the
-        // old one punched out, counted once.
+        // Stored again (a retry, a second upload): nothing to add, nothing
+        // written.
         let len = std::fs::metadata(&file).unwrap().len();
         store
             .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
             .unwrap();
-        assert!(std::fs::metadata(&file).unwrap().len() > len);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
         assert_eq!(allocated(&file), recorded(&my_shards()));
         reads_back(&store, &blob, ShardIndex(5));
@@ -136,12 +136,16 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     }
 
     // Damage: a flipped byte in shard 1's pair; the file cut short inside
-    // shard 5's (stored last).
+    // the last pair's.
     let mut bytes = std::fs::read(&file).unwrap();
+    let last = my_shards()
+        .into_iter()
+        .max_by_key(|&shard| offset_of(&bytes, &blob, shard))
+        .unwrap();
+    let at = offset_of(&bytes, &blob, last);
     let shard_1 = offset_of(&bytes, &blob, ShardIndex(1));
     bytes[shard_1 + 10] ^= 1;
-    let shard_5 = offset_of(&bytes, &blob, ShardIndex(5));
-    bytes.truncate(shard_5 + pair_bytes(ShardIndex(5)) - 1);
+    bytes.truncate(at + pair_bytes(last) - 1);
     std::fs::write(&file, &bytes).unwrap();
     // Leftovers of a crash: an earlier version's half-written temporary
     // file and a pair file of its own the database never recorded; a blob
@@ -167,8 +171,8 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     assert!(!pair_dir(dir.path(), &other).exists());
     assert!(!pair_dir(dir.path(), &unrecorded).exists());
     assert!(!pair_dir(dir.path(), &empty).exists());
-    // The recorded bytes (the cut pair's as far as they go) count.
-    assert_eq!(store.pair_file_bytes(), allocated(&file));
+    // The recorded pairs count, whole blocks each.
+    assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
     match store.sliver(ShardIndex(1), &blob.blob_id, Axis::Primary) {
         Err(StoreError::PairLost { shard, reason, .. }) => {
             assert_eq!(shard, ShardIndex(1));
@@ -176,26 +180,28 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
         }
         other => panic!("expected a lost pair, got {other:?}"),
     }
-    match store.sliver(ShardIndex(5), &blob.blob_id, Axis::Secondary) {
+    match store.sliver(last, &blob.blob_id, Axis::Secondary) {
         Err(StoreError::PairLost { shard, reason, .. }) => {
-            assert_eq!(shard, ShardIndex(5));
+            assert_eq!(shard, last);
             assert!(reason.contains(&file.display().to_string()), "{reason}")
         }
         other => panic!("expected a lost pair, got {other:?}"),
     }
     // Both damaged pairs were dropped and their bytes punched out: the
     // upload is incomplete again rather than confirmable on damaged data.
-    assert_eq!(
-        store.missing_pairs(&blob.blob_id).unwrap(),
-        [ShardIndex(1), ShardIndex(5)]
-    );
+    let mut lost = vec![ShardIndex(1), last];
+    lost.sort();
+    lost.dedup();
+    assert_eq!(lost.len(), 2, "the last pair is not shard 1's");
+    assert_eq!(store.missing_pairs(&blob.blob_id).unwrap(), lost);
+    let kept = my_shards().into_iter().find(|s| !lost.contains(s)).unwrap();
     assert!(store
         .promise(common::confirmation(blob.blob_id, 100))
         .is_err());
-    assert_eq!(allocated(&file), recorded(&[ShardIndex(9)]));
-    assert_eq!(store.pair_file_bytes(), recorded(&[ShardIndex(9)]));
+    assert_eq!(allocated(&file), recorded(&[kept]));
+    assert_eq!(store.pair_file_bytes(), recorded(&[kept]));
     // The undamaged pair still reads back.
-    reads_back(&store, &blob, ShardIndex(9));
+    reads_back(&store, &blob, kept);
 
     assert_eq!(store.drift_count(), 0, "an uncertified blob does not drift");
 
@@ -293,11 +299,12 @@ fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() 
     for &shard in &my_shards() {
         reads_back(&store, &blob, shard);
     }
-    // Stored again: into the blob's shared file; its own file goes.
+    // Stored again: nothing written.
     store
         .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
         .unwrap();
-    assert!(!blob_dir.join("5").exists());
+    assert!(blob_dir.join("5").exists());
+    assert!(!blob_dir.join("pairs").exists());
     reads_back(&store, &blob, ShardIndex(5));
     // Damaged: lost, and its file goes.
     let damaged = blob_dir.join("1");
@@ -314,11 +321,67 @@ fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() 
     assert!(!damaged.exists());
     assert_eq!(
         store.pair_file_bytes(),
-        own_bytes(&[ShardIndex(9)]) + allocated(&blob_dir.join("pairs"))
+        own_bytes(&[ShardIndex(5), ShardIndex(9)])
     );
     // Collected: every file of the blob goes.
     let report = store.collect_garbage(Epoch(0), 5_000, 10).unwrap();
     assert_eq!(report.blobs, 1);
     assert!(!blob_dir.exists());
     assert_eq!(store.pair_file_bytes(), 0);
+}
+
+/// A pair record that does not read (damaged in the database) neither
+/// stops the store from opening nor loses the blob's file: the read is a
+/// typed error, the pair can be stored over it, and its old bytes are freed
+/// at the next open.
+#[test]
+fn a_damaged_pair_record_keeps_its_file_and_is_stored_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = common::blob(14, 4_000_000);
+    let file = pair_dir(dir.path(), &blob).join("pairs");
+    let all = |shards: &[ShardIndex]| -> u64 {
+        shards
+            .iter()
+            .map(|&s| padded(blob.pair_for(s).byte_len()))
+            .sum()
+    };
+    {
+        let store = Store::open(dir.path(), my_shards()).unwrap();
+        store_all(&store, &blob);
+    }
+    {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&options, dir.path(), floe_store::TABLES).unwrap();
+        let slivers = db.cf_handle("slivers").unwrap();
+        let mut key = ShardIndex(5).0.to_be_bytes().to_vec();
+        key.extend_from_slice(&blob.blob_id.0);
+        key.push(0);
+        let value = db.get_cf(slivers, &key).unwrap().unwrap();
+        db.put_cf(slivers, &key, &value[..value.len() / 2]).unwrap();
+    }
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    // Nobody can say where the damaged record's pair is: the file is kept
+    // whole.
+    assert_eq!(allocated(&file), all(&my_shards()));
+    assert!(matches!(
+        store.sliver(ShardIndex(5), &blob.blob_id, Axis::Primary),
+        Err(StoreError::Corrupt {
+            table: "slivers",
+            ..
+        })
+    ));
+    reads_back(&store, &blob, ShardIndex(1));
+    store
+        .put_sliver_pair(ShardIndex(5), &blob.blob_id, blob.pair_for(ShardIndex(5)))
+        .unwrap();
+    reads_back(&store, &blob, ShardIndex(5));
+    drop(store);
+    // Reopened: the old copy's bytes are unrecorded, and punched out.
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    assert_eq!(allocated(&file), all(&my_shards()));
+    assert_eq!(store.pair_file_bytes(), all(&my_shards()));
+    for &shard in &my_shards() {
+        reads_back(&store, &blob, shard);
+    }
 }
