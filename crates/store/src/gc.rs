@@ -181,7 +181,10 @@ impl Store {
             self.drift_set().remove(&blob_id);
             // A file that cannot be removed now is unrecorded: the next open
             // removes it.
-            let in_blob_file = in_blob_file.iter().map(|(start, end)| end - start).sum();
+            let in_blob_file = in_blob_file
+                .iter()
+                .map(|(start, end)| end - start)
+                .fold(0, u64::saturating_add);
             let _ = self.files.remove_blob(&blob_id, in_blob_file);
             report.blobs += 1;
         }

@@ -4,12 +4,14 @@ use super::*;
 
 /// What became of a pair whose bytes failed to read.
 enum Lost {
-    /// Unrecorded (and marked as drift if certified).
-    Dropped,
+    /// Still failing under the blob's lock: unrecorded (and marked as
+    /// drift if certified).
+    Dropped(StoreError),
     /// Unrecorded meanwhile (collected).
     Unrecorded,
-    /// Recorded anew since: the current record.
-    Changed(Vec<u8>),
+    /// Read under the blob's lock from its current record (recorded anew
+    /// since, perhaps with the same record bytes at a new file's offset).
+    Read(Sliver),
 }
 
 impl Store {
@@ -159,8 +161,12 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `shard`'s pair of a blob is recorded, both records reading.
+    /// Whether `shard`'s pair of a blob is recorded: its pair entry, and
+    /// both sliver records reading.
     fn pair_recorded(&self, shard: ShardIndex, blob_id: &BlobId) -> Result<bool, StoreError> {
+        if self.get(PAIRS, &pair_key(blob_id, shard))?.is_none() {
+            return Ok(false);
+        }
         for axis in [Axis::Primary, Axis::Secondary] {
             let key = sliver_key(shard, blob_id, axis);
             let Some(stored) = self.get(SLIVERS, &key)? else {
@@ -369,13 +375,11 @@ impl Store {
         stored: &[u8],
     ) -> Result<Option<Sliver>, StoreError> {
         match self.load_sliver(key, axis, stored) {
-            Err(lost @ StoreError::PairLost { blob_id, shard, .. }) => {
-                match self.drop_lost_pair(shard, &blob_id, key, stored)? {
-                    Lost::Dropped => Err(lost),
+            Err(StoreError::PairLost { blob_id, shard, .. }) => {
+                match self.drop_lost_pair(shard, &blob_id, key, axis)? {
+                    Lost::Dropped(lost) => Err(lost),
                     Lost::Unrecorded => Ok(None),
-                    // Recorded anew since it was read (collected and stored
-                    // again, or rebuilt): read once more, dropping nothing.
-                    Lost::Changed(current) => self.load_sliver(key, axis, &current).map(Some),
+                    Lost::Read(sliver) => Ok(Some(sliver)),
                 }
             }
             loaded => loaded.map(Some),
@@ -399,21 +403,25 @@ impl Store {
 
     /// Unrecords a pair whose bytes are gone or damaged, frees what is left
     /// of them, and marks a certified blob as drifting: repair then
-    /// rebuilds the pair as it does for any missing one. Only if its record
-    /// under `key` is still `stored`, the one whose bytes failed.
+    /// rebuilds the pair as it does for any missing one. Only if, under the
+    /// blob's lock, the sliver under `key` still fails to read from its
+    /// current record (a reader may have read a record since replaced).
     fn drop_lost_pair(
         &self,
         shard: ShardIndex,
         blob_id: &BlobId,
         key: &[u8],
-        stored: &[u8],
+        axis: Axis,
     ) -> Result<Lost, StoreError> {
         let _guard = self.lock(blob_id);
-        match self.get(SLIVERS, key)? {
-            None => return Ok(Lost::Unrecorded),
-            Some(current) if current != stored => return Ok(Lost::Changed(current)),
-            Some(_) => {}
-        }
+        let Some(current) = self.get(SLIVERS, key)? else {
+            return Ok(Lost::Unrecorded);
+        };
+        let lost = match self.load_sliver(key, axis, &current) {
+            Ok(sliver) => return Ok(Lost::Read(sliver)),
+            Err(lost @ StoreError::PairLost { .. }) => lost,
+            Err(other) => return Err(other),
+        };
         // Bytes of a record that does not place them as this store does
         // are left to the next open's sweep.
         let place = self.recorded_place(shard, blob_id).ok().flatten();
@@ -435,7 +443,7 @@ impl Store {
         if let Some(place) = place {
             self.files.remove(blob_id, shard, place);
         }
-        Ok(Lost::Dropped)
+        Ok(Lost::Dropped(lost))
     }
 
     /// A sliver from its record: the bytes themselves, or where they are in
@@ -498,7 +506,7 @@ impl Store {
     /// unrecording pairs and freeing their bytes), and counts the bytes of
     /// the others.
     pub(crate) fn remove_unrecorded_pair_files(&self) -> Result<(), StoreError> {
-        let mut bytes = 0;
+        let mut bytes: u64 = 0;
         for listed in self.files.list()? {
             match listed {
                 pair_files::Listed::Own {
@@ -511,11 +519,14 @@ impl Store {
                     }
                     // Recorded here, or recorded so that nobody can say
                     // (a read reports the record): kept.
-                    Ok(Some(PairPlace::Own)) | Err(_) => bytes += own,
+                    Ok(Some(PairPlace::Own)) | Err(_) => bytes = bytes.saturating_add(own),
                 },
                 pair_files::Listed::Blob { blob_id, len } => {
                     let (recorded, unknown) = self.blob_file_extents(&blob_id)?;
-                    bytes += recorded.iter().map(|(start, end)| end - start).sum::<u64>();
+                    bytes = recorded
+                        .iter()
+                        .map(|(start, end)| end - start)
+                        .fold(bytes, u64::saturating_add);
                     if unknown {
                         // Some record does not say where its pair is: the
                         // whole file is kept.
