@@ -260,9 +260,7 @@ fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() 
     // Rewritten as an earlier version kept it, through RocksDB itself.
     let blob_dir = pair_dir(dir.path(), &blob);
     {
-        let mut options = rocksdb::Options::default();
-        options.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&options, dir.path(), floe_store::TABLES).unwrap();
+        let db = common::raw_db(dir.path());
         let slivers = db.cf_handle("slivers").unwrap();
         for &shard in &my_shards() {
             let pair = blob.pair_for(shard);
@@ -270,9 +268,7 @@ fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() 
             std::fs::write(blob_dir.join(shard.0.to_string()), own).unwrap();
             let at = pair.primary.data.len() as u64;
             for (axis, sliver, offset) in [(0u8, &pair.primary, 0), (1, &pair.secondary, at)] {
-                let mut key = shard.0.to_be_bytes().to_vec();
-                key.extend_from_slice(&blob.blob_id.0);
-                key.push(axis);
+                let key = common::sliver_key(shard, &blob.blob_id, axis);
                 let record = SliverRecord::InFile(FilePlace {
                     file: PairFile::Own,
                     index: sliver.index,
@@ -350,13 +346,9 @@ fn a_damaged_pair_record_keeps_its_file_and_is_stored_over() {
         store_all(&store, &blob);
     }
     {
-        let mut options = rocksdb::Options::default();
-        options.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&options, dir.path(), floe_store::TABLES).unwrap();
+        let db = common::raw_db(dir.path());
         let slivers = db.cf_handle("slivers").unwrap();
-        let mut key = ShardIndex(5).0.to_be_bytes().to_vec();
-        key.extend_from_slice(&blob.blob_id.0);
-        key.push(0);
+        let key = common::sliver_key(ShardIndex(5), &blob.blob_id, 0);
         let value = db.get_cf(slivers, &key).unwrap().unwrap();
         db.put_cf(slivers, &key, &value[..value.len() / 2]).unwrap();
     }

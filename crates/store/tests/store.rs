@@ -195,13 +195,9 @@ fn corrupted_values_are_typed_errors_not_data() {
     // Damage values behind the store's back, through RocksDB itself: a
     // truncated sliver and a bit-flipped metadata value.
     {
-        let mut options = rocksdb::Options::default();
-        options.create_if_missing(false);
-        let db = rocksdb::DB::open_cf(&options, dir.path(), floe_store::TABLES).unwrap();
+        let db = common::raw_db(dir.path());
         let slivers = db.cf_handle("slivers").unwrap();
-        let mut key = ShardIndex(5).0.to_be_bytes().to_vec();
-        key.extend_from_slice(&blob.blob_id.0);
-        key.push(0);
+        let key = common::sliver_key(ShardIndex(5), &blob.blob_id, 0);
         let value = db.get_cf(slivers, &key).unwrap().unwrap();
         db.put_cf(slivers, &key, &value[..value.len() / 2]).unwrap();
         let metadata = db.cf_handle("metadata").unwrap();

@@ -152,3 +152,19 @@ pub fn store_certified(store: &Store, world: &World, blob: &Blob, end_epoch: u64
         .record_fact(world.certified(blob.blob_id, end_epoch, false), Epoch(0))
         .unwrap();
 }
+
+/// The database of a closed store at `dir`, opened behind its back through
+/// RocksDB itself (to damage or rewrite values).
+pub fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(false);
+    rocksdb::DB::open_cf(&options, dir, floe_store::TABLES).unwrap()
+}
+
+/// A `slivers` key as the store writes it: shard, blob, axis (0 primary).
+pub fn sliver_key(shard: ShardIndex, blob_id: &BlobId, axis: u8) -> Vec<u8> {
+    let mut key = shard.0.to_be_bytes().to_vec();
+    key.extend_from_slice(&blob_id.0);
+    key.push(axis);
+    key
+}
