@@ -160,9 +160,10 @@ impl Store {
             {
                 continue;
             }
-            let (in_blob_file, _) = self.blob_file_extents(&blob_id)?;
+            let shards = self.stored_shards(&blob_id)?;
+            let (in_blob_file, _) = self.blob_file_extents(&blob_id, &shards)?;
             let mut batch = WriteBatch::default();
-            for shard in self.stored_shards(&blob_id)? {
+            for shard in shards {
                 self.unrecord_pair(&mut batch, shard, &blob_id)?;
                 report.slivers += 2;
             }
@@ -181,10 +182,7 @@ impl Store {
             self.drift_set().remove(&blob_id);
             // A file that cannot be removed now is unrecorded: the next open
             // removes it.
-            let in_blob_file = in_blob_file
-                .iter()
-                .map(|(start, end)| end - start)
-                .fold(0, u64::saturating_add);
+            let in_blob_file = pair_files::extents_bytes(&in_blob_file);
             let _ = self.files.remove_blob(&blob_id, in_blob_file);
             report.blobs += 1;
         }

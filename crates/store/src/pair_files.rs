@@ -113,6 +113,15 @@ pub(crate) fn padded(len: u64) -> u64 {
     len.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64)
 }
 
+/// Bytes the extents `(start, end)` cover, as counted when their pairs
+/// were kept.
+pub(crate) fn extents_bytes(extents: &[(u64, u64)]) -> u64 {
+    extents
+        .iter()
+        .map(|(start, end)| end.saturating_sub(*start))
+        .fold(0, u64::saturating_add)
+}
+
 /// Bytes a file takes on disk (its blocks, holes not counted).
 fn allocated(metadata: &fs::Metadata) -> u64 {
     metadata.blocks() * 512
@@ -178,10 +187,15 @@ impl PairFiles {
         self.root.join(hex(&blob_id.0))
     }
 
+    /// The blob's file, shared by its pairs.
+    fn blob_file(&self, blob_id: &BlobId) -> PathBuf {
+        self.blob_dir(blob_id).join(BLOB_FILE)
+    }
+
     /// The file a pair of `shard` recorded in `file` is in.
     pub(crate) fn path(&self, blob_id: &BlobId, shard: ShardIndex, file: PairFile) -> PathBuf {
         match file {
-            PairFile::Blob => self.blob_dir(blob_id).join(BLOB_FILE),
+            PairFile::Blob => self.blob_file(blob_id),
             PairFile::Own => self.blob_dir(blob_id).join(shard.0.to_string()),
         }
     }
@@ -205,7 +219,7 @@ impl PairFiles {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(file_error(&dir, "creating")(e)),
         }
-        let path = dir.join(BLOB_FILE);
+        let path = self.blob_file(blob_id);
         let options = |create: bool| {
             let mut options = fs::OpenOptions::new();
             options.read(true).write(true).create_new(create);
@@ -259,13 +273,13 @@ impl PairFiles {
         }
     }
 
-    /// A write or sync through `file` failed: no pair written through it
-    /// may be recorded any more (a sync can report another writer's lost
-    /// write once, and then succeed for that writer). The handle stays in
-    /// the map, so writers still reserve from its end, until its last
-    /// writer is gone; the next writer then opens the file afresh, its end
-    /// taken from the file's length with no write of the old handle left in
-    /// flight.
+    /// No pair written through `file` may be recorded any more: the blob's
+    /// files were removed, or a write or sync through it failed (a sync can
+    /// report another writer's lost write once, and then succeed for that
+    /// writer). After a failure the handle stays in the map, so writers
+    /// still reserve from its end, until its last writer is gone; the next
+    /// writer then opens the file afresh, its end taken from the file's
+    /// length with no write of the old handle left in flight.
     fn retire(file: &BlobFile) {
         file.removed.store(true, Ordering::Release);
     }
@@ -287,22 +301,22 @@ impl PairFiles {
             *end += padded(len);
             at
         };
-        let written = if self.direct {
+        let write = if self.direct {
             self.write_direct(&file.file, offset, pair)
         } else {
             write_buffered(&file.file, offset, pair)
-        }
-        .and_then(|()| {
-            let _sync = lock(&file.sync);
-            let synced = file.file.sync_data();
-            if synced.is_err() {
-                Self::retire(&file);
+        };
+        let written = match write {
+            Ok(()) => {
+                // A failed sync retires the handle before the lock goes.
+                let _sync = lock(&file.sync);
+                file.file.sync_data().inspect_err(|_| Self::retire(&file))
             }
-            synced
-        });
-        if written.is_err() {
-            Self::retire(&file);
-        }
+            Err(e) => {
+                Self::retire(&file);
+                Err(e)
+            }
+        };
         let path = file.path.clone();
         // Dropped on an error, it frees what was reserved.
         let staged = Staged {
@@ -322,12 +336,12 @@ impl PairFiles {
     fn write_direct(&self, file: &File, offset: u64, pair: &SliverPair) -> io::Result<()> {
         let (primary, secondary) = (&pair.primary.data, &pair.secondary.data);
         let len = primary.len() + secondary.len();
-        let padded = len.div_ceil(BLOCK) * BLOCK;
-        let mut buffer = self.buffer(padded)?;
+        let whole = len.next_multiple_of(BLOCK);
+        let mut buffer = self.buffer(whole)?;
         buffer[..primary.len()].copy_from_slice(primary);
         buffer[primary.len()..len].copy_from_slice(secondary);
-        buffer[len..padded].fill(0);
-        let written = file.write_all_at(&buffer[..padded], offset);
+        buffer[len..whole].fill(0);
+        let written = file.write_all_at(&buffer[..whole], offset);
         let mut spare = lock(&self.buffers);
         if spare.len() < SPARE_BUFFERS {
             spare.push(buffer);
@@ -408,7 +422,7 @@ impl PairFiles {
         // the one being removed.
         let mut open = lock(&self.open);
         if let Some(file) = open.remove(blob_id) {
-            file.removed.store(true, Ordering::Release);
+            Self::retire(&file);
         }
         let dir = self.blob_dir(blob_id);
         let freed = in_blob_file.saturating_add(own_files_bytes(&dir));
@@ -477,7 +491,7 @@ impl PairFiles {
         recorded: &[(u64, u64)],
         len: u64,
     ) -> Result<(), StoreError> {
-        let path = self.path(blob_id, ShardIndex(0), PairFile::Blob);
+        let path = self.blob_file(blob_id);
         let file = fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -494,7 +508,7 @@ impl PairFiles {
 
     /// Removes a blob's file, which holds no recorded pair (not counted).
     pub(crate) fn remove_orphan_blob_file(&self, blob_id: &BlobId) {
-        let _ = fs::remove_file(self.path(blob_id, ShardIndex(0), PairFile::Blob));
+        let _ = fs::remove_file(self.blob_file(blob_id));
         // Only succeeds once the directory is empty.
         let _ = fs::remove_dir(self.blob_dir(blob_id));
     }
@@ -523,8 +537,10 @@ impl PairFiles {
             }
             PairPlace::Blob { offset, end } => {
                 // Unrecorded, so no longer counted, freed or not.
-                let path = self.path(blob_id, shard, PairFile::Blob);
-                if let Ok(file) = fs::OpenOptions::new().write(true).open(&path) {
+                if let Ok(file) = fs::OpenOptions::new()
+                    .write(true)
+                    .open(self.blob_file(blob_id))
+                {
                     punch(&file, offset, end.saturating_sub(offset));
                 }
                 self.add_bytes(0, end.saturating_sub(offset));

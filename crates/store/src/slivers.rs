@@ -522,11 +522,9 @@ impl Store {
                     Ok(Some(PairPlace::Own)) | Err(_) => bytes = bytes.saturating_add(own),
                 },
                 pair_files::Listed::Blob { blob_id, len } => {
-                    let (recorded, unknown) = self.blob_file_extents(&blob_id)?;
-                    bytes = recorded
-                        .iter()
-                        .map(|(start, end)| end - start)
-                        .fold(bytes, u64::saturating_add);
+                    let shards = self.stored_shards(&blob_id)?;
+                    let (recorded, unknown) = self.blob_file_extents(&blob_id, &shards)?;
+                    bytes = bytes.saturating_add(pair_files::extents_bytes(&recorded));
                     if unknown {
                         // Some record does not say where its pair is: the
                         // whole file is kept.
@@ -542,14 +540,16 @@ impl Store {
         Ok(())
     }
 
-    /// The extents a blob's recorded pairs take in its file, sorted, and
-    /// whether some record of the blob does not say where its pair is.
+    /// The extents the recorded pairs of `shards` (of a blob) take in its
+    /// file, sorted, and whether some record does not say where its pair
+    /// is.
     pub(crate) fn blob_file_extents(
         &self,
         blob_id: &BlobId,
+        shards: &[ShardIndex],
     ) -> Result<(Vec<(u64, u64)>, bool), StoreError> {
         let (mut recorded, mut unknown) = (Vec::new(), false);
-        for shard in self.stored_shards(blob_id)? {
+        for &shard in shards {
             match self.recorded_place(shard, blob_id) {
                 Ok(Some(PairPlace::Blob { offset, end })) => recorded.push((offset, end)),
                 Ok(_) => {}

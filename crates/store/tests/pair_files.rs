@@ -245,9 +245,8 @@ fn a_certified_pair_whose_file_is_lost_drifts_until_stored_again() {
 }
 
 /// A store written by an earlier version (a file per pair, records with
-/// format byte 2) opens and reads; a pair stored again moves to the blob's
-/// shared file and its own file goes; a damaged one's file goes; an
-/// unrecorded one is swept.
+/// format byte 2) opens and reads; a pair stored again writes nothing; a
+/// damaged one's file goes; an unrecorded one is swept.
 #[test]
 fn pairs_in_files_of_their_own_from_earlier_versions_still_read_and_are_freed() {
     use floe_store::records::{FileChecksum, FilePlace, PairFile, SliverRecord};
