@@ -77,6 +77,35 @@ pub(crate) struct Report {
     /// each node added to it.
     rss_mib: f64,
     rss_per_node_mib: f64,
+    /// The client's QUIC paths to the nodes after the stores and reads.
+    client_paths: Option<PathSummary>,
+}
+
+/// What the client's QUIC paths carried and lost, summed over its nodes.
+#[derive(Serialize)]
+struct PathSummary {
+    /// The smallest and largest MTU discovery settled on.
+    mtu_min: u16,
+    mtu_max: u16,
+    sent_packets: u64,
+    lost_packets: u64,
+    congestion_events: u64,
+    black_holes: u64,
+}
+
+impl PathSummary {
+    fn of(client: &Client) -> Option<Self> {
+        let paths: Vec<floe_net::PathHealth> =
+            client.health().iter().filter_map(|h| h.path).collect();
+        Some(Self {
+            mtu_min: paths.iter().map(|p| p.mtu).min()?,
+            mtu_max: paths.iter().map(|p| p.mtu).max()?,
+            sent_packets: paths.iter().map(|p| p.sent_packets).sum(),
+            lost_packets: paths.iter().map(|p| p.lost_packets).sum(),
+            congestion_events: paths.iter().map(|p| p.congestion_events).sum(),
+            black_holes: paths.iter().map(|p| p.black_holes).sum(),
+        })
+    }
 }
 
 fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
@@ -267,6 +296,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         convergence_ms: None,
         rss_mib: 0.0,
         rss_per_node_mib: 0.0,
+        client_paths: None,
     };
 
     println!(
@@ -418,6 +448,13 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         report.ops.push(record);
     }
     report.rss_mib = crate::rss::current_mib().unwrap_or(0.0);
+    report.client_paths = PathSummary::of(&client);
+    if let Some(p) = &report.client_paths {
+        println!(
+            "client's QUIC paths: MTU {}-{} bytes, {} lost of {} packets sent, {} congestion events, {} black holes suspected",
+            p.mtu_min, p.mtu_max, p.lost_packets, p.sent_packets, p.congestion_events, p.black_holes
+        );
+    }
     report.rss_per_node_mib = (report.rss_mib - rss_before) / nodes as f64;
     if let (Some(wan), Some(small)) = (
         &options.wan,

@@ -68,6 +68,17 @@ async fn stores_and_reads_over_a_lossy_shaped_link() {
     let lost = totals.lost.load(Ordering::Relaxed) - lost_before;
     assert!(lost > 0, "2 % loss dropped no datagram over a 3 MiB store");
     assert!(totals.sent.load(Ordering::Relaxed) > 1000);
+    // Path MTU discovery found the link's 1500 bytes (loopback alone
+    // carries 64 KiB): no path settled above what the link carries.
+    let paths: Vec<_> = client.health().iter().filter_map(|h| h.path).collect();
+    assert!(!paths.is_empty());
+    for path in &paths {
+        assert!(
+            (1200..=1472).contains(&path.mtu),
+            "a path over a 1500-byte link settled at {} bytes",
+            path.mtu
+        );
+    }
     let (_, blob_id, _) =
         floe_codec::encode(&cluster.file().committee.encoding(), b"never stored").unwrap();
     let start = Instant::now();

@@ -21,6 +21,7 @@
 //! The crate is generic over the protocol: `floe-wire` says what a method
 //! is, `floe-api` defines Floe's methods.
 
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod fanout;
@@ -36,7 +37,7 @@ pub use config::{Congestion, NetConfig};
 pub use error::{PeerRef, Refusal, RpcError};
 pub use fanout::{Ended, FanOut};
 pub use floe_wire::{Access, Method, Raw, Wire, WireError};
-pub use pool::{PeerHealth, Pool};
+pub use pool::{PathHealth, PeerHealth, Pool};
 pub use server::{
     reserve_answer, spawn_blocking, Caller, Members, Router, Server, ServerStats, StatsHandle,
 };

@@ -38,6 +38,8 @@ pub struct PeerHealth {
     pub consecutive_failures: u32,
     /// Smoothed round-trip time of the current connection.
     pub rtt: Option<Duration>,
+    /// The current connection's path: its MTU and what it lost.
+    pub path: Option<PathHealth>,
     /// Calls made.
     pub calls: u64,
     /// Calls that failed at the peer (unreachable, timed out, refused, broken).
@@ -49,6 +51,22 @@ pub struct PeerHealth {
     /// Whether the peer is ranked last for now: it lied, or timed out,
     /// recently. A fast answer does not lift this; time does.
     pub penalized: bool,
+}
+
+/// What one connection's path carried and lost, from QUIC's own counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathHealth {
+    /// The largest datagram the path carries, as MTU discovery found it.
+    pub mtu: u16,
+    /// Packets sent, and those QUIC declared lost.
+    pub sent_packets: u64,
+    /// See [`PathHealth::sent_packets`].
+    pub lost_packets: u64,
+    /// Times the congestion window was cut.
+    pub congestion_events: u64,
+    /// Times the path was suspected of dropping large datagrams (a black
+    /// hole), sending the MTU back to its minimum.
+    pub black_holes: u64,
 }
 
 /// How long a peer that lied is ranked last: doubling with each lie.
@@ -620,7 +638,17 @@ fn health_of(slot: &Slot) -> PeerHealth {
         last_failure: health.last_failure,
         last_error: health.last_error.clone(),
         consecutive_failures: health.consecutive_failures,
-        rtt: connection.map(|c| c.rtt()),
+        rtt: connection.as_ref().map(quinn::Connection::rtt),
+        path: connection.map(|c| {
+            let path = c.stats().path;
+            PathHealth {
+                mtu: path.current_mtu,
+                sent_packets: path.sent_packets,
+                lost_packets: path.lost_packets,
+                congestion_events: path.congestion_events,
+                black_holes: path.black_holes_detected,
+            }
+        }),
         calls: health.calls,
         failures: health.failures,
         misbehaviours: health.misbehaviours,

@@ -56,7 +56,7 @@ const MAX_LINKS: usize = 4096;
 /// What a shaped link does to the datagrams sent over it.
 ///
 /// Written as a profile name (`continent`, `planet`, `lossy`, `lan`) or a
-/// spec: `latency=40ms,jitter=10ms,loss=0.1%,bandwidth=1gbit[,queue=100ms]`,
+/// spec: `latency=40ms,jitter=10ms,loss=0.1%,bandwidth=1gbit[,queue=100ms][,mtu=1500]`,
 /// where `latency` may be a range (`20-150ms`) that the links of a committee
 /// are spread over.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,14 @@ pub struct LinkProfile {
     pub bandwidth_bps: u64,
     /// How much sending time a link queues before it drops the tail.
     pub queue: Duration,
+    /// The largest IP packet a link carries (1500 unless set): a larger
+    /// datagram is dropped, as a router drops a packet it may not
+    /// fragment, and path MTU discovery finds the limit.
+    pub mtu: u16,
 }
+
+/// A link MTU as most of the internet has it.
+const INTERNET_MTU: u16 = 1500;
 
 impl LinkProfile {
     /// The named profiles.
@@ -93,6 +100,7 @@ impl LinkProfile {
             loss,
             bandwidth_bps: (gbit * 1e9) as u64,
             queue: ms(100),
+            mtu: INTERNET_MTU,
         };
         Some(match name {
             "continent" => profile(40, 40, 10, 0.001, 1.0),
@@ -233,6 +241,16 @@ impl FromStr for LinkProfile {
                 "jitter" => profile.jitter = parse_duration(value)?,
                 "queue" => profile.queue = parse_duration(value)?,
                 "bandwidth" => profile.bandwidth_bps = parse_bandwidth(value)?,
+                "mtu" => {
+                    profile.mtu = value
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|mtu| *mtu >= 1280)
+                        .ok_or_else(|| {
+                            ProfileError(format!("mtu {value:?} is not 1280 to 65535 bytes"))
+                        })?;
+                }
                 "loss" => {
                     let value = value.trim();
                     let (number, scale) = match value.strip_suffix('%') {
@@ -280,11 +298,12 @@ impl fmt::Display for LinkProfile {
         }
         write!(
             f,
-            ",jitter={}ms,loss={}%,bandwidth={}mbit,queue={}ms",
+            ",jitter={}ms,loss={}%,bandwidth={}mbit,queue={}ms,mtu={}",
             ms(self.jitter),
             self.loss * 100.0,
             self.bandwidth_bps as f64 / 1e6,
-            ms(self.queue)
+            ms(self.queue),
+            self.mtu
         )
     }
 }
@@ -314,6 +333,8 @@ pub struct ShapeStats {
     pub lost: AtomicU64,
     /// Datagrams dropped because their link's queue was full.
     pub queue_drops: AtomicU64,
+    /// Datagrams dropped as larger than their link's MTU.
+    pub too_big: AtomicU64,
 }
 
 static TOTALS: ShapeStats = ShapeStats {
@@ -321,6 +342,7 @@ static TOTALS: ShapeStats = ShapeStats {
     sent_bytes: AtomicU64::new(0),
     lost: AtomicU64::new(0),
     queue_drops: AtomicU64::new(0),
+    too_big: AtomicU64::new(0),
 };
 
 /// What every shaped endpoint of this process did so far.
@@ -428,6 +450,15 @@ impl ShapedSocket {
 
     /// Hold back one datagram to `destination`, or drop it.
     fn admit(&self, state: &mut State, now: Instant, transmit: &Transmit, datagram: &[u8]) {
+        let headers = if transmit.destination.is_ipv4() {
+            28
+        } else {
+            48
+        };
+        if datagram.len() + headers > usize::from(self.profile.mtu) {
+            TOTALS.too_big.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.profile.loss > 0.0 && state.rng.gen::<f64>() < self.profile.loss {
             TOTALS.lost.fetch_add(1, Ordering::Relaxed);
             return;

@@ -14,14 +14,20 @@ fn profiles_parse_and_print_back() {
     assert_eq!(spec.latency_max, Duration::from_millis(150));
     assert!((spec.loss - 0.005).abs() < 1e-12);
     assert_eq!(spec.bandwidth_bps, 100_000_000);
+    assert_eq!(spec.mtu, 1500);
     let again: LinkProfile = spec.to_string().parse().unwrap();
     assert_eq!(again, spec);
+    let jumbo: LinkProfile = "latency=1ms,mtu=9000".parse().unwrap();
+    assert_eq!(jumbo.mtu, 9000);
+    assert_eq!(jumbo.to_string().parse::<LinkProfile>().unwrap(), jumbo);
     for bad in [
         "moon",
         "loss=100%",
         "latency=150-20ms",
         "latency=5",
         "speed=1gbit",
+        "mtu=1000",
+        "mtu=70000",
     ] {
         assert!(bad.parse::<LinkProfile>().is_err(), "{bad} was accepted");
     }
@@ -80,4 +86,37 @@ fn a_link_has_one_latency_both_ways_within_the_range() {
         seen.insert(latency.as_millis() / 10);
     }
     assert!(seen.len() > 5, "links are spread over the range: {seen:?}");
+}
+
+/// A link drops datagrams larger than its MTU (with their IP and UDP
+/// headers), as a router that may not fragment them does, and passes the
+/// largest that fit.
+#[tokio::test]
+async fn datagrams_over_the_link_mtu_are_dropped() {
+    let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let inner = quinn::default_runtime()
+        .unwrap()
+        .wrap_udp_socket(std_socket)
+        .unwrap();
+    let profile: LinkProfile = "latency=50ms".parse().unwrap();
+    let socket = ShapedSocket::new(inner, profile).unwrap();
+    let destination = SocketAddr::from(([127, 0, 0, 1], 9));
+    let held = |len: usize| {
+        let datagram = vec![0u8; len];
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents: &datagram,
+            segment_size: None,
+            src_ip: None,
+        };
+        let mut state = socket.state.lock().unwrap();
+        let before = state.held.len();
+        socket.admit(&mut state, Instant::now(), &transmit, &datagram);
+        state.held.len() > before
+    };
+    let too_big = TOTALS.too_big.load(Ordering::Relaxed);
+    assert!(held(1472), "a 1500-byte packet must pass");
+    assert!(!held(1473), "a 1501-byte packet must be dropped");
+    assert!(TOTALS.too_big.load(Ordering::Relaxed) > too_big);
 }
