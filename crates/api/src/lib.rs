@@ -293,7 +293,11 @@ impl floe_wire::Wire for PutPairsRequest {
     }
 
     fn from_frame(frame: Bytes) -> Result<Self, WireError> {
-        pair_frame::decode(frame)
+        pair_frame::decode(vec![frame])
+    }
+
+    fn from_chunks(chunks: Vec<Bytes>) -> Result<Self, WireError> {
+        pair_frame::decode(chunks)
     }
 }
 
