@@ -84,7 +84,7 @@ pub(crate) struct Report {
 /// What the client's QUIC paths carried and lost, summed over its nodes.
 #[derive(Serialize)]
 struct PathSummary {
-    /// The smallest and largest MTU discovery settled on.
+    /// The smallest and largest MTU the paths had at the end.
     mtu_min: u16,
     mtu_max: u16,
     sent_packets: u64,

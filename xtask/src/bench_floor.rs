@@ -104,7 +104,7 @@ pub async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord>
     // The handshake and a first upload happen before the clock starts, as
     // a committee's connections are up before a store.
     let transport = crate::bench_net::Transport::quic(floe_net::NetConfig::default()).await?;
-    transport.upload_all(slivers[..1].to_vec(), 1).await?;
+    transport.settle_path(slivers[0].clone(), 20).await?;
     let mut samples = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let before = crate::rss::cpu_ms();

@@ -120,6 +120,28 @@ impl Transport {
         })
     }
 
+    /// Uploads `payload` until the connection's path MTU has stopped
+    /// climbing for three uploads (at most `rounds` uploads): a committee's
+    /// connections are long up and have discovered their path, and a
+    /// transfer measured while discovery still climbs sends more packets
+    /// than a settled path does.
+    pub(crate) async fn settle_path(&self, payload: Bytes, rounds: usize) -> Result<u16> {
+        let Self::Quic { pool, peer, .. } = self else {
+            anyhow::bail!("not QUIC")
+        };
+        let (mut mtu, mut unchanged) = (0, 0);
+        for _ in 0..rounds {
+            self.upload_all(vec![payload.clone()], 1).await?;
+            let now = pool.connection(peer).await?.stats().path.current_mtu;
+            unchanged = if now == mtu { unchanged + 1 } else { 0 };
+            mtu = now;
+            if unchanged == 3 {
+                break;
+            }
+        }
+        Ok(mtu)
+    }
+
     async fn tcp() -> Result<Self> {
         let key = KeyPair::from_seed(&[2; 32]);
         let identity = TlsIdentity::new(&key)?;

@@ -12,15 +12,22 @@ use tracing::info;
 
 use crate::tls::ALPN;
 
-/// The largest UDP payload an endpoint sends or accepts unless configured
-/// otherwise: nearly the 64 KiB loopback carries, where the client and the
-/// nodes of a local committee share the cores and each datagram costs
-/// per-packet work (headers, encryption set-up, acknowledgements, system
-/// calls). Path MTU discovery starts at 1200 bytes and climbs only as high
-/// as a path carries (1452 on a 1500-byte path, which then costs a few lost
-/// probes). Batches of datagrams this large are split under quinn
-/// ([`crate::batch`]) so that segmentation offload stays on.
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 65_000;
+/// The largest UDP payload path MTU discovery probes for toward a peer
+/// across a network, unless configured otherwise. Discovery starts at 1200
+/// bytes and climbs as high as the path carries: about 1450 on a 1500-byte
+/// path, after a dozen or so lost probes (each larger bound costs more, and
+/// a lost probe over a small congestion window holds data back until it is
+/// declared lost), and up to this on jumbo-frame links.
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 6_500;
+
+/// The largest UDP payload toward a peer on this host (a loopback address),
+/// unless configured otherwise: nearly the 64 KiB loopback carries. There
+/// the client and the nodes of a local committee share the cores, and each
+/// datagram costs per-packet work (headers, encryption set-up,
+/// acknowledgements, system calls). quinn batches ten datagrams per
+/// segmentation-offload send, over what the kernel takes in one, so batches
+/// are split under quinn ([`crate::batch`]).
+pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_000;
 
 /// How soon MTU discovery runs again after it suspected a black hole.
 const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
@@ -96,6 +103,9 @@ pub struct NetConfig {
     /// carries more (loopback, jumbo frames), and costs a few lost probes
     /// where it does not. See [`DEFAULT_MAX_UDP_PAYLOAD`].
     pub max_udp_payload: u16,
+    /// The same toward a peer on a loopback address, when links are not
+    /// shaped. See [`LOOPBACK_MAX_UDP_PAYLOAD`].
+    pub loopback_udp_payload: u16,
     /// Socket send and receive buffer to ask the kernel for. It caps the
     /// request at `net.core.{r,w}mem_max` (4 MiB on many systems), and the
     /// receive windows are clamped to what it grants; see [`NetConfig::bind`].
@@ -156,6 +166,7 @@ impl Default for NetConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
+            loopback_udp_payload: LOOPBACK_MAX_UDP_PAYLOAD,
             socket_buffer: 32 << 20,
             link_shape: None,
             congestion: Congestion::default(),
@@ -164,21 +175,44 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
-    /// The QUIC transport parameters a server offers every caller before it
+    /// Whether `peer` is on this host, reached over loopback, and links are
+    /// not shaped (a shaped link stands for a network path).
+    pub fn on_this_host(&self, peer: SocketAddr) -> bool {
+        let loopback = match peer.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback(),
+            std::net::IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+        loopback && self.link_shape.is_none()
+    }
+
+    /// The largest UDP payload MTU discovery probes for toward `peer`.
+    pub fn udp_payload_to(&self, peer: SocketAddr) -> u16 {
+        if self.on_this_host(peer) {
+            self.loopback_udp_payload
+        } else {
+            self.max_udp_payload
+        }
+    }
+
+    /// The QUIC transport parameters a server offers a caller before it
     /// knows who calls: a client's streams and window. A member's are
-    /// raised once its handshake proves its key.
-    pub fn server_transport(&self) -> Arc<TransportConfig> {
+    /// raised once its handshake proves its key. MTU discovery probes up
+    /// to `udp_payload` (see [`NetConfig::udp_payload_to`]).
+    pub fn server_transport(&self, udp_payload: u16) -> Arc<TransportConfig> {
         let mut config = self.clone();
         config.max_streams_per_connection = self
             .client_streams_per_connection
             .min(self.max_streams_per_connection);
         config.connection_window = self.client_connection_window.min(self.connection_window);
         config.stream_window = self.stream_window.min(config.connection_window);
-        config.transport()
+        config.transport(udp_payload)
     }
 
-    /// The QUIC transport parameters for these limits.
-    pub fn transport(&self) -> Arc<TransportConfig> {
+    /// The QUIC transport parameters for these limits, with MTU discovery
+    /// probing up to `udp_payload` (see [`NetConfig::udp_payload_to`]).
+    pub fn transport(&self, udp_payload: u16) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection))
@@ -191,7 +225,7 @@ impl NetConfig {
         let mut mtu = MtuDiscoveryConfig::default();
         // Loss bursts under load look like a black hole and drop the MTU to
         // 1200; probe again soon instead of running small for a minute.
-        mtu.upper_bound(self.max_udp_payload)
+        mtu.upper_bound(udp_payload)
             .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
         transport.mtu_discovery_config(Some(mtu));
         match self.congestion {
@@ -206,7 +240,10 @@ impl NetConfig {
     }
 
     /// A QUIC endpoint on `address`, serving with `server` if given, and
-    /// the limits it actually runs with.
+    /// the limits it actually runs with. The endpoint's server
+    /// configuration is for callers across a network; a server accepts
+    /// callers on this host with [`NetConfig::server_transport`] bounded by
+    /// [`NetConfig::loopback_udp_payload`].
     ///
     /// The receive windows are clamped to half the socket receive buffer the
     /// kernel granted (the kernel doubles the request for its own overhead,
@@ -241,12 +278,16 @@ impl NetConfig {
         effective.stream_window = effective.stream_window.min(effective.connection_window);
         let server = server.map(|crypto| {
             let mut config = quinn::ServerConfig::with_crypto(crypto);
-            config.transport_config(effective.server_transport());
+            config.transport_config(effective.server_transport(effective.max_udp_payload));
             config
         });
         let mut endpoint = EndpointConfig::default();
         endpoint
-            .max_udp_payload_size(self.max_udp_payload.max(1200))
+            .max_udp_payload_size(
+                self.max_udp_payload
+                    .max(self.loopback_udp_payload)
+                    .max(1200),
+            )
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let runtime = Arc::new(quinn::TokioRuntime);
         let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket.into())?;
@@ -280,4 +321,43 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Wait, at most [`CLOSE_LINGER`], for a closed endpoint's connections to drain.
 pub(crate) async fn wait_idle(endpoint: &Endpoint) {
     let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Only a peer on this host, over unshaped links, gets loopback's
+    /// datagrams: every other path keeps the bound that costs few lost
+    /// probes on a 1500-byte network.
+    #[test]
+    fn only_peers_on_this_host_get_loopback_datagrams() {
+        let config = NetConfig::default();
+        let to = |address: &str| config.udp_payload_to(address.parse().unwrap());
+        for near in [
+            "127.0.0.1:9000",
+            "127.3.2.1:1",
+            "[::1]:9000",
+            "[::ffff:127.0.0.1]:9000",
+        ] {
+            assert_eq!(to(near), LOOPBACK_MAX_UDP_PAYLOAD, "{near}");
+        }
+        for far in [
+            "10.213.0.2:9000",
+            "192.0.2.1:1",
+            "[2001:db8::1]:9000",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert_eq!(to(far), DEFAULT_MAX_UDP_PAYLOAD, "{far}");
+        }
+        let shaped = NetConfig {
+            link_shape: Some(crate::LinkProfile::named("continent").unwrap()),
+            ..NetConfig::default()
+        };
+        assert_eq!(
+            shaped.udp_payload_to("127.0.0.1:9000".parse().unwrap()),
+            DEFAULT_MAX_UDP_PAYLOAD
+        );
+    }
 }

@@ -56,9 +56,11 @@ pub struct PeerHealth {
 /// What one connection's path carried and lost, from QUIC's own counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathHealth {
-    /// The largest datagram the path carries, as MTU discovery found it.
+    /// The largest datagram the path carries as MTU discovery has found it
+    /// so far (1200 while it starts, or after it suspected a black hole).
     pub mtu: u16,
-    /// Packets sent, and those QUIC declared lost.
+    /// Packets sent (MTU probes among them), and those QUIC declared lost
+    /// (lost probes not among them).
     pub sent_packets: u64,
     /// See [`PathHealth::sent_packets`].
     pub lost_packets: u64,
@@ -226,7 +228,7 @@ impl Pool {
         let tls = tls::client_config(key, self.identity.as_deref(), &self.config.alpn)?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Quic(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(self.config.transport());
+        client_config.transport_config(self.config.transport(self.config.max_udp_payload));
         let slot = Arc::new(Slot {
             peer: PeerRef { key, address },
             client_config,
@@ -454,9 +456,12 @@ impl Pool {
 
     async fn dial_once(&self, slot: &Slot) -> Result<quinn::Connection, Dial> {
         let address = resolve(&slot.peer.address).await.map_err(Dial::Failed)?;
+        // MTU discovery probes as high as this peer's path may carry.
+        let mut client_config = slot.client_config.clone();
+        client_config.transport_config(self.config.transport(self.config.udp_payload_to(address)));
         let connecting = self
             .endpoint
-            .connect_with(slot.client_config.clone(), address, SERVER_NAME)
+            .connect_with(client_config, address, SERVER_NAME)
             .map_err(|e| Dial::Failed(e.to_string()))?;
         match tokio::time::timeout(self.config.connect_timeout, connecting).await {
             Ok(Ok(connection)) => Ok(connection),

@@ -326,6 +326,9 @@ struct Shared {
     handshakes_by_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     client_connections: AtomicUsize,
     lanes: Mutex<HashMap<LaneKey, std::sync::Weak<Lane>>>,
+    /// How callers on this host are accepted (larger datagrams); callers
+    /// across a network get the endpoint's own configuration.
+    on_this_host: Arc<quinn::ServerConfig>,
 }
 
 /// A running server.
@@ -355,12 +358,16 @@ impl Server {
     ) -> Result<Self, NetError> {
         let tls = tls::server_config(identity, &config.alpn)?;
         let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Quic(e.to_string()))?;
-        let (endpoint, config) = config
-            .bind(listen, Some(Arc::new(quic)))
-            .map_err(|source| NetError::Bind {
-                address: listen,
-                source,
-            })?;
+        let quic = Arc::new(quic);
+        let (endpoint, config) =
+            config
+                .bind(listen, Some(Arc::clone(&quic)))
+                .map_err(|source| NetError::Bind {
+                    address: listen,
+                    source,
+                })?;
+        let mut on_this_host = quinn::ServerConfig::with_crypto(quic);
+        on_this_host.transport_config(config.server_transport(config.loopback_udp_payload));
         let (shutdown, shutting_down) = watch::channel(false);
         let shared = Arc::new(Shared {
             router,
@@ -376,6 +383,7 @@ impl Server {
             handshakes_by_ip: Mutex::new(HashMap::new()),
             client_connections: AtomicUsize::new(0),
             lanes: Mutex::new(HashMap::new()),
+            on_this_host: Arc::new(on_this_host),
         });
         tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         info!(address = ?endpoint.local_addr().ok(), key = %identity.public(), "floe-net server listening");

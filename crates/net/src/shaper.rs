@@ -450,11 +450,11 @@ impl ShapedSocket {
 
     /// Hold back one datagram to `destination`, or drop it.
     fn admit(&self, state: &mut State, now: Instant, transmit: &Transmit, datagram: &[u8]) {
-        let headers = if transmit.destination.is_ipv4() {
-            28
-        } else {
-            48
+        let ipv4 = match transmit.destination.ip() {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(ip) => ip.to_ipv4_mapped().is_some(),
         };
+        let headers = if ipv4 { 28 } else { 48 };
         if datagram.len() + headers > usize::from(self.profile.mtu) {
             TOTALS.too_big.fetch_add(1, Ordering::Relaxed);
             return;

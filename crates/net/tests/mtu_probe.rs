@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use floe_net::config::DEFAULT_MAX_UDP_PAYLOAD;
+use floe_net::config::LOOPBACK_MAX_UDP_PAYLOAD;
 use floe_net::{NetConfig, Raw};
 
 /// Loopback carries 64 KiB datagrams, so discovery reaches the configured
@@ -21,7 +21,7 @@ async fn bulk_transfers_keep_the_discovered_mtu() {
     let peer = server.key.public();
     let connection = pool.connection(&peer).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while connection.stats().path.current_mtu < DEFAULT_MAX_UDP_PAYLOAD {
+    while connection.stats().path.current_mtu < LOOPBACK_MAX_UDP_PAYLOAD {
         assert!(
             std::time::Instant::now() < deadline,
             "discovery never reached the bound"
@@ -37,6 +37,6 @@ async fn bulk_transfers_keep_the_discovered_mtu() {
     }
     let path = connection.stats().path;
     assert_eq!(path.black_holes_detected, 0, "{path:?}");
-    assert_eq!(path.current_mtu, DEFAULT_MAX_UDP_PAYLOAD);
+    assert_eq!(path.current_mtu, LOOPBACK_MAX_UDP_PAYLOAD);
     assert_eq!(path.lost_packets, 0, "{path:?}");
 }

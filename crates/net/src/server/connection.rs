@@ -82,9 +82,21 @@ pub(super) async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
 pub(super) async fn serve_connection(incoming: quinn::Incoming, handshaking: Handshaking) {
     let remote = incoming.remote_address();
     let shared = Arc::clone(&handshaking.shared);
+    let accepted = if shared.config.on_this_host(remote) {
+        incoming.accept_with(Arc::clone(&shared.on_this_host))
+    } else {
+        incoming.accept()
+    };
+    let connecting = match accepted {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            debug!(peer = %remote, error = %e, "connection not accepted");
+            return;
+        }
+    };
     let handshake = tokio::time::timeout(
         HANDSHAKE_TIMEOUT.min(shared.config.connect_timeout),
-        incoming,
+        connecting,
     )
     .await;
     drop(handshaking);
