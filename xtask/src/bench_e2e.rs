@@ -91,6 +91,8 @@ struct PathSummary {
     lost_packets: u64,
     congestion_events: u64,
     black_holes: u64,
+    sent_probes: u64,
+    lost_probes: u64,
 }
 
 impl PathSummary {
@@ -104,6 +106,8 @@ impl PathSummary {
             lost_packets: paths.iter().map(|p| p.lost_packets).sum(),
             congestion_events: paths.iter().map(|p| p.congestion_events).sum(),
             black_holes: paths.iter().map(|p| p.black_holes).sum(),
+            sent_probes: paths.iter().map(|p| p.sent_probes).sum(),
+            lost_probes: paths.iter().map(|p| p.lost_probes).sum(),
         })
     }
 }
@@ -451,8 +455,8 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     report.client_paths = PathSummary::of(&client);
     if let Some(p) = &report.client_paths {
         println!(
-            "client's QUIC paths: MTU {}-{} bytes, {} lost of {} packets sent, {} congestion events, {} black holes suspected",
-            p.mtu_min, p.mtu_max, p.lost_packets, p.sent_packets, p.congestion_events, p.black_holes
+            "client's QUIC paths: MTU {}-{} bytes, {} lost of {} packets sent, {} congestion events, {} black holes suspected, {} lost of {} MTU probes",
+            p.mtu_min, p.mtu_max, p.lost_packets, p.sent_packets, p.congestion_events, p.black_holes, p.lost_probes, p.sent_probes
         );
     }
     report.rss_per_node_mib = (report.rss_mib - rss_before) / nodes as f64;

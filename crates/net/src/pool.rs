@@ -66,6 +66,10 @@ pub struct PathHealth {
     pub lost_packets: u64,
     /// Times the congestion window was cut.
     pub congestion_events: u64,
+    /// MTU probes sent, and those lost.
+    pub sent_probes: u64,
+    /// See [`PathHealth::sent_probes`].
+    pub lost_probes: u64,
     /// Times the path was suspected of dropping large datagrams (a black
     /// hole), sending the MTU back to its minimum.
     pub black_holes: u64,
@@ -651,6 +655,8 @@ fn health_of(slot: &Slot) -> PeerHealth {
                 sent_packets: path.sent_packets,
                 lost_packets: path.lost_packets,
                 congestion_events: path.congestion_events,
+                sent_probes: path.sent_plpmtud_probes,
+                lost_probes: path.lost_plpmtud_probes,
                 black_holes: path.black_holes_detected,
             }
         }),
