@@ -225,10 +225,7 @@ impl Reader {
         self.at += n;
         let mut out: Option<Vec<u8>> = None;
         let mut wanted = n;
-        loop {
-            let Some(chunk) = self.chunks.get(self.first) else {
-                break;
-            };
+        while let Some(chunk) = self.chunks.get(self.first) {
             let here = (chunk.len() - self.offset).min(wanted);
             if out.is_none() && here == wanted {
                 let piece = chunk.slice(self.offset..self.offset + here);

@@ -23,6 +23,39 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 /// most 65,535 bytes, UDP and IP headers included.
 pub const MAX_BATCH_BYTES: usize = 65_000;
 
+/// The methods of [`AsyncUdpSocket`] that a socket wrapping another
+/// (`self.inner`) passes on as they are: receiving, and what the socket
+/// can do.
+macro_rules! pass_to_inner {
+    () => {
+        fn poll_recv(
+            &self,
+            cx: &mut Context,
+            bufs: &mut [IoSliceMut<'_>],
+            meta: &mut [RecvMeta],
+        ) -> Poll<io::Result<usize>> {
+            self.inner.poll_recv(cx, bufs, meta)
+        }
+
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.inner.local_addr()
+        }
+
+        fn max_transmit_segments(&self) -> usize {
+            self.inner.max_transmit_segments()
+        }
+
+        fn max_receive_segments(&self) -> usize {
+            self.inner.max_receive_segments()
+        }
+
+        fn may_fragment(&self) -> bool {
+            self.inner.may_fragment()
+        }
+    };
+}
+pub(crate) use pass_to_inner;
+
 /// A UDP socket that splits segmentation-offload batches over
 /// [`MAX_BATCH_BYTES`] into several sends.
 #[derive(Debug)]
@@ -81,30 +114,7 @@ impl AsyncUdpSocket for SplitBatches {
         Ok(())
     }
 
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_recv(cx, bufs, meta)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
-    }
+    pass_to_inner!();
 }
 
 #[cfg(test)]

@@ -335,21 +335,18 @@ mod tests {
     fn only_peers_on_this_host_get_loopback_datagrams() {
         let config = NetConfig::default();
         let to = |address: &str| config.udp_payload_to(address.parse().unwrap());
-        for near in [
-            "127.0.0.1:9000",
-            "127.3.2.1:1",
-            "[::1]:9000",
-            "[::ffff:127.0.0.1]:9000",
+        let (near, far) = (LOOPBACK_MAX_UDP_PAYLOAD, DEFAULT_MAX_UDP_PAYLOAD);
+        for (peer, bound) in [
+            ("127.0.0.1:9000", near),
+            ("127.3.2.1:1", near),
+            ("[::1]:9000", near),
+            ("[::ffff:127.0.0.1]:9000", near),
+            ("10.213.0.2:9000", far),
+            ("192.0.2.1:1", far),
+            ("[2001:db8::1]:9000", far),
+            ("[::ffff:10.0.0.1]:1", far),
         ] {
-            assert_eq!(to(near), LOOPBACK_MAX_UDP_PAYLOAD, "{near}");
-        }
-        for far in [
-            "10.213.0.2:9000",
-            "192.0.2.1:1",
-            "[2001:db8::1]:9000",
-            "[::ffff:10.0.0.1]:1",
-        ] {
-            assert_eq!(to(far), DEFAULT_MAX_UDP_PAYLOAD, "{far}");
+            assert_eq!(to(peer), bound, "{peer}");
         }
         let shaped = NetConfig {
             link_shape: Some(crate::LinkProfile::named("continent").unwrap()),
