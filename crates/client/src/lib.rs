@@ -43,6 +43,13 @@ pub use floe_consensus::{quorum::QuorumStatus, BlobStatus};
 /// How long `status` waits for the remaining nodes once a quorum answered.
 const STATUS_GRACE: Duration = Duration::from_millis(300);
 
+/// How long a store's own status check waits beyond a quorum's answers: not
+/// at all. It only decides whether an upload can be skipped, and a
+/// certificate that a quorum's answers miss costs a redundant (still
+/// correct) certification, not a wrong answer; waiting for the slowest node
+/// would hold every new blob's store back by it.
+const STORE_CHECK_GRACE: Duration = Duration::ZERO;
+
 /// The error a read of a blob with this status ends in, if it cannot be read.
 fn unreadable(status: QuorumStatus, blob_id: BlobId, n_shards: u16) -> Option<ClientError> {
     Some(match status.status {
@@ -487,6 +494,16 @@ impl Client {
     /// forming a quorum answered and none knows a certificate (`Pending` is
     /// never returned).
     pub async fn status(&self, blob_id: BlobId) -> Result<QuorumStatus, ClientError> {
+        self.status_within(blob_id, STATUS_GRACE).await
+    }
+
+    /// [`Client::status`], giving the members not yet answered `grace` once
+    /// shards forming a quorum have.
+    async fn status_within(
+        &self,
+        blob_id: BlobId,
+        grace: Duration,
+    ) -> Result<QuorumStatus, ClientError> {
         let epoch = self.epoch();
         // Built for this blob: a proof about any other is a lie.
         // Asked of the members of this epoch's committee; each proof is
@@ -495,7 +512,7 @@ impl Client {
         let current = chain.committee_at(epoch);
         let keys: Vec<PublicKey> = current.members().iter().map(|m| m.network_key).collect();
         let key_of = |member: &MemberIndex| keys.get(member.as_usize()).copied();
-        let mut tally = StatusTally::new(&chain, blob_id, epoch, STATUS_GRACE);
+        let mut tally = StatusTally::new(&chain, blob_id, epoch, grace);
         let members = (0..keys.len()).map(|i| MemberIndex(i as u16));
         FanOut::new(members, Pacing::ALL)
             .run(&mut tally, |member| {

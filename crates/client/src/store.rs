@@ -36,34 +36,39 @@ impl Client {
         // certified long enough is answered from its certificate as soon
         // as the check says so, and the upload is dropped (its calls
         // cancelled; what nodes received is pending data they collect).
-        // The check races only the certification, never the delivery of
-        // this store's own certificate: a check answered after nodes
-        // learned that certificate would call it someone else's. A tie goes
-        // to the check: until delivery, no node holds this store's own
-        // certificate, so a certificate the check found is an earlier one.
+        // The check ends once a quorum answered (one round trip), and the
+        // certification waits for it: which of the two finishes first
+        // must not decide the answer, or a second store of the same blob
+        // would say "already certified" or "newly certified" by chance.
+        // Delivery waits for both: a check answered after nodes learned
+        // this store's own certificate would call it someone else's.
+        let check = self.status_within(blob_id, STORE_CHECK_GRACE);
         let certify = self.certify_at_quorum(metadata, pairs, epochs, options);
-        tokio::pin!(certify);
+        tokio::pin!(check, certify);
+        let already = |status: Result<QuorumStatus, ClientError>| match status {
+            Ok(QuorumStatus {
+                status: BlobStatus::Certified { certificate },
+                ..
+            }) if certificate.message.body.end_epoch >= end_epoch => Some(StoreOutcome {
+                blob_id,
+                end_epoch: certificate.message.body.end_epoch,
+                certificate,
+                newly_certified: false,
+            }),
+            _ => None,
+        };
         let (outcome, tail) = tokio::select! {
             biased;
-            status = self.status(blob_id) => {
-                if let Ok(QuorumStatus {
-                    status: BlobStatus::Certified { certificate },
-                    ..
-                }) = status
-                {
-                    let existing_end = certificate.message.body.end_epoch;
-                    if existing_end >= end_epoch {
-                        return Ok(StoreOutcome {
-                            blob_id,
-                            certificate,
-                            end_epoch: existing_end,
-                            newly_certified: false,
-                        });
-                    }
-                }
-                certify.await?
-            }
-            certified = &mut certify => certified?,
+            status = &mut check => match already(status) {
+                Some(existing) => return Ok(existing),
+                None => certify.await?,
+            },
+            // However the certification ended (a refusal of a budget
+            // spent, say), a certificate the check found answers the store.
+            certified = &mut certify => match already(check.await) {
+                Some(existing) => return Ok(existing),
+                None => certified?,
+            },
         };
         Ok(self.deliver_and_finish(outcome, tail).await)
     }

@@ -289,7 +289,9 @@ async fn deleted_content_can_be_stored_again() {
 
 /// A member that holds every answer back for far longer than a repair
 /// takes: a wiped node repairs around it, and the slow member is ranked
-/// last rather than waited on again.
+/// last rather than waited on again. Nor does it turn a second store of
+/// the blob into a new certification: the store's status check ends with
+/// a quorum's answers, not the slow member's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_trickles_cannot_hold_repair_back() {
     let mut cluster = Cluster::start(7, 100).await;
@@ -304,6 +306,12 @@ async fn a_peer_that_trickles_cannot_hold_repair_back() {
             },
         )
         .await;
+    let again = client
+        .store(Bytes::from(blob(300_000, 6)), 1, StoreOptions::default())
+        .await
+        .unwrap();
+    assert!(!again.newly_certified, "stored anew beside a slow member");
+    assert_eq!(again.certificate, stored.certificate);
     let wiped = 0;
     cluster.stop(wiped).await;
     std::fs::remove_dir_all(cluster.database(wiped)).unwrap();
