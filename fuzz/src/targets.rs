@@ -900,17 +900,6 @@ fn api_response_seeds() -> Result<Vec<Vec<u8>>, String> {
 
 /// PutPairs request frames alone.
 fn put_pairs(input: &[u8]) -> Verdict {
-    // A server reads the frame in pieces: cut anywhere, it must parse to
-    // the same request as the whole, or be refused as the whole is.
-    let whole = PutPairsRequest::from_frame(Bytes::copy_from_slice(input)).ok();
-    for step in [1, 7, 4096] {
-        let pieces = input.chunks(step).map(Bytes::copy_from_slice).collect();
-        if PutPairsRequest::from_chunks(pieces).ok() != whole {
-            return Err(format!(
-                "the frame in pieces of {step} bytes parses differently from the whole"
-            ));
-        }
-    }
     decode_deep::<PutPairsRequest>(input)
 }
 

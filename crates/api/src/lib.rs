@@ -293,11 +293,7 @@ impl floe_wire::Wire for PutPairsRequest {
     }
 
     fn from_frame(frame: Bytes) -> Result<Self, WireError> {
-        pair_frame::decode(vec![frame])
-    }
-
-    fn from_chunks(chunks: Vec<Bytes>) -> Result<Self, WireError> {
-        pair_frame::decode(chunks)
+        pair_frame::decode(frame)
     }
 }
 

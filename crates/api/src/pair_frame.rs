@@ -76,8 +76,9 @@ fn checked_length(length: usize, what: &str) -> Result<u64, WireError> {
 pub struct PutPairsFrame {
     blob_id: BlobId,
     count: usize,
-    /// The whole frame, at the first pair.
-    reader: Reader,
+    /// The whole frame; the pairs start at `pairs_at`.
+    frame: Bytes,
+    pairs_at: usize,
 }
 
 impl PutPairsFrame {
@@ -107,11 +108,14 @@ impl PutPairsFrame {
             blob_id,
             reason: format!("malformed sliver pairs: {e}"),
         };
-        let mut reader = self.reader;
+        let mut reader = Reader {
+            frame: self.frame,
+            at: self.pairs_at,
+        };
         // Each pair takes at least its heads: a count the frame cannot hold
         // is refused before anything is allocated for it.
         let least = PAIR_HEAD + 2 * (SLIVER_HEAD + 1);
-        let left = reader.left();
+        let left = reader.frame.len() - reader.at;
         if count > left / least {
             return Err(rejected(WireError(format!(
                 "{count} pairs cannot fit in the {left} bytes left of the frame"
@@ -132,10 +136,10 @@ impl PutPairsFrame {
                 },
             ));
         }
-        if reader.left() != 0 {
+        if reader.at != reader.frame.len() {
             return Err(rejected(WireError(format!(
                 "{} bytes after the sliver pairs",
-                reader.left()
+                reader.frame.len() - reader.at
             ))));
         }
         Ok(PutPairsRequest { blob_id, pairs })
@@ -144,31 +148,28 @@ impl PutPairsFrame {
 
 impl floe_wire::Wire for PutPairsFrame {
     fn to_frame(&self) -> Result<Bytes, WireError> {
-        Ok(floe_wire::join(self.reader.chunks.clone()))
-    }
-
-    fn from_frame(frame: Bytes) -> Result<Self, WireError> {
-        Self::from_chunks(vec![frame])
+        Ok(self.frame.clone())
     }
 
     /// Reads the head only: the blob ID and the pair count.
-    fn from_chunks(chunks: Vec<Bytes>) -> Result<Self, WireError> {
-        let mut reader = Reader::new(chunks);
+    fn from_frame(frame: Bytes) -> Result<Self, WireError> {
+        let mut reader = Reader { frame, at: 0 };
         let blob_id: BlobId = reader.fixed(BLOB_ID)?;
         let count = reader.length()?;
         Ok(PutPairsFrame {
             blob_id,
             count,
-            reader,
+            pairs_at: reader.at,
+            frame: reader.frame,
         })
     }
 }
 
 /// Parses a frame of at most [`MAX_N_SHARDS`] pairs (no committee has more
-/// shards) that arrived as `chunks`; the slivers' bytes are views of them.
-pub(crate) fn decode(chunks: Vec<Bytes>) -> Result<PutPairsRequest, WireError> {
+/// shards); the slivers' bytes are views of `frame`.
+pub(crate) fn decode(frame: Bytes) -> Result<PutPairsRequest, WireError> {
     use floe_wire::Wire as _;
-    PutPairsFrame::from_chunks(chunks)?
+    PutPairsFrame::from_frame(frame)?
         .decode(usize::from(MAX_N_SHARDS))
         .map_err(|e| WireError(e.to_string()))
 }
@@ -181,79 +182,27 @@ fn write_uleb128(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// A frame that arrived as pieces, read front to back.
-#[derive(Debug, Clone, PartialEq, Eq)]
 struct Reader {
-    /// The pieces not yet read past, in order; the first from `offset` on.
-    chunks: Vec<Bytes>,
-    first: usize,
-    offset: usize,
-    /// Bytes read, and bytes in all the pieces.
+    frame: Bytes,
     at: usize,
-    len: usize,
 }
 
 impl Reader {
-    fn new(mut chunks: Vec<Bytes>) -> Self {
-        chunks.retain(|chunk| !chunk.is_empty());
-        let len = chunks.iter().map(Bytes::len).sum();
-        Self {
-            chunks,
-            first: 0,
-            offset: 0,
-            at: 0,
-            len,
-        }
-    }
-
-    /// Bytes not read yet.
-    fn left(&self) -> usize {
-        self.len - self.at
-    }
-
-    /// The next `n` bytes: a view of the piece that holds them all, or a
-    /// copy where they straddle pieces (small heads, and at most one
-    /// sliver per piece boundary). `n` is checked against what the frame
-    /// holds before anything is copied.
     fn take(&mut self, n: usize) -> Result<Bytes, WireError> {
-        if n > self.left() {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.frame.len());
+        let Some(end) = end else {
             return Err(WireError(format!(
                 "frame ends after {} bytes, {n} more were expected at byte {}",
-                self.len, self.at
+                self.frame.len(),
+                self.at
             )));
-        }
-        self.at += n;
-        let mut out: Option<Vec<u8>> = None;
-        let mut wanted = n;
-        while let Some(chunk) = self.chunks.get(self.first) {
-            let here = (chunk.len() - self.offset).min(wanted);
-            if out.is_none() && here == wanted {
-                let piece = chunk.slice(self.offset..self.offset + here);
-                self.advance(here);
-                return Ok(piece);
-            }
-            out.get_or_insert_with(|| Vec::with_capacity(n))
-                .extend_from_slice(&chunk[self.offset..self.offset + here]);
-            self.advance(here);
-            wanted -= here;
-            if wanted == 0 {
-                break;
-            }
-        }
-        Ok(out.map(Bytes::from).unwrap_or_default())
-    }
-
-    /// Moves `n` bytes on within the first piece, and past it once read.
-    fn advance(&mut self, n: usize) {
-        self.offset += n;
-        if self
-            .chunks
-            .get(self.first)
-            .is_some_and(|c| self.offset == c.len())
-        {
-            self.first += 1;
-            self.offset = 0;
-        }
+        };
+        let piece = self.frame.slice(self.at..end);
+        self.at = end;
+        Ok(piece)
     }
 
     fn fixed<T: DeserializeOwned>(&mut self, n: usize) -> Result<T, WireError> {
@@ -342,68 +291,6 @@ mod tests {
         for (_, pair) in &parsed.pairs {
             assert!(inside.contains(&pair.primary.data.as_ptr()));
             assert!(inside.contains(&pair.secondary.data.as_ptr()));
-        }
-    }
-
-    /// A frame as the server reads it: in pieces cut anywhere, heads and
-    /// slivers straddling them. It parses to the same request, every sliver
-    /// that lies within one piece is a view of it (only straddling ones
-    /// are copied), and a frame missing its end is refused.
-    #[test]
-    fn a_frame_in_pieces_parses_with_slivers_as_views_of_them() {
-        let request = request(200_000, 3);
-        let frame = request.to_frame().unwrap();
-        let whole = PutPairsRequest::from_frame(frame.clone()).unwrap();
-        let slivers = |parsed: &PutPairsRequest| -> Vec<Bytes> {
-            parsed
-                .pairs
-                .iter()
-                .flat_map(|(_, p)| [p.primary.data.clone(), p.secondary.data.clone()])
-                .collect()
-        };
-        let offsets: Vec<(usize, usize)> = slivers(&whole)
-            .iter()
-            .map(|s| (s.as_ptr() as usize - frame.as_ptr() as usize, s.len()))
-            .collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |below: usize| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as usize % below
-        };
-        for round in 0..64 {
-            let mut cuts: Vec<usize> = (0..1 + next(8)).map(|_| next(frame.len())).collect();
-            if round % 4 == 0 {
-                // Cuts inside the heads: one-byte pieces at the start.
-                cuts.extend(1..BLOB_ID + 4);
-            }
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut chunks = Vec::new();
-            let mut from = 0;
-            for &cut in cuts.iter().chain([frame.len()].iter()) {
-                chunks.push(frame.slice(from..cut));
-                from = cut;
-            }
-            let parsed = PutPairsRequest::from_chunks(chunks.clone()).unwrap();
-            assert_eq!(parsed, request, "cuts {cuts:?}");
-            for (sliver, (at, len)) in slivers(&parsed).iter().zip(&offsets) {
-                let straddles = cuts.iter().any(|&c| *at < c && c < at + len);
-                let viewed = chunks
-                    .iter()
-                    .any(|c| c.as_ptr_range().contains(&sliver.as_ptr()));
-                assert_eq!(
-                    viewed,
-                    !straddles && *len > 0,
-                    "sliver at {at}, cuts {cuts:?}"
-                );
-            }
-            chunks.pop();
-            assert!(
-                PutPairsRequest::from_chunks(chunks).is_err(),
-                "cuts {cuts:?}"
-            );
         }
     }
 

@@ -135,7 +135,7 @@ impl Reply {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Box<dyn Fn(Caller, Vec<Bytes>) -> BoxFuture<Reply> + Send + Sync>;
+type Handler = Box<dyn Fn(Caller, Bytes) -> BoxFuture<Reply> + Send + Sync>;
 
 struct Route {
     name: &'static str,
@@ -200,7 +200,7 @@ impl Router {
         let wrapped: Handler = Box::new(move |caller, body| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
-                let request = match M::Request::from_chunks(body) {
+                let request = match M::Request::from_frame(body) {
                     Ok(request) => request,
                     Err(e) => {
                         return Reply::text(

@@ -25,22 +25,6 @@ pub trait Wire: Sized + Send + Sync + 'static {
     }
     /// Parse a frame body. Must reject trailing bytes.
     fn from_frame(frame: Bytes) -> Result<Self, WireError>;
-    /// Parse a frame body that arrived as pieces, in order. The default
-    /// joins them (without a copy when there is one piece); a value made
-    /// mostly of large buffers (sliver bytes) reads them as views of the
-    /// pieces instead.
-    fn from_chunks(chunks: Vec<Bytes>) -> Result<Self, WireError> {
-        Self::from_frame(join(chunks))
-    }
-}
-
-/// The pieces of a frame body as one buffer: the piece itself when there
-/// is one, else a copy of them all.
-pub fn join(mut chunks: Vec<Bytes>) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.pop().unwrap_or_default();
-    }
-    chunks.concat().into()
 }
 
 /// A frame body that is not a valid encoding of the expected type.

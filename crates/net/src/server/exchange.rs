@@ -80,15 +80,12 @@ pub(super) enum BodyError {
 }
 
 /// Read a body of exactly `length` bytes, then the end of the stream,
-/// charging its buffers to `charge` as they are taken: a header that
-/// announces a large body costs nothing until the bytes arrive. The body is
-/// kept as pieces, each taken when the last is full and as large as all
-/// before it together (at least [`MIN_BODY_BUFFER`]), so the room is exactly
-/// what is charged, never more than twice what has arrived, and no byte is
-/// copied twice (a buffer that grew in place would copy what it held at
-/// each doubling). (Taking the announced length's room sooner saves the
-/// pieces, but lets a few bytes hold address space and budget they did not
-/// pay for.) A body that came in one piece is kept as quinn gave it.
+/// charging its buffer to `charge` as it grows: a header that announces a
+/// large body costs nothing until the bytes arrive. The buffer doubles with
+/// what arrives and its room is exactly what is charged: never more than
+/// twice what has arrived, or [`MIN_BODY_BUFFER`]. (Taking the announced
+/// length's room sooner saves copies, but lets a few bytes hold address
+/// space and budget they did not pay for.)
 pub(super) async fn read_charged_body(
     shared: &Shared,
     lane: &Lane,
@@ -96,11 +93,8 @@ pub(super) async fn read_charged_body(
     charge: &mut Charge,
     recv: &mut RecvStream,
     length: usize,
-) -> Result<Vec<Bytes>, BodyError> {
-    let mut pieces: Vec<Bytes> = Vec::new();
-    let mut piece: Vec<u8> = Vec::new();
-    // The room of `piece`: what was charged for it.
-    let mut room = 0;
+) -> Result<Bytes, BodyError> {
+    let mut buffer: Vec<u8> = Vec::new();
     let mut charged = 0;
     let mut got = 0;
     while got < length {
@@ -112,7 +106,7 @@ pub(super) async fn read_charged_body(
                 got,
                 expected: length,
             }))?;
-        let mut bytes = chunk.bytes;
+        let bytes = chunk.bytes;
         if got == 0 && bytes.len() == length {
             // The whole body in one piece: kept as it is, without a copy.
             shared
@@ -120,37 +114,34 @@ pub(super) async fn read_charged_body(
                 .await
                 .map_err(BodyError::Busy)?;
             expect_end(recv).await?;
-            return Ok(vec![bytes]);
+            return Ok(bytes);
         }
-        while !bytes.is_empty() {
-            if piece.len() == room {
-                // Full (or none yet): the next piece, as large as the
-                // pieces before it together. `got == charged` here, and
-                // `bytes` is within what `length` has left, so the room
-                // is at least one byte and the body's room is `length`.
-                if !piece.is_empty() {
-                    pieces.push(Bytes::from(std::mem::take(&mut piece)));
-                }
-                room = charged.max(MIN_BODY_BUFFER).min(length - charged);
-                shared
-                    .charge(lane, class, charge, room, shared.budget_deadline())
-                    .await
-                    .map_err(BodyError::Busy)?;
-                charged += room;
-                piece
-                    .try_reserve_exact(room)
-                    .map_err(|_| BodyError::Busy(Busy::Memory { bytes: charged }))?;
-            }
-            let take = (room - piece.len()).min(bytes.len());
-            piece.extend_from_slice(&bytes.split_to(take));
-            got += take;
+        let needed = got + bytes.len();
+        if needed > charged {
+            let grow_to = needed
+                .max(charged.saturating_mul(2))
+                .max(MIN_BODY_BUFFER)
+                .min(length);
+            shared
+                .charge(
+                    lane,
+                    class,
+                    charge,
+                    grow_to - charged,
+                    shared.budget_deadline(),
+                )
+                .await
+                .map_err(BodyError::Busy)?;
+            charged = grow_to;
+            buffer
+                .try_reserve_exact(grow_to - buffer.len())
+                .map_err(|_| BodyError::Busy(Busy::Memory { bytes: grow_to }))?;
         }
+        buffer.extend_from_slice(&bytes);
+        got = needed;
     }
     expect_end(recv).await?;
-    if !piece.is_empty() {
-        pieces.push(Bytes::from(piece));
-    }
-    Ok(pieces)
+    Ok(Bytes::from(buffer))
 }
 
 /// The stream ends where the body does.
