@@ -26,8 +26,34 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 6_500;
 /// datagram costs per-packet work (headers, encryption set-up,
 /// acknowledgements, system calls). quinn batches ten datagrams per
 /// segmentation-offload send, over what the kernel takes in one, so batches
-/// are split under quinn ([`crate::batch`]).
+/// are split under quinn ([`crate::batch`]). Loopback carries it from the
+/// first packet, so such a path starts there instead of discovering it: a
+/// search sends a dozen probes padded up to this size, and the receiver
+/// parses each padding byte as a frame of its own.
 pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_000;
+
+/// The datagram sizes a connection uses on its path: where MTU discovery
+/// starts, and how high it probes. A suspected black hole drops the path
+/// to 1200 bytes, and discovery climbs again from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMtu {
+    /// The UDP payload sent from the first packet on.
+    pub start: u16,
+    /// The largest UDP payload discovery probes for.
+    pub upper: u16,
+}
+
+/// The UDP payload every QUIC path carries (RFC 9000, 14.1): where
+/// discovery starts on a path it knows nothing of.
+const QUIC_MIN_UDP_PAYLOAD: u16 = 1200;
+
+/// RFC 9002's initial congestion window (7.2) for datagrams of `mtu`
+/// bytes: ten of them, but no more than 14,720 bytes or two datagrams,
+/// whichever is larger.
+fn initial_window(mtu: u16) -> u64 {
+    let mtu = u64::from(mtu);
+    (10 * mtu).min(14_720u64.max(2 * mtu))
+}
 
 /// How soon MTU discovery runs again after it suspected a black hole.
 const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
@@ -103,8 +129,9 @@ pub struct NetConfig {
     /// carries more (loopback, jumbo frames), and costs a few lost probes
     /// where it does not. See [`DEFAULT_MAX_UDP_PAYLOAD`].
     pub max_udp_payload: u16,
-    /// The same toward a peer on a loopback address, when links are not
-    /// shaped. See [`LOOPBACK_MAX_UDP_PAYLOAD`].
+    /// The UDP payload toward a peer on a loopback address, when links are
+    /// not shaped, from the first packet on (loopback needs no discovery).
+    /// See [`LOOPBACK_MAX_UDP_PAYLOAD`].
     pub loopback_udp_payload: u16,
     /// Socket send and receive buffer to ask the kernel for. It caps the
     /// request at `net.core.{r,w}mem_max` (4 MiB on many systems), and the
@@ -187,32 +214,51 @@ impl NetConfig {
         loopback && self.link_shape.is_none()
     }
 
-    /// The largest UDP payload MTU discovery probes for toward `peer`.
-    pub fn udp_payload_to(&self, peer: SocketAddr) -> u16 {
+    /// The datagram sizes toward `peer`: a peer on this host gets
+    /// loopback's from the start, one across a network starts at QUIC's
+    /// 1200 bytes and probes up to [`NetConfig::max_udp_payload`].
+    pub fn path_to(&self, peer: SocketAddr) -> PathMtu {
         if self.on_this_host(peer) {
-            self.loopback_udp_payload
+            self.this_host_path()
         } else {
-            self.max_udp_payload
+            self.network_path()
+        }
+    }
+
+    /// The datagram sizes toward a peer on this host (see
+    /// [`NetConfig::on_this_host`]).
+    pub fn this_host_path(&self) -> PathMtu {
+        PathMtu {
+            start: self.loopback_udp_payload,
+            upper: self.loopback_udp_payload,
+        }
+    }
+
+    /// The datagram sizes toward a peer across a network.
+    pub fn network_path(&self) -> PathMtu {
+        PathMtu {
+            start: QUIC_MIN_UDP_PAYLOAD,
+            upper: self.max_udp_payload,
         }
     }
 
     /// The QUIC transport parameters a server offers a caller before it
     /// knows who calls: a client's streams and window. A member's are
-    /// raised once its handshake proves its key. MTU discovery probes up
-    /// to `udp_payload` (see [`NetConfig::udp_payload_to`]).
-    pub fn server_transport(&self, udp_payload: u16) -> Arc<TransportConfig> {
+    /// raised once its handshake proves its key. Datagrams are sized for
+    /// `path` (see [`NetConfig::path_to`]).
+    pub fn server_transport(&self, path: PathMtu) -> Arc<TransportConfig> {
         let mut config = self.clone();
         config.max_streams_per_connection = self
             .client_streams_per_connection
             .min(self.max_streams_per_connection);
         config.connection_window = self.client_connection_window.min(self.connection_window);
         config.stream_window = self.stream_window.min(config.connection_window);
-        config.transport(udp_payload)
+        config.transport(path)
     }
 
-    /// The QUIC transport parameters for these limits, with MTU discovery
-    /// probing up to `udp_payload` (see [`NetConfig::udp_payload_to`]).
-    pub fn transport(&self, udp_payload: u16) -> Arc<TransportConfig> {
+    /// The QUIC transport parameters for these limits, with datagrams sized
+    /// for `path` (see [`NetConfig::path_to`]).
+    pub fn transport(&self, path: PathMtu) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection))
@@ -221,21 +267,33 @@ impl NetConfig {
             .receive_window(VarInt::from_u32(self.connection_window))
             .send_window(u64::from(self.connection_window))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
-            .keep_alive_interval(Some(self.keep_alive));
+            .keep_alive_interval(Some(self.keep_alive))
+            .initial_mtu(path.start.min(path.upper));
         let mut mtu = MtuDiscoveryConfig::default();
         // Loss bursts under load look like a black hole and drop the MTU to
         // 1200; probe again soon instead of running small for a minute.
-        mtu.upper_bound(udp_payload)
+        mtu.upper_bound(path.upper)
             .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
         transport.mtu_discovery_config(Some(mtu));
-        match self.congestion {
-            Congestion::Cubic => {}
-            Congestion::Bbr => {
-                transport.congestion_controller_factory(Arc::new(
-                    quinn::congestion::BbrConfig::default(),
-                ));
-            }
-        }
+        // quinn's congestion controllers start with a window sized for
+        // 1200-byte datagrams, which cannot hold one of loopback's: the
+        // connection would never send. RFC 9002's initial window is in
+        // datagrams of the path's size.
+        let window = initial_window(path.start.min(path.upper));
+        let congestion: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
+            match self.congestion {
+                Congestion::Cubic => Arc::new({
+                    let mut cubic = quinn::congestion::CubicConfig::default();
+                    cubic.initial_window(window);
+                    cubic
+                }),
+                Congestion::Bbr => Arc::new({
+                    let mut bbr = quinn::congestion::BbrConfig::default();
+                    bbr.initial_window(window);
+                    bbr
+                }),
+            };
+        transport.congestion_controller_factory(congestion);
         Arc::new(transport)
     }
 
@@ -278,7 +336,7 @@ impl NetConfig {
         effective.stream_window = effective.stream_window.min(effective.connection_window);
         let server = server.map(|crypto| {
             let mut config = quinn::ServerConfig::with_crypto(crypto);
-            config.transport_config(effective.server_transport(effective.max_udp_payload));
+            config.transport_config(effective.server_transport(effective.network_path()));
             config
         });
         let mut endpoint = EndpointConfig::default();
@@ -286,7 +344,7 @@ impl NetConfig {
             .max_udp_payload_size(
                 self.max_udp_payload
                     .max(self.loopback_udp_payload)
-                    .max(1200),
+                    .max(QUIC_MIN_UDP_PAYLOAD),
             )
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let runtime = Arc::new(quinn::TokioRuntime);
@@ -334,8 +392,15 @@ mod tests {
     #[test]
     fn only_peers_on_this_host_get_loopback_datagrams() {
         let config = NetConfig::default();
-        let to = |address: &str| config.udp_payload_to(address.parse().unwrap());
-        let (near, far) = (LOOPBACK_MAX_UDP_PAYLOAD, DEFAULT_MAX_UDP_PAYLOAD);
+        let to = |address: &str| config.path_to(address.parse().unwrap());
+        let near = PathMtu {
+            start: LOOPBACK_MAX_UDP_PAYLOAD,
+            upper: LOOPBACK_MAX_UDP_PAYLOAD,
+        };
+        let far = PathMtu {
+            start: QUIC_MIN_UDP_PAYLOAD,
+            upper: DEFAULT_MAX_UDP_PAYLOAD,
+        };
         for (peer, bound) in [
             ("127.0.0.1:9000", near),
             ("127.3.2.1:1", near),
@@ -352,9 +417,15 @@ mod tests {
             link_shape: Some(crate::LinkProfile::named("continent").unwrap()),
             ..NetConfig::default()
         };
-        assert_eq!(
-            shaped.udp_payload_to("127.0.0.1:9000".parse().unwrap()),
-            DEFAULT_MAX_UDP_PAYLOAD
-        );
+        assert_eq!(shaped.path_to("127.0.0.1:9000".parse().unwrap()), far);
+    }
+
+    /// RFC 9002's initial window: quinn's default for 1200-byte datagrams,
+    /// and two of loopback's (a window under one datagram never sends).
+    #[test]
+    fn the_initial_window_holds_datagrams_of_the_path() {
+        assert_eq!(initial_window(1200), 12_000);
+        assert_eq!(initial_window(1472), 14_720);
+        assert_eq!(initial_window(LOOPBACK_MAX_UDP_PAYLOAD), 130_000);
     }
 }

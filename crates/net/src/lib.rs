@@ -33,7 +33,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 
-pub use config::{Congestion, NetConfig};
+pub use config::{Congestion, NetConfig, PathMtu};
 pub use error::{PeerRef, Refusal, RpcError};
 pub use fanout::{Ended, FanOut};
 pub use floe_wire::{Access, Method, Raw, Wire, WireError};

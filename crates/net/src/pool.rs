@@ -181,7 +181,7 @@ impl Pool {
         let tls = tls::client_config(key, self.identity.as_deref(), &self.config.alpn)?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Quic(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(self.config.transport(self.config.max_udp_payload));
+        client_config.transport_config(self.config.transport(self.config.network_path()));
         let slot = Arc::new(Slot {
             peer: PeerRef { key, address },
             client_config,
@@ -409,9 +409,9 @@ impl Pool {
 
     async fn dial_once(&self, slot: &Slot) -> Result<quinn::Connection, Dial> {
         let address = resolve(&slot.peer.address).await.map_err(Dial::Failed)?;
-        // MTU discovery probes as high as this peer's path may carry.
+        // Datagrams as large as this peer's path may carry.
         let mut client_config = slot.client_config.clone();
-        client_config.transport_config(self.config.transport(self.config.udp_payload_to(address)));
+        client_config.transport_config(self.config.transport(self.config.path_to(address)));
         let connecting = self
             .endpoint
             .connect_with(client_config, address, SERVER_NAME)

@@ -367,7 +367,7 @@ impl Server {
                     source,
                 })?;
         let mut on_this_host = quinn::ServerConfig::with_crypto(quic);
-        on_this_host.transport_config(config.server_transport(config.loopback_udp_payload));
+        on_this_host.transport_config(config.server_transport(config.this_host_path()));
         let (shutdown, shutting_down) = watch::channel(false);
         let shared = Arc::new(Shared {
             router,
