@@ -55,7 +55,9 @@ impl HealthState {
 
 struct Slot {
     peer: PeerRef,
-    client_config: quinn::ClientConfig,
+    /// TLS toward this peer (its key pinned); the transport is chosen per
+    /// dial, by the address the peer resolves to.
+    crypto: Arc<QuicClientConfig>,
     connection: tokio::sync::Mutex<Option<quinn::Connection>>,
     /// A copy of the connection for lock-free health reads.
     current: Mutex<Option<quinn::Connection>>,
@@ -180,11 +182,9 @@ impl Pool {
         }
         let tls = tls::client_config(key, self.identity.as_deref(), &self.config.alpn)?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Quic(e.to_string()))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(self.config.transport(self.config.network_path()));
         let slot = Arc::new(Slot {
             peer: PeerRef { key, address },
-            client_config,
+            crypto: Arc::new(quic),
             connection: tokio::sync::Mutex::new(None),
             current: Mutex::new(None),
             health: Mutex::new(HealthState::default()),
@@ -410,7 +410,7 @@ impl Pool {
     async fn dial_once(&self, slot: &Slot) -> Result<quinn::Connection, Dial> {
         let address = resolve(&slot.peer.address).await.map_err(Dial::Failed)?;
         // Datagrams as large as this peer's path may carry.
-        let mut client_config = slot.client_config.clone();
+        let mut client_config = quinn::ClientConfig::new(slot.crypto.clone());
         client_config.transport_config(self.config.transport(self.config.path_to(address)));
         let connecting = self
             .endpoint
