@@ -49,8 +49,11 @@ const QUIC_MIN_UDP_PAYLOAD: u16 = 1200;
 
 /// RFC 9002's initial congestion window (7.2) for datagrams of `mtu`
 /// bytes: ten of them, but no more than 14,720 bytes or two datagrams,
-/// whichever is larger.
-fn initial_window(mtu: u16) -> u64 {
+/// whichever is larger. quinn's Cubic starts with it for 1200 bytes, a
+/// window that cannot hold one of loopback's datagrams: such a connection
+/// would never send. (quinn's BBR starts with 240,000 bytes, three of the
+/// largest datagrams, and keeps its own.)
+fn cubic_initial_window(mtu: u16) -> u64 {
     let mtu = u64::from(mtu);
     (10 * mtu).min(14_720u64.max(2 * mtu))
 }
@@ -275,23 +278,14 @@ impl NetConfig {
         mtu.upper_bound(path.upper)
             .black_hole_cooldown(BLACK_HOLE_COOLDOWN);
         transport.mtu_discovery_config(Some(mtu));
-        // quinn's congestion controllers start with a window sized for
-        // 1200-byte datagrams, which cannot hold one of loopback's: the
-        // connection would never send. RFC 9002's initial window is in
-        // datagrams of the path's size.
-        let window = initial_window(path.start.min(path.upper));
         let congestion: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
             match self.congestion {
                 Congestion::Cubic => Arc::new({
                     let mut cubic = quinn::congestion::CubicConfig::default();
-                    cubic.initial_window(window);
+                    cubic.initial_window(cubic_initial_window(path.start.min(path.upper)));
                     cubic
                 }),
-                Congestion::Bbr => Arc::new({
-                    let mut bbr = quinn::congestion::BbrConfig::default();
-                    bbr.initial_window(window);
-                    bbr
-                }),
+                Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
             };
         transport.congestion_controller_factory(congestion);
         Arc::new(transport)
@@ -420,12 +414,12 @@ mod tests {
         assert_eq!(shaped.path_to("127.0.0.1:9000".parse().unwrap()), far);
     }
 
-    /// RFC 9002's initial window: quinn's default for 1200-byte datagrams,
-    /// and two of loopback's (a window under one datagram never sends).
+    /// Cubic starts with quinn's own window on a network path, and with
+    /// two of loopback's datagrams (a window under one never sends).
     #[test]
-    fn the_initial_window_holds_datagrams_of_the_path() {
-        assert_eq!(initial_window(1200), 12_000);
-        assert_eq!(initial_window(1472), 14_720);
-        assert_eq!(initial_window(LOOPBACK_MAX_UDP_PAYLOAD), 130_000);
+    fn cubics_initial_window_holds_datagrams_of_the_path() {
+        assert_eq!(cubic_initial_window(1200), 12_000);
+        assert_eq!(cubic_initial_window(1472), 14_720);
+        assert_eq!(cubic_initial_window(LOOPBACK_MAX_UDP_PAYLOAD), 130_000);
     }
 }
