@@ -191,6 +191,20 @@ pub struct Tally {
     pub lies_named: u64,
     /// Committee changes carried out and settled (the epochs drill).
     pub epoch_changes: u64,
+    /// The first failed stores' and reads' errors, for a failure's reader
+    /// (at most [`ERRORS_KEPT`]).
+    pub errors: Vec<String>,
+}
+
+/// Failed stores and reads whose errors a [`Tally`] keeps.
+pub const ERRORS_KEPT: usize = 5;
+
+impl Tally {
+    fn keep_error(&mut self, what: &str, error: impl std::fmt::Display) {
+        if self.errors.len() < ERRORS_KEPT {
+            self.errors.push(format!("{what}: {error}"));
+        }
+    }
 }
 
 impl Tally {
@@ -416,7 +430,10 @@ pub(crate) async fn workload(
                     c.push((outcome.blob_id, data));
                 }
             }
-            Err(_) => count(&|t| t.store_errors += 1),
+            Err(e) => count(&|t| {
+                t.store_errors += 1;
+                t.keep_error("store", &e);
+            }),
         }
         let pick = certified
             .lock()
@@ -426,7 +443,10 @@ pub(crate) async fn workload(
             match client.read(blob_id, ReadOptions::default()).await {
                 Ok(back) if back == data => count(&|t| t.reads += 1),
                 Ok(_) => count(&|t| t.wrong_bytes += 1),
-                Err(_) => count(&|t| t.read_errors += 1),
+                Err(e) => count(&|t| {
+                    t.read_errors += 1;
+                    t.keep_error(&format!("read of {blob_id}"), &e);
+                }),
             }
         }
     }
