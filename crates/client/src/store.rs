@@ -43,18 +43,26 @@ impl Client {
         // Delivery waits for both: a check answered after nodes learned
         // this store's own certificate would call it someone else's.
         let check = self.status_within(blob_id, STORE_CHECK_GRACE);
+        // A deletable certificate answers only its own owner's store:
+        // another owner could delete it and take this store's data along.
+        let owner = options.owner;
         let certify = self.certify_at_quorum(metadata, pairs, epochs, options);
         tokio::pin!(check, certify);
         let already = |status: Result<QuorumStatus, ClientError>| match status {
             Ok(QuorumStatus {
                 status: BlobStatus::Certified { certificate },
                 ..
-            }) if certificate.message.body.end_epoch >= end_epoch => Some(StoreOutcome {
-                blob_id,
-                end_epoch: certificate.message.body.end_epoch,
-                certificate,
-                newly_certified: false,
-            }),
+            }) if certificate.message.body.end_epoch >= end_epoch
+                && (!certificate.message.body.deletable
+                    || certificate.message.body.owner == owner) =>
+            {
+                Some(StoreOutcome {
+                    blob_id,
+                    end_epoch: certificate.message.body.end_epoch,
+                    certificate,
+                    newly_certified: false,
+                })
+            }
             _ => None,
         };
         let (outcome, tail) = tokio::select! {
