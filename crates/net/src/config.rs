@@ -262,6 +262,7 @@ impl NetConfig {
     /// The QUIC transport parameters for these limits, with datagrams sized
     /// for `path` (see [`NetConfig::path_to`]).
     pub fn transport(&self, path: PathMtu) -> Arc<TransportConfig> {
+        let start = path.start.min(path.upper);
         let mut transport = TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection))
@@ -271,7 +272,7 @@ impl NetConfig {
             .send_window(u64::from(self.connection_window))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
             .keep_alive_interval(Some(self.keep_alive))
-            .initial_mtu(path.start.min(path.upper));
+            .initial_mtu(start);
         let mut mtu = MtuDiscoveryConfig::default();
         // Loss bursts under load look like a black hole and drop the MTU to
         // 1200; probe again soon instead of running small for a minute.
@@ -282,7 +283,7 @@ impl NetConfig {
             match self.congestion {
                 Congestion::Cubic => Arc::new({
                     let mut cubic = quinn::congestion::CubicConfig::default();
-                    cubic.initial_window(cubic_initial_window(path.start.min(path.upper)));
+                    cubic.initial_window(cubic_initial_window(start));
                     cubic
                 }),
                 Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
