@@ -1141,11 +1141,13 @@ fn pair_record_seeds() -> Result<Vec<Vec<u8>>, String> {
     let fx = fixtures()?;
     let mut stored = Vec::new();
     for (offset, pair) in [(0, &fx.large.2[0]), (4096, &fx.large.2[3])] {
-        stored.push(records::file_place(&pair.primary, offset));
-        stored.push(records::file_place(
-            &pair.secondary,
-            offset + pair.primary.data.len() as u64,
-        ));
+        for (sliver, at) in [
+            (&pair.primary, offset),
+            (&pair.secondary, offset + pair.primary.data.len() as u64),
+        ] {
+            let checksum = records::FileChecksum::of(&sliver.data);
+            stored.push(records::file_place(sliver, at, checksum));
+        }
     }
     stored.push(
         SliverRecord::Inline {

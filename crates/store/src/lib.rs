@@ -52,6 +52,7 @@
 //!   (probed at open): each sliver byte is written once, straight to the
 //!   device, instead of being copied into the page cache and written back.
 
+mod decoded;
 pub mod envelope;
 mod error;
 mod gc;
@@ -274,6 +275,8 @@ pub struct Store {
     /// Flushes and compactions use direct I/O.
     direct_io: bool,
     gc: [AtomicU64; 3],
+    /// The last few blobs' metadata, decoded.
+    decoded: decoded::DecodedMetadata,
 }
 
 /// The `node` table's key of the shard set the drift index was built for.
@@ -374,6 +377,7 @@ impl Store {
             files,
             direct_io: direct,
             gc: Default::default(),
+            decoded: Default::default(),
         };
         let drift = store.scan_blob_ids(DRIFT, None, usize::MAX)?;
         *store.drift_set() = drift.into_iter().collect();

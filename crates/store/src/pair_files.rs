@@ -285,7 +285,8 @@ impl PairFiles {
     }
 
     /// Writes `pair` at the end of its blob's file and syncs it;
-    /// [`Staged::offset`] says where, and [`PairFiles::commit`] keeps it
+    /// [`Staged::offset`] says where, [`Staged::checksums`] what each
+    /// sliver's bytes sum to, and [`PairFiles::commit`] keeps it
     /// once the database records it. The slow part, done before the caller
     /// takes the blob's lock; pairs of one blob are written side by side.
     pub(crate) fn stage(
@@ -306,8 +307,10 @@ impl PairFiles {
         } else {
             write_buffered(&file.file, offset, pair)
         };
+        let mut checksums = [0; 2];
         let written = match write {
-            Ok(()) => {
+            Ok(sums) => {
+                checksums = sums;
                 // A failed sync retires the handle before the lock goes.
                 let _sync = lock(&file.sync);
                 file.file.sync_data().inspect_err(|_| Self::retire(&file))
@@ -324,6 +327,7 @@ impl PairFiles {
             blob_id: *blob_id,
             file: Some(file),
             offset,
+            checksums,
             bytes: padded(len),
             kept: false,
         };
@@ -332,21 +336,24 @@ impl PairFiles {
     }
 
     /// Writes `pair` at `offset` with direct I/O, padded with zeros to
-    /// whole blocks.
-    fn write_direct(&self, file: &File, offset: u64, pair: &SliverPair) -> io::Result<()> {
+    /// whole blocks; returns its slivers' checksums.
+    fn write_direct(&self, file: &File, offset: u64, pair: &SliverPair) -> io::Result<[u32; 2]> {
         let (primary, secondary) = (&pair.primary.data, &pair.secondary.data);
         let len = primary.len() + secondary.len();
         let whole = len.next_multiple_of(BLOCK);
         let mut buffer = self.buffer(whole)?;
-        buffer[..primary.len()].copy_from_slice(primary);
-        buffer[primary.len()..len].copy_from_slice(secondary);
+        let (first, rest) = buffer.split_at_mut(primary.len());
+        let checksums = [
+            copy_summed(first, primary),
+            copy_summed(&mut rest[..secondary.len()], secondary),
+        ];
         buffer[len..whole].fill(0);
         let written = file.write_all_at(&buffer[..whole], offset);
         let mut spare = lock(&self.buffers);
         if spare.len() < SPARE_BUFFERS {
             spare.push(buffer);
         }
-        written
+        written.map(|()| checksums)
     }
 
     /// A page-aligned buffer of at least `len` bytes: a spare one, or a
@@ -584,12 +591,24 @@ pub(crate) fn create_direct(path: &Path, aligned: &[u8]) -> io::Result<File> {
 }
 
 /// Writes `pair` at `offset` through the page cache.
-fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<()> {
+fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<[u32; 2]> {
     file.write_all_at(&pair.primary.data, offset)?;
     file.write_all_at(
         &pair.secondary.data,
         offset + pair.primary.data.len() as u64,
-    )
+    )?;
+    Ok([&pair.primary.data, &pair.secondary.data].map(|data| crc32c::crc32c(data)))
+}
+
+/// Copies `from` into `to` (as long) and returns the bytes' CRC-32C, each
+/// piece summed while in cache: a pass of its own read every sliver from
+/// memory again, on a busy node from cold memory.
+fn copy_summed(to: &mut [u8], from: &[u8]) -> u32 {
+    let pieces = to.chunks_mut(32 << 10).zip(from.chunks(32 << 10));
+    pieces.fold(0, |crc, (to, from)| {
+        to.copy_from_slice(from);
+        crc32c::crc32c_append(crc, to)
+    })
 }
 
 /// A pair written and synced to its blob's file, not yet recorded. Dropped
@@ -600,6 +619,8 @@ pub(crate) struct Staged<'a> {
     /// `Some` until dropped.
     file: Option<Arc<BlobFile>>,
     offset: u64,
+    /// The CRC-32C of the primary's bytes and of the secondary's.
+    checksums: [u32; 2],
     /// The bytes reserved: the pair, padded to whole blocks.
     bytes: u64,
     kept: bool,
@@ -609,6 +630,11 @@ impl Staged<'_> {
     /// Where the pair starts in its blob's file.
     pub(crate) fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The CRC-32C of the primary's bytes and of the secondary's, as written.
+    pub(crate) fn checksums(&self) -> [u32; 2] {
+        self.checksums
     }
 
     /// Checked under the blob's lock before the pair is recorded: the file

@@ -155,14 +155,15 @@ impl SliverRecord<'_> {
     }
 }
 
-/// The record of a sliver kept in its blob's pair file at `offset`.
-pub fn file_place(sliver: &Sliver, offset: u64) -> Vec<u8> {
+/// The record of a sliver kept in its blob's pair file at `offset`, whose
+/// bytes sum to `checksum`.
+pub fn file_place(sliver: &Sliver, offset: u64, checksum: FileChecksum) -> Vec<u8> {
     SliverRecord::InFile(FilePlace {
         file: PairFile::Blob,
         index: sliver.index,
         offset,
         length: sliver.data.len() as u64,
-        checksum: FileChecksum::of(&sliver.data),
+        checksum,
     })
     .to_bytes()
 }
@@ -237,7 +238,7 @@ mod tests {
             index: SliverIndex(7),
             data: Bytes::from_static(b"some symbols"),
         };
-        let stored = file_place(&sliver, 4096);
+        let stored = file_place(&sliver, 4096, FileChecksum::of(&sliver.data));
         let record = decode_sliver_record(b"k", &stored).unwrap();
         assert_eq!(
             record,

@@ -62,7 +62,10 @@ impl Store {
     /// A blob's metadata.
     pub fn metadata(&self, blob_id: &BlobId) -> Result<Option<BlobMetadata>, StoreError> {
         self.get(METADATA, &blob_id.0)?
-            .map(|v| decode(METADATA, &blob_id.0, &v))
+            .map(|v| {
+                self.decoded
+                    .get_or_decode(&v, || decode(METADATA, &blob_id.0, &v))
+            })
             .transpose()
     }
 
@@ -107,8 +110,9 @@ impl Store {
                 let mut offset = staged.offset();
                 slivers
                     .iter()
-                    .map(|sliver| {
-                        let place = file_place(sliver, offset);
+                    .zip(staged.checksums())
+                    .map(|(sliver, crc)| {
+                        let place = file_place(sliver, offset, records::FileChecksum::Crc32c(crc));
                         offset += sliver.data.len() as u64;
                         place
                     })

@@ -23,6 +23,11 @@ fn pairs_of_a_blob_share_its_file_written_either_way() {
         // Pairs being written share one open file.
         assert_eq!(lock(&files.open).len(), 1);
         first.check_live().unwrap();
+        // Summed as written, piece by piece: what a separate pass sums.
+        for (staged, pair) in [(&first, &pairs[3]), (&second, &pairs[4])] {
+            let whole = [&pair.primary.data, &pair.secondary.data].map(|d| crc32c::crc32c(d));
+            assert_eq!(staged.checksums(), whole, "direct: {direct}");
+        }
         files.commit(first);
         files.commit(second);
         // Closed with its last writer.
