@@ -50,6 +50,13 @@ const STATUS_GRACE: Duration = Duration::from_millis(300);
 /// would hold every new blob's store back by it.
 const STORE_CHECK_GRACE: Duration = Duration::ZERO;
 
+/// How long a store whose certificate has formed still waits for its
+/// status check: a quorum that just confirmed answers in a round trip, and
+/// nodes that hold their status answers back must not hold a certified
+/// store back for their calls' whole timeout. Past it, the store answers
+/// with its own certificate (valid, if perhaps not the first).
+const STORE_CHECK_AFTER_CERTIFY: Duration = Duration::from_secs(2);
+
 /// The error a read of a blob with this status ends in, if it cannot be read.
 fn unreadable(status: QuorumStatus, blob_id: BlobId, n_shards: u16) -> Option<ClientError> {
     Some(match status.status {

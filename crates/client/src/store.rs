@@ -72,11 +72,15 @@ impl Client {
                 None => certify.await?,
             },
             // However the certification ended (a refusal of a budget
-            // spent, say), a certificate the check found answers the store.
-            certified = &mut certify => match already(check.await) {
-                Some(existing) => return Ok(existing),
-                None => certified?,
-            },
+            // spent, say), a certificate the check found answers the store;
+            // the check is waited for a bounded time only.
+            certified = &mut certify => {
+                let status = tokio::time::timeout(STORE_CHECK_AFTER_CERTIFY, check).await;
+                match status.ok().and_then(already) {
+                    Some(existing) => return Ok(existing),
+                    None => certified?,
+                }
+            }
         };
         Ok(self.deliver_and_finish(outcome, tail).await)
     }

@@ -287,6 +287,71 @@ async fn deleted_content_can_be_stored_again() {
     cluster.shutdown().await;
 }
 
+/// Someone who stored content as deletable cannot take another owner's
+/// store of the same content along when deleting: the second store is not
+/// answered with the first one's certificate (deletable by someone else)
+/// but certified anew, permanently, and the blob stays readable after the
+/// deletion and the garbage collection that follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletable_certificate_does_not_answer_another_owners_store() {
+    let cluster = Cluster::start(7, 100).await;
+    let client = cluster.client();
+    let attacker = KeyPair::from_seed(&[43; 32]);
+    let data = Bytes::from(blob(40_000, 9));
+    let bait = client
+        .store(
+            data.clone(),
+            5,
+            StoreOptions {
+                owner: Some(attacker.public()),
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let victim = client
+        .store(data.clone(), 5, StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(victim.blob_id, bait.blob_id);
+    assert!(
+        victim.newly_certified && !victim.certificate.message.body.deletable,
+        "another owner's deletable certificate answered a permanent store"
+    );
+    client.delete(bait.blob_id, &attacker).await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "every node holds the attacker's deletion",
+        async || {
+            (0..7).all(|i| {
+                cluster
+                    .node(i)
+                    .store()
+                    .state(&bait.blob_id)
+                    .is_ok_and(|s| s.deletion_by(&attacker.public()).is_some())
+            })
+        },
+    )
+    .await;
+    for i in 0..7 {
+        until_node_knows(&cluster, i, bait.blob_id, "certified").await;
+    }
+    // Garbage collection runs every second: give it a few rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    match client.status(victim.blob_id).await.unwrap().status {
+        BlobStatus::Certified { certificate } => {
+            assert!(!certificate.message.body.deletable);
+        }
+        other => panic!("after the attacker's deletion, the blob is {other:?}"),
+    }
+    let read = client
+        .read(victim.blob_id, ReadOptions::default())
+        .await
+        .unwrap();
+    assert!(read == data);
+    cluster.shutdown().await;
+}
+
 /// A member that holds every answer back for far longer than a repair
 /// takes: a wiped node repairs around it, and the slow member is ranked
 /// last rather than waited on again. Nor does it turn a second store of
