@@ -45,6 +45,7 @@ use floe_codec::{BlobId, ShardIndex, SliverPair};
 use crate::envelope::hex;
 use crate::error::StoreError;
 use crate::records::PairFile;
+use blob_file::{copy_summed, write_buffered, BlobFile};
 
 /// The directory under the database holding the pair files.
 const DIR: &str = "pairs";
@@ -60,22 +61,6 @@ pub(crate) const BLOCK: usize = 4096;
 /// Aligned buffers kept for reuse between writes (four made a 16 MiB store
 /// on seven nodes map and unmap 5–10 buffers: a thousand page faults).
 const SPARE_BUFFERS: usize = 8;
-
-/// A blob's pair file, open while pairs are written to it.
-struct BlobFile {
-    file: File,
-    path: PathBuf,
-    /// The next free block-aligned offset.
-    end: Mutex<u64>,
-    /// Set when the blob's files are removed (under the blob's lock: a pair
-    /// written through this handle went to an unlinked file) or a write
-    /// through it failed: a pair written through it must not be recorded.
-    removed: AtomicBool,
-    /// Held across each sync: a sync that reports an error (perhaps
-    /// another writer's lost write) retires the handle before any later
-    /// sync can succeed for that writer.
-    sync: Mutex<()>,
-}
 
 /// The pair files of one store.
 pub(crate) struct PairFiles {
@@ -254,7 +239,8 @@ impl PairFiles {
             path,
             end: Mutex::new(padded(len)),
             removed: AtomicBool::new(false),
-            sync: Mutex::new(()),
+            written: AtomicU64::new(0),
+            sync: Mutex::new(0),
         });
         open.insert(*blob_id, Arc::clone(&file));
         Ok(file)
@@ -272,17 +258,6 @@ impl PairFiles {
         {
             open.remove(blob_id);
         }
-    }
-
-    /// No pair written through `file` may be recorded any more: the blob's
-    /// files were removed, or a write or sync through it failed (a sync can
-    /// report another writer's lost write once, and then succeed for that
-    /// writer). After a failure the handle stays in the map, so writers
-    /// still reserve from its end, until its last writer is gone; the next
-    /// writer then opens the file afresh, its end taken from the file's
-    /// length with no write of the old handle left in flight.
-    fn retire(file: &BlobFile) {
-        file.removed.store(true, Ordering::Release);
     }
 
     /// Writes `pair` at the end of its blob's file and syncs it: where is
@@ -311,12 +286,10 @@ impl PairFiles {
         let written = match write {
             Ok(sums) => {
                 checksums = sums;
-                // A failed sync retires the handle before the lock goes.
-                let _sync = lock(&file.sync);
-                file.file.sync_data().inspect_err(|_| Self::retire(&file))
+                file.sync_through()
             }
             Err(e) => {
-                Self::retire(&file);
+                file.retire();
                 Err(e)
             }
         };
@@ -429,7 +402,7 @@ impl PairFiles {
         // the one being removed.
         let mut open = lock(&self.open);
         if let Some(file) = open.remove(blob_id) {
-            Self::retire(&file);
+            file.retire();
         }
         let dir = self.blob_dir(blob_id);
         let freed = in_blob_file.saturating_add(own_files_bytes(&dir));
@@ -591,25 +564,6 @@ pub(crate) fn create_direct(path: &Path, aligned: &[u8]) -> io::Result<File> {
 }
 
 /// Writes `pair` at `offset` through the page cache.
-fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<[u32; 2]> {
-    file.write_all_at(&pair.primary.data, offset)?;
-    file.write_all_at(
-        &pair.secondary.data,
-        offset + pair.primary.data.len() as u64,
-    )?;
-    Ok([&pair.primary.data, &pair.secondary.data].map(|data| crc32c::crc32c(data)))
-}
-
-/// Copies `from` into `to` (as long) and returns the bytes' CRC-32C, each
-/// piece summed while in cache: a pass of its own read every sliver from
-/// memory again, on a busy node from cold memory.
-fn copy_summed(to: &mut [u8], from: &[u8]) -> u32 {
-    let pieces = to.chunks_mut(32 << 10).zip(from.chunks(32 << 10));
-    pieces.fold(0, |crc, (to, from)| {
-        to.copy_from_slice(from);
-        crc32c::crc32c_append(crc, to)
-    })
-}
 
 /// A pair written and synced to its blob's file, not yet recorded. Dropped
 /// without being kept, its bytes are punched out again.
@@ -696,5 +650,6 @@ fn own_files_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+mod blob_file;
 #[cfg(test)]
 mod tests;

@@ -81,3 +81,58 @@ fn pairs_of_a_blob_share_its_file_written_either_way() {
         assert!(lock(&files.open).is_empty());
     }
 }
+
+/// Pairs of one blob staged at once from many threads, either way of
+/// writing: each lands whole at its own offset with its own checksums,
+/// whether its write was made durable by its own sync or by another
+/// writer's that began after it completed; and every write is counted.
+#[test]
+fn pairs_staged_at_once_are_each_written_and_synced() {
+    let blob: Vec<u8> = (0..600_000u32).map(|i| (i * 17 + 3) as u8).collect();
+    let (_, blob_id, pairs) = encode(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
+    for direct in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let files = PairFiles::open(dir.path(), direct).unwrap();
+        let staged: Vec<(Staged<'_>, &SliverPair)> = std::thread::scope(|scope| {
+            let writers: Vec<_> = pairs
+                .iter()
+                .map(|pair| {
+                    let (files, blob_id) = (&files, &blob_id);
+                    scope.spawn(move || (files.stage(blob_id, pair).unwrap(), pair))
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let file = Arc::clone(&lock(&files.open)[&blob_id]);
+        assert_eq!(
+            file.written.load(Ordering::Acquire),
+            pairs.len() as u64,
+            "direct: {direct}"
+        );
+        // The last sync covered every write.
+        assert_eq!(*lock(&file.sync), pairs.len() as u64, "direct: {direct}");
+        drop(file);
+        for (staged, pair) in staged {
+            staged.check_live().unwrap();
+            let sums = [&pair.primary.data, &pair.secondary.data].map(|d| crc32c::crc32c(d));
+            assert_eq!(staged.checksums(), sums);
+            let offset = staged.offset();
+            files.commit(staged);
+            let primary = pair.primary.data.len();
+            let read = files
+                .read(&blob_id, ShardIndex(0), PairFile::Blob, offset, primary)
+                .unwrap();
+            assert_eq!(read, pair.primary.data.as_ref(), "direct: {direct}");
+            let read = files
+                .read(
+                    &blob_id,
+                    ShardIndex(0),
+                    PairFile::Blob,
+                    offset + primary as u64,
+                    pair.secondary.data.len(),
+                )
+                .unwrap();
+            assert_eq!(read, pair.secondary.data.as_ref(), "direct: {direct}");
+        }
+    }
+}

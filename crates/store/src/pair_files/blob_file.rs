@@ -1,0 +1,83 @@
+//! A blob's pair file while pairs are written to it, and the ways a pair
+//! is written: buffered, or copied (and summed) into a direct-I/O buffer.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use floe_codec::SliverPair;
+
+use super::lock;
+
+/// A blob's pair file, open while pairs are written to it.
+pub(super) struct BlobFile {
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    /// The next free block-aligned offset.
+    pub(super) end: Mutex<u64>,
+    /// Set when the blob's files are removed (under the blob's lock: a pair
+    /// written through this handle went to an unlinked file) or a write
+    /// through it failed: a pair written through it must not be recorded.
+    pub(super) removed: AtomicBool,
+    /// Writes through this handle that have completed, counted as each
+    /// completes: a sync begun after the count reached `n` covers the
+    /// first `n`.
+    pub(super) written: AtomicU64,
+    /// Held across each sync, with the count of completed writes the last
+    /// successful sync covered: a writer covered by it skips its own sync
+    /// (pairs of a blob arrive at once; each synced alone). A sync that
+    /// reports an error (perhaps another writer's lost write) retires the
+    /// handle before any later sync can succeed for that writer.
+    pub(super) sync: Mutex<u64>,
+}
+
+impl BlobFile {
+    /// No pair written through this handle may be recorded any more: the blob's
+    /// files were removed, or a write or sync through it failed (a sync can
+    /// report another writer's lost write once, and then succeed for that
+    /// writer). After a failure the handle stays in the map, so writers
+    /// still reserve from its end, until its last writer is gone; the next
+    /// writer then opens the file afresh, its end taken from the file's
+    /// length with no write of the old handle left in flight.
+    pub(super) fn retire(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+
+    /// Makes the write that just completed through this handle durable: by a
+    /// sync of its own, or by one that began after it completed.
+    pub(super) fn sync_through(&self) -> io::Result<()> {
+        let mine = self.written.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut synced = lock(&self.sync);
+        if *synced >= mine {
+            return Ok(());
+        }
+        let covers = self.written.load(Ordering::Acquire);
+        // A failed sync retires the handle before the lock goes.
+        self.file.sync_data().inspect_err(|_| self.retire())?;
+        *synced = covers;
+        Ok(())
+    }
+}
+
+pub(super) fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<[u32; 2]> {
+    file.write_all_at(&pair.primary.data, offset)?;
+    file.write_all_at(
+        &pair.secondary.data,
+        offset + pair.primary.data.len() as u64,
+    )?;
+    Ok([&pair.primary.data, &pair.secondary.data].map(|data| crc32c::crc32c(data)))
+}
+
+/// Copies `from` into `to` (as long) and returns the bytes' CRC-32C, each
+/// piece summed while in cache: a pass of its own read every sliver from
+/// memory again, on a busy node from cold memory.
+pub(super) fn copy_summed(to: &mut [u8], from: &[u8]) -> u32 {
+    let pieces = to.chunks_mut(32 << 10).zip(from.chunks(32 << 10));
+    pieces.fold(0, |crc, (to, from)| {
+        to.copy_from_slice(from);
+        crc32c::crc32c_append(crc, to)
+    })
+}
