@@ -35,6 +35,19 @@ async fn until_node_knows(cluster: &Cluster, i: usize, blob_id: BlobId, status: 
     .await;
 }
 
+/// Stores `data` for 5 epochs as deletable by `owner`.
+async fn store_deletable(
+    client: &floe_client::Client,
+    data: Bytes,
+    owner: &KeyPair,
+) -> floe_client::StoreOutcome {
+    let options = StoreOptions {
+        owner: Some(owner.public()),
+        ..StoreOptions::default()
+    };
+    client.store(data, 5, options).await.unwrap()
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -222,17 +235,7 @@ async fn deleted_content_can_be_stored_again() {
     let client = cluster.client();
     let squatter = KeyPair::from_seed(&[42; 32]);
     let data = Bytes::from(blob(40_000, 5));
-    let first = client
-        .store(
-            data.clone(),
-            5,
-            StoreOptions {
-                owner: Some(squatter.public()),
-                ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let first = store_deletable(&client, data.clone(), &squatter).await;
     client.delete(first.blob_id, &squatter).await.unwrap();
     for i in 0..7 {
         until_node_knows(&cluster, i, first.blob_id, "deleted").await;
@@ -298,17 +301,7 @@ async fn a_deletable_certificate_does_not_answer_another_owners_store() {
     let client = cluster.client();
     let attacker = KeyPair::from_seed(&[43; 32]);
     let data = Bytes::from(blob(40_000, 9));
-    let bait = client
-        .store(
-            data.clone(),
-            5,
-            StoreOptions {
-                owner: Some(attacker.public()),
-                ..StoreOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let bait = store_deletable(&client, data.clone(), &attacker).await;
     let victim = client
         .store(data.clone(), 5, StoreOptions::default())
         .await
@@ -318,7 +311,22 @@ async fn a_deletable_certificate_does_not_answer_another_owners_store() {
         victim.newly_certified && !victim.certificate.message.body.deletable,
         "another owner's deletable certificate answered a permanent store"
     );
-    client.delete(bait.blob_id, &attacker).await.unwrap();
+    // The attacker delivers its deletion of its own registration itself
+    // (`Client::delete` would take whichever certificate the status shows).
+    let deletion = Signed::sign(
+        ProtocolMessage::new(
+            bait.certificate.message.epoch,
+            floe_consensus::BlobDeletion {
+                blob_id: bait.blob_id,
+            },
+        ),
+        &attacker,
+    );
+    let fact = Fact::Deleted(Box::new(floe_consensus::DeletionProof {
+        deletion,
+        certificate: bait.certificate.clone(),
+    }));
+    assert!(client.deliver(fact).await > 0);
     eventually(
         Duration::from_secs(20),
         "every node holds the attacker's deletion",

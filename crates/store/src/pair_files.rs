@@ -563,8 +563,6 @@ pub(crate) fn create_direct(path: &Path, aligned: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-/// Writes `pair` at `offset` through the page cache.
-
 /// A pair written and synced to its blob's file, not yet recorded. Dropped
 /// without being kept, its bytes are punched out again.
 pub(crate) struct Staged<'a> {

@@ -62,6 +62,8 @@ impl BlobFile {
     }
 }
 
+/// Writes `pair` at `offset` through the page cache; returns its slivers'
+/// checksums.
 pub(super) fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io::Result<[u32; 2]> {
     file.write_all_at(&pair.primary.data, offset)?;
     file.write_all_at(
