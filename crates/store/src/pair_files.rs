@@ -74,6 +74,9 @@ pub(crate) struct PairFiles {
     /// The blob files pairs are being written to. A handle is taken and
     /// dropped under this lock only, so a count of one means no writer.
     open: Mutex<HashMap<BlobId, Arc<BlobFile>>>,
+    /// Given to each blob file opened, to run before its syncs.
+    #[cfg(test)]
+    on_sync: Mutex<Option<blob_file::SyncHook>>,
 }
 
 fn file_error(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> StoreError {
@@ -166,6 +169,8 @@ impl PairFiles {
             direct,
             buffers: Mutex::new(Vec::new()),
             open: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            on_sync: Mutex::new(None),
         })
     }
 
@@ -241,6 +246,8 @@ impl PairFiles {
             removed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             sync: Mutex::new(0),
+            #[cfg(test)]
+            on_sync: lock(&self.on_sync).clone(),
         });
         open.insert(*blob_id, Arc::clone(&file));
         Ok(file)
@@ -401,17 +408,25 @@ impl PairFiles {
         // again meanwhile) then creates a fresh file rather than opening
         // the one being removed.
         let mut open = lock(&self.open);
-        if let Some(file) = open.remove(blob_id) {
+        if let Some(file) = open.get(blob_id) {
             file.retire();
         }
         let dir = self.blob_dir(blob_id);
         let freed = in_blob_file.saturating_add(own_files_bytes(&dir));
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        let removed = fs::remove_dir_all(&dir);
+        let left = matches!(&removed, Err(e) if e.kind() != io::ErrorKind::NotFound);
+        let writers = open.get(blob_id).is_some_and(|f| Arc::strong_count(f) > 1);
+        // A file that may still be there keeps its retired handle until its
+        // last writer is gone: no writer reopens it meanwhile with an end
+        // short of what those writers reserved.
+        if !(left && writers) {
+            open.remove(blob_id);
+        }
+        match removed {
+            Ok(()) => self.add_bytes(0, freed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(file_error(&dir, "removing")(e)),
         }
-        self.add_bytes(0, freed);
         Ok(())
     }
 

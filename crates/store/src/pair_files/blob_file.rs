@@ -6,6 +6,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(test)]
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use floe_codec::SliverPair;
@@ -19,8 +21,9 @@ pub(super) struct BlobFile {
     /// The next free block-aligned offset.
     pub(super) end: Mutex<u64>,
     /// Set when the blob's files are removed (under the blob's lock: a pair
-    /// written through this handle went to an unlinked file) or a write
-    /// through it failed: a pair written through it must not be recorded.
+    /// written through this handle went to an unlinked file) or a write or
+    /// sync through it failed: a pair written through it must not be
+    /// recorded.
     pub(super) removed: AtomicBool,
     /// Writes through this handle that have completed, counted as each
     /// completes: a sync begun after the count reached `n` covers the
@@ -32,7 +35,15 @@ pub(super) struct BlobFile {
     /// reports an error (perhaps another writer's lost write) retires the
     /// handle before any later sync can succeed for that writer.
     pub(super) sync: Mutex<u64>,
+    /// Runs before each sync in tests, and fails it with its error.
+    #[cfg(test)]
+    pub(super) on_sync: Option<SyncHook>,
 }
+
+/// What tests run before each sync of a pair file: to count syncs, hold
+/// one while others write, or fail one.
+#[cfg(test)]
+pub(super) type SyncHook = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 
 impl BlobFile {
     /// No pair written through this handle may be recorded any more: the blob's
@@ -56,8 +67,20 @@ impl BlobFile {
         }
         let covers = self.written.load(Ordering::Acquire);
         // A failed sync retires the handle before the lock goes.
-        self.file.sync_data().inspect_err(|_| self.retire())?;
+        self.before_sync()
+            .and_then(|()| self.file.sync_data())
+            .inspect_err(|_| self.retire())?;
         *synced = covers;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn before_sync(&self) -> io::Result<()> {
+        self.on_sync.as_ref().map_or(Ok(()), |hook| hook())
+    }
+
+    #[cfg(not(test))]
+    fn before_sync(&self) -> io::Result<()> {
         Ok(())
     }
 }
