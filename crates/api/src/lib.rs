@@ -16,8 +16,8 @@ use floe_consensus::chain::{CommitteeCertificate, CommitteeProposal};
 use floe_consensus::grant::StorageGrant;
 use floe_consensus::handoff::ShardsSynced;
 use floe_consensus::{
-    Epoch, Fact, InvalidBlobAttestation, ItemId, PublicKey, ReconcileMessage, Signed,
-    StorageConfirmation,
+    BlobCertificate, Epoch, Fact, InvalidBlobAttestation, ItemId, PublicKey, ReconcileMessage,
+    Signed, StorageConfirmation,
 };
 use floe_wire::{Access, Method, WireError};
 use serde::{Deserialize, Serialize};
@@ -308,6 +308,15 @@ pub struct GetSliverRequest {
     pub axis: Axis,
 }
 
+/// Ask for an owner's deletable registration of a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationRequest {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// The key that owns the registration.
+    pub owner: PublicKey,
+}
+
 /// Ask for a storage confirmation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfirmationRequest {
@@ -499,6 +508,12 @@ method!(
     /// certificate); a node in `grants` mode keeps it and admits the key's
     /// writes within its limits. Answers the key's usage on this node.
     PutGrant, 18, Access::Public, Signed<StorageGrant> => GrantUsage, MAX_SMALL_FRAME, MAX_SMALL_FRAME, SHORT
+);
+method!(
+    /// An owner's deletable registration of a blob not ended by a deletion
+    /// (the certificate its deletion carries), if this node holds one: a
+    /// status shows only the registration lasting longest.
+    GetRegistration, 20, Access::Public, RegistrationRequest => Option<BlobCertificate>, MAX_SMALL_FRAME, MAX_FACTS_FRAME, SHORT
 );
 method!(
     /// Recovery symbols without proofs, from the slivers this node holds:

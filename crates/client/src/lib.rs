@@ -31,6 +31,7 @@ use floe_net::{FanOut, NetConfig, Pool, RpcError};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+mod delete;
 mod error;
 mod read;
 mod store;
@@ -604,49 +605,5 @@ impl Client {
                 .map(|(peer, failure)| (name(peer), failure.to_string()))
                 .collect(),
         }
-    }
-
-    /// Delete a deletable blob owned by `owner`.
-    pub async fn delete(&self, blob_id: BlobId, owner: &KeyPair) -> Result<Fact, ClientError> {
-        let certificate = match self.status(blob_id).await?.status {
-            BlobStatus::Certified { certificate } => certificate,
-            other => {
-                return Err(ClientError::NotAllowed(format!(
-                    "blob {blob_id} is {}; only certified blobs can be deleted",
-                    other.name()
-                )))
-            }
-        };
-        let body = &certificate.message.body;
-        if !body.deletable || body.owner != Some(owner.public()) {
-            return Err(ClientError::NotAllowed(format!(
-                "blob {blob_id} is not deletable by key {}: its registration is {}",
-                owner.public(),
-                if body.deletable {
-                    "owned by another key"
-                } else {
-                    "permanent"
-                }
-            )));
-        }
-        let deletion = Signed::sign(
-            ProtocolMessage::new(self.epoch(), BlobDeletion { blob_id }),
-            owner,
-        );
-        let fact = Fact::Deleted(Box::new(DeletionProof {
-            deletion,
-            certificate,
-        }));
-        let accepted = self.deliver(fact.clone()).await;
-        if accepted == 0 {
-            return Err(ClientError::NotEnoughShards {
-                blob_id,
-                what: "deleting",
-                needed: 1,
-                got: 0,
-                failures: Vec::new(),
-            });
-        }
-        Ok(fact)
     }
 }

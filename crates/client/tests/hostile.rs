@@ -297,13 +297,26 @@ async fn deleted_content_can_be_stored_again() {
 /// deletion and the garbage collection that follows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletable_certificate_does_not_answer_another_owners_store() {
-    let cluster = Cluster::start(7, 100).await;
+    let mut cluster = Cluster::start(7, 100).await;
+    // Something certified the liar can show in place of a registration.
+    let shown = store_and_read_back(&cluster.client(), Bytes::from(blob(10_000, 8))).await;
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                foreign_proofs: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    until_node_knows(&cluster, LIAR, shown.blob_id, "certified").await;
     let client = cluster.client();
     let attacker = KeyPair::from_seed(&[43; 32]);
     let data = Bytes::from(blob(40_000, 9));
     let bait = store_deletable(&client, data.clone(), &attacker).await;
+    // Lasting longer, the permanent registration is the one statuses show.
     let victim = client
-        .store(data.clone(), 5, StoreOptions::default())
+        .store(data.clone(), 6, StoreOptions::default())
         .await
         .unwrap();
     assert_eq!(victim.blob_id, bait.blob_id);
@@ -311,22 +324,23 @@ async fn a_deletable_certificate_does_not_answer_another_owners_store() {
         victim.newly_certified && !victim.certificate.message.body.deletable,
         "another owner's deletable certificate answered a permanent store"
     );
-    // The attacker delivers its deletion of its own registration itself
-    // (`Client::delete` would take whichever certificate the status shows).
-    let deletion = Signed::sign(
-        ProtocolMessage::new(
-            bait.certificate.message.epoch,
-            floe_consensus::BlobDeletion {
-                blob_id: bait.blob_id,
-            },
-        ),
-        &attacker,
-    );
-    let fact = Fact::Deleted(Box::new(floe_consensus::DeletionProof {
-        deletion,
-        certificate: bait.certificate.clone(),
-    }));
-    assert!(client.deliver(fact).await > 0);
+    // A key with no registration has nothing to delete; the liar's answer
+    // to the question (another blob's certificate) is reported, not used.
+    let stranger = KeyPair::from_seed(&[44; 32]);
+    match client.delete(bait.blob_id, &stranger).await {
+        Err(ClientError::NotAllowed(text)) => assert!(text.contains("permanent"), "{text}"),
+        other => panic!("a key without a registration deleted: {other:?}"),
+    }
+    let liar_key = cluster.file.committee.members()[LIAR].network_key;
+    let health = client.health();
+    let liar = health.iter().find(|h| h.peer.key == liar_key).unwrap();
+    assert!(liar.misbehaviours > 0, "{liar:?}");
+    // The attacker deletes its own registration, though the status shows
+    // the victim's.
+    match client.delete(bait.blob_id, &attacker).await.unwrap() {
+        Fact::Deleted(proof) => assert!(proof.certificate == bait.certificate),
+        other => panic!("deleting answered {other:?}"),
+    }
     eventually(
         Duration::from_secs(20),
         "every node holds the attacker's deletion",

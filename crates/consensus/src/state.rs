@@ -493,6 +493,13 @@ impl BlobState {
             .map(|d| d.deletion.message.epoch)
     }
 
+    /// `owner`'s deletable registration not ended by a deletion with the
+    /// latest end epoch (perhaps expired): what a deletion by `owner` must
+    /// carry. The status shows only the registration lasting longest.
+    pub fn registration_of(&self, owner: &PublicKey) -> Option<&BlobCertificate> {
+        self.proofs.owners.get(owner)?.best_live()
+    }
+
     /// The latest end epoch among registrations not ended by a deletion:
     /// the blob's data is needed until then (and may be collected after).
     pub fn available_until(&self) -> Option<Epoch> {

@@ -52,6 +52,22 @@ pub(crate) fn status(inner: &Inner, asked: &BlobId) -> Option<BlobStatusAnswer> 
     certified.map(|(_, status)| BlobStatusAnswer { epoch, status })
 }
 
+/// An owner's registration that lies, if this node is told to: none
+/// (withheld), or another blob's certificate.
+pub(crate) fn registration(
+    inner: &Inner,
+    asked: &floe_api::RegistrationRequest,
+) -> Option<Option<floe_consensus::BlobCertificate>> {
+    let lies = inner.byzantine.as_ref()?;
+    if lies.withhold_facts {
+        return Some(None);
+    }
+    match status(inner, &asked.blob_id)?.status {
+        BlobStatus::Certified { certificate } => Some(Some(certificate)),
+        _ => None,
+    }
+}
+
 /// A sliver with one byte flipped, if this node is told to.
 pub(crate) fn sliver(inner: &Inner, mut sliver: Sliver) -> Sliver {
     if inner.byzantine.as_ref().is_some_and(|l| l.flip_slivers) && !sliver.data.is_empty() {

@@ -85,7 +85,20 @@ pub(crate) fn router(slot: Slot) -> Router {
     let router = route!(router, GetShardPairs, shard_pairs);
     let router = route!(router, PutShardsSynced, shards_synced);
     let router = route!(router, PutGrant, put_grant);
+    let router = route!(router, GetRegistration, registration);
     route!(router, GetHandoff, handoff_notices)
+}
+
+fn registration(
+    inner: &Inner,
+    _: Caller,
+    request: RegistrationRequest,
+) -> Result<Option<floe_consensus::BlobCertificate>, ApiError> {
+    if let Some(lie) = crate::byzantine::registration(inner, &request) {
+        return Ok(lie);
+    }
+    let state = inner.store.state(&request.blob_id).map_err(store_error)?;
+    Ok(state.registration_of(&request.owner).cloned())
 }
 
 fn shard_pairs(
