@@ -360,6 +360,16 @@ impl Deep for Vec<CommitteeCertificate> {
 
 impl Deep for ShardPairsRequest {}
 impl Deep for floe_api::GrantUsage {}
+impl Deep for floe_api::RegistrationRequest {}
+
+/// What a client does with an owner's registration: verifies it.
+impl Deep for Option<BlobCertificate> {
+    fn deep(&self, fx: &Fixtures) {
+        if let Some(certificate) = self {
+            certificate.deep(fx);
+        }
+    }
+}
 
 /// What a new holder does with a page: every pair against the metadata.
 impl Deep for ShardPairsPage {
@@ -445,13 +455,14 @@ macro_rules! with_method {
             GetHandoff::KIND => $f::<GetHandoff>($($args),*),
             floe_api::PutGrant::KIND => $f::<floe_api::PutGrant>($($args),*),
             floe_api::GetBareSymbols::KIND => $f::<floe_api::GetBareSymbols>($($args),*),
+            floe_api::GetRegistration::KIND => $f::<floe_api::GetRegistration>($($args),*),
             _ => $unknown,
         }
     };
 }
 
 /// Method kinds, in order.
-const KINDS: u16 = 19;
+const KINDS: u16 = 20;
 
 fn decode_deep<T: Wire + Deep>(body: &[u8]) -> Verdict {
     let fx = fixtures()?;
@@ -724,6 +735,13 @@ fn request_bodies(fx: &Fixtures) -> Result<Vec<(u16, Vec<u8>)>, String> {
         (PutShardsSynced::KIND, encoded(&synced_notice(fx))?),
         (GetHandoff::KIND, encoded(&Epoch(1))?),
         (floe_api::PutGrant::KIND, encoded(&storage_grant(fx))?),
+        (
+            floe_api::GetRegistration::KIND,
+            encoded(&floe_api::RegistrationRequest {
+                blob_id: fx.blob_id,
+                owner: fx.owner.public(),
+            })?,
+        ),
     ])
 }
 
@@ -812,6 +830,16 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
         ),
         (PutShardsSynced::KIND, false, encoded(&())?),
         (GetHandoff::KIND, false, encoded(&vec![synced_notice(fx)])?),
+        (
+            floe_api::GetRegistration::KIND,
+            false,
+            encoded(&Some(fx.deletable.clone()))?,
+        ),
+        (
+            floe_api::GetRegistration::KIND,
+            false,
+            encoded(&None::<BlobCertificate>)?,
+        ),
         (
             floe_api::PutGrant::KIND,
             false,
