@@ -43,18 +43,22 @@ impl Client {
         // Delivery waits for both: a check answered after nodes learned
         // this store's own certificate would call it someone else's.
         let check = self.status_within(blob_id, STORE_CHECK_GRACE);
-        // A deletable certificate answers only its own owner's store:
-        // another owner could delete it and take this store's data along.
-        let owner = options.owner;
+        // Only a permanent store is answered by a certificate already there,
+        // and only by a permanent one: another owner could delete a
+        // deletable one and take this store's data along, and the store's
+        // own owner may have deleted one already, unknown yet to the
+        // quorum that answered. A deletable store certifies a registration
+        // of its own, which its owner can delete.
+        let permanent = options.owner.is_none();
         let certify = self.certify_at_quorum(metadata, pairs, epochs, options);
         tokio::pin!(check, certify);
         let already = |status: Result<QuorumStatus, ClientError>| match status {
             Ok(QuorumStatus {
                 status: BlobStatus::Certified { certificate },
                 ..
-            }) if certificate.message.body.end_epoch >= end_epoch
-                && (!certificate.message.body.deletable
-                    || certificate.message.body.owner == owner) =>
+            }) if permanent
+                && certificate.message.body.end_epoch >= end_epoch
+                && !certificate.message.body.deletable =>
             {
                 Some(StoreOutcome {
                     blob_id,

@@ -227,8 +227,9 @@ async fn a_certificate_delivered_late_finds_the_data_it_vouches_for() {
     cluster.shutdown().await;
 }
 
-/// Content someone registered as deletable and deleted can be stored again
-/// by anyone, permanently, and is then readable on every node.
+/// Content someone registered as deletable (twice: the second store is
+/// certified anew) and deleted can be stored again by anyone, permanently,
+/// and is then readable on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_content_can_be_stored_again() {
     let cluster = Cluster::start(7, 100).await;
@@ -236,6 +237,14 @@ async fn deleted_content_can_be_stored_again() {
     let squatter = KeyPair::from_seed(&[42; 32]);
     let data = Bytes::from(blob(40_000, 5));
     let first = store_deletable(&client, data.clone(), &squatter).await;
+    // A deletable store is never answered by a registration already there
+    // (its owner may have deleted that one, unknown yet to the quorum
+    // asked): it certifies its own.
+    let renewed = store_deletable(&client, data.clone(), &squatter).await;
+    assert!(
+        renewed.newly_certified,
+        "a deletable store answered by an earlier registration"
+    );
     client.delete(first.blob_id, &squatter).await.unwrap();
     for i in 0..7 {
         until_node_knows(&cluster, i, first.blob_id, "deleted").await;

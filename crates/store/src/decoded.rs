@@ -8,34 +8,39 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use floe_codec::BlobMetadata;
+use floe_codec::{BlobId, BlobMetadata};
 
 use crate::error::StoreError;
 
 /// Decoded values kept: a node receives few blobs at once.
 const KEPT: usize = 16;
 
+/// A blob, its stored metadata value and what it decoded to.
+type Kept = (BlobId, Vec<u8>, BlobMetadata);
+
 /// Stored metadata values and what they decoded to, newest last.
 #[derive(Default)]
 pub(crate) struct DecodedMetadata {
-    recent: Mutex<VecDeque<(Vec<u8>, BlobMetadata)>>,
+    recent: Mutex<VecDeque<Kept>>,
 }
 
 impl DecodedMetadata {
-    /// What `stored` decodes to: kept from an earlier decode of the same
-    /// bytes, or `decode`d now. Keyed by the stored bytes themselves, so a
-    /// value rewritten, removed or damaged since is never answered from an
+    /// What `blob_id`'s `stored` value decodes to: kept from an earlier
+    /// decode of the same bytes for the same blob, or `decode`d (and
+    /// checked) now. Keyed by the stored bytes themselves, so a value
+    /// rewritten, removed or damaged since is never answered from an
     /// earlier decode.
     pub(crate) fn get_or_decode(
         &self,
+        blob_id: &BlobId,
         stored: &[u8],
         decode: impl FnOnce() -> Result<BlobMetadata, StoreError>,
     ) -> Result<BlobMetadata, StoreError> {
-        let kept = |recent: &VecDeque<(Vec<u8>, BlobMetadata)>| {
+        let kept = |recent: &VecDeque<Kept>| {
             recent
                 .iter()
-                .find(|(bytes, _)| bytes == stored)
-                .map(|(_, metadata)| metadata.clone())
+                .find(|(id, bytes, _)| id == blob_id && bytes == stored)
+                .map(|(_, _, metadata)| metadata.clone())
         };
         if let Some(metadata) = kept(&self.lock()) {
             return Ok(metadata);
@@ -46,12 +51,12 @@ impl DecodedMetadata {
             if recent.len() == KEPT {
                 recent.pop_front();
             }
-            recent.push_back((stored.to_vec(), metadata.clone()));
+            recent.push_back((*blob_id, stored.to_vec(), metadata.clone()));
         }
         Ok(metadata)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Vec<u8>, BlobMetadata)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
         self.recent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -70,13 +75,15 @@ mod tests {
             .0
     }
 
-    /// Answered from an earlier decode only for the very bytes decoded:
-    /// other bytes (another blob, a rewritten or damaged value) are decoded,
-    /// and a decode that fails is never kept.
+    /// Answered from an earlier decode only for the very bytes decoded, of
+    /// the same blob: other bytes (another blob's value, a rewritten or
+    /// damaged one) or the same bytes under another blob are decoded, and a
+    /// decode that fails is never kept.
     #[test]
     fn only_the_same_stored_bytes_skip_the_decode() {
         let decoded = DecodedMetadata::default();
         let (a, b) = (metadata(1), metadata(2));
+        let (id_a, id_b) = (BlobId([1; 32]), BlobId([2; 32]));
         let damaged = || {
             Err(StoreError::Corrupt {
                 table: "metadata",
@@ -84,20 +91,32 @@ mod tests {
                 reason: "damaged".into(),
             })
         };
-        assert!(decoded.get_or_decode(b"a", damaged).is_err());
-        assert_eq!(decoded.get_or_decode(b"a", || Ok(a.clone())).unwrap(), a);
+        assert!(decoded.get_or_decode(&id_a, b"a", damaged).is_err());
+        assert_eq!(
+            decoded
+                .get_or_decode(&id_a, b"a", || Ok(a.clone()))
+                .unwrap(),
+            a
+        );
         // Kept: the decode is not run again.
-        assert_eq!(decoded.get_or_decode(b"a", damaged).unwrap(), a);
-        assert!(decoded.get_or_decode(b"a!", damaged).is_err());
-        assert_eq!(decoded.get_or_decode(b"b", || Ok(b.clone())).unwrap(), b);
+        assert_eq!(decoded.get_or_decode(&id_a, b"a", damaged).unwrap(), a);
+        assert!(decoded.get_or_decode(&id_a, b"a!", damaged).is_err());
+        // The same bytes stored under another blob are decoded (and checked).
+        assert!(decoded.get_or_decode(&id_b, b"a", damaged).is_err());
+        assert_eq!(
+            decoded
+                .get_or_decode(&id_b, b"b", || Ok(b.clone()))
+                .unwrap(),
+            b
+        );
         // The oldest goes once more than KEPT values were decoded.
         for i in 0..KEPT {
             let key = format!("{i}");
             decoded
-                .get_or_decode(key.as_bytes(), || Ok(b.clone()))
+                .get_or_decode(&id_b, key.as_bytes(), || Ok(b.clone()))
                 .unwrap();
         }
-        assert!(decoded.get_or_decode(b"a", damaged).is_err());
+        assert!(decoded.get_or_decode(&id_a, b"a", damaged).is_err());
         assert_eq!(decoded.lock().len(), KEPT);
     }
 }

@@ -61,6 +61,9 @@ pub(crate) const BLOCK: usize = 4096;
 /// Aligned buffers kept for reuse between writes (four made a 16 MiB store
 /// on seven nodes map and unmap 5–10 buffers: a thousand page faults).
 const SPARE_BUFFERS: usize = 8;
+/// The largest buffer kept for reuse: the spares hold at most 64 MiB
+/// (a larger pair's buffer is mapped for it and unmapped after).
+const SPARE_BUFFER_MAX: usize = 8 << 20;
 
 /// The pair files of one store.
 pub(crate) struct PairFiles {
@@ -195,9 +198,15 @@ impl PairFiles {
     /// durable) if it is not there yet.
     fn acquire(&self, blob_id: &BlobId) -> Result<Arc<BlobFile>, StoreError> {
         let mut open = lock(&self.open);
-        if let Some(file) = open.get(blob_id) {
-            return Ok(Arc::clone(file));
-        }
+        // A retired handle is never handed out (its pairs cannot be kept,
+        // and writers coming one after another would keep it for good):
+        // a fresh one replaces it, reserving only past its end, where none
+        // of its writers still in flight writes.
+        let retired_end = match open.get(blob_id) {
+            Some(file) if !file.removed.load(Ordering::Acquire) => return Ok(Arc::clone(file)),
+            Some(file) => *lock(&file.end),
+            None => 0,
+        };
         let dir = self.blob_dir(blob_id);
         match fs::create_dir(&dir) {
             Ok(()) => {
@@ -242,7 +251,7 @@ impl PairFiles {
         let file = Arc::new(BlobFile {
             file,
             path,
-            end: Mutex::new(padded(len)),
+            end: Mutex::new(padded(len).max(retired_end)),
             removed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             sync: Mutex::new(0),
@@ -330,17 +339,18 @@ impl PairFiles {
         buffer[len..whole].fill(0);
         let written = file.write_all_at(&buffer[..whole], offset);
         let mut spare = lock(&self.buffers);
-        if spare.len() < SPARE_BUFFERS {
+        if spare.len() < SPARE_BUFFERS && buffer.len() <= SPARE_BUFFER_MAX {
             spare.push(buffer);
         }
         written.map(|()| checksums)
     }
 
-    /// A page-aligned buffer of at least `len` bytes: a spare one, or a
-    /// new anonymous map.
+    /// A page-aligned buffer of at least `len` bytes: the smallest spare
+    /// one that fits, or a new anonymous map.
     fn buffer(&self, len: usize) -> io::Result<memmap2::MmapMut> {
         let mut spare = lock(&self.buffers);
-        if let Some(at) = spare.iter().position(|b| b.len() >= len) {
+        let fits = spare.iter().enumerate().filter(|(_, b)| b.len() >= len);
+        if let Some((at, _)) = fits.min_by_key(|(_, b)| b.len()) {
             return Ok(spare.swap_remove(at));
         }
         drop(spare);

@@ -59,12 +59,20 @@ impl Store {
         self.write(METADATA, batch, false)
     }
 
-    /// A blob's metadata.
+    /// A blob's metadata: checked to be this blob's when decoded (a value
+    /// of another blob's, copied in, is corrupt here).
     pub fn metadata(&self, blob_id: &BlobId) -> Result<Option<BlobMetadata>, StoreError> {
         self.get(METADATA, &blob_id.0)?
             .map(|v| {
-                self.decoded
-                    .get_or_decode(&v, || decode(METADATA, &blob_id.0, &v))
+                self.decoded.get_or_decode(blob_id, &v, || {
+                    let metadata: BlobMetadata = decode(METADATA, &blob_id.0, &v)?;
+                    metadata.verify(blob_id).map_err(|e| StoreError::Corrupt {
+                        table: METADATA,
+                        key: envelope::hex(&blob_id.0),
+                        reason: e.to_string(),
+                    })?;
+                    Ok(metadata)
+                })
             })
             .transpose()
     }

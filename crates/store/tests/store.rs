@@ -230,6 +230,20 @@ fn corrupted_values_are_typed_errors_not_data() {
             .unwrap(),
         *blob.pair_for(ShardIndex(1))
     );
+    // Another blob's intact metadata, under this blob's key, is no
+    // metadata of this blob: its pairs would be checked against it.
+    let other = common::blob(7, 50_000);
+    store
+        .put_metadata(&blob.blob_id, &other.metadata, 0)
+        .unwrap();
+    match store.metadata(&blob.blob_id) {
+        Err(StoreError::Corrupt {
+            table: "metadata",
+            reason,
+            ..
+        }) => assert!(reason.contains("does not match blob"), "{reason}"),
+        other => panic!("another blob's metadata answered: {other:?}"),
+    }
 }
 
 #[test]

@@ -49,10 +49,9 @@ impl BlobFile {
     /// No pair written through this handle may be recorded any more: the blob's
     /// files were removed, or a write or sync through it failed (a sync can
     /// report another writer's lost write once, and then succeed for that
-    /// writer). After a failure the handle stays in the map, so writers
-    /// still reserve from its end, until its last writer is gone; the next
-    /// writer then opens the file afresh, its end taken from the file's
-    /// length with no write of the old handle left in flight.
+    /// writer). A retired handle in the map stays there until its last
+    /// writer is gone, unless a new writer first replaces it with a fresh
+    /// handle that reserves past its end.
     pub(super) fn retire(&self) {
         self.removed.store(true, Ordering::Release);
     }
@@ -100,6 +99,7 @@ pub(super) fn write_buffered(file: &File, offset: u64, pair: &SliverPair) -> io:
 /// piece summed while in cache: a pass of its own read every sliver from
 /// memory again, on a busy node from cold memory.
 pub(super) fn copy_summed(to: &mut [u8], from: &[u8]) -> u32 {
+    assert_eq!(to.len(), from.len(), "a sliver copied whole");
     let pieces = to.chunks_mut(32 << 10).zip(from.chunks(32 << 10));
     pieces.fold(0, |crc, (to, from)| {
         to.copy_from_slice(from);

@@ -212,8 +212,9 @@ fn a_sync_covers_the_writes_completed_before_it_began() {
 
 /// A failed sync may have been another writer's lost write: once one
 /// fails, no pair written through that handle is kept, though a later sync
-/// through it succeeds; the next writer, after they are gone, opens the
-/// file afresh and its pair is kept.
+/// through it succeeds. The next writer, while a writer still holds the
+/// failed handle, opens the file afresh and reserves past that writer's
+/// pair: its own pair is kept.
 #[test]
 fn after_a_failed_sync_no_pair_written_through_the_handle_is_kept() {
     let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 11 + 1) as u8).collect();
@@ -237,9 +238,15 @@ fn after_a_failed_sync_no_pair_written_through_the_handle_is_kept() {
             second.check_live().is_err(),
             "a pair written through a failed handle was kept"
         );
+        let third = files.stage(blob_id, &pairs[2]).unwrap();
+        third.check_live().unwrap();
+        let second_end = second.offset() + padded(pairs[1].byte_len() as u64);
+        assert!(
+            third.offset() >= second_end,
+            "reserved over a pair in flight"
+        );
+        files.commit(third);
+        drop(second);
     });
     assert!(lock(&files.open).is_empty());
-    let third = files.stage(&blob_id, &pairs[2]).unwrap();
-    third.check_live().unwrap();
-    files.commit(third);
 }
