@@ -202,6 +202,9 @@ impl PairFiles {
         // and writers coming one after another would keep it for good):
         // a fresh one replaces it, reserving only past its end, where none
         // of its writers still in flight writes.
+        // Read under its lock, after it was retired: no writer reserves
+        // from a retired handle (see `BlobFile::reserve`), so this end is
+        // final.
         let retired_end = match open.get(blob_id) {
             Some(file) if !file.removed.load(Ordering::Acquire) => return Ok(Arc::clone(file)),
             Some(file) => *lock(&file.end),
@@ -287,11 +290,10 @@ impl PairFiles {
     ) -> Result<Staged<'_>, StoreError> {
         let file = self.acquire(blob_id)?;
         let len = pair.byte_len() as u64;
-        let offset = {
-            let mut end = lock(&file.end);
-            let at = *end;
-            *end += padded(len);
-            at
+        let Some(offset) = file.reserve(padded(len)) else {
+            let error = retired(&file.path);
+            self.release(blob_id, file);
+            return Err(error);
         };
         let write = if self.direct {
             self.write_direct(&file.file, offset, pair)
@@ -623,15 +625,20 @@ impl Staged<'_> {
         if !file.removed.load(Ordering::Acquire) {
             return Ok(());
         }
-        Err(StoreError::File {
-            path: file.path.clone(),
-            what: "recording a sliver pair",
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                "the blob's pair file was removed, or failed a write, while the pair was \
-                 written; store it again",
-            ),
-        })
+        Err(retired(&file.path))
+    }
+}
+
+/// Why a pair written (or about to be) through a retired handle is not kept.
+fn retired(path: &Path) -> StoreError {
+    StoreError::File {
+        path: path.to_path_buf(),
+        what: "recording a sliver pair",
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            "the blob's pair file was removed, or failed a write, while the pair was \
+             written; store it again",
+        ),
     }
 }
 

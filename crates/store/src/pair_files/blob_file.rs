@@ -56,6 +56,20 @@ impl BlobFile {
         self.removed.store(true, Ordering::Release);
     }
 
+    /// Reserves `bytes` at the end, unless the handle is retired: checked
+    /// under the end's lock, so once a handle is retired no writer reserves
+    /// from it, and a fresh handle reserving past its end overlaps none of
+    /// its pairs.
+    pub(super) fn reserve(&self, bytes: u64) -> Option<u64> {
+        let mut end = lock(&self.end);
+        if self.removed.load(Ordering::Acquire) {
+            return None;
+        }
+        let at = *end;
+        *end += bytes;
+        Some(at)
+    }
+
     /// Makes the write that just completed through this handle durable: by a
     /// sync of its own, or by one that began after it completed.
     pub(super) fn sync_through(&self) -> io::Result<()> {

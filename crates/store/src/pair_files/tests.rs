@@ -250,3 +250,24 @@ fn after_a_failed_sync_no_pair_written_through_the_handle_is_kept() {
     });
     assert!(lock(&files.open).is_empty());
 }
+
+/// Once a handle is retired no writer reserves from it, and the next
+/// writer's fresh handle reserves past everything reserved from it (a
+/// writer that took the handle before it was retired is refused, not
+/// placed where the fresh handle places another pair).
+#[test]
+fn a_retired_handle_reserves_nothing_and_its_successor_reserves_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = PairFiles::open(dir.path(), false).unwrap();
+    let blob_id = BlobId([9; 32]);
+    let old = files.acquire(&blob_id).unwrap();
+    assert_eq!(old.reserve(3 * BLOCK as u64), Some(0));
+    old.retire();
+    assert_eq!(old.reserve(BLOCK as u64), None);
+    let fresh = files.acquire(&blob_id).unwrap();
+    assert!(!Arc::ptr_eq(&old, &fresh));
+    assert_eq!(fresh.reserve(BLOCK as u64), Some(3 * BLOCK as u64));
+    files.release(&blob_id, old);
+    files.release(&blob_id, fresh);
+    assert!(lock(&files.open).is_empty());
+}
