@@ -35,6 +35,22 @@ async fn until_node_knows(cluster: &Cluster, i: usize, blob_id: BlobId, status: 
     .await;
 }
 
+/// Makes member [`LIAR`] answer with proofs about other blobs, once it
+/// knows one certified blob (stored here, of `seed`) it can show.
+async fn make_foreign_liar(cluster: &mut Cluster, seed: u64) {
+    let shown = store_and_read_back(&cluster.client(), Bytes::from(blob(10_000, seed))).await;
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                foreign_proofs: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    until_node_knows(cluster, LIAR, shown.blob_id, "certified").await;
+}
+
 /// Stores `data` for 5 epochs as deletable by `owner`.
 async fn store_deletable(
     client: &floe_client::Client,
@@ -58,18 +74,7 @@ fn now_ms() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_certificate_does_not_stop_an_upload_and_its_sender_is_named() {
     let mut cluster = Cluster::start(7, 100).await;
-    // Something certified the liar can show in place of the blob asked about.
-    let shown = store_and_read_back(&cluster.client(), Bytes::from(blob(10_000, 1))).await;
-    cluster
-        .make_hostile(
-            LIAR,
-            Byzantine {
-                foreign_proofs: true,
-                ..Byzantine::default()
-            },
-        )
-        .await;
-    until_node_knows(&cluster, LIAR, shown.blob_id, "certified").await;
+    make_foreign_liar(&mut cluster, 1).await;
 
     let client = cluster.client();
     let data = Bytes::from(blob(30_000, 2));
@@ -307,18 +312,7 @@ async fn deleted_content_can_be_stored_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletable_certificate_does_not_answer_another_owners_store() {
     let mut cluster = Cluster::start(7, 100).await;
-    // Something certified the liar can show in place of a registration.
-    let shown = store_and_read_back(&cluster.client(), Bytes::from(blob(10_000, 8))).await;
-    cluster
-        .make_hostile(
-            LIAR,
-            Byzantine {
-                foreign_proofs: true,
-                ..Byzantine::default()
-            },
-        )
-        .await;
-    until_node_knows(&cluster, LIAR, shown.blob_id, "certified").await;
+    make_foreign_liar(&mut cluster, 8).await;
     let client = cluster.client();
     let attacker = KeyPair::from_seed(&[43; 32]);
     let data = Bytes::from(blob(40_000, 9));

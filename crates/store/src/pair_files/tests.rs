@@ -137,6 +137,13 @@ fn pairs_staged_at_once_are_each_written_and_synced() {
     }
 }
 
+/// A blob's ID and pairs (of 300 KB, seeded by `seed`) on ten shards.
+fn sample_pairs(seed: u32) -> (BlobId, Vec<SliverPair>) {
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * seed + 5) as u8).collect();
+    let (_, blob_id, pairs) = encode(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
+    (blob_id, pairs)
+}
+
 /// A store's pair files whose syncs are counted and the first held until
 /// the test lets it go with the result it gives; later syncs pass.
 fn with_held_first_sync(
@@ -185,8 +192,7 @@ fn until_written(files: &PairFiles, blob_id: &BlobId, n: u64) {
 /// skips its own: three pairs, two syncs.
 #[test]
 fn a_sync_covers_the_writes_completed_before_it_began() {
-    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 13 + 5) as u8).collect();
-    let (_, blob_id, pairs) = encode(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
+    let (blob_id, pairs) = sample_pairs(13);
     let dir = tempfile::tempdir().unwrap();
     let (files, calls, entered, release) = with_held_first_sync(dir.path());
     std::thread::scope(|scope| {
@@ -217,8 +223,7 @@ fn a_sync_covers_the_writes_completed_before_it_began() {
 /// pair: its own pair is kept.
 #[test]
 fn after_a_failed_sync_no_pair_written_through_the_handle_is_kept() {
-    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 11 + 1) as u8).collect();
-    let (_, blob_id, pairs) = encode(&EncodingConfig::new(10).unwrap(), &blob).unwrap();
+    let (blob_id, pairs) = sample_pairs(11);
     let dir = tempfile::tempdir().unwrap();
     let (files, calls, entered, release) = with_held_first_sync(dir.path());
     std::thread::scope(|scope| {
