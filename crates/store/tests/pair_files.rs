@@ -64,6 +64,20 @@ fn allocated(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
+/// `path` takes `expected` bytes on disk, give or take the blocks ext4
+/// counts for its extent tree: punched holes split extents, and once a
+/// file has more than the inode holds the tree takes a block of its own
+/// (how many extents there are depends on free space, so runs differ).
+fn assert_allocated(path: &std::path::Path, expected: u64) {
+    const EXTENT_TREE: u64 = 2 * 4096;
+    let got = allocated(path);
+    assert!(
+        (expected..=expected + EXTENT_TREE).contains(&got),
+        "{} takes {got} bytes on disk; {expected} expected (and at most {EXTENT_TREE} of extent tree)",
+        path.display()
+    );
+}
+
 /// `len` rounded up to whole 4 KiB blocks.
 fn padded(len: usize) -> u64 {
     (len as u64).div_ceil(4096) * 4096
@@ -99,7 +113,7 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
             1
         );
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
-        assert_eq!(allocated(&file), recorded(&my_shards()));
+        assert_allocated(&file, recorded(&my_shards()));
         let bytes = std::fs::read(&file).unwrap();
         for &shard in &my_shards() {
             offset_of(&bytes, &blob, shard);
@@ -113,7 +127,7 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
             .unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
-        assert_eq!(allocated(&file), recorded(&my_shards()));
+        assert_allocated(&file, recorded(&my_shards()));
         reads_back(&store, &blob, ShardIndex(5));
     }
 
@@ -128,9 +142,9 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
             .unwrap()
             .write_all_at(&[7u8; 3 * 4096], end)
             .unwrap();
-        assert_eq!(allocated(&file), recorded(&my_shards()) + 3 * 4096);
+        assert_allocated(&file, recorded(&my_shards()) + 3 * 4096);
         let store = Store::open(dir.path(), my_shards()).unwrap();
-        assert_eq!(allocated(&file), recorded(&my_shards()));
+        assert_allocated(&file, recorded(&my_shards()));
         assert_eq!(store.pair_file_bytes(), recorded(&my_shards()));
         assert!(store.holds_all_pairs(&blob.blob_id).unwrap());
     }
@@ -198,7 +212,7 @@ fn large_pairs_live_in_one_file_per_blob_checked_collected_and_swept() {
     assert!(store
         .promise(common::confirmation(blob.blob_id, 100))
         .is_err());
-    assert_eq!(allocated(&file), recorded(&[kept]));
+    assert_allocated(&file, recorded(&[kept]));
     assert_eq!(store.pair_file_bytes(), recorded(&[kept]));
     // The undamaged pair still reads back.
     reads_back(&store, &blob, kept);
@@ -354,7 +368,7 @@ fn a_damaged_pair_record_keeps_its_file_and_is_stored_over() {
     let store = Store::open(dir.path(), my_shards()).unwrap();
     // Nobody can say where the damaged record's pair is: the file is kept
     // whole.
-    assert_eq!(allocated(&file), all(&my_shards()));
+    assert_allocated(&file, all(&my_shards()));
     assert!(matches!(
         store.sliver(ShardIndex(5), &blob.blob_id, Axis::Primary),
         Err(StoreError::Corrupt {
@@ -370,7 +384,7 @@ fn a_damaged_pair_record_keeps_its_file_and_is_stored_over() {
     drop(store);
     // Reopened: the old copy's bytes are unrecorded, and punched out.
     let store = Store::open(dir.path(), my_shards()).unwrap();
-    assert_eq!(allocated(&file), all(&my_shards()));
+    assert_allocated(&file, all(&my_shards()));
     assert_eq!(store.pair_file_bytes(), all(&my_shards()));
     for &shard in &my_shards() {
         reads_back(&store, &blob, shard);
