@@ -887,7 +887,7 @@ fn response_bodies(fx: &Fixtures) -> Result<Vec<(u16, bool, Vec<u8>)>, String> {
     Ok(bodies)
 }
 
-/// `kind selector | body`: the request type of method `selector % 11 + 1`.
+/// `kind selector | body`: the request type of method `selector % KINDS + 1`.
 fn api_request(input: &[u8]) -> Verdict {
     let Some((selector, body)) = input.split_first() else {
         return Ok(Outcome::Rejected);
@@ -904,7 +904,7 @@ fn api_request_seeds() -> Result<Vec<Vec<u8>>, String> {
         .collect())
 }
 
-/// `selector | body`: the response type of method `selector % 11 + 1`, or
+/// `selector | body`: the response type of method `selector % KINDS + 1`, or
 /// its error type when the selector's high bit is set.
 fn api_response(input: &[u8]) -> Verdict {
     let Some((selector, body)) = input.split_first() else {

@@ -21,13 +21,18 @@ impl Client {
             }
         };
         let key = owner.public();
+        // The epoch the deletion is signed in, with the committee chain
+        // followed to it: a registration certified later cannot go with it.
+        let (epoch, _) = self.serving().await;
         // The status shows the registration lasting longest; the owner's
         // own may be another, which its deletion must carry.
         let certificate = if is_registration_of(&shown, &key) {
             shown
         } else {
-            self.registration(blob_id, key).await?.ok_or_else(|| {
-                ClientError::NotAllowed(format!(
+            self.registration(blob_id, key, epoch)
+                .await?
+                .ok_or_else(|| {
+                    ClientError::NotAllowed(format!(
                     "blob {blob_id} holds no live registration deletable by key {key}; the one \
                      lasting longest is {}, which this key cannot delete",
                     if shown.message.body.deletable {
@@ -36,12 +41,9 @@ impl Client {
                         "permanent"
                     }
                 ))
-            })?
+                })?
         };
-        let deletion = Signed::sign(
-            ProtocolMessage::new(self.epoch(), BlobDeletion { blob_id }),
-            owner,
-        );
+        let deletion = Signed::sign(ProtocolMessage::new(epoch, BlobDeletion { blob_id }), owner);
         let fact = Fact::Deleted(Box::new(DeletionProof {
             deletion,
             certificate,
@@ -59,16 +61,18 @@ impl Client {
         Ok(fact)
     }
 
-    /// `owner`'s live deletable registration of `blob_id`, asked of every
-    /// member of the committee: the first answer that verifies and is what
-    /// was asked. A certificate of another blob or owner, a permanent one,
-    /// or one that does not verify is a lie.
+    /// `owner`'s live deletable registration of `blob_id` that a deletion
+    /// signed in `epoch` can carry, asked of every member of the committee:
+    /// the first answer that verifies and is what was asked. A certificate
+    /// of another blob or owner, a permanent one, or one that does not
+    /// verify is a lie; one certified after `epoch` (this client is behind)
+    /// is no answer.
     async fn registration(
         &self,
         blob_id: BlobId,
         owner: PublicKey,
+        epoch: Epoch,
     ) -> Result<Option<BlobCertificate>, ClientError> {
-        let epoch = self.epoch();
         let chain = self.chain();
         let current = chain.committee_at(epoch);
         let keys: Vec<PublicKey> = current.members().iter().map(|m| m.network_key).collect();
@@ -120,6 +124,10 @@ impl RegistrationTally<'_> {
             return Ok(None);
         };
         let body = &certificate.message.body;
+        if certificate.message.epoch > self.epoch {
+            // Of a committee this client has not followed to yet.
+            return Ok(None);
+        }
         if body.blob_id != self.asked.blob_id {
             return Err(format!(
                 "answered with a certificate of blob {}, not {}",

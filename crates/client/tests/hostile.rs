@@ -312,7 +312,19 @@ async fn deleted_content_can_be_stored_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletable_certificate_does_not_answer_another_owners_store() {
     let mut cluster = Cluster::start(7, 100).await;
-    make_foreign_liar(&mut cluster, 8).await;
+    // Lying only about registrations: a liar reported is one the
+    // registration tally caught.
+    let shown = store_and_read_back(&cluster.client(), Bytes::from(blob(10_000, 8))).await;
+    cluster
+        .make_hostile(
+            LIAR,
+            Byzantine {
+                foreign_registrations: true,
+                ..Byzantine::default()
+            },
+        )
+        .await;
+    until_node_knows(&cluster, LIAR, shown.blob_id, "certified").await;
     let client = cluster.client();
     let attacker = KeyPair::from_seed(&[43; 32]);
     let data = Bytes::from(blob(40_000, 9));
@@ -330,14 +342,21 @@ async fn a_deletable_certificate_does_not_answer_another_owners_store() {
     // A key with no registration has nothing to delete; the liar's answer
     // to the question (another blob's certificate) is reported, not used.
     let stranger = KeyPair::from_seed(&[44; 32]);
+    let liar_key = cluster.file.committee.members()[LIAR].network_key;
+    let misbehaviours = || {
+        let health = client.health();
+        let liar = health.iter().find(|h| h.peer.key == liar_key).unwrap();
+        liar.misbehaviours
+    };
+    assert_eq!(misbehaviours(), 0, "the liar lies only about registrations");
     match client.delete(bait.blob_id, &stranger).await {
         Err(ClientError::NotAllowed(text)) => assert!(text.contains("permanent"), "{text}"),
         other => panic!("a key without a registration deleted: {other:?}"),
     }
-    let liar_key = cluster.file.committee.members()[LIAR].network_key;
-    let health = client.health();
-    let liar = health.iter().find(|h| h.peer.key == liar_key).unwrap();
-    assert!(liar.misbehaviours > 0, "{liar:?}");
+    assert!(
+        misbehaviours() > 0,
+        "the registration tally took the liar's answer"
+    );
     // The attacker deletes its own registration, though the status shows
     // the victim's.
     match client.delete(bait.blob_id, &attacker).await.unwrap() {

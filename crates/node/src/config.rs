@@ -90,6 +90,9 @@ pub struct Byzantine {
     pub foreign_invalid: bool,
     /// Answer every status request with "unknown", hiding what it knows.
     pub withhold_facts: bool,
+    /// Answer every request for an owner's registration with a valid
+    /// certificate of some other blob it knows.
+    pub foreign_registrations: bool,
     /// Flip a byte in every sliver and recovery symbol it serves.
     pub flip_slivers: bool,
     /// Flip a byte in every bare recovery symbol it serves, and serve
@@ -112,6 +115,7 @@ impl Byzantine {
             foreign_proofs: true,
             foreign_invalid: true,
             withhold_facts: false,
+            foreign_registrations: true,
             flip_slivers: true,
             flip_bare_symbols: false,
             foreign_bare_symbols: false,

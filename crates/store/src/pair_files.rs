@@ -45,7 +45,7 @@ use floe_codec::{BlobId, ShardIndex, SliverPair};
 use crate::envelope::hex;
 use crate::error::StoreError;
 use crate::records::PairFile;
-use blob_file::{copy_summed, write_buffered, BlobFile};
+use blob_file::{copy_summed, in_use, write_buffered, BlobFile};
 
 /// The directory under the database holding the pair files.
 const DIR: &str = "pairs";
@@ -201,14 +201,14 @@ impl PairFiles {
         // A retired handle is never handed out (its pairs cannot be kept,
         // and writers coming one after another would keep it for good):
         // a fresh one replaces it, reserving only past its end, where none
-        // of its writers still in flight writes.
-        // Read under its lock, after it was retired: no writer reserves
-        // from a retired handle (see `BlobFile::reserve`), so this end is
-        // final.
-        let retired_end = match open.get(blob_id) {
+        // of its writers still in flight writes, and keeps it (so the map
+        // keeps the fresh one until those writers are gone too). Its end is
+        // read under its lock, after it was retired: no writer reserves
+        // from a retired handle (see `BlobFile::reserve`), so it is final.
+        let (retired_end, before) = match open.get(blob_id) {
             Some(file) if !file.removed.load(Ordering::Acquire) => return Ok(Arc::clone(file)),
-            Some(file) => *lock(&file.end),
-            None => 0,
+            Some(file) => (*lock(&file.end), Some(Arc::clone(file))),
+            None => (0, None),
         };
         let dir = self.blob_dir(blob_id);
         match fs::create_dir(&dir) {
@@ -258,6 +258,7 @@ impl PairFiles {
             removed: AtomicBool::new(false),
             written: AtomicU64::new(0),
             sync: Mutex::new(0),
+            before,
             #[cfg(test)]
             on_sync: lock(&self.on_sync).clone(),
         });
@@ -271,10 +272,7 @@ impl PairFiles {
     fn release(&self, blob_id: &BlobId, file: Arc<BlobFile>) {
         let mut open = lock(&self.open);
         drop(file);
-        if open
-            .get(blob_id)
-            .is_some_and(|open| Arc::strong_count(open) == 1)
-        {
+        if open.get(blob_id).is_some_and(|open| !in_use(open)) {
             open.remove(blob_id);
         }
     }
@@ -427,7 +425,7 @@ impl PairFiles {
         let freed = in_blob_file.saturating_add(own_files_bytes(&dir));
         let removed = fs::remove_dir_all(&dir);
         let left = matches!(&removed, Err(e) if e.kind() != io::ErrorKind::NotFound);
-        let writers = open.get(blob_id).is_some_and(|f| Arc::strong_count(f) > 1);
+        let writers = open.get(blob_id).is_some_and(in_use);
         // A file that may still be there keeps its retired handle until its
         // last writer is gone: no writer reopens it meanwhile with an end
         // short of what those writers reserved.

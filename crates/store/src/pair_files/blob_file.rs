@@ -6,7 +6,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-#[cfg(test)]
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -35,6 +34,9 @@ pub(super) struct BlobFile {
     /// reports an error (perhaps another writer's lost write) retires the
     /// handle before any later sync can succeed for that writer.
     pub(super) sync: Mutex<u64>,
+    /// The retired handle this one replaced, kept while this one is in the
+    /// map: writers may still write through it below this one's end.
+    pub(super) before: Option<Arc<BlobFile>>,
     /// Runs before each sync in tests, and fails it with its error.
     #[cfg(test)]
     pub(super) on_sync: Option<SyncHook>,
@@ -96,6 +98,21 @@ impl BlobFile {
     fn before_sync(&self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether a writer holds `file` (held in the map), or a handle it
+/// replaced: while one does, the map keeps `file`, whose end is past every
+/// reservation of theirs (a handle opened afresh takes its end from the
+/// file's length, which a write still in flight has not reached).
+pub(super) fn in_use(file: &Arc<BlobFile>) -> bool {
+    let mut held = Arc::strong_count(file) > 1;
+    let mut before = file.before.as_ref();
+    while let (false, Some(earlier)) = (held, before) {
+        // Held once by its successor.
+        held = Arc::strong_count(earlier) > 1;
+        before = earlier.before.as_ref();
+    }
+    held
 }
 
 /// Writes `pair` at `offset` through the page cache; returns its slivers'

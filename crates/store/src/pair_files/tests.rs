@@ -272,7 +272,19 @@ fn a_retired_handle_reserves_nothing_and_its_successor_reserves_past_it() {
     let fresh = files.acquire(&blob_id).unwrap();
     assert!(!Arc::ptr_eq(&old, &fresh));
     assert_eq!(fresh.reserve(BLOCK as u64), Some(3 * BLOCK as u64));
-    files.release(&blob_id, old);
+    // The fresh handle fails too and its writer goes, while the old one's
+    // writer still writes (the file is still short of its pair): the next
+    // handle still reserves past that pair.
+    fresh.retire();
     files.release(&blob_id, fresh);
+    let next = files.acquire(&blob_id).unwrap();
+    assert_eq!(next.reserve(BLOCK as u64), Some(4 * BLOCK as u64));
+    files.release(&blob_id, next);
+    assert_eq!(
+        lock(&files.open).len(),
+        1,
+        "forgotten while a writer writes"
+    );
+    files.release(&blob_id, old);
     assert!(lock(&files.open).is_empty());
 }
