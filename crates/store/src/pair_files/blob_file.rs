@@ -105,14 +105,8 @@ impl BlobFile {
 /// reservation of theirs (a handle opened afresh takes its end from the
 /// file's length, which a write still in flight has not reached).
 pub(super) fn in_use(file: &Arc<BlobFile>) -> bool {
-    let mut held = Arc::strong_count(file) > 1;
-    let mut before = file.before.as_ref();
-    while let (false, Some(earlier)) = (held, before) {
-        // Held once by its successor.
-        held = Arc::strong_count(earlier) > 1;
-        before = earlier.before.as_ref();
-    }
-    held
+    // Each is held once already: by the map, or by its successor.
+    std::iter::successors(Some(file), |f| f.before.as_ref()).any(|f| Arc::strong_count(f) > 1)
 }
 
 /// Writes `pair` at `offset` through the page cache; returns its slivers'
