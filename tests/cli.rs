@@ -180,12 +180,30 @@ async fn store_read_status_blob_id_delete_and_exit_codes() {
     let deletable_id = object["blobId"].as_str().unwrap().to_owned();
     let deleted = floe(&["--config", config, "delete", &deletable_id]).await;
     assert!(deleted.status.success(), "{}", describe(&deleted));
+    assert!(
+        stdout(&deleted).contains("status now deleted"),
+        "{}",
+        describe(&deleted)
+    );
     let status = floe(&["--config", config, "status", &deletable_id]).await;
     assert_eq!(status.status.code(), Some(3), "{}", describe(&status));
     assert!(stdout(&status).contains("deleted by its owner"));
     // A permanent blob cannot be deleted.
     let refused = floe(&["--config", config, "delete", &blob_id]).await;
     assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    // The permanent blob's content stored again as deletable: deleting
+    // that registration leaves the blob certified, and the CLI says so.
+    let again = floe(&["--config", config, "store", "--deletable", file]).await;
+    assert!(again.status.success(), "{}", describe(&again));
+    let deleted = floe(&["--config", config, "delete", &blob_id]).await;
+    assert!(deleted.status.success(), "{}", describe(&deleted));
+    assert!(
+        stdout(&deleted).contains("stays certified until epoch 2 by a permanent registration"),
+        "{}",
+        describe(&deleted)
+    );
+    let status = floe(&["--config", config, "status", &blob_id]).await;
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
 
     cluster.shutdown().await;
 }

@@ -11,6 +11,10 @@ impl Client {
     /// deleted once no registration is left: another owner's, or a
     /// permanent one, keeps it certified.
     pub async fn delete(&self, blob_id: BlobId, owner: &KeyPair) -> Result<Fact, ClientError> {
+        let key = owner.public();
+        // The epoch the deletion is signed in, with the committee chain
+        // followed to it: a registration certified later cannot go with it.
+        let (epoch, _) = self.serving().await;
         let shown = match self.status(blob_id).await?.status {
             BlobStatus::Certified { certificate } => certificate,
             other => {
@@ -20,28 +24,37 @@ impl Client {
                 )))
             }
         };
-        let key = owner.public();
-        // The epoch the deletion is signed in, with the committee chain
-        // followed to it: a registration certified later cannot go with it.
-        let (epoch, _) = self.serving().await;
         // The status shows the registration lasting longest; the owner's
-        // own may be another, which its deletion must carry.
-        let certificate = if is_registration_of(&shown, &key) {
-            shown
-        } else {
-            self.registration(blob_id, key, epoch)
+        // own may be another, which its deletion must carry. The one shown
+        // is taken by the same rule as an answer to the lookup.
+        let chain = self.chain();
+        let own = RegistrationTally::new(
+            &chain,
+            RegistrationRequest {
+                blob_id,
+                owner: key,
+            },
+            epoch,
+        )
+        .check(Some(shown.clone()));
+        let certificate = match own {
+            Ok(Some(own)) => own,
+            _ => self
+                .registration(blob_id, key, epoch)
                 .await?
                 .ok_or_else(|| {
-                    ClientError::NotAllowed(format!(
-                    "blob {blob_id} holds no live registration deletable by key {key}; the one \
-                     lasting longest is {}, which this key cannot delete",
-                    if shown.message.body.deletable {
-                        "another key's"
+                    let shown = if is_registration_of(&shown, &key) {
+                        "this key's, but not one a deletion signed in this epoch can carry"
+                    } else if shown.message.body.deletable {
+                        "another key's, which this key cannot delete"
                     } else {
-                        "permanent"
-                    }
-                ))
-                })?
+                        "permanent, which no key can delete"
+                    };
+                    ClientError::NotAllowed(format!(
+                        "blob {blob_id} holds no registration deletable by key {key} in epoch \
+                         {epoch}; the one lasting longest is {shown}"
+                    ))
+                })?,
         };
         let deletion = Signed::sign(ProtocolMessage::new(epoch, BlobDeletion { blob_id }), owner);
         let fact = Fact::Deleted(Box::new(DeletionProof {
@@ -76,13 +89,8 @@ impl Client {
         let chain = self.chain();
         let current = chain.committee_at(epoch);
         let keys: Vec<PublicKey> = current.members().iter().map(|m| m.network_key).collect();
-        let mut tally = RegistrationTally {
-            chain: &chain,
-            asked: RegistrationRequest { blob_id, owner },
-            epoch,
-            found: None,
-            failures: Vec::new(),
-        };
+        let mut tally =
+            RegistrationTally::new(&chain, RegistrationRequest { blob_id, owner }, epoch);
         let members = (0..keys.len()).map(|i| MemberIndex(i as u16));
         FanOut::new(members, Pacing::ALL)
             .run(&mut tally, |member| {
@@ -116,7 +124,19 @@ struct RegistrationTally<'c> {
     failures: Vec<(MemberIndex, Failure)>,
 }
 
-impl RegistrationTally<'_> {
+impl<'c> RegistrationTally<'c> {
+    /// Looks for the registration `asked` names that a deletion signed in
+    /// `epoch` can carry, judged by `chain`'s committees.
+    fn new(chain: &'c CommitteeChain, asked: RegistrationRequest, epoch: Epoch) -> Self {
+        Self {
+            chain,
+            asked,
+            epoch,
+            found: None,
+            failures: Vec::new(),
+        }
+    }
+
     /// `Ok(Some)`: the registration; `Ok(None)`: none that is live (an
     /// honest node may hold none, or be behind); `Err`: a lie.
     fn check(&self, answer: Option<BlobCertificate>) -> Result<Option<BlobCertificate>, String> {
@@ -167,5 +187,109 @@ impl Tally<MemberIndex, Result<Option<BlobCertificate>, String>> for Registratio
             Err(failure) => self.failures.push((from, failure)),
         }
         Step::Continue { deadline: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use floe_consensus::{Certificate, NodeId};
+
+    use super::*;
+
+    /// Four members, one shard each, and their protocol keys.
+    fn committee(epoch: Epoch) -> (Committee, Vec<KeyPair>) {
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
+        let members = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Member {
+                node_id: NodeId(format!("node-{i}")),
+                protocol_key: key.public(),
+                network_key: KeyPair::from_seed(&[i as u8 + 100; 32]).public(),
+                address: format!("127.0.0.1:{}", 7000 + i),
+                shards: vec![ShardIndex(i as u16)],
+            })
+            .collect();
+        (Committee::new(epoch, 4, members).unwrap(), keys)
+    }
+
+    /// A registration certified in `epoch` by `signers` of `committee`.
+    fn registration(
+        committee: &Committee,
+        keys: &[KeyPair],
+        signers: usize,
+        epoch: Epoch,
+        body: StorageConfirmation,
+    ) -> BlobCertificate {
+        let message = ProtocolMessage::new(epoch, body);
+        let signatures: Vec<_> = keys
+            .iter()
+            .take(signers)
+            .enumerate()
+            .map(|(i, key)| {
+                let signed = Signed::sign(message.clone(), key);
+                (MemberIndex(i as u16), signed.signature)
+            })
+            .collect();
+        Certificate::from_signatures(committee, message, signatures).unwrap()
+    }
+
+    fn body(blob: u8, owner: Option<PublicKey>, end_epoch: u64) -> StorageConfirmation {
+        StorageConfirmation {
+            blob_id: BlobId([blob; 32]),
+            end_epoch: Epoch(end_epoch),
+            deletable: owner.is_some(),
+            owner,
+        }
+    }
+
+    /// Each wrong answer to a registration lookup is refused: a lie is
+    /// named as one, and an answer the client cannot use yet (or any
+    /// more) is no answer; only the asked owner's live registration of
+    /// the asked blob is taken.
+    #[test]
+    fn a_registration_lookup_takes_only_the_asked_owners_live_registration() {
+        let (committee, keys) = committee(Epoch(0));
+        let chain = CommitteeChain::new(committee.clone());
+        let owner = KeyPair::from_seed(&[42; 32]).public();
+        let other = KeyPair::from_seed(&[43; 32]).public();
+        let asked = RegistrationRequest {
+            blob_id: BlobId([7; 32]),
+            owner,
+        };
+        let tally = RegistrationTally::new(&chain, asked, Epoch(0));
+        let certify = |signers, epoch, body| registration(&committee, &keys, signers, epoch, body);
+
+        let live = certify(3, Epoch(0), body(7, Some(owner), 5));
+        assert_eq!(tally.check(Some(live.clone())), Ok(Some(live)));
+        assert_eq!(tally.check(None), Ok(None), "no registration is no lie");
+
+        let lies = [
+            (
+                certify(3, Epoch(0), body(8, Some(owner), 5)),
+                "another blob's",
+            ),
+            (
+                certify(3, Epoch(0), body(7, Some(other), 5)),
+                "another owner's",
+            ),
+            (certify(3, Epoch(0), body(7, None, 5)), "a permanent one"),
+            (
+                certify(2, Epoch(0), body(7, Some(owner), 5)),
+                "one signed by less than a quorum",
+            ),
+        ];
+        for (answer, what) in lies {
+            assert!(tally.check(Some(answer)).is_err(), "{what} was taken");
+        }
+        // Ended by the deletion's epoch: nothing left to delete.
+        let ended = certify(3, Epoch(0), body(7, Some(owner), 0));
+        assert_eq!(tally.check(Some(ended)), Ok(None));
+        // Certified in an epoch after the deletion's: a deletion signed
+        // now cannot carry it, and this client cannot judge it yet.
+        let ahead = certify(3, Epoch(1), body(7, Some(owner), 5));
+        assert_eq!(tally.check(Some(ahead)), Ok(None));
     }
 }
