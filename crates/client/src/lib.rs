@@ -542,7 +542,6 @@ impl Client {
         })
     }
 
-    /// The name of the member with network key `key` in `committee`.
     /// Presents this client's grant (see [`ClientConfig::grant`]) to every
     /// member of the current committee and returns each one's answer: the
     /// bytes the client's key holds there and the grant's bytes, or why the
