@@ -178,13 +178,11 @@ async fn store_read_status_blob_id_delete_and_exit_codes() {
     let object = &json[0]["result"]["newlyCreated"]["blobObject"];
     assert_eq!(object["deletable"], true);
     let deletable_id = object["blobId"].as_str().unwrap().to_owned();
-    let deleted = floe(&["--config", config, "delete", &deletable_id]).await;
+    let deleted = floe(&["--config", config, "--json", "delete", &deletable_id]).await;
     assert!(deleted.status.success(), "{}", describe(&deleted));
-    assert!(
-        stdout(&deleted).contains("status now deleted"),
-        "{}",
-        describe(&deleted)
-    );
+    let json: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
+    assert_eq!(json["registrationDeleted"], true);
+    assert_eq!(json["state"], "deleted", "{}", describe(&deleted));
     let status = floe(&["--config", config, "status", &deletable_id]).await;
     assert_eq!(status.status.code(), Some(3), "{}", describe(&status));
     assert!(stdout(&status).contains("deleted by its owner"));

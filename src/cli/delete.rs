@@ -27,12 +27,13 @@ pub async fn run(
     // Only this key's registration ends: another (another key's, or a
     // permanent one) keeps the blob certified, which the status says.
     let state = client.status(blob_id).await.map(|s| s.status);
-    let name = state.as_ref().map_or("unknown", BlobStatus::name);
     if json {
+        // `null` when the status could not be read back (not "unknown",
+        // which is a state: no registration was ever seen).
         print_json(&json!({
             "blobId": blob_id.to_string(),
             "registrationDeleted": true,
-            "state": name,
+            "state": state.as_ref().ok().map(BlobStatus::name),
         }));
         return Ok(0);
     }
