@@ -181,7 +181,7 @@ async fn store_read_status_blob_id_delete_and_exit_codes() {
     let deleted = floe(&["--config", config, "--json", "delete", &deletable_id]).await;
     assert!(deleted.status.success(), "{}", describe(&deleted));
     let json: serde_json::Value = serde_json::from_slice(&deleted.stdout).unwrap();
-    assert_eq!(json["registrationDeleted"], true);
+    assert_eq!(json["deletionAccepted"], true);
     assert_eq!(json["state"], "deleted", "{}", describe(&deleted));
     let status = floe(&["--config", config, "status", &deletable_id]).await;
     assert_eq!(status.status.code(), Some(3), "{}", describe(&status));

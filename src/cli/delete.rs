@@ -23,16 +23,21 @@ pub async fn run(
 ) -> Result<u8, Failure> {
     let blob_id = parse_blob_id(&args.blob_id)?;
     let owner = file.owner()?;
-    client.delete(blob_id, &owner).await?;
-    // Only this key's registration ends: another (another key's, or a
-    // permanent one) keeps the blob certified, which the status says.
+    let fact = client.delete(blob_id, &owner).await?;
+    let signed_in = match &fact {
+        floe_consensus::Fact::Deleted(proof) => proof.deletion.message.epoch,
+        _ => client.epoch(),
+    };
+    // Only this key's registrations certified by then end: another (another
+    // key's, a permanent one, or this key's certified later) keeps the blob
+    // certified, which the status says.
     let state = client.status(blob_id).await.map(|s| s.status);
     if json {
         // `null` when the status could not be read back (not "unknown",
         // which is a state: no registration was ever seen).
         print_json(&json!({
             "blobId": blob_id.to_string(),
-            "registrationDeleted": true,
+            "deletionAccepted": true,
             "state": state.as_ref().ok().map(BlobStatus::name),
         }));
         return Ok(0);
@@ -40,16 +45,27 @@ pub async fn run(
     match state {
         Ok(BlobStatus::Certified { certificate }) => {
             let body = &certificate.message.body;
+            let key = owner.public();
+            let kept_by = if !body.deletable {
+                "a permanent registration".to_owned()
+            } else if body.owner != Some(key) {
+                "another key's registration".to_owned()
+            } else if certificate.message.epoch > signed_in {
+                format!(
+                    "this key's registration certified in epoch {}, after the deletion's epoch \
+                     {}: run `floe delete {blob_id}` again to end it",
+                    certificate.message.epoch.0, signed_in.0
+                )
+            } else {
+                format!(
+                    "this key's registration, as the members that answered have not applied the \
+                     deletion yet: `floe status {blob_id}` shows when they have"
+                )
+            };
             println!(
-                "the registration of blob {blob_id} owned by key {} is deleted, but the blob stays \
-                 certified until epoch {} by {} registration; `floe status {blob_id}` shows its proof",
-                owner.public(),
-                body.end_epoch.0,
-                if body.deletable {
-                    "another key's"
-                } else {
-                    "a permanent"
-                }
+                "the deletion of blob {blob_id} by key {key} was accepted, but the blob stays \
+                 certified until epoch {} by {kept_by}; `floe status {blob_id}` shows its proof",
+                body.end_epoch.0
             );
         }
         Ok(state) => println!(

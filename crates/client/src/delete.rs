@@ -39,22 +39,27 @@ impl Client {
         .check(Some(shown.clone()));
         let certificate = match own {
             Ok(Some(own)) => own,
-            _ => self
-                .registration(blob_id, key, epoch)
-                .await?
-                .ok_or_else(|| {
+            _ => {
+                let (found, answered, asked) = self.registration(blob_id, key, epoch).await?;
+                found.ok_or_else(|| {
                     let shown = if is_registration_of(&shown, &key) {
-                        "this key's, but not one a deletion signed in this epoch can carry"
+                        format!(
+                            "this key's, certified in epoch {} after the epoch this deletion is \
+                             signed in: retry once this client follows the committee there",
+                            shown.message.epoch
+                        )
                     } else if shown.message.body.deletable {
-                        "another key's, which this key cannot delete"
+                        "another key's, which this key cannot delete".into()
                     } else {
-                        "permanent, which no key can delete"
+                        "permanent, which no key can delete".into()
                     };
                     ClientError::NotAllowed(format!(
                         "blob {blob_id} holds no registration deletable by key {key} in epoch \
-                         {epoch}; the one lasting longest is {shown}"
+                         {epoch} that the {answered} of {asked} members who answered know of; \
+                         the one lasting longest is {shown}"
                     ))
-                })?,
+                })?
+            }
         };
         let deletion = Signed::sign(ProtocolMessage::new(epoch, BlobDeletion { blob_id }), owner);
         let fact = Fact::Deleted(Box::new(DeletionProof {
@@ -79,13 +84,13 @@ impl Client {
     /// the first answer that verifies and is what was asked. A certificate
     /// of another blob or owner, a permanent one, or one that does not
     /// verify is a lie; one certified after `epoch` (this client is behind)
-    /// is no answer.
+    /// is no answer. With it: how many members answered, of how many asked.
     async fn registration(
         &self,
         blob_id: BlobId,
         owner: PublicKey,
         epoch: Epoch,
-    ) -> Result<Option<BlobCertificate>, ClientError> {
+    ) -> Result<(Option<BlobCertificate>, usize, usize), ClientError> {
         let chain = self.chain();
         let current = chain.committee_at(epoch);
         let keys: Vec<PublicKey> = current.members().iter().map(|m| m.network_key).collect();
@@ -104,7 +109,7 @@ impl Client {
             .await;
         self.pool
             .report_lies(&tally.failures, |m| keys.get(m.as_usize()).copied());
-        Ok(tally.found)
+        Ok((tally.found, tally.answered, keys.len()))
     }
 }
 
@@ -121,6 +126,8 @@ struct RegistrationTally<'c> {
     asked: RegistrationRequest,
     epoch: Epoch,
     found: Option<BlobCertificate>,
+    /// Members that answered (a lie is an answer too).
+    answered: usize,
     failures: Vec<(MemberIndex, Failure)>,
 }
 
@@ -133,6 +140,7 @@ impl<'c> RegistrationTally<'c> {
             asked,
             epoch,
             found: None,
+            answered: 0,
             failures: Vec::new(),
         }
     }
@@ -144,10 +152,6 @@ impl<'c> RegistrationTally<'c> {
             return Ok(None);
         };
         let body = &certificate.message.body;
-        if certificate.message.epoch > self.epoch {
-            // Of a committee this client has not followed to yet.
-            return Ok(None);
-        }
         if body.blob_id != self.asked.blob_id {
             return Err(format!(
                 "answered with a certificate of blob {}, not {}",
@@ -159,6 +163,11 @@ impl<'c> RegistrationTally<'c> {
                 "answered with a registration not deletable by key {}",
                 self.asked.owner
             ));
+        }
+        if certificate.message.epoch > self.epoch {
+            // Of a committee this client has not followed to yet (checked
+            // after what needs no committee, so a lie is still one).
+            return Ok(None);
         }
         let committee = self.chain.committee_at(certificate.message.epoch);
         Fact::Certified(certificate.clone())
@@ -175,6 +184,9 @@ impl Tally<MemberIndex, Result<Option<BlobCertificate>, String>> for Registratio
         answer: Result<Option<BlobCertificate>, String>,
         _: Instant,
     ) -> Step {
+        if answer.is_ok() {
+            self.answered += 1;
+        }
         match answer
             .map_err(Failure::Unanswered)
             .and_then(|a| self.check(a).map_err(Failure::Lie))
@@ -291,5 +303,13 @@ mod tests {
         // now cannot carry it, and this client cannot judge it yet.
         let ahead = certify(3, Epoch(1), body(7, Some(owner), 5));
         assert_eq!(tally.check(Some(ahead)), Ok(None));
+        // A lie stays one when stamped with a later epoch.
+        for (answer, what) in [
+            (body(8, Some(owner), 5), "another blob's"),
+            (body(7, Some(other), 5), "another owner's"),
+        ] {
+            let ahead = certify(3, Epoch(1), answer);
+            assert!(tally.check(Some(ahead)).is_err(), "{what} was not a lie");
+        }
     }
 }
