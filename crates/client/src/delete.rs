@@ -40,7 +40,8 @@ impl Client {
         let certificate = match own {
             Ok(Some(own)) => own,
             _ => {
-                let (found, answered, asked) = self.registration(blob_id, key, epoch).await?;
+                let (found, answered, asked) =
+                    self.registration(&chain, blob_id, key, epoch).await?;
                 found.ok_or_else(|| {
                     let shown = if is_registration_of(&shown, &key) {
                         format!(
@@ -84,18 +85,19 @@ impl Client {
     /// the first answer that verifies and is what was asked. A certificate
     /// of another blob or owner, a permanent one, or one that does not
     /// verify is a lie; one certified after `epoch` (this client is behind)
-    /// is no answer. With it: how many members answered, of how many asked.
+    /// is no answer; each judged by `chain`, as the status's was. With it:
+    /// how many members answered, of how many asked.
     async fn registration(
         &self,
+        chain: &CommitteeChain,
         blob_id: BlobId,
         owner: PublicKey,
         epoch: Epoch,
     ) -> Result<(Option<BlobCertificate>, usize, usize), ClientError> {
-        let chain = self.chain();
         let current = chain.committee_at(epoch);
         let keys: Vec<PublicKey> = current.members().iter().map(|m| m.network_key).collect();
         let mut tally =
-            RegistrationTally::new(&chain, RegistrationRequest { blob_id, owner }, epoch);
+            RegistrationTally::new(chain, RegistrationRequest { blob_id, owner }, epoch);
         let members = (0..keys.len()).map(|i| MemberIndex(i as u16));
         FanOut::new(members, Pacing::ALL)
             .run(&mut tally, |member| {
