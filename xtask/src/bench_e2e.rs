@@ -64,6 +64,12 @@ pub(crate) struct Report {
     store_p50_over_floor: Option<f64>,
     /// The floor's CPU, client and nodes together.
     floor_total_cpu_ms: Option<f64>,
+    /// The 16 MiB store's p50 over the floor in the committee's shape
+    /// (see `FloorRecord::committee_floor_ms`).
+    store_p50_over_committee_floor: Option<f64>,
+    /// The 16 MiB store's CPU over the floor's: the ratio without the
+    /// cores' scheduling in it.
+    store_cpu_over_floor_cpu: Option<f64>,
     /// All repair fetched (symbols and any proofs) over bytes rebuilt
     /// (target <= 1.3).
     repair_fetched_over_rebuilt: Option<f64>,
@@ -257,7 +263,7 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
     // Before the nodes start: the CPU clock counts the whole process.
     let floor = if !scale && selected(&case_name(FLOOR_BLOB_BYTES, 1)) {
         Some(
-            floor(&local.file.committee.encoding())
+            floor(&local.file.committee)
                 .await
                 .context("measuring the store floor")?,
         )
@@ -294,6 +300,8 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         floor,
         store_p50_over_floor: None,
         floor_total_cpu_ms: None,
+        store_p50_over_committee_floor: None,
+        store_cpu_over_floor_cpu: None,
         repair_fetched_over_rebuilt: None,
         repair_symbols_over_rebuilt: None,
         round_trips_per_store: None,
@@ -502,6 +510,15 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
             floor.floor_ms,
             floor.floor_over_encode
         );
+        println!(
+            "the same floor in the committee's shape ({} members, a connection and a store each): \
+             QUIC {:.0} + durable write {:.0}, {:.0} ms CPU in all, no store under {:.0} ms",
+            floor.members,
+            floor.committee_transport_cpu_ms,
+            floor.committee_storage_cpu_ms,
+            floor.committee_total_cpu_ms,
+            floor.committee_floor_ms
+        );
         report.floor_total_cpu_ms = Some(floor.total_cpu_ms);
     }
     if let Some(record) = report
@@ -513,6 +530,20 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
         if let Some(ratio) = record.store_p50_over_floor {
             println!(
                 "store_p50_over_floor: a 16 MiB store's p50 is {ratio:.2}x its floor (target <= 1.2)"
+            );
+        }
+        if let Some(floor) = &report.floor {
+            let over = |floor_ms: f64| record.store_p50_ms / floor_ms.max(1e-3);
+            report.store_p50_over_committee_floor = Some(over(floor.committee_floor_ms));
+            report.store_cpu_over_floor_cpu =
+                Some(record.store_cpu_ms / floor.total_cpu_ms.max(1e-3));
+            println!(
+                "a 16 MiB store's p50 is {:.2}x the committee-shaped floor; its CPU ({:.0} ms) \
+                 is {:.2}x the floor's and {:.2}x the committee-shaped floor's",
+                over(floor.committee_floor_ms),
+                record.store_cpu_ms,
+                record.store_cpu_ms / floor.total_cpu_ms.max(1e-3),
+                record.store_cpu_ms / floor.committee_total_cpu_ms.max(1e-3)
             );
         }
     }

@@ -1,6 +1,7 @@
 //! The floor of `cargo xtask bench e2e`: the least CPU a store costs on
 //! this machine, each piece of the work measured alone.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -43,6 +44,17 @@ pub struct FloorRecord {
     pub floor_ms: f64,
     /// `floor_ms` over the codec-only encode's wall time.
     pub floor_over_encode: f64,
+    /// The transport and storage pieces again, in the committee's shape:
+    /// each member's pairs over a connection of its own (one client
+    /// endpoint, a server per member, all members at once) and into a
+    /// store of its own. What a committee of `members` nodes on one machine
+    /// costs beyond the floor above (a connection, a blob file and its
+    /// directory entries per member), shown beside it, not in it.
+    pub members: usize,
+    pub committee_transport_cpu_ms: f64,
+    pub committee_storage_cpu_ms: f64,
+    pub committee_total_cpu_ms: f64,
+    pub committee_floor_ms: f64,
 }
 
 /// The codec-only encode of `blobs` (cycled, 5 encodes): median wall time
@@ -83,7 +95,8 @@ fn median_cpu(mut work: impl FnMut() -> Result<()>) -> Result<f64> {
 /// Measures the floor (see [`FloorRecord`]) for a blob of
 /// [`FLOOR_BLOB_BYTES`], one piece at a time, each the median of
 /// [`SAMPLES`] runs.
-pub async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord> {
+pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord> {
+    let encoding = &committee.encoding();
     let blob = Bytes::from(crate::bench::sample_blob(FLOOR_BLOB_BYTES));
     let (encode_ms, encode_cpu_ms) = codec_encode(encoding, std::slice::from_ref(&blob));
     let (metadata, blob_id, pairs) = floe_codec::encode(encoding, &blob)?;
@@ -124,26 +137,31 @@ pub async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord>
         let dir = tempfile::tempdir()?;
         let store = floe_store::Store::open(dir.path(), shards.clone())?;
         let before = crate::rss::cpu_ms();
-        store.put_metadata(&blob_id, &metadata, 0)?;
-        for (shard, pair) in shards.iter().zip(&pairs) {
-            store.put_sliver_pair(*shard, &blob_id, pair)?;
-        }
-        store.promise(floe_consensus::ProtocolMessage::new(
-            floe_consensus::Epoch(0),
-            floe_consensus::StorageConfirmation {
-                blob_id,
-                end_epoch: floe_consensus::Epoch(1),
-                deletable: false,
-                owner: None,
-            },
-        ))?;
+        let all: Vec<_> = shards.iter().copied().zip(&pairs).collect();
+        keep(&store, &blob_id, &metadata, &all)?;
         samples.push(cpu_since(before));
     }
     let storage_cpu_ms = median(samples);
 
+    // The same pairs, each with the member that holds its shard.
+    let members = committee.members().len();
+    let mut held: Vec<Vec<(floe_codec::ShardIndex, &floe_codec::SliverPair)>> =
+        vec![Vec::new(); members];
+    for pair in &pairs {
+        let shard = pair.index.to_shard_index(committee.n_shards(), &blob_id);
+        let member = committee
+            .shard_holder(shard)
+            .context("a shard without a holder")?;
+        held[member.as_usize()].push((shard, pair));
+    }
+    let committee_transport_cpu_ms = committee_transport(&held).await?;
+    let committee_storage_cpu_ms = committee_storage(&held, &metadata, &blob_id)?;
+
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
     let floor_ms = total_cpu_ms / cores as f64;
+    let committee_total_cpu_ms =
+        encode_cpu_ms + verify_cpu_ms + committee_transport_cpu_ms + committee_storage_cpu_ms;
     Ok(FloorRecord {
         blob_bytes: blob.len(),
         sliver_bytes,
@@ -155,5 +173,120 @@ pub async fn floor(encoding: &floe_codec::EncodingConfig) -> Result<FloorRecord>
         total_cpu_ms,
         floor_ms,
         floor_over_encode: floor_ms / encode_ms.max(1e-3),
+        members,
+        committee_transport_cpu_ms,
+        committee_storage_cpu_ms,
+        committee_total_cpu_ms,
+        committee_floor_ms: committee_total_cpu_ms / cores as f64,
     })
+}
+
+/// Pairs by member, with the shard each is of.
+type Held<'a> = [Vec<(floe_codec::ShardIndex, &'a floe_codec::SliverPair)>];
+
+/// CPU milliseconds (median of [`SAMPLES`]) of sending every member its
+/// slivers over floe-net, all members at once: one client pool, a server
+/// and a connection per member, each path settled before the clock starts.
+async fn committee_transport(held: &Held<'_>) -> Result<f64> {
+    let config = floe_net::NetConfig::default();
+    let pool = Arc::new(floe_net::Pool::new(
+        "127.0.0.1:0".parse()?,
+        None,
+        config.clone(),
+    )?);
+    let mut servers = Vec::with_capacity(held.len());
+    let mut peers = Vec::with_capacity(held.len());
+    for member in 0..held.len() {
+        let key = floe_consensus::KeyPair::from_seed(&[member as u8 + 1; 32]);
+        let server = crate::bench_net::upload_server(&key, config.clone())?;
+        pool.add_peer(key.public(), server.local_addr()?.to_string())?;
+        servers.push(server);
+        peers.push(key.public());
+    }
+    let slivers: Vec<Vec<Bytes>> = held
+        .iter()
+        .map(|pairs| {
+            pairs
+                .iter()
+                .flat_map(|(_, pair)| [pair.primary.data.clone(), pair.secondary.data.clone()])
+                .collect()
+        })
+        .collect();
+    for (peer, slivers) in peers.iter().zip(&slivers) {
+        if let Some(first) = slivers.first() {
+            for _ in 0..5 {
+                crate::bench_net::upload_to(&pool, *peer, vec![first.clone()], 1).await?;
+            }
+        }
+    }
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let before = crate::rss::cpu_ms();
+        let mut uploads = tokio::task::JoinSet::new();
+        for (peer, slivers) in peers.iter().zip(&slivers) {
+            let (pool, peer, slivers) = (Arc::clone(&pool), *peer, slivers.clone());
+            uploads
+                .spawn(async move { crate::bench_net::upload_to(&pool, peer, slivers, 2).await });
+        }
+        while let Some(done) = uploads.join_next().await {
+            done??;
+        }
+        samples.push(cpu_since(before));
+    }
+    drop(servers);
+    Ok(median(samples))
+}
+
+/// CPU milliseconds (median of [`SAMPLES`]) of every member keeping its
+/// pairs durably in a store of its own (opened before the clock starts):
+/// the metadata, the pairs, the promise of a confirmation.
+fn committee_storage(
+    held: &Held<'_>,
+    metadata: &floe_codec::BlobMetadata,
+    blob_id: &floe_codec::BlobId,
+) -> Result<f64> {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let dirs = held
+            .iter()
+            .map(|_| tempfile::tempdir())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let stores = held
+            .iter()
+            .zip(&dirs)
+            .map(|(pairs, dir)| {
+                floe_store::Store::open(dir.path(), pairs.iter().map(|(s, _)| *s).collect())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let before = crate::rss::cpu_ms();
+        for (store, pairs) in stores.iter().zip(held) {
+            keep(store, blob_id, metadata, pairs)?;
+        }
+        samples.push(cpu_since(before));
+    }
+    Ok(median(samples))
+}
+
+/// What a node keeps of a blob it stores: the metadata, its pairs, the
+/// promise of a confirmation.
+fn keep(
+    store: &floe_store::Store,
+    blob_id: &floe_codec::BlobId,
+    metadata: &floe_codec::BlobMetadata,
+    pairs: &[(floe_codec::ShardIndex, &floe_codec::SliverPair)],
+) -> Result<()> {
+    store.put_metadata(blob_id, metadata, 0)?;
+    for (shard, pair) in pairs {
+        store.put_sliver_pair(*shard, blob_id, pair)?;
+    }
+    store.promise(floe_consensus::ProtocolMessage::new(
+        floe_consensus::Epoch(0),
+        floe_consensus::StorageConfirmation {
+            blob_id: *blob_id,
+            end_epoch: floe_consensus::Epoch(1),
+            deletable: false,
+            owner: None,
+        },
+    ))?;
+    Ok(())
 }

@@ -97,20 +97,53 @@ pub(crate) enum Transport {
 
 type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// A floe-net server on 127.0.0.1 with `key`'s identity that answers
+/// [`Ping`] and [`Upload`].
+pub(crate) fn upload_server(key: &KeyPair, config: NetConfig) -> Result<Server> {
+    let identity = TlsIdentity::new(key)?;
+    let router = Router::new()
+        .route::<Ping, _, _>(|_, n| async move { Ok(n) })
+        .route::<Upload, _, _>(|_, body: Raw| async move { Ok(body.0.len() as u64) });
+    Ok(Server::bind(
+        "127.0.0.1:0".parse()?,
+        &identity,
+        Members::default(),
+        router,
+        config,
+    )?)
+}
+
+/// Uploads every payload to `peer` through `pool`, `streams` at a time,
+/// each answered with its length.
+pub(crate) async fn upload_to(
+    pool: &Arc<Pool>,
+    peer: floe_consensus::PublicKey,
+    payloads: Vec<Bytes>,
+    streams: usize,
+) -> Result<()> {
+    let queue = Arc::new(std::sync::Mutex::new(payloads));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let (pool, queue) = (Arc::clone(pool), Arc::clone(&queue));
+        tasks.spawn(async move {
+            loop {
+                let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                let Some(payload) = next else { return Ok(()) };
+                let len = payload.len() as u64;
+                anyhow::ensure!(pool.call::<Upload>(&peer, &Raw(payload)).await? == len);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
 impl Transport {
     pub(crate) async fn quic(config: NetConfig) -> Result<Self> {
         let key = KeyPair::from_seed(&[1; 32]);
-        let identity = TlsIdentity::new(&key)?;
-        let router = Router::new()
-            .route::<Ping, _, _>(|_, n| async move { Ok(n) })
-            .route::<Upload, _, _>(|_, body: Raw| async move { Ok(body.0.len() as u64) });
-        let server = Server::bind(
-            "127.0.0.1:0".parse()?,
-            &identity,
-            Members::default(),
-            router,
-            config.clone(),
-        )?;
+        let server = upload_server(&key, config.clone())?;
         let pool = Pool::new("127.0.0.1:0".parse()?, None, config)?;
         pool.add_peer(key.public(), server.local_addr()?.to_string())?;
         Ok(Self::Quic {
@@ -188,23 +221,7 @@ impl Transport {
         let Self::Quic { pool, peer, .. } = self else {
             anyhow::bail!("not QUIC")
         };
-        let queue = Arc::new(std::sync::Mutex::new(payloads));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..streams {
-            let (pool, peer, queue) = (Arc::clone(pool), *peer, Arc::clone(&queue));
-            tasks.spawn(async move {
-                loop {
-                    let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
-                    let Some(payload) = next else { return Ok(()) };
-                    let len = payload.len() as u64;
-                    anyhow::ensure!(pool.call::<Upload>(&peer, &Raw(payload)).await? == len);
-                }
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done??;
-        }
-        Ok(())
+        upload_to(pool, *peer, payloads, streams).await
     }
 
     async fn tcp_connection(&self) -> Result<TlsStream> {
