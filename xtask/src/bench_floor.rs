@@ -44,16 +44,22 @@ pub struct FloorRecord {
     pub floor_ms: f64,
     /// `floor_ms` over the codec-only encode's wall time.
     pub floor_over_encode: f64,
-    /// The transport and storage pieces again, in the committee's shape:
-    /// each member's pairs over a connection of its own (one client
-    /// endpoint, a server per member, all members at once) and into a
-    /// store of its own. What a committee of `members` nodes on one machine
-    /// costs beyond the floor above (a connection, a blob file and its
-    /// directory entries per member), shown beside it, not in it.
+    /// The committee's members. The `committee_*` figures measure the
+    /// transport and storage pieces again in the committee's shape: each
+    /// member's pairs over a connection of its own (one client endpoint, a
+    /// server per member, two streams each, all members at once) and into
+    /// a store of its own; so a committee of `members` nodes on one
+    /// machine shows what its connections, blob files and directory
+    /// entries per member cost, beside the floor, not in it.
     pub members: usize,
+    /// Every member's slivers over its own connection, both ends.
     pub committee_transport_cpu_ms: f64,
+    /// Every member's pairs into its own store, made durable.
     pub committee_storage_cpu_ms: f64,
+    /// The encode and verify pieces above plus the two committee-shaped
+    /// pieces.
     pub committee_total_cpu_ms: f64,
+    /// `committee_total_cpu_ms` over the cores.
     pub committee_floor_ms: f64,
 }
 
@@ -214,9 +220,7 @@ async fn committee_transport(held: &Held<'_>) -> Result<f64> {
         .collect();
     for (peer, slivers) in peers.iter().zip(&slivers) {
         if let Some(first) = slivers.first() {
-            for _ in 0..5 {
-                crate::bench_net::upload_to(&pool, *peer, vec![first.clone()], 1).await?;
-            }
+            crate::bench_net::settle_path(&pool, *peer, first.clone(), 20).await?;
         }
     }
     let mut samples = Vec::with_capacity(SAMPLES);

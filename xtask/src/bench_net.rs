@@ -140,6 +140,27 @@ pub(crate) async fn upload_to(
     Ok(())
 }
 
+/// Uploads `payload` to `peer` until the connection's path MTU has stopped
+/// climbing for three uploads (at most `rounds` uploads); returns the MTU.
+pub(crate) async fn settle_path(
+    pool: &Arc<Pool>,
+    peer: floe_consensus::PublicKey,
+    payload: Bytes,
+    rounds: usize,
+) -> Result<u16> {
+    let (mut mtu, mut unchanged) = (0, 0);
+    for _ in 0..rounds {
+        upload_to(pool, peer, vec![payload.clone()], 1).await?;
+        let now = pool.connection(&peer).await?.stats().path.current_mtu;
+        unchanged = if now == mtu { unchanged + 1 } else { 0 };
+        mtu = now;
+        if unchanged == 3 {
+            break;
+        }
+    }
+    Ok(mtu)
+}
+
 impl Transport {
     pub(crate) async fn quic(config: NetConfig) -> Result<Self> {
         let key = KeyPair::from_seed(&[1; 32]);
@@ -162,17 +183,7 @@ impl Transport {
         let Self::Quic { pool, peer, .. } = self else {
             anyhow::bail!("not QUIC")
         };
-        let (mut mtu, mut unchanged) = (0, 0);
-        for _ in 0..rounds {
-            self.upload_all(vec![payload.clone()], 1).await?;
-            let now = pool.connection(peer).await?.stats().path.current_mtu;
-            unchanged = if now == mtu { unchanged + 1 } else { 0 };
-            mtu = now;
-            if unchanged == 3 {
-                break;
-            }
-        }
-        Ok(mtu)
+        settle_path(pool, *peer, payload, rounds).await
     }
 
     async fn tcp() -> Result<Self> {
