@@ -537,19 +537,20 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
             );
         }
         if let Some(floor) = &report.floor {
-            let over = |floor_ms: f64| record.store_p50_ms / floor_ms.max(1e-3);
-            report.store_p50_over_committee_floor = Some(over(floor.committee_floor_ms));
-            report.store_cpu_over_floor_cpu =
-                Some(record.store_cpu_ms / floor.total_cpu_ms.max(1e-3));
-            report.store_cpu_over_committee_floor_cpu =
-                Some(record.store_cpu_ms / floor.committee_total_cpu_ms.max(1e-3));
+            let p50_over = record.store_p50_ms / floor.committee_floor_ms.max(1e-3);
+            let cpu_over = |total_cpu_ms: f64| record.store_cpu_ms / total_cpu_ms.max(1e-3);
+            let (cpu_over_floor, cpu_over_committee) = (
+                cpu_over(floor.total_cpu_ms),
+                cpu_over(floor.committee_total_cpu_ms),
+            );
+            report.store_p50_over_committee_floor = Some(p50_over);
+            report.store_cpu_over_floor_cpu = Some(cpu_over_floor);
+            report.store_cpu_over_committee_floor_cpu = Some(cpu_over_committee);
             println!(
-                "a 16 MiB store's p50 is {:.2}x the committee-shaped floor; its CPU ({:.0} ms) \
-                 is {:.2}x the floor's and {:.2}x the committee-shaped floor's",
-                over(floor.committee_floor_ms),
-                record.store_cpu_ms,
-                record.store_cpu_ms / floor.total_cpu_ms.max(1e-3),
-                record.store_cpu_ms / floor.committee_total_cpu_ms.max(1e-3)
+                "a 16 MiB store's p50 is {p50_over:.2}x the committee-shaped floor; its CPU \
+                 ({:.0} ms) is {cpu_over_floor:.2}x the floor's and {cpu_over_committee:.2}x \
+                 the committee-shaped floor's",
+                record.store_cpu_ms
             );
         }
     }

@@ -134,20 +134,12 @@ pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord>
     let transport_cpu_ms = median(samples);
     drop(transport);
 
-    // Each sample into a store of its own, opened before the clock starts.
-    let shards: Vec<floe_codec::ShardIndex> = (0..pairs.len() as u16)
+    // Every pair into one store that holds every shard.
+    let all: Vec<_> = (0..pairs.len() as u16)
         .map(floe_codec::ShardIndex)
+        .zip(&pairs)
         .collect();
-    let mut samples = Vec::with_capacity(SAMPLES);
-    for _ in 0..SAMPLES {
-        let dir = tempfile::tempdir()?;
-        let store = floe_store::Store::open(dir.path(), shards.clone())?;
-        let before = crate::rss::cpu_ms();
-        let all: Vec<_> = shards.iter().copied().zip(&pairs).collect();
-        keep(&store, &blob_id, &metadata, &all)?;
-        samples.push(cpu_since(before));
-    }
-    let storage_cpu_ms = median(samples);
+    let storage_cpu_ms = storage_cpu(std::slice::from_ref(&all), &metadata, &blob_id)?;
 
     // The same pairs, each with the member that holds its shard.
     let members = committee.members().len();
@@ -161,7 +153,7 @@ pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord>
         held[member.as_usize()].push((shard, pair));
     }
     let committee_transport_cpu_ms = committee_transport(&held).await?;
-    let committee_storage_cpu_ms = committee_storage(&held, &metadata, &blob_id)?;
+    let committee_storage_cpu_ms = storage_cpu(&held, &metadata, &blob_id)?;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
@@ -241,10 +233,11 @@ async fn committee_transport(held: &Held<'_>) -> Result<f64> {
     Ok(median(samples))
 }
 
-/// CPU milliseconds (median of [`SAMPLES`]) of every member keeping its
-/// pairs durably in a store of its own (opened before the clock starts):
-/// the metadata, the pairs, the promise of a confirmation.
-fn committee_storage(
+/// CPU milliseconds (median of [`SAMPLES`]) of every holder in `held`
+/// keeping its pairs durably in a store of its own, each sample in fresh
+/// stores opened before the clock starts: the metadata, the pairs, the
+/// promise of a confirmation.
+fn storage_cpu(
     held: &Held<'_>,
     metadata: &floe_codec::BlobMetadata,
     blob_id: &floe_codec::BlobId,
