@@ -140,8 +140,12 @@ pub struct QuorumStatus {
 
 /// The status fold: every verified proof any member sends is joined into one
 /// state of the blob asked about; a proof that does not verify, or is about
-/// another blob, is a lie and does not count. Once shards forming a quorum
-/// have answered, the rest get a grace period, not the full call timeout.
+/// another blob, is a lie and does not count. One signed in the epoch after
+/// the one judged in, when the chain holds no committee change for that
+/// epoch, is no answer instead: it may be an honest member's, a tick ahead,
+/// signed by a committee that took over then and is not followed yet. Once
+/// shards forming a quorum have answered, the rest get a grace period, not
+/// the full call timeout.
 #[derive(Debug)]
 pub struct StatusTally<'c> {
     chain: &'c CommitteeChain,
@@ -175,17 +179,39 @@ impl<'c> StatusTally<'c> {
         }
     }
 
-    fn fold(&mut self, status: BlobStatus) -> Result<(), String> {
+    fn fold(&mut self, status: BlobStatus) -> Result<(), Failure> {
         let Some(fact) = status.fact() else {
             return Ok(());
         };
-        let committee = self.chain.committee_at(fact.epoch());
-        let verified = fact
-            .verify(&committee)
-            .map_err(|e| format!("answered with a proof that does not verify: {e}"))?;
-        self.state
-            .apply(verified)
-            .map_err(|e| format!("answered with a proof about another blob, a lie: {e}"))
+        let (blob_id, epoch) = (fact.blob_id(), fact.epoch());
+        // Checked before the signatures, so that a proof about another blob
+        // stays a lie whatever epoch it is stamped with.
+        if blob_id != self.state.blob_id() {
+            return Err(Failure::Lie(format!(
+                "answered with a proof about another blob ({blob_id}), a lie"
+            )));
+        }
+        let committee = self.chain.committee_at(epoch);
+        let verified = fact.verify(&committee).map_err(|e| {
+            // An honest member's clock may be a tick ahead, and its proof
+            // signed by a committee that took over in that epoch, one this
+            // client has not followed yet: no answer, not a lie.
+            if epoch.0 == self.epoch.0.saturating_add(1) && epoch > self.chain.latest_epoch() {
+                Failure::Unanswered(format!(
+                    "answered with a proof of epoch {epoch}, which may be signed by a committee \
+                     change this client has not followed (it knows changes up to epoch {}): \
+                     not judged ({e})",
+                    self.chain.latest_epoch()
+                ))
+            } else {
+                Failure::Lie(format!("answered with a proof that does not verify: {e}"))
+            }
+        })?;
+        self.state.apply(verified).map_err(|e| {
+            Failure::Lie(format!(
+                "answered with a proof about another blob, a lie: {e}"
+            ))
+        })
     }
 
     /// The members that failed so far, and how.
@@ -225,7 +251,7 @@ impl Tally<MemberIndex, Result<BlobStatus, String>> for StatusTally<'_> {
     ) -> Step {
         match answer
             .map_err(Failure::Unanswered)
-            .and_then(|status| self.fold(status).map_err(Failure::Lie))
+            .and_then(|status| self.fold(status))
         {
             Ok(()) => self.answered = self.answered.saturating_add(self.current.weight(from)),
             Err(failure) => self.failures.push((from, failure)),

@@ -123,6 +123,43 @@ fn one_honest_proof_is_enough_whatever_the_others_say() {
     assert_eq!(later.finish().unwrap().status.name(), "expired");
 }
 
+/// A proof signed in the epoch after the one judged in, by a committee
+/// change the client's chain does not hold yet, is not judged: an honest
+/// member a tick ahead is not called a liar. Two ticks ahead, or about
+/// another blob, it stays a lie; signed by the committee the chain holds,
+/// it counts.
+#[test]
+fn a_proof_a_tick_ahead_from_a_committee_not_followed_yet_is_no_answer_not_a_lie() {
+    let t = committee();
+    let chain = floe_consensus::chain::CommitteeChain::new(t.committee.clone());
+    // The committee that took over in epoch 2, unknown to `chain`.
+    let next = |epoch| common::committee_in(Epoch(epoch), 10, 4, Some(9));
+    let proof = |signers: &common::TestCommittee, epoch, blob| BlobStatus::Certified {
+        certificate: signers.certify_enough(&common::confirmation(epoch, blob, 6)),
+    };
+    let now = Instant::now();
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
+    tally.answer(MemberIndex(0), Ok(proof(&next(2), 2, 7)), now);
+    tally.answer(MemberIndex(1), Ok(proof(&next(3), 3, 7)), now);
+    tally.answer(MemberIndex(2), Ok(proof(&next(2), 2, 8)), now);
+    let judged: Vec<_> = tally
+        .failures()
+        .iter()
+        .map(|(m, f)| (m.0, f.is_lie()))
+        .collect();
+    assert_eq!(judged, vec![(0, false), (1, true), (2, true)]);
+    assert!(tally.failures()[0].1.to_string().contains("not judged"));
+    assert!(tally.failures()[2].1.to_string().contains("another blob"));
+    assert!(tally.finish().is_err(), "none of them counts");
+
+    // Without a committee change, a proof a tick ahead verifies and counts.
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
+    let ahead = common::committee_in(Epoch(2), 10, 4, None);
+    tally.answer(MemberIndex(3), Ok(proof(&ahead, 2, 7)), now);
+    assert!(tally.failures().is_empty());
+    assert_eq!(tally.finish().unwrap().status.name(), "certified");
+}
+
 #[test]
 fn signatures_of_another_message_are_lies_and_a_certificate_forms_at_the_quorum() {
     let t = committee();
