@@ -512,7 +512,10 @@ impl Client {
         blob_id: BlobId,
         grace: Duration,
     ) -> Result<QuorumStatus, ClientError> {
-        let epoch = self.epoch();
+        // The chain followed in this epoch first: a committee change this
+        // client has not learned would have it ask the members that left
+        // and call the new committee's proofs lies.
+        let (epoch, _) = self.serving().await;
         // Built for this blob: a proof about any other is a lie.
         // Asked of the members of this epoch's committee; each proof is
         // verified against the committee of its own epoch.

@@ -184,19 +184,24 @@ impl<'c> StatusTally<'c> {
             return Ok(());
         };
         let (blob_id, epoch) = (fact.blob_id(), fact.epoch());
-        // Checked before the signatures, so that a proof about another blob
-        // stays a lie whatever epoch it is stamped with.
+        // What no committee decides is checked first, so that a proof
+        // about another blob, or a deletion that does not match what it
+        // carries, stays a lie whatever epoch it is stamped with.
         if blob_id != self.state.blob_id() {
             return Err(Failure::Lie(format!(
                 "answered with a proof about another blob ({blob_id}), a lie"
             )));
         }
+        fact.check_shape()
+            .map_err(|e| Failure::Lie(format!("answered with a false proof: {e}")))?;
         let committee = self.chain.committee_at(epoch);
         let verified = fact.verify(&committee).map_err(|e| {
-            // An honest member's clock may be a tick ahead, and its proof
-            // signed by a committee that took over in that epoch, one this
-            // client has not followed yet: no answer, not a lie.
-            if epoch.0 == self.epoch.0.saturating_add(1) && epoch > self.chain.latest_epoch() {
+            // Only its certificate's signatures are left to fail. An honest
+            // member's clock may be a tick ahead, and its proof signed by a
+            // committee that took over in that epoch, one this client has
+            // not followed yet: no answer, not a lie.
+            let ahead = self.epoch.0.checked_add(1) == Some(epoch.0);
+            if ahead && epoch > self.chain.latest_epoch() {
                 Failure::Unanswered(format!(
                     "answered with a proof of epoch {epoch}, which may be signed by a committee \
                      change this client has not followed (it knows changes up to epoch {}): \

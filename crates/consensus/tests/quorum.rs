@@ -152,12 +152,76 @@ fn a_proof_a_tick_ahead_from_a_committee_not_followed_yet_is_no_answer_not_a_lie
     assert!(tally.failures()[2].1.to_string().contains("another blob"));
     assert!(tally.finish().is_err(), "none of them counts");
 
+    // A deletion of this blob a tick ahead that carries another blob's
+    // registration, or one not owned by its signer, is false whoever
+    // signed the registration: a lie.
+    let owner = KeyPair::from_seed(&[5; 32]);
+    let deletion = |blob, signer: &KeyPair, registration_owner: &KeyPair| {
+        let registration = ProtocolMessage::new(
+            Epoch(2),
+            StorageConfirmation {
+                blob_id: BlobId([blob; 32]),
+                end_epoch: Epoch(6),
+                deletable: true,
+                owner: Some(registration_owner.public()),
+            },
+        );
+        BlobStatus::Deleted {
+            proof: Box::new(DeletionProof {
+                deletion: Signed::sign(
+                    ProtocolMessage::new(Epoch(2), BlobDeletion { blob_id: BLOB }),
+                    signer,
+                ),
+                certificate: next(2).certify_enough(&registration),
+            }),
+        }
+    };
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
+    let stranger = KeyPair::from_seed(&[6; 32]);
+    tally.answer(MemberIndex(0), Ok(deletion(8, &owner, &owner)), now);
+    tally.answer(MemberIndex(1), Ok(deletion(7, &stranger, &owner)), now);
+    tally.answer(MemberIndex(2), Ok(deletion(7, &owner, &owner)), now);
+    let judged: Vec<_> = tally
+        .failures()
+        .iter()
+        .map(|(m, f)| (m.0, f.is_lie()))
+        .collect();
+    assert_eq!(judged, vec![(0, true), (1, true), (2, false)]);
+
+    // A proof of the epoch judged in, with the chain behind it, is judged
+    // by the chain: signed by a committee it does not hold, a lie.
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(2), Duration::ZERO);
+    tally.answer(MemberIndex(0), Ok(proof(&next(2), 2, 7)), now);
+    assert!(tally.failures()[0].1.is_lie());
+
+    // Once the chain holds the change of epoch 2, a proof of epoch 2 is
+    // judged by that committee: by the old one's keys, a lie; by the new
+    // one's, it counts.
+    let mut followed = chain.clone();
+    let change = ProtocolMessage::new(
+        Epoch(1),
+        floe_consensus::chain::CommitteeProposal::of(&next(2).committee, Epoch(2)),
+    );
+    followed.extend(t.certify_enough(&change)).unwrap();
+    let old = common::committee_in(Epoch(2), 10, 4, None);
+    let mut tally = StatusTally::new(&followed, BLOB, Epoch(1), Duration::ZERO);
+    tally.answer(MemberIndex(0), Ok(proof(&old, 2, 7)), now);
+    assert!(tally.failures()[0].1.is_lie());
+    tally.answer(MemberIndex(1), Ok(proof(&next(2), 2, 7)), now);
+    assert_eq!(tally.failures().len(), 1);
+    assert_eq!(tally.finish().unwrap().status.name(), "certified");
+
     // Without a committee change, a proof a tick ahead verifies and counts.
     let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
-    let ahead = common::committee_in(Epoch(2), 10, 4, None);
-    tally.answer(MemberIndex(3), Ok(proof(&ahead, 2, 7)), now);
+    tally.answer(MemberIndex(3), Ok(proof(&old, 2, 7)), now);
     assert!(tally.failures().is_empty());
     assert_eq!(tally.finish().unwrap().status.name(), "certified");
+
+    // Judged in the last epoch there is, no epoch is a tick ahead.
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(u64::MAX), Duration::ZERO);
+    let last = common::committee_in(Epoch(u64::MAX), 10, 4, Some(9));
+    tally.answer(MemberIndex(0), Ok(proof(&last, u64::MAX, 7)), now);
+    assert!(tally.failures()[0].1.is_lie());
 }
 
 #[test]
