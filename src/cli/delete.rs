@@ -1,7 +1,7 @@
 //! `floe delete`: delete a deletable blob owned by the config's owner key.
 
 use clap::Args;
-use floe_client::{BlobStatus, Client};
+use floe_client::{BlobStatus, Client, KeptBy};
 use serde_json::json;
 
 use super::config::ClientFile;
@@ -23,11 +23,7 @@ pub async fn run(
 ) -> Result<u8, Failure> {
     let blob_id = parse_blob_id(&args.blob_id)?;
     let owner = file.owner()?;
-    let fact = client.delete(blob_id, &owner).await?;
-    let signed_in = match &fact {
-        floe_consensus::Fact::Deleted(proof) => proof.deletion.message.epoch,
-        _ => client.epoch(),
-    };
+    let signed_in = client.delete(blob_id, &owner).await?.deletion.message.epoch;
     // Only this key's registrations certified by then end: another (another
     // key's, a permanent one, or this key's certified later) keeps the blob
     // certified, which the status says.
@@ -44,28 +40,24 @@ pub async fn run(
     }
     match state {
         Ok(BlobStatus::Certified { certificate }) => {
-            let body = &certificate.message.body;
             let key = owner.public();
-            let kept_by = if !body.deletable {
-                "a permanent registration".to_owned()
-            } else if body.owner != Some(key) {
-                "another key's registration".to_owned()
-            } else if certificate.message.epoch > signed_in {
-                format!(
+            let kept_by = match KeptBy::of(&certificate, &key, signed_in) {
+                KeptBy::Permanent => "a permanent registration".to_owned(),
+                KeptBy::AnotherKey => "another key's registration".to_owned(),
+                KeptBy::LaterRegistration { certified } => format!(
                     "this key's registration certified in epoch {}, after the deletion's epoch \
                      {}: run `floe delete {blob_id}` again to end it",
-                    certificate.message.epoch.0, signed_in.0
-                )
-            } else {
-                format!(
+                    certified.0, signed_in.0
+                ),
+                KeptBy::NotYetApplied => format!(
                     "this key's registration, as the members that answered have not applied the \
                      deletion yet: `floe status {blob_id}` shows when they have"
-                )
+                ),
             };
             println!(
                 "the deletion of blob {blob_id} by key {key} was accepted, but the blob stays \
                  certified until epoch {} by {kept_by}; `floe status {blob_id}` shows its proof",
-                body.end_epoch.0
+                certificate.message.body.end_epoch.0
             );
         }
         Ok(state) => println!(

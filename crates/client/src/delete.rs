@@ -6,11 +6,53 @@ use floe_consensus::quorum::{Step, Tally};
 
 use super::*;
 
+/// What keeps a blob certified, as its status's certificate shows, for the
+/// owner of a deletion signed in a given epoch (see [`KeptBy::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptBy {
+    /// A permanent registration, which no key can delete.
+    Permanent,
+    /// Another key's deletable registration.
+    AnotherKey,
+    /// The owner's own registration, certified in `certified`, after the
+    /// deletion's epoch: a deletion signed later ends it.
+    LaterRegistration {
+        /// The epoch the registration was certified in.
+        certified: Epoch,
+    },
+    /// The owner's own registration, certified no later than the
+    /// deletion: the deletion ends it once the members apply it.
+    NotYetApplied,
+}
+
+impl KeptBy {
+    /// What `certificate` (the one a status shows) is to `owner`'s deletion
+    /// signed in `deletion_epoch`.
+    pub fn of(certificate: &BlobCertificate, owner: &PublicKey, deletion_epoch: Epoch) -> Self {
+        if !certificate.message.body.deletable {
+            KeptBy::Permanent
+        } else if !is_registration_of(certificate, owner) {
+            KeptBy::AnotherKey
+        } else if certificate.message.epoch > deletion_epoch {
+            KeptBy::LaterRegistration {
+                certified: certificate.message.epoch,
+            }
+        } else {
+            KeptBy::NotYetApplied
+        }
+    }
+}
+
 impl Client {
-    /// Delete `owner`'s deletable registration of `blob_id`. The blob is
-    /// deleted once no registration is left: another owner's, or a
-    /// permanent one, keeps it certified.
-    pub async fn delete(&self, blob_id: BlobId, owner: &KeyPair) -> Result<Fact, ClientError> {
+    /// Delete `owner`'s deletable registration of `blob_id` and return the
+    /// deletion delivered. The blob is deleted once no registration is
+    /// left: another owner's, or a permanent one, keeps it certified (see
+    /// [`KeptBy`]).
+    pub async fn delete(
+        &self,
+        blob_id: BlobId,
+        owner: &KeyPair,
+    ) -> Result<DeletionProof, ClientError> {
         let key = owner.public();
         // The epoch the deletion is signed in, with the committee chain
         // followed to it: a registration certified later cannot go with it.
@@ -43,16 +85,19 @@ impl Client {
                 let (found, answered, asked) =
                     self.registration(&chain, blob_id, key, epoch).await?;
                 found.ok_or_else(|| {
-                    let shown = if is_registration_of(&shown, &key) {
-                        format!(
-                            "this key's, certified in epoch {} after the epoch this deletion is \
-                             signed in: retry once this client follows the committee there",
+                    let shown = match KeptBy::of(&shown, &key, epoch) {
+                        KeptBy::Permanent => "permanent, which no key can delete".into(),
+                        KeptBy::AnotherKey => "another key's, which this key cannot delete".into(),
+                        KeptBy::LaterRegistration { certified } => format!(
+                            "this key's, certified in epoch {certified} after the epoch this \
+                             deletion is signed in: retry once this client follows the \
+                             committee there"
+                        ),
+                        KeptBy::NotYetApplied => format!(
+                            "this key's, certified in epoch {}, which no member that answered \
+                             offered as live",
                             shown.message.epoch
-                        )
-                    } else if shown.message.body.deletable {
-                        "another key's, which this key cannot delete".into()
-                    } else {
-                        "permanent, which no key can delete".into()
+                        ),
                     };
                     ClientError::NotAllowed(format!(
                         "blob {blob_id} holds no registration deletable by key {key} in epoch \
@@ -63,11 +108,11 @@ impl Client {
             }
         };
         let deletion = Signed::sign(ProtocolMessage::new(epoch, BlobDeletion { blob_id }), owner);
-        let fact = Fact::Deleted(Box::new(DeletionProof {
+        let proof = DeletionProof {
             deletion,
             certificate,
-        }));
-        let accepted = self.deliver(fact.clone()).await;
+        };
+        let accepted = self.deliver(Fact::Deleted(Box::new(proof.clone()))).await;
         if accepted == 0 {
             return Err(ClientError::NotEnoughShards {
                 blob_id,
@@ -77,7 +122,7 @@ impl Client {
                 failures: Vec::new(),
             });
         }
-        Ok(fact)
+        Ok(proof)
     }
 
     /// `owner`'s live deletable registration of `blob_id` that a deletion
@@ -256,6 +301,32 @@ mod tests {
             end_epoch: Epoch(end_epoch),
             deletable: owner.is_some(),
             owner,
+        }
+    }
+
+    /// What keeps a blob certified after a deletion signed in epoch 2, as
+    /// the status's certificate shows it.
+    #[test]
+    fn what_keeps_a_blob_certified_is_named_from_the_status_certificate() {
+        let (committee, keys) = committee(Epoch(0));
+        let owner = KeyPair::from_seed(&[42; 32]).public();
+        let other = KeyPair::from_seed(&[43; 32]).public();
+        let shown =
+            |owner, epoch| registration(&committee, &keys, 3, Epoch(epoch), body(7, owner, 9));
+        let cases = [
+            (shown(None, 0), KeptBy::Permanent),
+            (shown(Some(other), 0), KeptBy::AnotherKey),
+            (
+                shown(Some(owner), 3),
+                KeptBy::LaterRegistration {
+                    certified: Epoch(3),
+                },
+            ),
+            (shown(Some(owner), 2), KeptBy::NotYetApplied),
+            (shown(Some(owner), 1), KeptBy::NotYetApplied),
+        ];
+        for (certificate, kept) in cases {
+            assert_eq!(KeptBy::of(&certificate, &owner, Epoch(2)), kept);
         }
     }
 

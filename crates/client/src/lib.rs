@@ -36,6 +36,7 @@ mod error;
 mod read;
 mod store;
 
+pub use delete::KeptBy;
 pub use error::ClientError;
 /// A blob's status (the one status type, from floe-consensus), and the
 /// status shards forming a quorum answered for.
