@@ -228,6 +228,15 @@ async fn a_quorum_certifies_the_next_committee_and_a_genesis_client_follows_it()
     );
     let status = client.status(stored.blob_id).await.unwrap();
     assert_eq!(status.status.name(), "certified");
+    // A client that knows only genesis and asks nothing but the status
+    // follows the chain first: it asks the new committee, judges its proof
+    // by that committee, and calls no honest member a liar.
+    let fresh = Client::new(&file, ClientConfig::default()).unwrap();
+    let status = fresh.status(stored.blob_id).await.unwrap();
+    assert_eq!(status.status.name(), "certified");
+    assert_eq!(fresh.chain().latest_epoch(), proposal.epoch);
+    let reported: u64 = fresh.health().iter().map(|h| h.misbehaviours).sum();
+    assert_eq!(reported, 0, "{:?}", fresh.health());
     let read = client
         .read(stored.blob_id, floe_client::ReadOptions::default())
         .await
