@@ -33,6 +33,7 @@ use tracing::debug;
 
 mod delete;
 mod error;
+mod follow;
 mod read;
 mod store;
 
@@ -238,6 +239,8 @@ pub struct Client {
     /// One more than the epoch in which the chain was last followed (0:
     /// never): the chain is followed again once per epoch.
     followed: std::sync::atomic::AtomicU64,
+    /// Held by the one caller following the chain: others wait for it.
+    following: tokio::sync::Mutex<()>,
     /// The committee changes asked about, with the synced notices gathered
     /// and when they were last asked for.
     handoffs: std::sync::Mutex<HashMap<Epoch, (Handoff, std::time::Instant)>>,
@@ -277,6 +280,7 @@ impl Client {
             pool: Arc::new(pool),
             config,
             followed: std::sync::atomic::AtomicU64::new(0),
+            following: tokio::sync::Mutex::new(()),
             handoffs: std::sync::Mutex::new(HashMap::new()),
             presented: Arc::default(),
         })
@@ -304,82 +308,6 @@ impl Client {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    /// Learns every committee change since the last one this client knows:
-    /// asks the members of the current committee for the committee
-    /// certificates after it, verifies each against the committee before it,
-    /// and keeps the longest chain that verifies. A node that serves a link
-    /// that does not verify is reported. Answers the epoch of the latest
-    /// committee change.
-    pub async fn follow_chain(&self) -> Result<Epoch, ClientError> {
-        // Pages of links until no member knows more.
-        for _ in 0..1024 {
-            let chain = self.chain();
-            let after = chain.latest_epoch();
-            let current = chain.committee_at(self.epoch().max(after));
-            let mut answers = floe_consensus::quorum::Collect::default();
-            FanOut::new(
-                current
-                    .members()
-                    .iter()
-                    .map(|m| m.network_key)
-                    .collect::<Vec<_>>(),
-                Pacing::ALL,
-            )
-            .run(&mut answers, |key| {
-                let pool = Arc::clone(&self.pool);
-                async move { pool.call::<GetCommitteeChain>(&key, &after).await.ok() }
-            })
-            .await;
-            let mut best = chain.clone();
-            for (key, links) in answers.0 {
-                let mut candidate = chain.clone();
-                for link in links.into_iter().flatten() {
-                    if let Err(e) = candidate.extend(link) {
-                        self.pool.report_misbehaviour(
-                            &key,
-                            format!("served a committee certificate that does not verify: {e}"),
-                        );
-                        break;
-                    }
-                }
-                if candidate.latest_epoch() > best.latest_epoch() {
-                    best = candidate;
-                }
-            }
-            if best.latest_epoch() == after {
-                return Ok(after);
-            }
-            for member in best.members_ever() {
-                self.pool
-                    .add_peer(member.network_key, member.address.clone())
-                    .map_err(|e| ClientError::Rejected(e.to_string()))?;
-            }
-            *self
-                .chain
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = best;
-        }
-        Ok(self.chain().latest_epoch())
-    }
-
-    /// The committee serving the current epoch, having followed the chain
-    /// once in this epoch (a committee change certified meanwhile is
-    /// learned before any request goes out). If no member answers, the
-    /// chain known so far decides.
-    pub async fn serving(&self) -> (Epoch, Committee) {
-        let epoch = self.epoch();
-        let followed = self.followed.load(std::sync::atomic::Ordering::Relaxed);
-        if followed <= epoch.0 {
-            match self.follow_chain().await {
-                Ok(_) => self
-                    .followed
-                    .store(epoch.0 + 1, std::sync::atomic::Ordering::Relaxed),
-                Err(e) => debug!(error = %e, "following the committee chain"),
-            }
-        }
-        (epoch, self.committee(epoch))
     }
 
     /// The committee change the current epoch is in, with the synced
@@ -516,7 +444,9 @@ impl Client {
         // The chain followed in this epoch first: a committee change this
         // client has not learned would have it ask the members that left
         // and call the new committee's proofs lies.
-        let (epoch, _) = self.serving().await;
+        self.serving().await;
+        // Read again: the lookup may have taken until the next epoch.
+        let epoch = self.epoch();
         // Built for this blob: a proof about any other is a lie.
         // Asked of the members of this epoch's committee; each proof is
         // verified against the committee of its own epoch.

@@ -92,8 +92,7 @@ impl Fact {
     /// certificate against `committee` (the committee of the fact's epoch).
     pub fn verify(self, committee: &Committee) -> Result<VerifiedFact, FactError> {
         self.check_shape()?;
-        self.verify_certificate(committee)?;
-        Ok(VerifiedFact(self))
+        Ok(self.verify_after_shape(committee)?)
     }
 
     /// What is checked without any committee: a deletable certificate names
@@ -133,15 +132,19 @@ impl Fact {
         Ok(())
     }
 
-    /// The fact's certificate (a deletion's: the registration it ends)
-    /// checked against `committee`, and nothing else.
-    fn verify_certificate(&self, committee: &Committee) -> Result<(), CertificateError> {
-        match self {
+    /// The rest of [`Fact::verify`] for a fact whose shape
+    /// [`Fact::check_shape`] passed: its certificate (a deletion's: the
+    /// registration it ends) checked against `committee`.
+    pub(crate) fn verify_after_shape(
+        self,
+        committee: &Committee,
+    ) -> Result<VerifiedFact, CertificateError> {
+        match &self {
             Fact::Certified(c) => c.verify(committee),
             Fact::Invalid(c) => c.verify(committee),
             Fact::Deleted(proof) => proof.certificate.verify(committee),
-        }
-        .map(|_| ())
+        }?;
+        Ok(VerifiedFact(self))
     }
 
     /// A digest identifying this fact (BLAKE3 of its canonical bytes).

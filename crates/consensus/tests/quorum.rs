@@ -502,3 +502,70 @@ fn all_succeed_stops_at_the_first_failure() {
     assert_eq!(tally.finish(), Err((2, "disk full".to_string())));
     assert_eq!(Pacing::window(0, None).window, 1);
 }
+
+/// What is false whoever signed it stays a lie a tick ahead, by a
+/// committee the chain does not hold: a deletion whose owner's signature
+/// fails, or signed before the registration it ends; a deletable
+/// registration naming no owner; a certificate whose signatures and
+/// signers disagree in number. A proof a tick behind is judged by the chain.
+#[test]
+fn what_is_false_whoever_signed_it_stays_a_lie_a_tick_ahead() {
+    let t = committee();
+    let chain = floe_consensus::chain::CommitteeChain::new(t.committee.clone());
+    let next = |epoch| common::committee_in(Epoch(epoch), 10, 4, Some(9));
+    let now = Instant::now();
+    let owner = KeyPair::from_seed(&[5; 32]);
+    let registration = |owner: Option<PublicKey>| {
+        ProtocolMessage::new(
+            Epoch(2),
+            StorageConfirmation {
+                blob_id: BLOB,
+                end_epoch: Epoch(6),
+                deletable: true,
+                owner,
+            },
+        )
+    };
+    let deleted = |signed_in: u64, stamped: u64| {
+        let mut deletion = Signed::sign(
+            ProtocolMessage::new(Epoch(signed_in), BlobDeletion { blob_id: BLOB }),
+            &owner,
+        );
+        deletion.message.epoch = Epoch(stamped);
+        BlobStatus::Deleted {
+            proof: Box::new(DeletionProof {
+                deletion,
+                certificate: next(2).certify_enough(&registration(Some(owner.public()))),
+            }),
+        }
+    };
+    let mut miscounted = next(2).certify_enough(&common::confirmation(2, 7, 6));
+    miscounted.signatures.pop();
+    let answers = [
+        deleted(2, 3),
+        deleted(1, 1),
+        BlobStatus::Certified {
+            certificate: next(2).certify_enough(&registration(None)),
+        },
+        BlobStatus::Certified {
+            certificate: miscounted,
+        },
+    ];
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(1), Duration::ZERO);
+    for (member, answer) in answers.into_iter().enumerate() {
+        tally.answer(MemberIndex(member as u16 % 4), Ok(answer), now);
+    }
+    let lies: Vec<bool> = tally.failures().iter().map(|(_, f)| f.is_lie()).collect();
+    assert_eq!(lies, vec![true; 4], "{:?}", tally.failures());
+
+    let mut tally = StatusTally::new(&chain, BLOB, Epoch(3), Duration::ZERO);
+    let behind = next(2).certify_enough(&common::confirmation(2, 7, 6));
+    tally.answer(
+        MemberIndex(0),
+        Ok(BlobStatus::Certified {
+            certificate: behind,
+        }),
+        now,
+    );
+    assert!(tally.failures()[0].1.is_lie(), "a tick behind is judged");
+}

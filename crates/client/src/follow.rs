@@ -1,0 +1,216 @@
+//! Following the committee chain: the committee changes certified since
+//! the last one this client knows, learned once per epoch before a request
+//! goes out, in one lookup however many callers start at once, and bounded
+//! in time whatever a member does with its answer.
+
+use std::time::Instant;
+
+use floe_consensus::chain::CommitteeCertificate;
+use floe_consensus::quorum::{Step, Tally};
+
+use super::*;
+
+/// Once members holding a quorum of shards have answered a round of the
+/// lookup, how long the others are still waited for.
+const CHAIN_GRACE: Duration = Duration::from_millis(300);
+
+/// The most one round of the lookup waits, however the members answer.
+const CHAIN_WAIT: Duration = Duration::from_secs(3);
+
+impl Client {
+    /// Learns every committee change since the last one this client knows:
+    /// asks the members of the current committee for the committee
+    /// certificates after it, verifies each against the committee before it,
+    /// and keeps the longest chain that verifies. A node that serves a link
+    /// that does not verify is reported. Answers the epoch of the latest
+    /// committee change.
+    pub async fn follow_chain(&self) -> Result<Epoch, ClientError> {
+        self.follow().await.map(|(epoch, _)| epoch)
+    }
+
+    /// [`Client::follow_chain`], and whether members holding a quorum of
+    /// shards answered its last round (the one that found nothing newer):
+    /// only then is the chain known to be followed.
+    async fn follow(&self) -> Result<(Epoch, bool), ClientError> {
+        // Pages of links until no member knows more.
+        for _ in 0..1024 {
+            let chain = self.chain();
+            let after = chain.latest_epoch();
+            let current = chain.committee_at(self.epoch().max(after));
+            let mut answers = ChainAnswers::new(&current);
+            let mut calls = FanOut::new(
+                current
+                    .members()
+                    .iter()
+                    .map(|m| m.network_key)
+                    .collect::<Vec<_>>(),
+                Pacing::ALL,
+            );
+            let run = calls.run(&mut answers, |key| {
+                let pool = Arc::clone(&self.pool);
+                async move { pool.call::<GetCommitteeChain>(&key, &after).await.ok() }
+            });
+            // Bounded as a whole: a member that holds its answer back
+            // delays no request by more than this.
+            let _ = tokio::time::timeout(CHAIN_WAIT, run).await;
+            drop(calls);
+            let heard = current.is_quorum(answers.weight);
+            let mut best = chain.clone();
+            for (key, links) in answers.links {
+                let mut candidate = chain.clone();
+                for link in links {
+                    if let Err(e) = candidate.extend(link) {
+                        self.pool.report_misbehaviour(
+                            &key,
+                            format!("served a committee certificate that does not verify: {e}"),
+                        );
+                        break;
+                    }
+                }
+                if candidate.latest_epoch() > best.latest_epoch() {
+                    best = candidate;
+                }
+            }
+            if best.latest_epoch() == after {
+                return Ok((after, heard));
+            }
+            for member in best.members_ever() {
+                self.pool
+                    .add_peer(member.network_key, member.address.clone())
+                    .map_err(|e| ClientError::Rejected(e.to_string()))?;
+            }
+            *self
+                .chain
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = best;
+        }
+        Ok((self.chain().latest_epoch(), false))
+    }
+
+    /// The committee serving the current epoch, having followed the chain
+    /// in this epoch (a committee change certified meanwhile is learned
+    /// before any request goes out). Callers that start at once share one
+    /// lookup; an epoch counts as followed once members holding a quorum of
+    /// shards answered, so a lookup few answered is tried again by the next
+    /// caller. If none answers, the chain known so far decides.
+    pub async fn serving(&self) -> (Epoch, Committee) {
+        let epoch = self.epoch();
+        let followed = || self.followed.load(std::sync::atomic::Ordering::Acquire) > epoch.0;
+        if !followed() {
+            let _one = self.following.lock().await;
+            // Another caller may have followed while this one waited.
+            if !followed() {
+                match self.follow().await {
+                    Ok((_, true)) => self
+                        .followed
+                        .fetch_max(epoch.0 + 1, std::sync::atomic::Ordering::AcqRel),
+                    Ok((latest, false)) => {
+                        debug!(%latest, "fewer than a quorum of shards answered the committee chain lookup; the next request asks again");
+                        0
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "following the committee chain");
+                        0
+                    }
+                };
+            }
+        }
+        (epoch, self.committee(epoch))
+    }
+}
+
+/// Answers to one round of the lookup: each member's links, and the
+/// shards of those that answered; a grace period once they form a quorum.
+struct ChainAnswers<'c> {
+    committee: &'c Committee,
+    links: Vec<(PublicKey, Vec<CommitteeCertificate>)>,
+    weight: u32,
+    deadline: Option<Instant>,
+}
+
+impl<'c> ChainAnswers<'c> {
+    fn new(committee: &'c Committee) -> Self {
+        Self {
+            committee,
+            links: Vec::new(),
+            weight: 0,
+            deadline: None,
+        }
+    }
+}
+
+impl Tally<PublicKey, Option<Vec<CommitteeCertificate>>> for ChainAnswers<'_> {
+    fn answer(
+        &mut self,
+        from: PublicKey,
+        answer: Option<Vec<CommitteeCertificate>>,
+        now: Instant,
+    ) -> Step {
+        if let Some(links) = answer {
+            if let Some(member) = self.committee.member_by_network_key(&from) {
+                self.weight = self.weight.saturating_add(self.committee.weight(member));
+            }
+            self.links.push((from, links));
+        }
+        if self.deadline.is_none() && self.committee.is_quorum(self.weight) {
+            self.deadline = Some(now + CHAIN_GRACE);
+        }
+        Step::Continue {
+            deadline: self.deadline,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use floe_consensus::NodeId;
+
+    use super::*;
+
+    /// A round is heard once members holding a quorum of shards answered,
+    /// however many failed; a failed call weighs nothing and sets no
+    /// deadline, and an answer from outside the committee weighs nothing.
+    #[test]
+    fn a_round_is_heard_at_a_quorum_of_shards_and_the_rest_get_a_grace_period() {
+        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
+        let members = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| Member {
+                node_id: NodeId(format!("node-{i}")),
+                protocol_key: KeyPair::from_seed(&[i as u8 + 100; 32]).public(),
+                network_key: key.public(),
+                address: format!("127.0.0.1:{}", 7000 + i),
+                shards: vec![ShardIndex(i as u16)],
+            })
+            .collect();
+        // Four members of one shard each: a quorum is three.
+        let committee = Committee::new(Epoch(0), 4, members).unwrap();
+        let mut answers = ChainAnswers::new(&committee);
+        let now = Instant::now();
+        let stranger = KeyPair::from_seed(&[9; 32]).public();
+        let pending = Step::Continue { deadline: None };
+        assert_eq!(answers.answer(keys[0].public(), None, now), pending);
+        assert_eq!(answers.answer(stranger, Some(Vec::new()), now), pending);
+        assert_eq!(
+            answers.answer(keys[1].public(), Some(Vec::new()), now),
+            pending
+        );
+        assert_eq!(
+            answers.answer(keys[2].public(), Some(Vec::new()), now),
+            pending
+        );
+        assert!(!committee.is_quorum(answers.weight));
+        let graced = Step::Continue {
+            deadline: Some(now + CHAIN_GRACE),
+        };
+        assert_eq!(
+            answers.answer(keys[3].public(), Some(Vec::new()), now),
+            graced
+        );
+        assert!(committee.is_quorum(answers.weight));
+        assert_eq!(answers.links.len(), 4, "every answer's links are judged");
+    }
+}
