@@ -1,7 +1,9 @@
 //! Following the committee chain: the committee changes certified since
 //! the last one this client knows, learned once per epoch before a request
 //! goes out, in one lookup however many callers start at once, and bounded
-//! in time whatever a member does with its answer.
+//! in time whatever a member does with its answer. A lookup too few members
+//! answered is not run again for ten seconds: meanwhile requests go out
+//! with the chain known.
 
 use std::time::Instant;
 
@@ -14,8 +16,13 @@ use super::*;
 /// lookup, how long the others are still waited for.
 const CHAIN_GRACE: Duration = Duration::from_millis(300);
 
-/// The most one round of the lookup waits, however the members answer.
+/// The most one member's answer to a round of the lookup is waited for
+/// (its call then fails, and the pool counts it against the member).
 const CHAIN_WAIT: Duration = Duration::from_secs(3);
+
+/// After a lookup that too few members answered, how long requests go out
+/// with the chain known before another lookup is tried.
+const CHAIN_RETRY: Duration = Duration::from_secs(10);
 
 impl Client {
     /// Learns every committee change since the last one this client knows:
@@ -25,6 +32,7 @@ impl Client {
     /// that does not verify is reported. Answers the epoch of the latest
     /// committee change.
     pub async fn follow_chain(&self) -> Result<Epoch, ClientError> {
+        let _one = self.following.lock().await;
         self.follow().await.map(|(epoch, _)| epoch)
     }
 
@@ -46,17 +54,32 @@ impl Client {
                     .collect::<Vec<_>>(),
                 Pacing::ALL,
             );
-            let run = calls.run(&mut answers, |key| {
-                let pool = Arc::clone(&self.pool);
-                async move { pool.call::<GetCommitteeChain>(&key, &after).await.ok() }
-            });
-            // Bounded as a whole: a member that holds its answer back
-            // delays no request by more than this.
-            let _ = tokio::time::timeout(CHAIN_WAIT, run).await;
+            // Each call bounded: a member that holds its answer back delays
+            // no request by more than this, and its call fails.
+            calls
+                .run(&mut answers, |key| {
+                    let pool = Arc::clone(&self.pool);
+                    async move {
+                        pool.call_with_timeout::<GetCommitteeChain>(&key, &after, CHAIN_WAIT)
+                            .await
+                            .ok()
+                    }
+                })
+                .await;
             drop(calls);
             let heard = current.is_quorum(answers.weight);
             let mut best = chain.clone();
             for (key, links) in answers.links {
+                if links.len() > MAX_CHAIN_LINKS {
+                    self.pool.report_misbehaviour(
+                        &key,
+                        format!(
+                            "answered a committee chain lookup with {} links, more than the {MAX_CHAIN_LINKS} one answer carries",
+                            links.len()
+                        ),
+                    );
+                    continue;
+                }
                 let mut candidate = chain.clone();
                 for link in links {
                     if let Err(e) = candidate.extend(link) {
@@ -79,10 +102,14 @@ impl Client {
                     .add_peer(member.network_key, member.address.clone())
                     .map_err(|e| ClientError::Rejected(e.to_string()))?;
             }
-            *self
+            let mut known = self
                 .chain
                 .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = best;
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Never shorter than what is known.
+            if best.latest_epoch() > known.latest_epoch() {
+                *known = best;
+            }
         }
         Ok((self.chain().latest_epoch(), false))
     }
@@ -91,28 +118,32 @@ impl Client {
     /// in this epoch (a committee change certified meanwhile is learned
     /// before any request goes out). Callers that start at once share one
     /// lookup; an epoch counts as followed once members holding a quorum of
-    /// shards answered, so a lookup few answered is tried again by the next
-    /// caller. If none answers, the chain known so far decides.
+    /// shards answered. A lookup fewer answered is tried again ten seconds
+    /// later; until then, and if none answers, the chain known so
+    /// far decides.
     pub async fn serving(&self) -> (Epoch, Committee) {
         let epoch = self.epoch();
         let followed = || self.followed.load(std::sync::atomic::Ordering::Acquire) > epoch.0;
         if !followed() {
-            let _one = self.following.lock().await;
-            // Another caller may have followed while this one waited.
-            if !followed() {
+            let mut unheard = self.following.lock().await;
+            // Another caller may have looked up while this one waited.
+            let due = unheard.is_none_or(|at: std::time::Instant| at.elapsed() >= CHAIN_RETRY);
+            if !followed() && due {
                 match self.follow().await {
-                    Ok((_, true)) => self
-                        .followed
-                        .fetch_max(epoch.0 + 1, std::sync::atomic::Ordering::AcqRel),
+                    Ok((_, true)) => {
+                        self.followed
+                            .fetch_max(epoch.0 + 1, std::sync::atomic::Ordering::AcqRel);
+                        *unheard = None;
+                    }
                     Ok((latest, false)) => {
-                        debug!(%latest, "fewer than a quorum of shards answered the committee chain lookup; the next request asks again");
-                        0
+                        debug!(%latest, retry = ?CHAIN_RETRY, "fewer than a quorum of shards answered the committee chain lookup");
+                        *unheard = Some(std::time::Instant::now());
                     }
                     Err(e) => {
                         debug!(error = %e, "following the committee chain");
-                        0
+                        *unheard = Some(std::time::Instant::now());
                     }
-                };
+                }
             }
         }
         (epoch, self.committee(epoch))

@@ -239,8 +239,9 @@ pub struct Client {
     /// One more than the epoch in which the chain was last followed (0:
     /// never): the chain is followed again once per epoch.
     followed: std::sync::atomic::AtomicU64,
-    /// Held by the one caller following the chain: others wait for it.
-    following: tokio::sync::Mutex<()>,
+    /// Held by the one caller following the chain (others wait for it),
+    /// with when a lookup too few members answered last ran.
+    following: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// The committee changes asked about, with the synced notices gathered
     /// and when they were last asked for.
     handoffs: std::sync::Mutex<HashMap<Epoch, (Handoff, std::time::Instant)>>,
@@ -280,7 +281,7 @@ impl Client {
             pool: Arc::new(pool),
             config,
             followed: std::sync::atomic::AtomicU64::new(0),
-            following: tokio::sync::Mutex::new(()),
+            following: tokio::sync::Mutex::new(None),
             handoffs: std::sync::Mutex::new(HashMap::new()),
             presented: Arc::default(),
         })

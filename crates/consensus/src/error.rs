@@ -200,18 +200,19 @@ impl CertificateError {
     /// Whether another committee could have signed the certificate: its
     /// signers, their weight or their signatures do not fit the committee
     /// it was checked against. (A bitmap and signatures that disagree in
-    /// number, a member counted twice, or a deletable certificate with no
-    /// owner are false whoever signed.)
+    /// number, a member counted twice, a batch that fails though each
+    /// signature verified alone, or a deletable certificate with no owner
+    /// are false whoever signed.)
     pub fn may_be_another_committees(&self) -> bool {
         match self {
             CertificateError::WrongEpoch { .. }
             | CertificateError::MalformedBitmap { .. }
             | CertificateError::UnknownSigner { .. }
             | CertificateError::InsufficientWeight { .. }
-            | CertificateError::BadSignature { .. }
-            | CertificateError::BatchRejected { .. } => true,
+            | CertificateError::BadSignature { .. } => true,
             CertificateError::DuplicateSigner { .. }
             | CertificateError::SignatureCount { .. }
+            | CertificateError::BatchRejected { .. }
             | CertificateError::DeletableWithoutOwner { .. } => false,
         }
     }
