@@ -253,26 +253,10 @@ impl Tally<MemberIndex, Result<Option<BlobCertificate>, String>> for Registratio
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use floe_consensus::{Certificate, NodeId};
+    use floe_consensus::Certificate;
 
     use super::*;
-
-    /// Four members, one shard each, and their protocol keys.
-    fn committee(epoch: Epoch) -> (Committee, Vec<KeyPair>) {
-        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
-        let members = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| Member {
-                node_id: NodeId(format!("node-{i}")),
-                protocol_key: key.public(),
-                network_key: KeyPair::from_seed(&[i as u8 + 100; 32]).public(),
-                address: format!("127.0.0.1:{}", 7000 + i),
-                shards: vec![ShardIndex(i as u16)],
-            })
-            .collect();
-        (Committee::new(epoch, 4, members).unwrap(), keys)
-    }
+    use crate::testing::committee;
 
     /// A registration certified in `epoch` by `signers` of `committee`.
     fn registration(

@@ -196,8 +196,6 @@ impl Tally<PublicKey, Option<Vec<CommitteeCertificate>>> for ChainAnswers<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use floe_consensus::NodeId;
-
     use super::*;
 
     /// A round is heard once members holding a quorum of shards answered,
@@ -205,42 +203,22 @@ mod tests {
     /// deadline, and an answer from outside the committee weighs nothing.
     #[test]
     fn a_round_is_heard_at_a_quorum_of_shards_and_the_rest_get_a_grace_period() {
-        let keys: Vec<KeyPair> = (0..4u8).map(|i| KeyPair::from_seed(&[i + 1; 32])).collect();
-        let members = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| Member {
-                node_id: NodeId(format!("node-{i}")),
-                protocol_key: KeyPair::from_seed(&[i as u8 + 100; 32]).public(),
-                network_key: key.public(),
-                address: format!("127.0.0.1:{}", 7000 + i),
-                shards: vec![ShardIndex(i as u16)],
-            })
-            .collect();
         // Four members of one shard each: a quorum is three.
-        let committee = Committee::new(Epoch(0), 4, members).unwrap();
+        let (committee, _) = crate::testing::committee(Epoch(0));
+        let keys: Vec<PublicKey> = committee.members().iter().map(|m| m.network_key).collect();
         let mut answers = ChainAnswers::new(&committee);
         let now = Instant::now();
         let stranger = KeyPair::from_seed(&[9; 32]).public();
         let pending = Step::Continue { deadline: None };
-        assert_eq!(answers.answer(keys[0].public(), None, now), pending);
+        assert_eq!(answers.answer(keys[0], None, now), pending);
         assert_eq!(answers.answer(stranger, Some(Vec::new()), now), pending);
-        assert_eq!(
-            answers.answer(keys[1].public(), Some(Vec::new()), now),
-            pending
-        );
-        assert_eq!(
-            answers.answer(keys[2].public(), Some(Vec::new()), now),
-            pending
-        );
+        assert_eq!(answers.answer(keys[1], Some(Vec::new()), now), pending);
+        assert_eq!(answers.answer(keys[2], Some(Vec::new()), now), pending);
         assert!(!committee.is_quorum(answers.weight));
         let graced = Step::Continue {
             deadline: Some(now + CHAIN_GRACE),
         };
-        assert_eq!(
-            answers.answer(keys[3].public(), Some(Vec::new()), now),
-            graced
-        );
+        assert_eq!(answers.answer(keys[3], Some(Vec::new()), now), graced);
         assert!(committee.is_quorum(answers.weight));
         assert_eq!(answers.links.len(), 4, "every answer's links are judged");
     }

@@ -36,6 +36,8 @@ mod error;
 mod follow;
 mod read;
 mod store;
+#[cfg(test)]
+mod testing;
 
 pub use delete::KeptBy;
 pub use error::ClientError;
