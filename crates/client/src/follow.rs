@@ -1,9 +1,9 @@
 //! Following the committee chain: the committee changes certified since
 //! the last one this client knows, learned once per epoch before a request
 //! goes out, in one lookup however many callers start at once, and bounded
-//! in time whatever a member does with its answer. A lookup too few members
-//! answered is not run again for ten seconds: meanwhile requests go out
-//! with the chain known.
+//! in time whatever a member does with its answer (each call at most
+//! three seconds). A lookup too few members answered is not run again for
+//! ten seconds: meanwhile requests go out with the chain known.
 
 use std::time::Instant;
 
@@ -11,10 +11,6 @@ use floe_consensus::chain::CommitteeCertificate;
 use floe_consensus::quorum::{Step, Tally};
 
 use super::*;
-
-/// Once members holding a quorum of shards have answered a round of the
-/// lookup, how long the others are still waited for.
-const CHAIN_GRACE: Duration = Duration::from_millis(300);
 
 /// The most one member's answer to a round of the lookup is waited for
 /// (its call then fails, and the pool counts it against the member).
@@ -151,12 +147,13 @@ impl Client {
 }
 
 /// Answers to one round of the lookup: each member's links, and the
-/// shards of those that answered; a grace period once they form a quorum.
+/// shards of those that answered. Every member is waited for (each call
+/// bounded): a change only some members have received yet is still
+/// learned, where stopping at a quorum could miss it for the whole epoch.
 struct ChainAnswers<'c> {
     committee: &'c Committee,
     links: Vec<(PublicKey, Vec<CommitteeCertificate>)>,
     weight: u32,
-    deadline: Option<Instant>,
 }
 
 impl<'c> ChainAnswers<'c> {
@@ -165,7 +162,6 @@ impl<'c> ChainAnswers<'c> {
             committee,
             links: Vec::new(),
             weight: 0,
-            deadline: None,
         }
     }
 }
@@ -175,7 +171,7 @@ impl Tally<PublicKey, Option<Vec<CommitteeCertificate>>> for ChainAnswers<'_> {
         &mut self,
         from: PublicKey,
         answer: Option<Vec<CommitteeCertificate>>,
-        now: Instant,
+        _now: Instant,
     ) -> Step {
         if let Some(links) = answer {
             if let Some(member) = self.committee.member_by_network_key(&from) {
@@ -183,12 +179,7 @@ impl Tally<PublicKey, Option<Vec<CommitteeCertificate>>> for ChainAnswers<'_> {
             }
             self.links.push((from, links));
         }
-        if self.deadline.is_none() && self.committee.is_quorum(self.weight) {
-            self.deadline = Some(now + CHAIN_GRACE);
-        }
-        Step::Continue {
-            deadline: self.deadline,
-        }
+        Step::CONTINUE
     }
 }
 
@@ -199,26 +190,30 @@ mod tests {
     use super::*;
 
     /// A round is heard once members holding a quorum of shards answered,
-    /// however many failed; a failed call weighs nothing and sets no
-    /// deadline, and an answer from outside the committee weighs nothing.
+    /// however many failed; a failed call weighs nothing, an answer from
+    /// outside the committee weighs nothing, and every member is waited
+    /// for, even past a quorum.
     #[test]
-    fn a_round_is_heard_at_a_quorum_of_shards_and_the_rest_get_a_grace_period() {
+    fn a_round_is_heard_at_a_quorum_of_shards_and_every_member_is_waited_for() {
         // Four members of one shard each: a quorum is three.
         let (committee, _) = crate::testing::committee(Epoch(0));
         let keys: Vec<PublicKey> = committee.members().iter().map(|m| m.network_key).collect();
         let mut answers = ChainAnswers::new(&committee);
         let now = Instant::now();
         let stranger = KeyPair::from_seed(&[9; 32]).public();
-        let pending = Step::Continue { deadline: None };
-        assert_eq!(answers.answer(keys[0], None, now), pending);
-        assert_eq!(answers.answer(stranger, Some(Vec::new()), now), pending);
-        assert_eq!(answers.answer(keys[1], Some(Vec::new()), now), pending);
-        assert_eq!(answers.answer(keys[2], Some(Vec::new()), now), pending);
+        assert_eq!(answers.answer(keys[0], None, now), Step::CONTINUE);
+        assert_eq!(
+            answers.answer(stranger, Some(Vec::new()), now),
+            Step::CONTINUE
+        );
+        for member in [1, 2] {
+            answers.answer(keys[member], Some(Vec::new()), now);
+        }
         assert!(!committee.is_quorum(answers.weight));
-        let graced = Step::Continue {
-            deadline: Some(now + CHAIN_GRACE),
-        };
-        assert_eq!(answers.answer(keys[3], Some(Vec::new()), now), graced);
+        assert_eq!(
+            answers.answer(keys[3], Some(Vec::new()), now),
+            Step::CONTINUE
+        );
         assert!(committee.is_quorum(answers.weight));
         assert_eq!(answers.links.len(), 4, "every answer's links are judged");
     }
