@@ -93,10 +93,17 @@ impl Client {
             if best.latest_epoch() == after {
                 return Ok((after, heard));
             }
-            for member in best.members_ever() {
-                self.pool
-                    .add_peer(member.network_key, member.address.clone())
-                    .map_err(|e| ClientError::Rejected(e.to_string()))?;
+            // Newest committee first, each member once: a member that moved
+            // keeps its latest address (an older one would replace it, and
+            // drop its connection and health, on every round).
+            let mut added = std::collections::HashSet::new();
+            let members: Vec<&Member> = best.members_ever().collect();
+            for member in members.into_iter().rev() {
+                if added.insert(member.network_key) {
+                    self.pool
+                        .add_peer(member.network_key, member.address.clone())
+                        .map_err(|e| ClientError::Rejected(e.to_string()))?;
+                }
             }
             let mut known = self
                 .chain
@@ -110,7 +117,8 @@ impl Client {
         Ok((self.chain().latest_epoch(), false))
     }
 
-    /// The committee serving the current epoch, having followed the chain
+    /// The current epoch (read after the lookup, which may take until the
+    /// next) and the committee serving it, having followed the chain
     /// in this epoch (a committee change certified meanwhile is learned
     /// before any request goes out). Callers that start at once share one
     /// lookup; an epoch counts as followed once members holding a quorum of
@@ -142,7 +150,8 @@ impl Client {
                 }
             }
         }
-        (epoch, self.committee(epoch))
+        let now = self.epoch();
+        (now, self.committee(now))
     }
 }
 

@@ -447,9 +447,7 @@ impl Client {
         // The chain followed in this epoch first: a committee change this
         // client has not learned would have it ask the members that left
         // and call the new committee's proofs lies.
-        self.serving().await;
-        // Read again: the lookup may have taken until the next epoch.
-        let epoch = self.epoch();
+        let (epoch, _) = self.serving().await;
         // Built for this blob: a proof about any other is a lie.
         // Asked of the members of this epoch's committee; each proof is
         // verified against the committee of its own epoch.
