@@ -5,10 +5,8 @@
 //! three seconds). A lookup too few members answered is not run again for
 //! ten seconds: meanwhile requests go out with the chain known.
 
-use std::time::Instant;
-
 use floe_consensus::chain::CommitteeCertificate;
-use floe_consensus::quorum::{Step, Tally};
+use floe_consensus::quorum::Collect;
 
 use super::*;
 
@@ -41,31 +39,33 @@ impl Client {
             let chain = self.chain();
             let after = chain.latest_epoch();
             let current = chain.committee_at(self.epoch().max(after));
-            let mut answers = ChainAnswers::new(&current);
-            let mut calls = FanOut::new(
+            // Every member is waited for (each call bounded): a change only
+            // some members have received yet is still learned, where
+            // stopping at a quorum could miss it for the whole epoch.
+            let mut answers = Collect::default();
+            FanOut::new(
                 current
                     .members()
                     .iter()
                     .map(|m| m.network_key)
                     .collect::<Vec<_>>(),
                 Pacing::ALL,
-            );
+            )
             // Each call bounded: a member that holds its answer back delays
             // no request by more than this, and its call fails.
-            calls
-                .run(&mut answers, |key| {
-                    let pool = Arc::clone(&self.pool);
-                    async move {
-                        pool.call_with_timeout::<GetCommitteeChain>(&key, &after, CHAIN_WAIT)
-                            .await
-                            .ok()
-                    }
-                })
-                .await;
-            drop(calls);
-            let heard = current.is_quorum(answers.weight);
+            .run(&mut answers, |key| {
+                let pool = Arc::clone(&self.pool);
+                async move {
+                    pool.call_with_timeout::<GetCommitteeChain>(&key, &after, CHAIN_WAIT)
+                        .await
+                        .ok()
+                }
+            })
+            .await;
+            let heard = current.is_quorum(answered_weight(&current, &answers.0));
             let mut best = chain.clone();
-            for (key, links) in answers.links {
+            for (key, links) in answers.0 {
+                let Some(links) = links else { continue };
                 if links.len() > MAX_CHAIN_LINKS {
                     self.pool.report_misbehaviour(
                         &key,
@@ -155,41 +155,19 @@ impl Client {
     }
 }
 
-/// Answers to one round of the lookup: each member's links, and the
-/// shards of those that answered. Every member is waited for (each call
-/// bounded): a change only some members have received yet is still
-/// learned, where stopping at a quorum could miss it for the whole epoch.
-struct ChainAnswers<'c> {
-    committee: &'c Committee,
-    links: Vec<(PublicKey, Vec<CommitteeCertificate>)>,
-    weight: u32,
-}
-
-impl<'c> ChainAnswers<'c> {
-    fn new(committee: &'c Committee) -> Self {
-        Self {
-            committee,
-            links: Vec::new(),
-            weight: 0,
-        }
-    }
-}
-
-impl Tally<PublicKey, Option<Vec<CommitteeCertificate>>> for ChainAnswers<'_> {
-    fn answer(
-        &mut self,
-        from: PublicKey,
-        answer: Option<Vec<CommitteeCertificate>>,
-        _now: Instant,
-    ) -> Step {
-        if let Some(links) = answer {
-            if let Some(member) = self.committee.member_by_network_key(&from) {
-                self.weight = self.weight.saturating_add(self.committee.weight(member));
-            }
-            self.links.push((from, links));
-        }
-        Step::CONTINUE
-    }
+/// The shards of the members of `committee` whose answer came (a failed
+/// call, or an answer from outside the committee, weighs nothing).
+fn answered_weight(
+    committee: &Committee,
+    answers: &[(PublicKey, Option<Vec<CommitteeCertificate>>)],
+) -> u32 {
+    answers
+        .iter()
+        .filter(|(_, links)| links.is_some())
+        .filter_map(|(key, _)| committee.member_by_network_key(key))
+        .fold(0u32, |weight, member| {
+            weight.saturating_add(committee.weight(member))
+        })
 }
 
 #[cfg(test)]
@@ -199,31 +177,22 @@ mod tests {
     use super::*;
 
     /// A round is heard once members holding a quorum of shards answered,
-    /// however many failed; a failed call weighs nothing, an answer from
-    /// outside the committee weighs nothing, and every member is waited
-    /// for, even past a quorum.
+    /// however many failed; a failed call weighs nothing, and an answer
+    /// from outside the committee weighs nothing.
     #[test]
-    fn a_round_is_heard_at_a_quorum_of_shards_and_every_member_is_waited_for() {
+    fn a_round_is_heard_at_a_quorum_of_shards() {
         // Four members of one shard each: a quorum is three.
         let (committee, _) = crate::testing::committee(Epoch(0));
         let keys: Vec<PublicKey> = committee.members().iter().map(|m| m.network_key).collect();
-        let mut answers = ChainAnswers::new(&committee);
-        let now = Instant::now();
         let stranger = KeyPair::from_seed(&[9; 32]).public();
-        assert_eq!(answers.answer(keys[0], None, now), Step::CONTINUE);
-        assert_eq!(
-            answers.answer(stranger, Some(Vec::new()), now),
-            Step::CONTINUE
-        );
-        for member in [1, 2] {
-            answers.answer(keys[member], Some(Vec::new()), now);
-        }
-        assert!(!committee.is_quorum(answers.weight));
-        assert_eq!(
-            answers.answer(keys[3], Some(Vec::new()), now),
-            Step::CONTINUE
-        );
-        assert!(committee.is_quorum(answers.weight));
-        assert_eq!(answers.links.len(), 4, "every answer's links are judged");
+        let mut answers = vec![
+            (keys[0], None),
+            (stranger, Some(Vec::new())),
+            (keys[1], Some(Vec::new())),
+            (keys[2], Some(Vec::new())),
+        ];
+        assert!(!committee.is_quorum(answered_weight(&committee, &answers)));
+        answers.push((keys[3], Some(Vec::new())));
+        assert!(committee.is_quorum(answered_weight(&committee, &answers)));
     }
 }

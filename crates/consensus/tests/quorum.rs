@@ -19,6 +19,11 @@ fn committee() -> common::TestCommittee {
     common::committee(10, 4, None)
 }
 
+/// Each failed member, and whether its answer was a lie.
+fn judged(failures: &[(MemberIndex, Failure)]) -> Vec<(u16, bool)> {
+    failures.iter().map(|(m, f)| (m.0, f.is_lie())).collect()
+}
+
 fn certified(t: &common::TestCommittee, blob: BlobId) -> BlobStatus {
     let message = ProtocolMessage::new(
         Epoch(0),
@@ -92,11 +97,7 @@ fn a_proof_about_another_blob_or_a_forged_one_is_a_lie_and_does_not_count() {
         certificate: t.certify(&message, [1]),
     };
     tally.answer(MemberIndex(1), Ok(forged), now);
-    let lies: Vec<_> = tally
-        .failures()
-        .iter()
-        .map(|(m, f)| (m.0, f.is_lie()))
-        .collect();
+    let lies = judged(tally.failures());
     assert_eq!(lies, vec![(0, true), (1, true)]);
     assert!(tally.failures()[0].1.to_string().contains("another blob"));
     // The two honest members hold 4 shards: no status yet.
@@ -142,12 +143,8 @@ fn a_proof_a_tick_ahead_from_a_committee_not_followed_yet_is_no_answer_not_a_lie
     tally.answer(MemberIndex(0), Ok(proof(&next(2), 2, 7)), now);
     tally.answer(MemberIndex(1), Ok(proof(&next(3), 3, 7)), now);
     tally.answer(MemberIndex(2), Ok(proof(&next(2), 2, 8)), now);
-    let judged: Vec<_> = tally
-        .failures()
-        .iter()
-        .map(|(m, f)| (m.0, f.is_lie()))
-        .collect();
-    assert_eq!(judged, vec![(0, false), (1, true), (2, true)]);
+    let failed = judged(tally.failures());
+    assert_eq!(failed, vec![(0, false), (1, true), (2, true)]);
     assert!(tally.failures()[0].1.to_string().contains("not judged"));
     assert!(tally.failures()[2].1.to_string().contains("another blob"));
     assert!(tally.finish().is_err(), "none of them counts");
@@ -181,12 +178,8 @@ fn a_proof_a_tick_ahead_from_a_committee_not_followed_yet_is_no_answer_not_a_lie
     tally.answer(MemberIndex(0), Ok(deletion(8, &owner, &owner)), now);
     tally.answer(MemberIndex(1), Ok(deletion(7, &stranger, &owner)), now);
     tally.answer(MemberIndex(2), Ok(deletion(7, &owner, &owner)), now);
-    let judged: Vec<_> = tally
-        .failures()
-        .iter()
-        .map(|(m, f)| (m.0, f.is_lie()))
-        .collect();
-    assert_eq!(judged, vec![(0, true), (1, true), (2, false)]);
+    let failed = judged(tally.failures());
+    assert_eq!(failed, vec![(0, true), (1, true), (2, false)]);
 
     // A proof of the epoch judged in, with the chain behind it, is judged
     // by the chain: signed by a committee it does not hold, a lie.
@@ -248,11 +241,7 @@ fn signatures_of_another_message_are_lies_and_a_certificate_forms_at_the_quorum(
         Step::CONTINUE
     );
     assert_eq!(tally.weight(), 3);
-    let kinds: Vec<(u16, bool)> = tally
-        .failures()
-        .iter()
-        .map(|(m, f)| (m.0, f.is_lie()))
-        .collect();
+    let kinds = judged(tally.failures());
     assert_eq!(kinds, vec![(0, true), (3, false)]);
     // Signed in another epoch (a clock a tick ahead): no answer, not a lie.
     let ahead = common::confirmation(1, 7, 5);
@@ -555,8 +544,13 @@ fn what_is_false_whoever_signed_it_stays_a_lie_a_tick_ahead() {
     for (member, answer) in answers.into_iter().enumerate() {
         tally.answer(MemberIndex(member as u16 % 4), Ok(answer), now);
     }
-    let lies: Vec<bool> = tally.failures().iter().map(|(_, f)| f.is_lie()).collect();
-    assert_eq!(lies, vec![true; 4], "{:?}", tally.failures());
+    let lies = judged(tally.failures());
+    assert_eq!(
+        lies,
+        [0, 1, 2, 3].map(|m| (m, true)),
+        "{:?}",
+        tally.failures()
+    );
 
     let mut tally = StatusTally::new(&chain, BLOB, Epoch(3), Duration::ZERO);
     let behind = next(2).certify_enough(&common::confirmation(2, 7, 6));
