@@ -39,6 +39,51 @@ async fn round_trips_from_zero_bytes_to_64_mib() {
     assert_eq!(server.server.stats().ok.load(Ordering::Relaxed), 6);
 }
 
+/// A body sent in pieces of every size (each written after a pause, so
+/// each tends to arrive as a chunk of its own) comes back whole and in
+/// order: the server keeps long chunks as they came, copies short ones
+/// into blocks of its own, and joins the two kinds once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_pieces_of_every_size_comes_back_whole() {
+    let server = serve(1, 0, &[], NetConfig::default());
+    let pool = pool(None, &server, NetConfig::default());
+    let connection = pool.connection(&server.key.public()).await.unwrap();
+    let sizes = [
+        1,
+        700,
+        40 << 10,
+        3,
+        70 << 10,
+        20 << 10,
+        20 << 10,
+        20 << 10,
+        64 << 10,
+        1,
+        33 << 10,
+        5_000,
+    ];
+    let body = payload(sizes.iter().sum());
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame::request_header(1, body.len() as u32))
+        .await
+        .unwrap();
+    let mut at = 0;
+    for size in sizes {
+        send.write_all(&body[at..at + size]).await.unwrap();
+        at += size;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    send.finish().unwrap();
+    let header = frame::read_header::<RESPONSE_HEADER_LEN>(&mut recv)
+        .await
+        .unwrap();
+    let (status, length) = frame::parse_response_header(&header);
+    assert_eq!(Status::from_byte(status), Some(Status::Ok));
+    let echoed = frame::read_body(&mut recv, length as usize).await.unwrap();
+    assert_eq!(echoed.len(), body.len());
+    assert!(echoed == body, "the body came back different");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_streams_share_one_connection() {
     let server = serve(1, 0, &[], NetConfig::default());
