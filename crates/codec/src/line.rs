@@ -87,26 +87,61 @@ pub(crate) struct LineCoder {
 }
 
 thread_local! {
-    static CODER: std::cell::RefCell<LineCoder> = std::cell::RefCell::new(LineCoder::new());
+    /// A rayon worker's own coder: the encoder's workers are few and
+    /// long-lived, and each keeps its coder warm in its core's cache.
+    static WORKER_CODER: std::cell::RefCell<LineCoder> = std::cell::RefCell::default();
 }
 
-/// Runs `f` with this thread's line coder. The encoder's and decoder's
-/// working memory (megabytes for large symbols) is then allocated once per
-/// thread instead of once per task: re-faulting it in for every task costs
-/// more than the Reed–Solomon work for large blobs.
-pub(crate) fn with_coder<R>(f: impl FnOnce(&mut LineCoder) -> R) -> R {
-    CODER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut coder) => f(&mut coder),
-        // Re-entered on this thread (not expected): use a fresh coder.
-        Err(_) => f(&mut LineCoder::new()),
+/// Line coders not in use by other threads, the most recently used last.
+static CODERS: std::sync::Mutex<Vec<LineCoder>> = std::sync::Mutex::new(Vec::new());
+
+/// Coders kept for reuse: about as many as run at once on this machine's
+/// cores (more would only hold memory, megabytes each, for good).
+fn kept_coders() -> usize {
+    static KEPT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *KEPT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .saturating_mul(2)
+            .max(4)
     })
 }
 
-impl LineCoder {
-    pub(crate) fn new() -> Self {
-        Self::default()
+/// Runs `f` with a line coder. The encoder's and decoder's working memory
+/// (megabytes for large symbols) is then allocated once, not once per
+/// task: re-faulting it in for every task costs more than the Reed–Solomon
+/// work for large blobs. A rayon worker uses its own; any other thread
+/// takes the coder used last from one shared pool: a node checks each
+/// request's slivers on whichever of its many blocking threads runs the
+/// request, and a coder per such thread was cold in cache at each check.
+pub(crate) fn with_coder<R>(f: impl FnOnce(&mut LineCoder) -> R) -> R {
+    if rayon::current_thread_index().is_some() {
+        return WORKER_CODER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut coder) => f(&mut coder),
+            // Re-entered on this thread (not expected): a coder from the pool.
+            Err(_) => pooled(f),
+        });
     }
+    pooled(f)
+}
 
+/// Runs `f` with a coder from the shared pool, given back after.
+fn pooled<R>(f: impl FnOnce(&mut LineCoder) -> R) -> R {
+    let pool = || {
+        CODERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let mut coder = pool().pop().unwrap_or_default();
+    let result = f(&mut coder);
+    let mut kept = pool();
+    if kept.len() < kept_coders() {
+        kept.push(coder);
+    }
+    result
+}
+
+impl LineCoder {
     /// The `m` repair symbols of the line `source` (`k` symbols of `s` bytes),
     /// contiguous. Coded in [`stripes`].
     pub(crate) fn extend(&mut self, source: &[u8], k: usize, m: usize, s: usize) -> &[u8] {
@@ -216,7 +251,7 @@ mod tests {
         for s in [2, 302, 4096, 7400] {
             let (k, m) = (5, 4);
             let source: Vec<u8> = (0..k * s).map(|i| (i % 253) as u8).collect();
-            let mut coder = LineCoder::new();
+            let mut coder = LineCoder::default();
             let mut line = source.clone();
             line.extend_from_slice(coder.extend(&source, k, m, s));
             assert_eq!(
@@ -248,7 +283,7 @@ mod tests {
                     .flatten()
                     .copied()
                     .collect();
-                let mut coder = LineCoder::new();
+                let mut coder = LineCoder::default();
                 // Twice: the second run reuses the encoder of the last stripe.
                 for _ in 0..2 {
                     assert!(
@@ -271,7 +306,7 @@ mod tests {
     fn restore_inverts_extend_from_any_k_positions() {
         let (k, m, s) = (5, 7, 6);
         let source: Vec<u8> = (0..k * s).map(|i| (i * 13 + 1) as u8).collect();
-        let mut coder = LineCoder::new();
+        let mut coder = LineCoder::default();
         let extension = coder.extend(&source, k, m, s).to_vec();
         let mut line = source.clone();
         line.extend_from_slice(&extension);
