@@ -41,8 +41,7 @@ async fn round_trips_from_zero_bytes_to_64_mib() {
 
 /// A body sent in pieces of every size (each written after a pause, so
 /// each tends to arrive as a chunk of its own) comes back whole and in
-/// order: the server keeps long chunks as they came, copies short ones
-/// into blocks of its own, and joins the two kinds once.
+/// order, however the server gathers the chunks into one body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_in_pieces_of_every_size_comes_back_whole() {
     let server = serve(1, 0, &[], NetConfig::default());
