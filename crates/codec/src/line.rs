@@ -246,6 +246,44 @@ impl LineCoder {
 mod tests {
     use super::*;
 
+    /// Many threads coding at once (more than the pool keeps), some with a
+    /// coder taken inside another: each gets a coder of its own (the same
+    /// answer as a fresh coder's), and the pool keeps no more than its
+    /// bound afterwards.
+    #[test]
+    fn the_shared_pool_serves_many_threads_and_keeps_a_bounded_few() {
+        let (k, m, s) = (5, 4, 302);
+        let source: Vec<u8> = (0..k * s).map(|i| (i * 7 % 251) as u8).collect();
+        let expected = LineCoder::default().extend(&source, k, m, s).to_vec();
+        let threads = kept_coders() * 3;
+        let together = std::sync::Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (source, expected, together) = (&source, &expected, &together);
+                scope.spawn(move || {
+                    with_coder(|coder| {
+                        // Every thread holds a coder at once.
+                        together.wait();
+                        if t % 2 == 0 {
+                            let inner = with_coder(|inner| inner.extend(source, k, m, s).to_vec());
+                            assert_eq!(&inner, expected);
+                        }
+                        assert_eq!(coder.extend(source, k, m, s), &expected[..]);
+                    })
+                });
+            }
+        });
+        let kept = CODERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        assert!(
+            kept <= kept_coders(),
+            "{kept} coders kept, more than {}",
+            kept_coders()
+        );
+    }
+
     #[test]
     fn commitment_equals_the_hash_of_the_whole_extended_line() {
         for s in [2, 302, 4096, 7400] {
