@@ -246,6 +246,46 @@ impl LineCoder {
 mod tests {
     use super::*;
 
+    /// A coder reused for lines of other shapes, from the pool and on
+    /// rayon's workers, answers as a fresh coder does: nothing it kept
+    /// from one line reaches the next.
+    #[test]
+    fn a_reused_coder_answers_as_a_fresh_one_for_every_shape() {
+        use rayon::prelude::*;
+        let shapes = [
+            (5, 4, 302),
+            (3, 7, 4096),
+            (10, 2, 2),
+            (5, 4, 302),
+            (2, 9, 64),
+        ];
+        let line =
+            |k: usize, s: usize| -> Vec<u8> { (0..k * s).map(|i| (i * 13 % 249) as u8).collect() };
+        let fresh: Vec<Vec<u8>> = shapes
+            .iter()
+            .map(|&(k, m, s)| LineCoder::default().extend(&line(k, s), k, m, s).to_vec())
+            .collect();
+        for round in 0..3 {
+            for (&(k, m, s), expected) in shapes.iter().zip(&fresh) {
+                let got = with_coder(|coder| coder.extend(&line(k, s), k, m, s).to_vec());
+                assert_eq!(
+                    &got, expected,
+                    "pooled coder, round {round}, shape {k}+{m}x{s}"
+                );
+            }
+        }
+        let on_workers: Vec<Vec<u8>> = (0..shapes.len() * 8)
+            .into_par_iter()
+            .map(|i| {
+                let (k, m, s) = shapes[i % shapes.len()];
+                with_coder(|coder| coder.extend(&line(k, s), k, m, s).to_vec())
+            })
+            .collect();
+        for (i, got) in on_workers.iter().enumerate() {
+            assert_eq!(got, &fresh[i % shapes.len()], "worker's coder, line {i}");
+        }
+    }
+
     /// Many threads coding at once (more than the pool keeps), some with a
     /// coder taken inside another: each gets a coder of its own (the same
     /// answer as a fresh coder's), and the pool keeps no more than its
