@@ -108,12 +108,19 @@ pub(super) async fn read_charged_body(
             }))?;
         let bytes = chunk.bytes;
         if got == 0 && bytes.len() == length {
-            // The whole body in one piece: kept as it is, without a copy.
+            // The whole body in one piece: kept as it is, without a copy,
+            // if long. A short one is copied: the piece is a view of the
+            // datagram (or the batch of datagrams received at once, up to
+            // 64 KiB) that carried it, and a body of a few bytes kept as a
+            // view would hold all of that while charged for its length.
             shared
                 .charge(lane, class, charge, length, shared.budget_deadline())
                 .await
                 .map_err(BodyError::Busy)?;
             expect_end(recv).await?;
+            if length < MIN_BODY_BUFFER {
+                return Ok(Bytes::copy_from_slice(&bytes));
+            }
             return Ok(bytes);
         }
         let needed = got + bytes.len();
