@@ -70,7 +70,9 @@ pub(super) async fn serve_stream(
     drop(charge);
 }
 
-/// The smallest charge a multi-chunk body starts with.
+/// The smallest charge a multi-chunk body starts with, and the length below
+/// which a body that arrives in one piece is copied out of the datagram
+/// buffer it came in (see [`read_charged_body`]).
 pub(super) const MIN_BODY_BUFFER: usize = 64 << 10;
 
 /// Why a request body was not read.
