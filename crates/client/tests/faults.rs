@@ -61,26 +61,7 @@ async fn a_node_serving_corrupted_slivers_cannot_corrupt_a_read() {
                 })
             })
     };
-    let identity = TlsIdentity::new(&cluster.network_keys[liar]).unwrap();
-    let address = cluster.configs[liar].listen;
-    // The stopped node's socket lingers in this process while its
-    // connections drain; a separate process would not wait.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let impostor = loop {
-        match Server::bind(
-            address,
-            &identity,
-            Members::default(),
-            make_router(),
-            NetConfig::default(),
-        ) {
-            Ok(server) => break server,
-            Err(floe_net::NetError::Bind { .. }) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("binding the impostor: {e}"),
-        }
-    };
+    let impostor = impostor(&cluster, liar, make_router).await;
 
     let read = client.read(blob_id, ReadOptions::default()).await.unwrap();
     assert!(read == data, "the read returned other bytes than stored");
@@ -374,4 +355,140 @@ fn node_has_no_pair(cluster: &Cluster, shard: ShardIndex, blob_id: &floe_codec::
         .sliver_pair(shard, blob_id)
         .unwrap()
         .is_none()
+}
+
+/// Binds a server answering with a router `make` builds at node `i`'s address and key,
+/// once the stopped node's socket is free: it lingers in this process while
+/// its connections drain (a separate process would not wait).
+async fn impostor(cluster: &Cluster, i: usize, make: impl Fn() -> Router) -> Server {
+    let identity = TlsIdentity::new(&cluster.network_keys[i]).unwrap();
+    let address = cluster.configs[i].listen;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match Server::bind(
+            address,
+            &identity,
+            Members::default(),
+            make(),
+            NetConfig::default(),
+        ) {
+            Ok(server) => return server,
+            Err(floe_net::NetError::Bind { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("binding the impostor of node {i}: {e}"),
+        }
+    }
+}
+
+/// Members that lie about the committee chain: one serves a link signed by
+/// keys that are not its committee's, one more links than an answer may
+/// carry, one holds its answer back. The lookup ends within its bound per
+/// member, keeps the chain it had, reports the two liars (not the silent
+/// member, whose call merely fails, nor the honest one) and still counts
+/// as a lookup for requests to go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_lying_about_the_committee_chain_are_reported_and_hold_nothing_up() {
+    use floe_api::{GetCommitteeChain, MAX_CHAIN_LINKS};
+    use floe_consensus::chain::CommitteeProposal;
+    use floe_consensus::{
+        CertificateBuilder, Committee, Epoch, KeyPair, Member, ProtocolMessage, Signed,
+    };
+
+    let mut cluster = Cluster::start(4, 8).await;
+    let client = cluster.client();
+    let genesis = client.committee(Epoch(0));
+    // The next committee, certified by keys that are not genesis's.
+    let forgers: Vec<KeyPair> = (0..4u8)
+        .map(|i| KeyPair::from_seed(&[i + 77; 32]))
+        .collect();
+    let impostors_committee = Committee::new(
+        Epoch(0),
+        genesis.n_shards(),
+        genesis
+            .members()
+            .iter()
+            .zip(&forgers)
+            .map(|(member, key)| Member {
+                protocol_key: key.public(),
+                ..member.clone()
+            })
+            .collect(),
+    )
+    .unwrap();
+    let message = ProtocolMessage::new(Epoch(0), CommitteeProposal::of(&genesis, Epoch(1)));
+    let mut builder = CertificateBuilder::new(&impostors_committee, message.clone());
+    for key in &forgers {
+        if !builder.is_complete() {
+            builder.add(&Signed::sign(message.clone(), key)).unwrap();
+        }
+    }
+    let forged = builder.certificate().unwrap();
+
+    let answers = [
+        vec![forged.clone()],
+        vec![forged.clone(); MAX_CHAIN_LINKS + 1],
+    ];
+    // All three stopped first: their sockets are freed meanwhile.
+    let silent = 3;
+    for i in 1..=silent {
+        cluster.stop(i).await;
+    }
+    let mut servers = Vec::new();
+    for (i, links) in (1..).zip(answers) {
+        let make = || {
+            let links = links.clone();
+            Router::new().route::<GetCommitteeChain, _, _>(move |_, _after: Epoch| {
+                let links = links.clone();
+                async move { Ok::<_, ApiError>(links) }
+            })
+        };
+        servers.push(impostor(&cluster, i, make).await);
+    }
+    servers.push(
+        impostor(&cluster, silent, || {
+            Router::new().route::<GetCommitteeChain, _, _>(|_, _after: Epoch| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, ApiError>(Vec::new())
+            })
+        })
+        .await,
+    );
+
+    let started = std::time::Instant::now();
+    assert_eq!(client.follow_chain().await.unwrap(), Epoch(0));
+    assert!(
+        // Each call is bounded at 3 s, well within the method's own 10 s.
+        started.elapsed() < Duration::from_secs(8),
+        "a member holding its answer back held the lookup for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.chain().latest_epoch(), Epoch(0));
+    // Each member's lies counted, and the last one named.
+    let reported = |i: usize| {
+        let key = cluster.network_keys[i].public();
+        client
+            .health()
+            .into_iter()
+            .find(|h| h.peer.key == key)
+            .map_or((0, String::new()), |h| {
+                (h.misbehaviours, h.last_misbehaviour.unwrap_or_default())
+            })
+    };
+    let (count, last) = reported(1);
+    assert!(
+        count > 0 && last.contains("does not verify"),
+        "the forged link: {count} reports, last {last:?}"
+    );
+    let (count, last) = reported(2);
+    assert!(
+        count > 0 && last.contains("more than the"),
+        "the oversized answer: {count} reports, last {last:?}"
+    );
+    assert_eq!(reported(silent).0, 0, "a silent member is no liar");
+    assert_eq!(reported(0).0, 0, "the honest member was reported");
+    for server in servers {
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+    cluster.shutdown().await;
 }
