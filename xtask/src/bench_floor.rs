@@ -61,6 +61,9 @@ pub struct FloorRecord {
     pub committee_total_cpu_ms: f64,
     /// `committee_total_cpu_ms` over the cores.
     pub committee_floor_ms: f64,
+    /// The pieces run together in the committee's shape, as a store runs
+    /// them, without the protocol (see `bench_composed`).
+    pub composed: crate::bench_composed::ComposedRecord,
 }
 
 /// The codec-only encode of `blobs` (cycled, 5 encodes): median wall time
@@ -154,6 +157,7 @@ pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord>
     }
     let committee_transport_cpu_ms = committee_transport(&held).await?;
     let committee_storage_cpu_ms = storage_cpu(&held, &metadata, &blob_id)?;
+    let composed = crate::bench_composed::composed(committee).await?;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
@@ -176,6 +180,7 @@ pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord>
         committee_storage_cpu_ms,
         committee_total_cpu_ms,
         committee_floor_ms: committee_total_cpu_ms / cores as f64,
+        composed,
     })
 }
 

@@ -14,6 +14,7 @@
 //!   executions per target, save failing inputs under `target/fuzz/crashes/`.
 
 mod bench;
+mod bench_composed;
 mod bench_consensus;
 mod bench_e2e;
 mod bench_floor;
