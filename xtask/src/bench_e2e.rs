@@ -531,14 +531,18 @@ async fn committee_run(nodes: usize, options: &Options, scale: bool) -> Result<R
             floor.committee_total_cpu_ms,
             floor.committee_floor_ms
         );
-        let composed_over_floor = floor.composed.wall_ms / floor.floor_ms.max(1e-3);
+        let composed = &floor.composed;
+        let composed_over_floor = composed.wall_ms / floor.floor_ms.max(1e-3);
         println!(
             "the floor's pieces run together in the committee's shape, without the protocol \
              (encode, then every member's pairs at once, each checked and kept as it arrives): \
-             {:.1} ms = {composed_over_floor:.2}x the floor, {:.0} ms CPU = {:.2}x the floor's",
-            floor.composed.wall_ms,
-            floor.composed.cpu_ms,
-            floor.composed.cpu_ms / floor.total_cpu_ms.max(1e-3)
+             {:.1} ms = {composed_over_floor:.2}x the floor ({:.2}x the committee-shaped one), \
+             {:.0} ms CPU = {:.2}x the floor's, the cores busy {:.0} % of the time",
+            composed.wall_ms,
+            composed.wall_ms / floor.committee_floor_ms.max(1e-3),
+            composed.cpu_ms,
+            composed.cpu_ms / floor.total_cpu_ms.max(1e-3),
+            100.0 * composed.cpu_ms / floor.cores as f64 / composed.wall_ms.max(1e-3)
         );
         report.composed_over_floor = Some(composed_over_floor);
         report.floor_total_cpu_ms = Some(floor.total_cpu_ms);

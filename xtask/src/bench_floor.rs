@@ -105,6 +105,9 @@ fn median_cpu(mut work: impl FnMut() -> Result<()>) -> Result<f64> {
 /// [`FLOOR_BLOB_BYTES`], one piece at a time, each the median of
 /// [`SAMPLES`] runs.
 pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord> {
+    // First: the pieces measured alone leave hundreds of MiB of deleted
+    // stores behind, whose trimming could slow the composition's syncs.
+    let composed = crate::bench_composed::composed(committee).await?;
     let encoding = &committee.encoding();
     let blob = Bytes::from(crate::bench::sample_blob(FLOOR_BLOB_BYTES));
     let (encode_ms, encode_cpu_ms) = codec_encode(encoding, std::slice::from_ref(&blob));
@@ -157,7 +160,6 @@ pub async fn floor(committee: &floe_consensus::Committee) -> Result<FloorRecord>
     }
     let committee_transport_cpu_ms = committee_transport(&held).await?;
     let committee_storage_cpu_ms = storage_cpu(&held, &metadata, &blob_id)?;
-    let composed = crate::bench_composed::composed(committee).await?;
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let total_cpu_ms = encode_cpu_ms + verify_cpu_ms + transport_cpu_ms + storage_cpu_ms;
@@ -281,14 +283,21 @@ fn keep(
     for (shard, pair) in pairs {
         store.put_sliver_pair(*shard, blob_id, pair)?;
     }
-    store.promise(floe_consensus::ProtocolMessage::new(
+    store.promise(promise(*blob_id))?;
+    Ok(())
+}
+
+/// The promise of a confirmation a holder keeps for `blob_id`.
+pub fn promise(
+    blob_id: floe_codec::BlobId,
+) -> floe_consensus::ProtocolMessage<floe_consensus::StorageConfirmation> {
+    floe_consensus::ProtocolMessage::new(
         floe_consensus::Epoch(0),
         floe_consensus::StorageConfirmation {
-            blob_id: *blob_id,
+            blob_id,
             end_epoch: floe_consensus::Epoch(1),
             deletable: false,
             owner: None,
         },
-    ))?;
-    Ok(())
+    )
 }
