@@ -11,19 +11,24 @@
 //! last pieces finish. What a store takes beyond this composition is what
 //! Floe's protocol and node add.
 //!
-//! Each member's pairs are all sent at once, as a store sends them, and
-//! checked and kept on the server's blocking threads, as a node does; each
-//! member keeps its promise as soon as its pairs are in. Other ways were
-//! measured and none was quicker (three to six runs each, the way chosen
-//! here 93–103 ms in the same runs):
-//! * a window of one or two pairs in flight per member: 95.7–98.1 ms;
-//! * checks on the runtime's own threads: 123.5–139.4 ms (a check then
-//!   holds up the connections' I/O);
-//! * at most 1, 2 or 4 pairs checked and kept at once, over all members:
-//!   160–172, 133–145 and 112–128 ms (a write waiting on the disk then
+//! Each member's pairs are all sent at once, as a store sends them; each
+//! pair is checked on the runtime thread that received it and written on
+//! the blocking pool, as a node does; each member keeps its promise as
+//! soon as its pairs are in. That was the quickest of the ways measured
+//! (three to six runs each): checked where they arrived, 85.1–92.5 ms;
+//! * checked and written on the blocking pool (the node's way before):
+//!   93–105 ms;
+//! * the same with a window of one or two pairs in flight per member:
+//!   95.7–98.1 ms;
+//! * checked and written on the runtime's own threads: 123.5–139.4 ms (a
+//!   write waiting on the disk holds up the connections' I/O);
+//! * at most 1, 2 or 4 pairs checked and written at once, over all
+//!   members: 160–172, 133–145 and 112–128 ms (a write waiting on the disk
 //!   holds a core's turn);
-//! * at most 2 or 3 checks at once, each pair's write after its check
-//!   with no bound: 95.3–98.5 ms.
+//! * at most 2 or 3 checks at once on the blocking pool, each write after
+//!   its check with no bound: 95.3–98.5 ms;
+//! * checked in place with `block_in_place` (its thread handing the
+//!   runtime's work to another): 95.2–104.6 ms.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -125,9 +130,16 @@ struct Member {
 }
 
 impl Member {
-    /// Checks `pair` against the metadata and keeps it, as a node does
-    /// with each pair it receives.
-    fn keep(&self, mut pair: SliverPair) -> Result<u64, String> {
+    /// Keeps a checked pair.
+    fn put(&self, blob_id: BlobId, shard: ShardIndex, pair: &SliverPair) -> Result<u64, String> {
+        self.store
+            .put_sliver_pair(shard, &blob_id, pair)
+            .map_err(|e| e.to_string())?;
+        Ok(pair.byte_len() as u64)
+    }
+
+    /// Checks `pair` against the metadata: the blob and shard it is of.
+    fn check(&self, mut pair: SliverPair) -> Result<(BlobId, ShardIndex, SliverPair), String> {
         let (blob_id, metadata) = self
             .metadata
             .lock()
@@ -142,10 +154,7 @@ impl Member {
         pair.secondary.index = SliverIndex(n - 1 - pair.index.0);
         pair.verify(&metadata).map_err(|e| e.to_string())?;
         let shard = pair.index.to_shard_index(n, &blob_id);
-        self.store
-            .put_sliver_pair(shard, &blob_id, &pair)
-            .map_err(|e| e.to_string())?;
-        Ok(pair.byte_len() as u64)
+        Ok((blob_id, shard, pair))
     }
 }
 
@@ -178,7 +187,8 @@ pub async fn composed(committee: &Committee) -> Result<ComposedRecord> {
         let router = Router::new().route::<KeepPair, _, _>(move |_, body: PairBody| {
             let member = Arc::clone(&serving);
             async move {
-                floe_net::spawn_blocking(move || member.keep(body.0))
+                let (blob_id, shard, pair) = member.check(body.0)?;
+                floe_net::spawn_blocking(move || member.put(blob_id, shard, &pair))
                     .await
                     .map_err(|e| e.to_string())?
             }
