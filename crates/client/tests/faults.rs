@@ -321,6 +321,52 @@ async fn bad_input_gets_typed_errors_and_the_node_keeps_serving() {
     }
     assert!(node_has_no_pair(&cluster, mine, &blob_id));
     assert!(node_has_no_pair(&cluster, other, &blob_id));
+    // The same in a request too much work to check on a runtime thread
+    // (three pairs of a 16 MiB blob, checked on the blocking pool): the
+    // rejection names the shard, and none of the pairs is stored.
+    let (metadata, big_id, big_pairs) = floe_codec::encode(&encoding, &blob(16 << 20, 52)).unwrap();
+    pool.call::<PutMetadata>(
+        &key,
+        &PutMetadataRequest {
+            blob_id: big_id,
+            metadata,
+        },
+    )
+    .await
+    .unwrap();
+    let shards = &node.shards[..3];
+    let mut request: Vec<_> = shards
+        .iter()
+        .map(|&shard| {
+            let pair = &big_pairs[usize::from(shard.to_pair_index(100, &big_id).0)];
+            (shard, pair.clone())
+        })
+        .collect();
+    let mut bytes = request[2].1.primary.data.to_vec();
+    bytes[0] ^= 1;
+    request[2].1.primary.data = Bytes::from(bytes);
+    match pool
+        .call::<PutPairs>(
+            &key,
+            &PutPairsRequest {
+                blob_id: big_id,
+                pairs: request,
+            },
+        )
+        .await
+    {
+        Err(RpcError::Remote {
+            error: ApiError::Rejected { blob_id, reason },
+            ..
+        }) => {
+            assert_eq!(blob_id, big_id);
+            assert!(reason.contains(&format!("shard {}", shards[2])), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    for &shard in shards {
+        assert!(node_has_no_pair(&cluster, shard, &big_id));
+    }
 
     // Garbage on a stream.
     let connection = pool.connection(&key).await.unwrap();

@@ -13,10 +13,13 @@ use tracing::info;
 
 use crate::reconcile::{cap_ranges, cap_reply, distinct_ranges};
 use crate::state::{
-    accept_fact, accept_facts, check_pair, facts_within, now_ms, own_symbols, push_fact,
-    status_report, store_error, Inner,
+    accept_fact, accept_facts, facts_within, now_ms, own_symbols, push_fact, status_report,
+    store_error, Inner,
 };
 use crate::{handover, migration};
+
+mod pairs;
+use pairs::{put_pairs, PutPairsByFrame};
 
 type Slot = Arc<OnceLock<Arc<Inner>>>;
 
@@ -216,109 +219,6 @@ fn put_metadata(
         .store
         .put_metadata(&blob_id, &metadata, now_ms())
         .map_err(store_error)
-}
-
-/// [`PutPairs`] as this node serves it: the same request on the wire, its
-/// frame's pairs decoded by the handler, which knows how many shards the
-/// committee has, so a pair count beyond them is refused before anything
-/// is reserved for the pairs.
-#[derive(Debug)]
-struct PutPairsByFrame;
-
-impl floe_net::Method for PutPairsByFrame {
-    const KIND: u16 = <PutPairs as floe_net::Method>::KIND;
-    const NAME: &'static str = <PutPairs as floe_net::Method>::NAME;
-    const ACCESS: floe_net::Access = <PutPairs as floe_net::Method>::ACCESS;
-    const MAX_REQUEST_BYTES: u32 = <PutPairs as floe_net::Method>::MAX_REQUEST_BYTES;
-    const MAX_RESPONSE_BYTES: u32 = <PutPairs as floe_net::Method>::MAX_RESPONSE_BYTES;
-    const TIMEOUT: std::time::Duration = <PutPairs as floe_net::Method>::TIMEOUT;
-    type Request = PutPairsFrame;
-    type Response = <PutPairs as floe_net::Method>::Response;
-    type Error = <PutPairs as floe_net::Method>::Error;
-}
-
-/// A request of pairs of up to this many bytes is checked on the runtime
-/// thread that received it, its slivers still in that core's cache and no
-/// hand-over to another thread; a larger one on the blocking pool, so that
-/// no check holds a runtime thread for more than about a millisecond.
-/// (Checked where they arrived, a 16 MiB blob's pairs of about 750 KiB
-/// kept the cores busier: see the composed floor of `cargo xtask bench e2e`.)
-const CHECK_IN_PLACE_BYTES: usize = 2 << 20;
-
-/// [`PutPairs`]: checks every pair, then stores them on the blocking pool.
-async fn put_pairs(slot: Slot, caller: Caller, frame: PutPairsFrame) -> Result<(), ApiError> {
-    if frame.byte_len() > CHECK_IN_PLACE_BYTES {
-        return blocking(&slot, move |inner| {
-            let (blob_id, pairs) = check_pairs(inner, caller, frame)?;
-            store_pairs(inner, blob_id, &pairs)
-        })
-        .await;
-    }
-    let (blob_id, pairs) = check_pairs(&*node(&slot)?, caller, frame)?;
-    blocking(&slot, move |inner| store_pairs(inner, blob_id, &pairs)).await
-}
-
-/// Checks every pair (at most one per shard of the committee, a shard of
-/// this node, the pair that shard holds, slivers matching the metadata):
-/// the pairs to store, all or none.
-fn check_pairs(
-    inner: &Inner,
-    caller: Caller,
-    frame: PutPairsFrame,
-) -> Result<
-    (
-        BlobId,
-        Vec<(floe_codec::ShardIndex, floe_codec::SliverPair)>,
-    ),
-    ApiError,
-> {
-    inner.admission.check_pairs(&caller)?;
-    let PutPairsRequest { blob_id, pairs } = frame.decode(usize::from(inner.n_shards))?;
-    if pairs.is_empty() {
-        return Err(ApiError::Rejected {
-            blob_id,
-            reason: "the request carries no sliver pairs".into(),
-        });
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for &(shard, _) in &pairs {
-        if !inner.store.holds_shard(shard) {
-            return Err(ApiError::NotMyShard { blob_id, shard });
-        }
-        if !seen.insert(shard) {
-            return Err(ApiError::Rejected {
-                blob_id,
-                reason: format!("the request carries shard {shard}'s pair twice"),
-            });
-        }
-    }
-    let metadata = inner
-        .store
-        .metadata(&blob_id)
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound {
-            blob_id,
-            what: "metadata (send it before the slivers)".into(),
-        })?;
-    for (shard, pair) in &pairs {
-        check_pair(inner.n_shards, blob_id, *shard, pair, &metadata)?;
-    }
-    Ok((blob_id, pairs))
-}
-
-/// Stores checked pairs.
-fn store_pairs(
-    inner: &Inner,
-    blob_id: BlobId,
-    pairs: &[(floe_codec::ShardIndex, floe_codec::SliverPair)],
-) -> Result<(), ApiError> {
-    for (shard, pair) in pairs {
-        inner
-            .store
-            .put_sliver_pair(*shard, &blob_id, pair)
-            .map_err(store_error)?;
-    }
-    Ok(())
 }
 
 fn get_metadata(

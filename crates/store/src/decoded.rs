@@ -46,14 +46,35 @@ impl DecodedMetadata {
             return Ok(metadata);
         }
         let metadata = decode()?;
+        self.keep(blob_id, stored, &metadata);
+        Ok(metadata)
+    }
+
+    /// Keeps `metadata`, checked to be `blob_id`'s, as what `stored`
+    /// decodes to (unless it is kept already).
+    pub(crate) fn keep(&self, blob_id: &BlobId, stored: &[u8], metadata: &BlobMetadata) {
         let mut recent = self.lock();
-        if kept(&recent).is_none() {
+        if !recent
+            .iter()
+            .any(|(id, bytes, _)| id == blob_id && bytes == stored)
+        {
             if recent.len() == KEPT {
                 recent.pop_front();
             }
             recent.push_back((*blob_id, stored.to_vec(), metadata.clone()));
         }
-        Ok(metadata)
+    }
+
+    /// `blob_id`'s metadata if a decode of it is kept, without reading the
+    /// database. A blob ID is its metadata's hash and a decode is kept only
+    /// once checked against it, so what this answers is that blob's
+    /// metadata; whether it is still stored is not known from here.
+    pub(crate) fn kept(&self, blob_id: &BlobId) -> Option<BlobMetadata> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|(id, _, _)| id == blob_id)
+            .map(|(_, _, metadata)| metadata.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {

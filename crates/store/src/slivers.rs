@@ -45,7 +45,8 @@ impl Store {
         );
         let arrived = self.get(METADATA, &blob_id.0)?.is_none();
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(METADATA)?, blob_id.0, encode(metadata));
+        let value = encode(metadata);
+        batch.put_cf(self.cf(METADATA)?, blob_id.0, &value);
         if !live && (arrived || self.get(PENDING, &blob_id.0)?.is_none()) {
             // Data that arrives counts from now (it may be a new
             // registration of content that expired or was deleted); re-sent
@@ -56,7 +57,13 @@ impl Store {
                 envelope::seal(&now_unix_ms.to_le_bytes()),
             );
         }
-        self.write(METADATA, batch, false)
+        self.write(METADATA, batch, false)?;
+        // The pairs that follow are checked against it: kept decoded, if it
+        // is this blob's.
+        if metadata.verify(blob_id).is_ok() {
+            self.decoded.keep(blob_id, &value, metadata);
+        }
+        Ok(())
     }
 
     /// A blob's metadata: checked to be this blob's when decoded (a value
@@ -75,6 +82,15 @@ impl Store {
                 })
             })
             .transpose()
+    }
+
+    /// A blob's metadata if it was decoded recently, without reading the
+    /// database: what a check of slivers needs, known to be this blob's (a
+    /// blob ID is its metadata's hash), but perhaps of a blob since removed
+    /// ([`Store::put_sliver_pair`] refuses the pairs of a blob whose
+    /// metadata is gone).
+    pub fn decoded_metadata(&self, blob_id: &BlobId) -> Option<BlobMetadata> {
+        self.decoded.kept(blob_id)
     }
 
     // ---- slivers ----

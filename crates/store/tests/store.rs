@@ -244,6 +244,32 @@ fn corrupted_values_are_typed_errors_not_data() {
         }) => assert!(reason.contains("does not match blob"), "{reason}"),
         other => panic!("another blob's metadata answered: {other:?}"),
     }
+    // Nor is it kept decoded as this blob's, for the pairs checked
+    // without a read.
+    assert_eq!(store.decoded_metadata(&blob.blob_id), None);
+}
+
+#[test]
+fn metadata_stored_is_kept_decoded_for_the_pairs_that_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), my_shards()).unwrap();
+    let blob = common::blob(8, 20_000);
+    assert_eq!(store.decoded_metadata(&blob.blob_id), None);
+    store
+        .put_metadata(&blob.blob_id, &blob.metadata, 0)
+        .unwrap();
+    assert_eq!(
+        store.decoded_metadata(&blob.blob_id),
+        Some(blob.metadata.clone())
+    );
+    // Another blob's metadata stored under this blob's ID is not kept as
+    // this blob's, and what was kept stays this blob's own.
+    let other = common::blob(9, 20_000);
+    store
+        .put_metadata(&blob.blob_id, &other.metadata, 0)
+        .unwrap();
+    assert_eq!(store.decoded_metadata(&blob.blob_id), Some(blob.metadata));
+    assert_eq!(store.decoded_metadata(&other.blob_id), None);
 }
 
 #[test]
