@@ -77,6 +77,11 @@ impl DecodedMetadata {
             .map(|(_, _, metadata)| metadata.clone())
     }
 
+    /// Forgets `blob_id`'s decodes: its metadata is gone.
+    pub(crate) fn forget(&self, blob_id: &BlobId) {
+        self.lock().retain(|(id, _, _)| id != blob_id);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
         self.recent
             .lock()

@@ -180,6 +180,7 @@ impl Store {
             // never records without their files.
             self.write(SLIVERS, batch, true)?;
             self.drift_set().remove(&blob_id);
+            self.decoded.forget(&blob_id);
             // A file that cannot be removed now is unrecorded: the next open
             // removes it.
             let in_blob_file = pair_files::extents_bytes(&in_blob_file);

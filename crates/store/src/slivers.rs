@@ -122,6 +122,12 @@ impl Store {
         if self.pair_recorded(shard, blob_id)? {
             return Ok(());
         }
+        // Refused before the slow part too: a blob collected since its
+        // pairs were checked (against metadata kept decoded in memory) costs
+        // no write and sync of its file. Checked again under the lock.
+        if self.get(METADATA, &blob_id.0)?.is_none() {
+            return Err(StoreError::MissingMetadata { blob_id: *blob_id });
+        }
         let slivers = [&pair.primary, &pair.secondary];
         let in_file = pair.byte_len() >= FILE_MIN_PAIR_BYTES;
         // The slow part, before the blob's lock: the pair written at the

@@ -79,6 +79,13 @@ fn gc_removes_exactly_the_garbage_and_keeps_the_proofs() {
 
     for b in [&expired, &deleted, &invalid, &stale] {
         assert_eq!(store.metadata(&b.blob_id).unwrap(), None);
+        // Nor is it kept decoded, and a pair checked against it before
+        // the collection is refused.
+        assert_eq!(store.decoded_metadata(&b.blob_id), None);
+        assert!(matches!(
+            store.put_sliver_pair(ShardIndex(1), &b.blob_id, b.pair_for(ShardIndex(1))),
+            Err(StoreError::MissingMetadata { .. })
+        ));
         assert!(store.stored_shards(&b.blob_id).unwrap().is_empty());
         for &shard in &my_shards() {
             assert_eq!(store.sliver_pair(shard, &b.blob_id).unwrap(), None);
