@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::{bail, Context, Result};
-use floe_codec::{decode, encode, DecodeCheck, EncodingConfig, Sliver};
+use floe_codec::{decode_bytes, encode, DecodeCheck, EncodingConfig, Sliver};
 use serde::Serialize;
 
 use crate::rss;
@@ -202,7 +202,7 @@ pub fn codec_case(n: u16, len: usize, runs: usize) -> Result<()> {
             (last, DecodeCheck::Consistent, &mut consistent_any),
         ] {
             let start = Instant::now();
-            let out = decode(&blob_id, &metadata, slivers, check)?;
+            let out = decode_bytes(&blob_id, &metadata, slivers, check)?;
             times.push(ms_since(start));
             if out != blob {
                 bail!("n={n} {len} B: decoded bytes differ from the blob");

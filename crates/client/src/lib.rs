@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use floe_api::*;
 use floe_codec::{
-    decode, encode, Axis, BlobId, BlobMetadata, DecodeCheck, ShardIndex, Sliver, SliverIndex,
+    decode_bytes, encode, Axis, BlobId, BlobMetadata, DecodeCheck, ShardIndex, Sliver, SliverIndex,
     SliverPair,
 };
 use floe_consensus::chain::CommitteeChain;

@@ -29,12 +29,10 @@ impl Client {
             DecodeCheck::Consistent
         };
         let decoded =
-            tokio::task::spawn_blocking(move || decode(&blob_id, &metadata, &slivers, check))
+            tokio::task::spawn_blocking(move || decode_bytes(&blob_id, &metadata, &slivers, check))
                 .await
                 .map_err(|e| ClientError::Rejected(format!("decoding failed: {e}")))?;
-        let bytes = decoded
-            .map(Bytes::from)
-            .map_err(|e| ClientError::Rejected(format!("blob {blob_id}: {e}")))?;
+        let bytes = decoded.map_err(|e| ClientError::Rejected(format!("blob {blob_id}: {e}")))?;
         Ok((bytes, status))
     }
 

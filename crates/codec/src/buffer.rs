@@ -1,4 +1,5 @@
-//! The two large buffers an encode writes its slivers into.
+//! The two large buffers an encode writes its slivers into, and the one a
+//! decode writes a blob into ([`crate::decode_bytes`]).
 //!
 //! A 64 MiB blob needs ~300 MB of sliver buffers, and faulting that in 4 KiB
 //! pages (each zeroed by the kernel on first touch) costs about as much as
@@ -104,6 +105,21 @@ impl SliverBuffer {
             SliverBuffer::Mapped { map, len } => {
                 Bytes::from_owner(Recycled(Some(map))).slice(..len)
             }
+        }
+    }
+}
+
+impl AsMut<[u8]> for SliverBuffer {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+impl AsRef<[u8]> for SliverBuffer {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            SliverBuffer::Heap(vec) => vec,
+            SliverBuffer::Mapped { map, len } => &map[..*len],
         }
     }
 }

@@ -83,7 +83,7 @@ mod sliver;
 pub use blob_id::{BlobId, Hash32};
 pub use commitment::{SymbolProof, SLIVER_CONTEXT};
 pub use config::{EncodingConfig, MAX_N_SHARDS, MAX_SYMBOL_SIZE, MIN_N_SHARDS, MIN_SYMBOL_SIZE};
-pub use decode::{decode, DecodeCheck};
+pub use decode::{decode, decode_bytes, DecodeCheck};
 pub use encode::encode;
 pub use error::{
     BlobIdParseError, CanonicalError, ConfigError, DecodeError, InconsistencyError, MetadataError,
