@@ -216,7 +216,19 @@ fn large_blobs_decode_the_same_into_recycled_buffers() {
     for (axis, needed) in [(Axis::Primary, rows), (Axis::Secondary, cols)] {
         let slivers = of(&pairs, axis);
         let others = of(&other_pairs, axis);
-        for chosen in [&slivers[..needed], &slivers[slivers.len() - needed..]] {
+        // Some systematic slivers and some not: a reader's usual case,
+        // part copied and part rebuilt.
+        let half = needed / 2;
+        let mixed: Vec<Sliver> = slivers[..half]
+            .iter()
+            .chain(&slivers[slivers.len() - (needed - half)..])
+            .cloned()
+            .collect();
+        for chosen in [
+            &slivers[..needed],
+            &mixed[..],
+            &slivers[slivers.len() - needed..],
+        ] {
             for check in [DecodeCheck::Consistent, DecodeCheck::Strict] {
                 let decoy = floe_codec::decode_bytes(&other_id, &other_metadata, &others, check);
                 drop(decoy.unwrap());
