@@ -92,11 +92,6 @@ impl PutPairsFrame {
         self.count
     }
 
-    /// The frame's length in bytes, its pairs' bytes and their framing.
-    pub fn byte_len(&self) -> usize {
-        self.frame.len()
-    }
-
     /// The pairs, if there are at most `max_pairs` of them (the shards of
     /// the committee: a request holds at most one pair per shard) and the
     /// frame is well formed. The slivers' bytes are views of the frame.

@@ -36,14 +36,8 @@ impl DecodedMetadata {
         stored: &[u8],
         decode: impl FnOnce() -> Result<BlobMetadata, StoreError>,
     ) -> Result<BlobMetadata, StoreError> {
-        let kept = |recent: &VecDeque<Kept>| {
-            recent
-                .iter()
-                .find(|(id, bytes, _)| id == blob_id && bytes == stored)
-                .map(|(_, _, metadata)| metadata.clone())
-        };
-        if let Some(metadata) = kept(&self.lock()) {
-            return Ok(metadata);
+        if let Some((_, _, metadata)) = decode_of(&self.lock(), blob_id, stored) {
+            return Ok(metadata.clone());
         }
         let metadata = decode()?;
         self.keep(blob_id, stored, &metadata);
@@ -54,10 +48,7 @@ impl DecodedMetadata {
     /// decodes to (unless it is kept already).
     pub(crate) fn keep(&self, blob_id: &BlobId, stored: &[u8], metadata: &BlobMetadata) {
         let mut recent = self.lock();
-        if !recent
-            .iter()
-            .any(|(id, bytes, _)| id == blob_id && bytes == stored)
-        {
+        if decode_of(&recent, blob_id, stored).is_none() {
             if recent.len() == KEPT {
                 recent.pop_front();
             }
@@ -87,6 +78,13 @@ impl DecodedMetadata {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The decode of `blob_id`'s `stored` value among `recent`, if kept.
+fn decode_of<'a>(recent: &'a VecDeque<Kept>, blob_id: &BlobId, stored: &[u8]) -> Option<&'a Kept> {
+    recent
+        .iter()
+        .find(|(id, bytes, _)| id == blob_id && bytes == stored)
 }
 
 #[cfg(test)]

@@ -93,6 +93,14 @@ impl Store {
         self.decoded.kept(blob_id)
     }
 
+    /// `MissingMetadata` unless `blob_id`'s metadata is stored.
+    fn require_metadata(&self, blob_id: &BlobId) -> Result<(), StoreError> {
+        match self.get(METADATA, &blob_id.0)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::MissingMetadata { blob_id: *blob_id }),
+        }
+    }
+
     // ---- slivers ----
 
     /// Stores the sliver pair of `shard` (already verified against the
@@ -125,9 +133,7 @@ impl Store {
         // Refused before the slow part too: a blob collected since its
         // pairs were checked (against metadata kept decoded in memory) costs
         // no write and sync of its file. Checked again under the lock.
-        if self.get(METADATA, &blob_id.0)?.is_none() {
-            return Err(StoreError::MissingMetadata { blob_id: *blob_id });
-        }
+        self.require_metadata(blob_id)?;
         let slivers = [&pair.primary, &pair.secondary];
         let in_file = pair.byte_len() >= FILE_MIN_PAIR_BYTES;
         // The slow part, before the blob's lock: the pair written at the
@@ -154,9 +160,7 @@ impl Store {
                 .collect(),
         };
         let _guard = self.lock(blob_id);
-        if self.get(METADATA, &blob_id.0)?.is_none() {
-            return Err(StoreError::MissingMetadata { blob_id: *blob_id });
-        }
+        self.require_metadata(blob_id)?;
         if let Some(staged) = &staged {
             staged.check_live()?;
         }

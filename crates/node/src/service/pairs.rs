@@ -53,7 +53,7 @@ impl floe_net::Method for PutPairsByFrame {
 /// each sliver to all `n` symbols of its line, a symbol counted as at
 /// least [`MIN_SYMBOL_WORK`] bytes. About a millisecond on one core: a
 /// 16 MiB blob's pair in a committee of 100 shards is 1.5 MiB of it.
-pub(crate) const CHECK_IN_PLACE_WORK: usize = 4 << 20;
+const CHECK_IN_PLACE_WORK: usize = 4 << 20;
 
 /// The Reed–Solomon engine works on 64-byte units: a smaller symbol costs
 /// as much as one of 64 bytes.
@@ -61,7 +61,7 @@ const MIN_SYMBOL_WORK: usize = 64;
 
 /// The work of checking `pairs` pairs of a blob with `metadata`: see
 /// [`CHECK_IN_PLACE_WORK`].
-pub(crate) fn check_work(metadata: &BlobMetadata, pairs: usize) -> usize {
+fn check_work(metadata: &BlobMetadata, pairs: usize) -> usize {
     let line = usize::from(metadata.config().n_shards())
         .saturating_mul(metadata.symbol_size().max(MIN_SYMBOL_WORK));
     pairs.saturating_mul(2).saturating_mul(line)
